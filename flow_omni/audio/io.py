@@ -1,0 +1,125 @@
+"""Reading, writing, validating, mixing down and resampling audio.
+
+Audio goes through ``soundfile`` (``torchaudio.load`` needs torchcodec, which does not load on the
+reference machine; DESIGN.md §4). In memory, audio is a float32 tensor of shape ``(T,)`` (mono)
+or ``(C, T)`` (channels first), in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from flow_omni.errors import AudioError
+
+#: The rate of the Vocos-24k mel and of every waveform the models see.
+TARGET_SAMPLE_RATE = 24000
+#: Peak amplitude below which audio counts as silent (about -100 dBFS).
+SILENCE_PEAK = 1e-5
+
+
+def validate_audio(
+    audio: torch.Tensor,
+    *,
+    name: str = "audio",
+    sample_rate: int | None = None,
+    max_seconds: float | None = None,
+    allow_silent: bool = True,
+) -> torch.Tensor:
+    """Check a waveform and return it unchanged; raise :class:`AudioError` with the reason.
+
+    Args:
+        audio: ``(T,)`` or ``(C, T)``.
+        sample_rate: needed only for the ``max_seconds`` check.
+        max_seconds: reject longer audio (over-long input is a frequent cause of OOM later on).
+        allow_silent: when False, all-zero (or sub -100 dBFS) audio is rejected.
+    """
+    if not isinstance(audio, torch.Tensor):
+        raise AudioError(f"{name}: expected a torch.Tensor, got {type(audio).__name__}")
+    if audio.dim() not in (1, 2):
+        raise AudioError(f"{name}: expected shape (T,) or (C, T), got {tuple(audio.shape)}")
+    if not audio.is_floating_point():
+        raise AudioError(f"{name}: expected floating-point samples in [-1, 1], got dtype {audio.dtype}")
+    if audio.shape[-1] == 0:
+        raise AudioError(f"{name}: is empty (0 samples)")
+    finite = torch.isfinite(audio)
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        first = int((~finite).reshape(-1).nonzero()[0])
+        raise AudioError(f"{name}: contains {n_bad} NaN/Inf sample(s) (first at flat index {first})")
+    if max_seconds is not None:
+        if sample_rate is None:
+            raise ValueError("max_seconds needs sample_rate")
+        seconds = audio.shape[-1] / sample_rate
+        if seconds > max_seconds:
+            raise AudioError(f"{name}: is {seconds:.2f} s long; the limit is {max_seconds:.2f} s")
+    if not allow_silent and float(audio.abs().max()) < SILENCE_PEAK:
+        raise AudioError(f"{name}: is silent (peak below {SILENCE_PEAK:g}); expected audible speech")
+    return audio
+
+
+def to_mono(audio: torch.Tensor) -> torch.Tensor:
+    """``(C, T)`` or ``(T,)`` → ``(T,)`` by averaging channels (no clipping can occur)."""
+    if audio.dim() == 1:
+        return audio
+    if audio.dim() != 2:
+        raise AudioError(f"expected (T,) or (C, T) audio, got shape {tuple(audio.shape)}")
+    return audio.mean(dim=0)
+
+
+def resample(audio: torch.Tensor, orig_sr: int, new_sr: int = TARGET_SAMPLE_RATE) -> torch.Tensor:
+    """Band-limited resampling along the last axis; output length is ``ceil(T * new / orig)``."""
+    if orig_sr <= 0 or new_sr <= 0:
+        raise AudioError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
+    if orig_sr == new_sr:
+        return audio
+    return AF.resample(audio, orig_freq=int(orig_sr), new_freq=int(new_sr))
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int = TARGET_SAMPLE_RATE,
+    *,
+    mono: bool = True,
+    max_seconds: float | None = None,
+    allow_silent: bool = True,
+) -> torch.Tensor:
+    """Read an audio file as float32, mix to mono, resample to ``sample_rate``.
+
+    Returns:
+        ``(T,)`` when ``mono`` else ``(C, T)``.
+    Raises:
+        AudioError: missing/unreadable/unsupported file, empty or non-finite audio, too long.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file {path} does not exist")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(
+            f"cannot read {path} as audio ({exc}); supported formats: {', '.join(sorted(sf.available_formats()))}"
+        ) from None
+    audio = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
+    validate_audio(audio, name=str(path))
+    if mono:
+        audio = to_mono(audio)
+    audio = resample(audio, sr, sample_rate)
+    validate_audio(audio, name=str(path), sample_rate=sample_rate, max_seconds=max_seconds, allow_silent=allow_silent)
+    return audio.contiguous()
+
+
+def save_audio(path: str | Path, audio: torch.Tensor, sample_rate: int = TARGET_SAMPLE_RATE) -> Path:
+    """Write ``(T,)`` or ``(C, T)`` float audio as 16-bit PCM WAV (clipped to [-1, 1])."""
+    path = Path(path)
+    audio = audio.detach().cpu().float()
+    validate_audio(audio, name=f"audio for {path}")
+    if audio.dim() == 2:
+        audio = audio.T  # soundfile wants (T, C)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), audio.clamp(-1.0, 1.0).numpy(), int(sample_rate), subtype="PCM_16")
+    return path

@@ -1,0 +1,33 @@
+"""Exception types raised by flow_omni.
+
+Every error a user can trigger with bad input derives from :class:`FlowOmniError`, so a caller
+can catch the library's complaints without also swallowing programming errors. Each subclass
+also derives from the closest built-in type (``ValueError``, ``FileNotFoundError``...) so that
+generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class FlowOmniError(Exception):
+    """Base class of every error flow_omni raises on purpose."""
+
+
+class ConfigError(FlowOmniError, ValueError):
+    """A configuration had an unknown key, a missing key or a value of the wrong type."""
+
+
+class AudioError(FlowOmniError, ValueError):
+    """Audio was unreadable, empty, silent, non-finite, too long or of the wrong shape/rate."""
+
+
+class MelShapeError(FlowOmniError, ValueError):
+    """A mel spectrogram or speech token had the wrong number of bins, dims or frames."""
+
+
+class CheckpointError(FlowOmniError, ValueError):
+    """A checkpoint directory was missing files, truncated, or written by another class."""
+
+
+class VocoderUnavailableError(FlowOmniError, RuntimeError):
+    """No Vocos checkpoint could be found locally and the hub could not be reached."""
