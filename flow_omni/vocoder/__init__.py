@@ -1,0 +1,28 @@
+"""Mel → waveform: the Vocos vocoder, its streaming decoder and the Griffin-Lim fallback.
+
+* :class:`Vocoder` / :class:`VocoderConfig`: a ``vocos.Vocos`` (random init, or
+  ``Vocoder.from_pretrained(dir_or_repo_id)``), ``decode((n_mels, F)) → (T,)``.
+* :class:`StreamingVocoder` / :func:`stream_decode`: chunked decoding equal to offline decoding.
+* :class:`GriffinLim`: explicit weight-free fallback (low quality).
+"""
+
+from flow_omni.vocoder.griffinlim import GriffinLim
+from flow_omni.vocoder.streaming import StreamingVocoder, stream_decode
+from flow_omni.vocoder.vocos_vocoder import (
+    DEFAULT_REPO_ID,
+    Vocoder,
+    VocoderConfig,
+    build_vocos,
+    vocoder_config_from_vocos_yaml,
+)
+
+__all__ = [
+    "DEFAULT_REPO_ID",
+    "GriffinLim",
+    "StreamingVocoder",
+    "Vocoder",
+    "VocoderConfig",
+    "build_vocos",
+    "stream_decode",
+    "vocoder_config_from_vocos_yaml",
+]
