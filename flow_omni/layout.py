@@ -1,0 +1,285 @@
+"""Sequence layouts: how text, speech states and speech tokens share one LLM sequence.
+
+Every position carries three parallel streams (DESIGN.md §3):
+
+* ``text``  — a text token id (``<tpad>`` where there is no text),
+* ``state`` — the speech state: ``PAD`` (no speech), ``START``, ``GEN`` (a speech token is here), ``STOP``,
+* ``speech`` — a continuous speech token vector (zeros unless ``state == GEN``),
+
+plus, in the prompt, positions whose embedding comes from the speech *encoder* (``audio_in``).
+The input embedding is the sum of the embeddings of the streams. Position ``p`` predicts the
+streams of position ``p + 1`` (text CE, state CE, and the flow head for the next speech token).
+
+A sequence is ``prompt`` + ``response``. The prompt is ``<bos> <TASK> content <sep>`` where content is
+text ids (T2A, T2T) or encoder positions (A2T, A2A). Two response layouts:
+
+``parallel`` (Flow-Omni / Mini-Omni): text and speech run side by side, text leading by
+``text_delay`` positions::
+
+    j      : 0    1    2     3    4    …   n    n+1  …   d+N+1
+    text   : t1   t2   t3    …    tn  <eot> <tpad> …
+    state  : PAD  PAD  START GEN  GEN  …   GEN  STOP          (d = text_delay = 2)
+    speech : 0    0    0     s1   s2   …   sN   0
+
+``interleaved`` (GLM-4-Voice): one position is either text or speech; chunks of ``text_chunk``
+text tokens alternate with ``speech_chunk`` speech positions; when one stream runs out the other
+continues alone; the speech stream ends with a ``STOP`` position right after its last token::
+
+    text   : t1 … t13 <tpad>×26   t14 … <eot> <tpad> …  <tpad>
+    state  : PAD …    GEN ×26     PAD …       GEN …      STOP
+
+Text-only tasks (A2T, T2T) have the response ``t1 … tn <eot>`` with ``state = PAD`` throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+from flow_omni.config import Config
+from flow_omni.errors import ConfigError, FlowOmniError
+
+STATE_PAD, STATE_START, STATE_GEN, STATE_STOP = 0, 1, 2, 3
+STATE_NAMES = ("pad", "start", "generating", "stop")
+NUM_STATES = 4
+IGNORE = -100
+
+Task = Literal["A2T", "T2A", "A2A", "T2T"]
+TASKS: tuple[str, ...] = ("A2T", "T2A", "A2A", "T2T")
+
+
+@dataclasses.dataclass
+class LayoutConfig(Config):
+    kind: Literal["parallel", "interleaved"] = "parallel"
+    text_delay: int = 2
+    text_chunk: int = 13
+    speech_chunk: int = 26
+    max_length: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.text_delay < 0:
+            raise ConfigError(f"LayoutConfig: text_delay must be >= 0, got {self.text_delay}")
+        if self.text_chunk < 1 or self.speech_chunk < 1:
+            raise ConfigError("LayoutConfig: text_chunk and speech_chunk must be >= 1")
+        if self.max_length < 8:
+            raise ConfigError(f"LayoutConfig: max_length must be >= 8, got {self.max_length}")
+
+
+@dataclass
+class Sample:
+    """One example. Prompt: ``prompt_text`` (T2A, T2T) or ``prompt_audio`` (A2T, A2A);
+    targets (training only): ``target_text`` and, for T2A/A2A, ``target_speech``.
+
+    ``prompt_audio`` holds *encoder input features* ``(n_frames, feat_dim)`` (the model's
+    ``prepare_audio`` turns a waveform into these); ``target_speech`` is ``(N, token_dim)``.
+    """
+
+    task: str
+    prompt_text: str | None = None
+    prompt_audio: torch.Tensor | None = None
+    target_text: str | None = None
+    target_speech: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise FlowOmniError(f"unknown task {self.task!r}; expected one of {list(TASKS)}")
+        if self.task[0] == "A" and self.prompt_audio is None:
+            raise FlowOmniError(f"task {self.task} needs prompt_audio")
+        if self.task[0] == "T":
+            if self.prompt_text is None or not self.prompt_text.strip():
+                raise FlowOmniError(f"task {self.task} needs a non-empty prompt_text")
+
+    @property
+    def speaks(self) -> bool:
+        return self.task.endswith("A")
+
+
+@dataclass
+class Sequence3:
+    """One laid-out sequence (unbatched): streams of length ``L``."""
+
+    text: list[int]
+    state: list[int]
+    speech: torch.Tensor  # (L, D)
+    audio_in: list[bool]  # positions fed by the speech encoder
+    prompt_length: int
+
+
+def build_prompt(
+    sample: Sample, text_ids: Sequence[int], audio_positions: int, special: dict[str, int], token_dim: int
+) -> Sequence3:
+    """``<bos> <TASK> content <sep>``; content = text ids or ``audio_positions`` encoder slots."""
+    tpad = special["<tpad>"]
+    text = [special["<bos>"], special[f"<{sample.task}>"]]
+    audio_in = [False, False]
+    if sample.task[0] == "A":
+        text += [tpad] * audio_positions
+        audio_in += [True] * audio_positions
+    else:
+        text += list(text_ids)
+        audio_in += [False] * len(text_ids)
+    text.append(special["<sep>"])
+    audio_in.append(False)
+    n = len(text)
+    return Sequence3(text, [STATE_PAD] * n, torch.zeros(n, token_dim), audio_in, n)
+
+
+def build_response(
+    cfg: LayoutConfig, task: str, text_ids: Sequence[int], speech: torch.Tensor | None, special: dict[str, int], token_dim: int
+) -> tuple[list[int], list[int], torch.Tensor]:
+    """The response streams ``(text, state, speech (R, D))`` for the layout in ``cfg``."""
+    eot, tpad = special["<eot>"], special["<tpad>"]
+    text_seq = list(text_ids) + [eot]
+    if not task.endswith("A"):
+        return text_seq, [STATE_PAD] * len(text_seq), torch.zeros(len(text_seq), token_dim)
+    if speech is None or speech.dim() != 2 or speech.shape[0] == 0:
+        raise FlowOmniError(f"task {task} needs target_speech of shape (N>0, {token_dim})")
+    n_speech = speech.shape[0]
+    if cfg.kind == "parallel":
+        d = cfg.text_delay
+        length = max(len(text_seq), d + n_speech + 2)
+        text = text_seq + [tpad] * (length - len(text_seq))
+        state = [STATE_PAD] * d + [STATE_START] + [STATE_GEN] * n_speech + [STATE_STOP]
+        state += [STATE_PAD] * (length - len(state))
+        vec = torch.zeros(length, token_dim)
+        vec[d + 1 : d + 1 + n_speech] = speech
+        return text, state, vec
+    # interleaved: alternate chunks; a stream that runs out leaves the other to continue alone;
+    # STOP follows the last speech token at once, so the generator can end speech mid-chunk.
+    text, state, rows = [], [], []
+    ti = si = 0
+    zero = torch.zeros(token_dim)
+    while ti < len(text_seq) or si <= n_speech:
+        for _ in range(cfg.text_chunk):
+            if ti >= len(text_seq):
+                break
+            text.append(text_seq[ti]); state.append(STATE_PAD); rows.append(zero); ti += 1
+        budget = cfg.speech_chunk if ti < len(text_seq) else n_speech + 1
+        for _ in range(budget):
+            if si > n_speech:
+                break
+            if si == n_speech:
+                text.append(tpad); state.append(STATE_STOP); rows.append(zero)
+            else:
+                text.append(tpad); state.append(STATE_GEN); rows.append(speech[si])
+            si += 1
+    return text, state, torch.stack(rows)
+
+
+def layout_sample(
+    cfg: LayoutConfig,
+    sample: Sample,
+    prompt_text_ids: Sequence[int],
+    target_text_ids: Sequence[int] | None,
+    audio_positions: int,
+    special: dict[str, int],
+    token_dim: int,
+) -> Sequence3:
+    """Prompt + (optional) response for one sample, checked against ``cfg.max_length``."""
+    seq = build_prompt(sample, prompt_text_ids, audio_positions, special, token_dim)
+    if target_text_ids is not None or sample.target_speech is not None:
+        text, state, vec = build_response(cfg, sample.task, target_text_ids or [], sample.target_speech, special, token_dim)
+        seq = Sequence3(seq.text + text, seq.state + state, torch.cat([seq.speech, vec]), seq.audio_in + [False] * len(text), seq.prompt_length)
+    if len(seq.text) > cfg.max_length:
+        raise FlowOmniError(
+            f"a {sample.task} sequence needs {len(seq.text)} positions but max_length is {cfg.max_length} "
+            f"(prompt {seq.prompt_length}); shorten the input or raise LayoutConfig.max_length"
+        )
+    return seq
+
+
+@dataclass
+class Batch:
+    """Padded tensors for a batch of laid-out sequences (``B`` sequences, ``L`` positions)."""
+
+    text: torch.Tensor  # (B, L) long
+    state: torch.Tensor  # (B, L) long
+    speech: torch.Tensor  # (B, L, D) float
+    audio_in: torch.Tensor  # (B, L) bool
+    attention_mask: torch.Tensor  # (B, L) long, 1 = real position
+    prompt_lengths: torch.Tensor  # (B,) long
+    audio_features: torch.Tensor | None = None  # (B, F, C) encoder input, padded
+    audio_lengths: torch.Tensor | None = None  # (B,) frames of each item's encoder input
+    tasks: list[str] = dataclasses.field(default_factory=list)
+
+    def to(self, device) -> "Batch":
+        moved = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            moved[f.name] = v.to(device) if isinstance(v, torch.Tensor) else v
+        return Batch(**moved)
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """Positions that skip padding, so left- and right-padded items see the same positions."""
+        return (self.attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+    def targets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Next-position targets ``(text (B,L), state (B,L), speech_mask (B,L))``; ignored = -100/False.
+
+        Position ``p`` is trained to predict position ``p+1`` when ``p+1`` is in the response.
+        """
+        B, L = self.text.shape
+        idx = torch.arange(L, device=self.text.device)
+        nxt_real = torch.zeros_like(self.attention_mask, dtype=torch.bool)
+        nxt_real[:, :-1] = self.attention_mask[:, 1:].bool()
+        # With right padding, p+1 is in the response when p+1 >= prompt_length.
+        in_resp = (idx[None, :] + 1 >= self.prompt_lengths[:, None]) & nxt_real
+        text_t = torch.full_like(self.text, IGNORE)
+        state_t = torch.full_like(self.state, IGNORE)
+        text_t[:, :-1] = self.text[:, 1:]
+        state_t[:, :-1] = self.state[:, 1:]
+        text_t[~in_resp] = IGNORE
+        state_t[~in_resp] = IGNORE
+        speech_mask = torch.zeros_like(in_resp)
+        speech_mask[:, :-1] = self.state[:, 1:] == STATE_GEN
+        speech_mask &= in_resp
+        return text_t, state_t, speech_mask
+
+
+def collate(
+    seqs: Sequence[Sequence3],
+    pad_id: int,
+    *,
+    left_pad: bool = False,
+    audio_features: Sequence[torch.Tensor | None] | None = None,
+    tasks: Sequence[str] = (),
+) -> Batch:
+    """Pad sequences to one length.
+
+    Right padding for training (:meth:`Batch.targets` assumes it); left padding for generation, so
+    that every item's next position is the same column of the KV cache.
+    """
+    if not seqs:
+        raise FlowOmniError("cannot collate an empty batch")
+    B, L = len(seqs), max(len(s.text) for s in seqs)
+    D = seqs[0].speech.shape[1]
+    text = torch.full((B, L), pad_id, dtype=torch.long)
+    state = torch.full((B, L), STATE_PAD, dtype=torch.long)
+    speech = torch.zeros(B, L, D)
+    audio_in = torch.zeros(B, L, dtype=torch.bool)
+    mask = torch.zeros(B, L, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        n = len(s.text)
+        sl = slice(L - n, L) if left_pad else slice(0, n)
+        text[i, sl] = torch.tensor(s.text)
+        state[i, sl] = torch.tensor(s.state)
+        speech[i, sl] = s.speech
+        audio_in[i, sl] = torch.tensor(s.audio_in)
+        mask[i, sl] = 1
+    feats = lengths = None
+    if audio_features is not None and any(f is not None for f in audio_features):
+        present = [f for f in audio_features if f is not None]
+        C = present[0].shape[-1]
+        F_max = max(f.shape[0] for f in present)
+        feats = torch.zeros(B, F_max, C)
+        lengths = torch.zeros(B, dtype=torch.long)
+        for i, f in enumerate(audio_features):
+            if f is not None:
+                feats[i, : f.shape[0]] = f
+                lengths[i] = f.shape[0]
+    prompt_lengths = torch.tensor([s.prompt_length for s in seqs], dtype=torch.long)
+    return Batch(text, state, speech, audio_in, mask, prompt_lengths, feats, lengths, list(tasks))

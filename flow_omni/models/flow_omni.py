@@ -1,0 +1,314 @@
+"""FlowOmni: a ``transformers`` causal LM that reads and speaks continuous speech tokens.
+
+Input side: at every position the embedding is the sum of the text-token embedding (the
+backbone's own table), a speech-state embedding, a linear projection of the speech token fed at
+that position, and, at prompt positions that hold input audio, the speech encoder's output.
+
+Output side: from the backbone's last hidden state ``h`` (B, L, W)
+* the backbone's own LM head gives next-text logits,
+* a linear state head gives next speech-state logits (pad / start / generating / stop),
+* the post-net (a few causal transformer blocks) turns ``h`` into the condition of the flow head,
+  which is trained with conditional flow matching on the next speech token.
+
+Loss = ``w_text * CE_text + w_state * CE_state + w_flow * CFM`` (weights in the config); each
+term is returned separately. Generation lives in :mod:`flow_omni.generation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
+from flow_omni.checkpoint import load_checkpoint, load_state_strict, read_checkpoint_config, save_checkpoint
+from flow_omni.config import Config
+from flow_omni.errors import ConfigError, FlowOmniError
+from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
+from flow_omni.models.backbone import PRESETS, BackboneConfig, build_backbone, build_postnet, hidden_size
+from flow_omni.models.flow_head import FlowHead, FlowHeadConfig
+from flow_omni.models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
+from flow_omni.text.tokenizer import CharTokenizer, HFTokenizer, TextTokenizer, load_text_tokenizer
+
+
+@dataclasses.dataclass
+class LossWeights(Config):
+    text: float = 1.0
+    state: float = 1.0
+    flow: float = 1.0
+
+
+@dataclasses.dataclass
+class FlowOmniConfig(Config):
+    """Everything needed to rebuild a FlowOmni model (stored in ``config.json``)."""
+
+    backbone: BackboneConfig
+    flow: FlowHeadConfig
+    speech: SpeechTokenConfig = dataclasses.field(default_factory=SpeechTokenConfig)
+    encoder: SpeechEncoderConfig = dataclasses.field(default_factory=SpeechEncoderConfig)
+    layout: LayoutConfig = dataclasses.field(default_factory=LayoutConfig)
+    postnet_layers: int = 1
+    #: std of Gaussian noise added to teacher-forced speech tokens at the LLM input during training,
+    #: so that the model learns to read its own (imperfect) samples back; 0 disables it.
+    speech_input_noise: float = 0.0
+    text_tokenizer: dict = dataclasses.field(default_factory=lambda: {"kind": "char"})
+    loss_weights: LossWeights = dataclasses.field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        if self.postnet_layers < 0:
+            raise ConfigError(f"FlowOmniConfig.postnet_layers must be >= 0, got {self.postnet_layers}")
+        if self.flow.token_dim != self.speech.token_dim:
+            raise ConfigError(
+                f"FlowOmniConfig: flow.token_dim={self.flow.token_dim} but the speech token has "
+                f"r={self.speech.r} x {self.speech.mel.n_mels} = {self.speech.token_dim} dims"
+            )
+
+    @classmethod
+    def preset(cls, name: str = "tiny", *, r: int = 4, **overrides) -> "FlowOmniConfig":
+        """A CPU-trainable configuration: ``tiny`` (≈5 M parameters) or ``small`` (≈30 M)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+        p = PRESETS[name]
+        tok = CharTokenizer()
+        hf = dict(p["backbone"], vocab_size=tok.vocab_size, max_position_embeddings=4096, tie_word_embeddings=True)
+        speech = overrides.pop("speech", None) or SpeechTokenConfig(r=r)
+        flow = dict(p["flow"], token_dim=speech.token_dim, cond_dim=hf["hidden_size"])
+        flow.update(overrides.pop("flow", {}))
+        data = dict(
+            backbone=BackboneConfig(hf_config=hf),
+            flow=FlowHeadConfig.from_dict(flow),
+            speech=speech,
+            encoder=SpeechEncoderConfig.from_dict(p["encoder"]),
+            postnet_layers=p["postnet_layers"],
+            text_tokenizer=tok.spec(),
+        )
+        data.update(overrides)
+        return cls(**data)
+
+    @classmethod
+    def from_pretrained_backbone(cls, path: str, *, gguf_file: str | None = None, r: int = 4, flow_width: int = 512,
+                                 flow_depth: int = 3, postnet_layers: int = 1, **overrides) -> "FlowOmniConfig":
+        """Config around a local pretrained causal LM; its own tokenizer becomes the text tokenizer."""
+        from transformers import AutoConfig
+
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        hf = AutoConfig.from_pretrained(path, local_files_only=True, **kwargs)
+        width = int(getattr(hf, "hidden_size", 0) or hf.n_embd)
+        speech = overrides.pop("speech", None) or SpeechTokenConfig(r=r)
+        return cls(
+            backbone=BackboneConfig(path=str(path), gguf_file=gguf_file, hf_config=hf.to_dict()),
+            flow=FlowHeadConfig(token_dim=speech.token_dim, cond_dim=width, width=flow_width, depth=flow_depth),
+            speech=speech,
+            postnet_layers=postnet_layers,
+            text_tokenizer={"kind": "hf", "path": str(path), "gguf_file": gguf_file},
+            **overrides,
+        )
+
+
+@dataclass
+class FlowOmniOutput:
+    """Losses of one forward pass (each term separately, and their weighted sum)."""
+
+    loss: torch.Tensor
+    text_loss: torch.Tensor
+    state_loss: torch.Tensor
+    flow_loss: torch.Tensor
+    num_text: int
+    num_speech: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"loss": self.loss.item(), "text": self.text_loss.item(), "state": self.state_loss.item(),
+                "flow": self.flow_loss.item()}
+
+
+class FlowOmni(nn.Module):
+    """The speech LLM. Build with ``FlowOmni(FlowOmniConfig.preset("tiny"))`` or ``from_pretrained``."""
+
+    def __init__(self, config: FlowOmniConfig, *, _from_checkpoint: bool = False, _tokenizer_dir: Path | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.text_tokenizer = self._build_text_tokenizer(config, _tokenizer_dir)
+        self.speech_tokenizer = ContinuousSpeechTokenizer(config.speech)
+        self.backbone = build_backbone(config.backbone, from_checkpoint=_from_checkpoint)
+        if self.backbone.get_input_embeddings().num_embeddings < self.text_tokenizer.vocab_size:
+            self.backbone.resize_token_embeddings(self.text_tokenizer.vocab_size)
+        # Record the exact architecture so that from_pretrained rebuilds it without the source files.
+        config.backbone.hf_config = self.backbone.config.to_dict()
+        width = hidden_size(self.backbone)
+        if config.flow.cond_dim != width:
+            raise ConfigError(f"FlowOmniConfig: flow.cond_dim={config.flow.cond_dim} but the backbone width is {width}")
+        self.width = width
+        self.state_embed = nn.Embedding(NUM_STATES, width)
+        self.speech_in = nn.Linear(config.speech.token_dim, width)
+        self.encoder = SpeechEncoder(config.encoder, config.speech.token_dim, width, from_checkpoint=_from_checkpoint)
+        self.state_head = nn.Linear(width, NUM_STATES)
+        self.postnet = build_postnet(config.postnet_layers, width, attn=config.backbone.attn_implementation)
+        self.flow_head = FlowHead(config.flow)
+        nn.init.normal_(self.state_embed.weight, std=0.02)
+        nn.init.normal_(self.speech_in.weight, std=0.02)
+        nn.init.zeros_(self.speech_in.bias)
+        self.special = {t: self.text_tokenizer.special_id(t) for t in
+                        ("<pad>", "<bos>", "<eot>", "<tpad>", "<sep>", "<A2T>", "<T2A>", "<A2A>", "<T2T>")}
+
+    @staticmethod
+    def _build_text_tokenizer(config: FlowOmniConfig, directory: Path | None) -> TextTokenizer:
+        spec = config.text_tokenizer
+        if spec.get("kind") == "hf" and directory is None:
+            kwargs = {"gguf_file": spec["gguf_file"]} if spec.get("gguf_file") else {}
+            return HFTokenizer.from_pretrained(spec["path"], local_files_only=True, **kwargs)
+        return load_text_tokenizer(spec, directory)
+
+    # ------------------------------------------------------------------------------ data → batch
+    @property
+    def device(self) -> torch.device:
+        return self.state_head.weight.device
+
+    def prepare_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """24 kHz waveform ``(T,)`` → encoder input features ``(F, C)`` for :class:`Sample.prompt_audio`."""
+        return self.encoder.featurize(audio, self.speech_tokenizer)
+
+    def encode_speech(self, audio: torch.Tensor) -> torch.Tensor:
+        """24 kHz waveform → target speech tokens ``(N, token_dim)`` for :class:`Sample.target_speech`."""
+        return self.speech_tokenizer.encode(audio)
+
+    def _text_ids(self, text: str | None, what: str) -> list[int]:
+        if text is None:
+            return []
+        ids = self.text_tokenizer.encode(text)
+        if text.strip() == "" or not ids:
+            raise FlowOmniError(f"{what} is empty; expected some text")
+        return ids
+
+    def collate(self, samples: Sequence[Sample], *, left_pad: bool = False, with_targets: bool = True) -> Batch:
+        """Lay out and pad samples (targets included unless ``with_targets=False``)."""
+        seqs, feats = [], []
+        D = self.config.speech.token_dim
+        for s in samples:
+            if s.prompt_audio is not None and (s.prompt_audio.dim() != 2 or s.prompt_audio.shape[0] == 0):
+                raise FlowOmniError(
+                    f"prompt_audio must be encoder features (frames, dims) from model.prepare_audio(), "
+                    f"got shape {tuple(s.prompt_audio.shape)}"
+                )
+            if s.target_speech is not None and (s.target_speech.dim() != 2 or s.target_speech.shape[-1] != D):
+                raise FlowOmniError(f"target_speech must be (N, {D}) speech tokens, got {tuple(s.target_speech.shape)}")
+            n_audio = self.encoder.output_length(s.prompt_audio.shape[0]) if s.prompt_audio is not None else 0
+            target = None
+            if with_targets:
+                target = self._text_ids(s.target_text, f"target_text of a {s.task} sample") if s.target_text is not None else []
+            sample = s if with_targets else dataclasses.replace(s, target_speech=None)
+            seqs.append(layout_sample(self.config.layout, sample, self._text_ids(s.prompt_text, "prompt_text"),
+                                      target if with_targets else None, n_audio, self.special, D))
+            feats.append(s.prompt_audio)
+        return collate(seqs, self.special["<pad>"], left_pad=left_pad, audio_features=feats,
+                       tasks=[s.task for s in samples])
+
+    # ------------------------------------------------------------------------------- embeddings
+    def embed(self, text: torch.Tensor, state: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+        """Sum of stream embeddings: text ``(B, L)``, state ``(B, L)``, speech ``(B, L, D)`` → ``(B, L, W)``."""
+        gen = (state == STATE_GEN).unsqueeze(-1).to(speech.dtype)
+        return (self.backbone.get_input_embeddings()(text) + self.state_embed(state)
+                + self.speech_in(speech) * gen)
+
+    def embed_batch(self, batch: Batch) -> torch.Tensor:
+        """Embeddings of a whole batch, with encoder outputs added at the ``audio_in`` positions."""
+        emb = self.embed(batch.text, batch.state, batch.speech)
+        if batch.audio_features is None:
+            return emb
+        enc, enc_len = self.encoder(batch.audio_features, batch.audio_lengths)
+        valid = torch.arange(enc.shape[1], device=enc.device)[None, :] < enc_len[:, None]
+        n_slots, n_enc = int(batch.audio_in.sum()), int(valid.sum())
+        if n_slots != n_enc:
+            raise FlowOmniError(f"layout has {n_slots} audio positions but the encoder produced {n_enc}")
+        extra = torch.zeros_like(emb).index_put((batch.audio_in.nonzero(as_tuple=True)), enc[valid])
+        return emb + extra
+
+    def condition(self, hidden: torch.Tensor, mask: torch.Tensor | None = None, position_ids=None,
+                  past=None, use_cache: bool = False):
+        """Post-net over hidden states ``(B, L, W)`` → flow-head conditions ``(B, L, W)`` (and its cache)."""
+        if self.postnet is None:
+            return hidden, None
+        out = self.postnet(inputs_embeds=hidden, attention_mask=mask, position_ids=position_ids,
+                           past_key_values=past, use_cache=use_cache)
+        return out.last_hidden_state, (out.past_key_values if use_cache else None)
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.backbone.get_output_embeddings()(hidden)
+
+    # ---------------------------------------------------------------------------------- forward
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> FlowOmniOutput:
+        """Teacher-forced losses on a right-padded training batch."""
+        batch = batch.to(self.device)
+        pos = batch.position_ids
+        if self.training and self.config.speech_input_noise > 0:
+            noise = torch.randn(batch.speech.shape, generator=generator, device=batch.speech.device)
+            emb = self.embed_batch(dataclasses.replace(batch, speech=batch.speech + self.config.speech_input_noise * noise))
+        else:
+            emb = self.embed_batch(batch)
+        hidden = self.backbone.base_model(inputs_embeds=emb, attention_mask=batch.attention_mask,
+                                          position_ids=pos).last_hidden_state
+        text_t, state_t, speech_mask = batch.targets()
+        has_text = text_t != IGNORE
+        # The LM head is the largest matrix of a pretrained backbone: apply it only where it counts.
+        text_loss = F.cross_entropy(self.text_logits(hidden[has_text]), text_t[has_text]) if has_text.any() \
+            else hidden.sum() * 0
+        has_state = state_t != IGNORE
+        state_loss = F.cross_entropy(self.state_head(hidden[has_state]), state_t[has_state]) if has_state.any() \
+            else hidden.sum() * 0
+        if speech_mask.any():
+            cond, _ = self.condition(hidden, batch.attention_mask, pos)
+            nxt = torch.zeros_like(batch.speech)
+            nxt[:, :-1] = batch.speech[:, 1:]
+            flow_loss = self.flow_head.loss(nxt[speech_mask], cond[speech_mask], prev=batch.speech[speech_mask],
+                                            generator=generator)
+        else:
+            flow_loss = hidden.sum() * 0
+        w = self.config.loss_weights
+        loss = w.text * text_loss + w.state * state_loss + w.flow * flow_loss
+        return FlowOmniOutput(loss, text_loss, state_loss, flow_loss, int(has_text.sum()), int(speech_mask.sum()))
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ ``tokenizer/`` for HF tokenizers)."""
+        directory = Path(directory)
+        if isinstance(self.text_tokenizer, HFTokenizer):
+            self.text_tokenizer.save(directory / "tokenizer")
+        return save_checkpoint(directory, "FlowOmni", self.config.to_dict(), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "FlowOmni":
+        """Rebuild a model saved by :meth:`save_pretrained`; foreign or damaged dirs raise CheckpointError."""
+        directory = Path(directory)
+        read_checkpoint_config(directory, "FlowOmni")  # fail on a foreign dir before heavy work
+        meta, state = load_checkpoint(directory, "FlowOmni")
+        config = FlowOmniConfig.from_dict(meta["config"])
+        tok_dir = directory / "tokenizer" if config.text_tokenizer.get("kind") == "hf" else None
+        model = cls(config, _from_checkpoint=True, _tokenizer_dir=tok_dir)
+        load_state_strict(model, state, directory)
+        return model.to(map_location).eval()
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ------------------------------------------------------------------------------ generation
+    def generate(self, samples, config=None, **overrides):
+        """Generate for a list of prompts (:class:`~flow_omni.layout.Sample` without targets).
+
+        Keyword overrides are :class:`~flow_omni.generation.GenerationConfig` fields, e.g.
+        ``model.generate(prompts, solver="midpoint", steps=8, cfg_scale=1.5, seed=3)``.
+        """
+        from flow_omni.generation import GenerationConfig, generate
+
+        cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
+        return generate(self, list(samples), cfg)
+
+    def stream(self, sample, config=None, *, vocoder=None, chunk_tokens: int = 4, **overrides):
+        """Iterate over text / mel / audio :class:`~flow_omni.generation.StreamEvent` s for one prompt."""
+        from flow_omni.generation import GenerationConfig, stream
+
+        cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
+        return stream(self, sample, cfg, vocoder=vocoder, chunk_tokens=chunk_tokens)

@@ -1,0 +1,331 @@
+"""Speech input: an audio encoder + a 2-layer MLP adapter producing LLM-width embeddings.
+
+Two backends behind one module, :class:`SpeechEncoder` (DESIGN §3 "Speech input"):
+
+- ``kind="conv"``: a light encoder over the model's own continuous speech tokens
+  (``ContinuousSpeechTokenizer.encode``, ``(F, r*n_mels)`` at ~23.4 Hz for r=4): masked same-padding
+  Conv1d+GELU stack → optional non-causal ``nn.TransformerEncoder`` → adapter. One LLM position
+  per token.
+- ``kind="whisper"``: ``transformers`` ``WhisperEncoder`` (random init, or a local pretrained Whisper
+  as in Flow-Omni / Mini-Omni) over 16 kHz Whisper log-mels (100 Hz). Whisper's conv stem halves
+  the rate (50 Hz); ``downsample`` consecutive frames are stacked (GLM-4-Voice / Mini-Omni style
+  adapters; 4 → 12.5 Hz) before the adapter.
+
+Padding never leaks: conv inputs are zeroed outside each item before every convolution and padded
+keys are masked in attention; Whisper sees each item padded *on its own* to its fixed
+``2*max_source_positions`` frames, so batched and item-by-item outputs agree on valid positions.
+Outputs beyond each item's length are exactly zero.
+
+Shapes: ``B`` batch, ``F`` input frames (padded), ``C`` feature dims, ``M = output_length(F)``,
+``W = llm_width``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flow_omni.audio.io import TARGET_SAMPLE_RATE, resample, validate_audio
+from flow_omni.config import Config
+from flow_omni.errors import AudioError, CheckpointError, ConfigError, MelShapeError
+
+WHISPER_SAMPLE_RATE = 16000
+WHISPER_HOP = 160
+WHISPER_N_FFT = 400
+#: Encoder frames per second after Whisper's stride-2 stem.
+WHISPER_FRAME_RATE = WHISPER_SAMPLE_RATE / WHISPER_HOP / 2
+
+
+@dataclasses.dataclass
+class SpeechEncoderConfig(Config):
+    """Hyper-parameters of :class:`SpeechEncoder` (stored in every checkpoint)."""
+
+    kind: Literal["conv", "whisper"] = "conv"
+    # conv backend
+    channels: int = 256
+    conv_layers: int = 2
+    kernel_size: int = 5
+    transformer_layers: int = 1
+    heads: int = 4
+    # whisper backend
+    whisper_path: str | None = None  # local dir of a pretrained HF Whisper model/encoder; None = random init
+    whisper_d_model: int = 256
+    whisper_layers: int = 2
+    whisper_heads: int = 4
+    whisper_max_seconds: float = 10.0  # random init only: max_source_positions = 50 * seconds
+    downsample: int = 4  # whisper: stack this many 50 Hz frames per LLM position
+    # adapter
+    adapter_hidden: int = 0  # 0 = the LLM width
+    # Filled in when a pretrained Whisper is loaded, so a checkpoint rebuilds without the source dir.
+    whisper_config: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("conv", "whisper"):
+            raise ConfigError(f"SpeechEncoderConfig.kind must be 'conv' or 'whisper', got {self.kind!r}")
+        for name in ("channels", "conv_layers", "kernel_size", "heads", "whisper_d_model", "whisper_layers",
+                     "whisper_heads", "downsample"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"SpeechEncoderConfig.{name} must be an integer >= 1, got {value!r}")
+        for name in ("transformer_layers", "adapter_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"SpeechEncoderConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"SpeechEncoderConfig.kernel_size must be odd (same padding), got {self.kernel_size}")
+        if self.transformer_layers and self.channels % self.heads:
+            raise ConfigError(f"SpeechEncoderConfig: channels={self.channels} is not divisible by heads={self.heads}")
+        if self.whisper_d_model % self.whisper_heads:
+            raise ConfigError(f"SpeechEncoderConfig: whisper_d_model={self.whisper_d_model} is not divisible by "
+                              f"whisper_heads={self.whisper_heads}")
+        s = self.whisper_max_seconds
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0.02 <= s <= 600:
+            raise ConfigError(f"SpeechEncoderConfig.whisper_max_seconds must be within [0.02, 600], got {s!r}")
+        if self.whisper_path is not None and not str(self.whisper_path).strip():
+            raise ConfigError("SpeechEncoderConfig.whisper_path is empty; use null for a randomly initialised Whisper")
+
+
+def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B,)`` lengths → ``(B, size)`` bool, True at real positions."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class _ConvBody(nn.Module):
+    """Masked Conv1d+GELU stack → optional Transformer; one output frame per input frame."""
+
+    downsample = 1
+
+    def __init__(self, cfg: SpeechEncoderConfig, token_dim: int) -> None:
+        super().__init__()
+        ch, k = cfg.channels, cfg.kernel_size
+        self.out_dim = ch
+        self.convs = nn.ModuleList(
+            nn.Conv1d(token_dim if i == 0 else ch, ch, k, padding=k // 2) for i in range(cfg.conv_layers)
+        )
+        self.transformer = None
+        if cfg.transformer_layers:
+            layer = nn.TransformerEncoderLayer(ch, cfg.heads, 4 * ch, dropout=0.0, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.transformer = nn.TransformerEncoder(layer, cfg.transformer_layers, norm=nn.LayerNorm(ch),
+                                                     enable_nested_tensor=False)
+
+    def out_frames(self, num_frames: int) -> int:
+        return num_frames
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, F, C)`` → ``(B, F, channels)`` (padded positions hold garbage; the caller masks)."""
+        valid = _valid_mask(lengths, x.shape[1])
+        keep = valid[:, None, :].to(x.dtype)
+        h = x.transpose(1, 2)
+        for conv in self.convs:
+            # Zero the padding before every conv so that no padded frame reaches a real one.
+            h = F.gelu(conv(h * keep))
+        h = h.transpose(1, 2)
+        if self.transformer is not None:
+            # An item with no frames would mask every key (NaN softmax); let it attend freely, its
+            # outputs are zeroed anyway.
+            pad = ~valid & valid.any(dim=1, keepdim=True)
+            h = self.transformer(h, src_key_padding_mask=pad)
+        return h
+
+
+class _WhisperBody(nn.Module):
+    """``WhisperEncoder`` over 100 Hz Whisper log-mels → ``ceil(F/2)`` frames at 50 Hz."""
+
+    def __init__(self, cfg: SpeechEncoderConfig, from_checkpoint: bool) -> None:
+        super().__init__()
+        from transformers import WhisperConfig, WhisperFeatureExtractor
+
+        self.downsample = cfg.downsample
+        extractor = None
+        if cfg.whisper_path is not None and cfg.whisper_config and from_checkpoint:
+            # Weights come from our own checkpoint; the pretrained dir need not exist here.
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            self.encoder = WhisperEncoder(WhisperConfig.from_dict(cfg.whisper_config))
+        elif cfg.whisper_path is not None:
+            self.encoder = self._load_pretrained(cfg.whisper_path)
+            cfg.whisper_config = json.loads(self.encoder.config.to_json_string())
+            if (Path(cfg.whisper_path) / "preprocessor_config.json").is_file():
+                extractor = WhisperFeatureExtractor.from_pretrained(cfg.whisper_path, local_files_only=True)
+        else:
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            d = cfg.whisper_d_model
+            self.encoder = WhisperEncoder(WhisperConfig(
+                d_model=d, encoder_layers=cfg.whisper_layers, encoder_attention_heads=cfg.whisper_heads,
+                encoder_ffn_dim=4 * d, num_mel_bins=80,
+                max_source_positions=max(1, round(WHISPER_FRAME_RATE * cfg.whisper_max_seconds)),
+            ))
+        self.num_mel_bins = int(self.encoder.config.num_mel_bins)
+        self.n_frames = 2 * int(self.encoder.config.max_source_positions)  # exact input length Whisper takes
+        self.out_dim = int(self.encoder.config.d_model)
+        if extractor is None:
+            extractor = WhisperFeatureExtractor(feature_size=self.num_mel_bins, sampling_rate=WHISPER_SAMPLE_RATE,
+                                                hop_length=WHISPER_HOP, n_fft=WHISPER_N_FFT)
+        got = (extractor.feature_size, extractor.sampling_rate, extractor.hop_length, extractor.n_fft)
+        if got != (self.num_mel_bins, WHISPER_SAMPLE_RATE, WHISPER_HOP, WHISPER_N_FFT):
+            raise CheckpointError(f"{cfg.whisper_path}: unsupported Whisper feature extractor (mels, sr, hop, n_fft)"
+                                  f"={got}; expected ({self.num_mel_bins}, 16000, 160, 400)")
+        self.feature_extractor = extractor
+
+    @staticmethod
+    def _load_pretrained(path: str) -> nn.Module:
+        from transformers import WhisperModel
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        kwargs = dict(local_files_only=True, dtype=torch.float32, output_loading_info=True)
+        try:
+            # Full Whisper checkpoints (WhisperModel / WhisperForConditionalGeneration) ...
+            model, info = WhisperModel.from_pretrained(path, **kwargs)
+            if not any(k.startswith("encoder.") for k in info["missing_keys"]):
+                return model.encoder.train()  # from_pretrained returns eval mode; follow the parent instead
+            # ... or an encoder saved on its own.
+            encoder, info = WhisperEncoder.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"could not load a Whisper model from {path!r} offline "
+                                  f"({str(exc).splitlines()[0]}); pass a local Whisper directory") from None
+        if info["missing_keys"]:
+            raise CheckpointError(f"{path!r} holds no complete Whisper encoder (missing e.g. "
+                                  f"{sorted(info['missing_keys'])[:3]})")
+        return encoder.train()
+
+    @property
+    def max_seconds(self) -> float:
+        return self.n_frames * WHISPER_HOP / WHISPER_SAMPLE_RATE
+
+    def out_frames(self, num_frames: int) -> int:
+        return -(-num_frames // 2)
+
+    def featurize(self, audio: torch.Tensor) -> torch.Tensor:
+        """24 kHz ``(T,)`` → Whisper log-mel ``(ceil(T16/160), n_mels)`` of the real audio only."""
+        seconds = audio.shape[-1] / TARGET_SAMPLE_RATE
+        if seconds > self.max_seconds:
+            raise AudioError(f"audio is {seconds:.2f} s long but this Whisper speech encoder takes at most "
+                             f"{self.max_seconds:.2f} s (whisper_max_seconds, or 30 s for pretrained Whisper); "
+                             "cut it into shorter segments")
+        x16 = resample(audio.detach().float().cpu(), TARGET_SAMPLE_RATE, WHISPER_SAMPLE_RATE)
+        n_samples = self.n_frames * WHISPER_HOP
+        feats = self.feature_extractor(x16.numpy(), sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt",
+                                       padding="max_length", max_length=n_samples, truncation=True).input_features
+        num = min(-(-x16.shape[-1] // WHISPER_HOP), self.n_frames)
+        return feats[0, :, :num].T.contiguous().float().to(audio.device)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, F, n_mels)`` → ``(B, ceil(F/2), d_model)``; rows of empty items are zero."""
+        if int(lengths.max()) > self.n_frames:
+            raise MelShapeError(f"Whisper features have {int(lengths.max())} frames; this encoder takes at most "
+                                f"{self.n_frames} ({self.max_seconds:.2f} s)")
+        B, n_in = x.shape[0], x.shape[1]
+        x = x[:, : self.n_frames]
+        valid = _valid_mask(lengths, x.shape[1])[..., None]
+        # Pad each item the way Whisper's own extractor pads: zero audio → log-mel floor = item max - 2.
+        floor = x.masked_fill(~valid, float("-inf")).amax(dim=(1, 2)) - 2.0
+        floor = torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))[:, None, None]
+        x = torch.where(valid, x, floor)
+        x = torch.cat([x, floor.expand(B, self.n_frames - x.shape[1], x.shape[2])], dim=1)
+        out = x.new_zeros(B, self.out_frames(n_in), self.out_dim)
+        rows = (lengths > 0).nonzero(as_tuple=True)[0]
+        if len(rows):  # skip items without audio: Whisper costs the same for 1 s as for its full window
+            h = self.encoder(x[rows].transpose(1, 2)).last_hidden_state
+            n = min(out.shape[1], h.shape[1])
+            out = out.index_put((rows,), F.pad(h[:, :n], (0, 0, 0, out.shape[1] - n)))
+        return out
+
+
+class SpeechEncoder(nn.Module):
+    """Audio features → LLM-width embeddings (encoder body + frame stacking + MLP adapter)."""
+
+    def __init__(self, config: SpeechEncoderConfig, token_dim: int, llm_width: int, *,
+                 from_checkpoint: bool = False) -> None:
+        """``from_checkpoint=True``: build a pretrained Whisper from ``config.whisper_config`` (weights come
+        from the caller's checkpoint) instead of reading ``whisper_path``."""
+        super().__init__()
+        if token_dim < 1 or llm_width < 1:
+            raise ConfigError(f"SpeechEncoder: token_dim and llm_width must be >= 1, got {token_dim}, {llm_width}")
+        self.config = config
+        self.token_dim = token_dim
+        self.llm_width = llm_width
+        self.body = _ConvBody(config, token_dim) if config.kind == "conv" else _WhisperBody(config, from_checkpoint)
+        self.downsample = self.body.downsample
+        hidden = config.adapter_hidden or llm_width
+        self.adapter = nn.Sequential(nn.Linear(self.body.out_dim * self.downsample, hidden), nn.GELU(),
+                                     nn.Linear(hidden, llm_width))
+
+    @property
+    def feature_dim(self) -> int:
+        """``C``: ``token_dim`` (conv) or Whisper's mel bins."""
+        return self.token_dim if self.config.kind == "conv" else self.body.num_mel_bins
+
+    @property
+    def max_seconds(self) -> float | None:
+        """Longest audio :meth:`featurize` accepts (None = unlimited)."""
+        return self.body.max_seconds if self.config.kind == "whisper" else None
+
+    def featurize(self, audio: torch.Tensor, tokenizer=None) -> torch.Tensor:
+        """24 kHz waveform ``(T,)`` → encoder input features ``(F, C)``.
+
+        conv: ``tokenizer.encode(audio)`` (a :class:`ContinuousSpeechTokenizer`), ``C = token_dim``;
+        whisper: 16 kHz Whisper log-mel of the real audio only, ``F = ceil(T16 / 160)``, ``C = n_mels``.
+        Raises AudioError for bad audio (or audio longer than Whisper's window).
+        """
+        validate_audio(audio, name="speech encoder input")
+        if audio.dim() != 1:
+            raise AudioError(f"speech encoder input: expected mono (T,) audio, got shape {tuple(audio.shape)}")
+        if self.config.kind == "whisper":
+            return self.body.featurize(audio)
+        if tokenizer is None:
+            raise ValueError("the conv speech encoder featurizes with the model's ContinuousSpeechTokenizer; pass it")
+        if tokenizer.token_dim != self.token_dim:
+            raise MelShapeError(f"tokenizer makes {tokenizer.token_dim}-dim tokens; this encoder takes {self.token_dim}")
+        return tokenizer.encode(audio)
+
+    def output_length(self, num_frames: int) -> int:
+        """How many LLM positions ``num_frames`` input features become."""
+        if num_frames < 0:
+            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+        return -(-self.body.out_frames(int(num_frames)) // self.downsample)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(B, F, C)`` (padded) and ``lengths`` ``(B,)`` → embeddings ``(B, M, W)``, ``out_lengths`` ``(B,)``.
+
+        ``M = output_length(F)``; ``out_lengths[i] = output_length(lengths[i])``; positions at or beyond
+        ``out_lengths[i]`` are zero. Items may have length 0 (no audio).
+        """
+        if features.dim() != 3 or features.shape[-1] != self.feature_dim:
+            raise MelShapeError(f"speech encoder features must be (B, F, {self.feature_dim}), got {tuple(features.shape)}")
+        lengths = lengths.to(device=features.device, dtype=torch.long)
+        if lengths.shape != (features.shape[0],) or bool((lengths < 0).any()) or bool((lengths > features.shape[1]).any()):
+            raise MelShapeError(f"lengths {lengths.tolist()} do not fit features of shape {tuple(features.shape)}")
+        h = self.body(features, lengths)  # (B, N, D)
+        n_len = torch.div(lengths + 1, 2, rounding_mode="floor") if self.config.kind == "whisper" else lengths
+        h = h * _valid_mask(n_len, h.shape[1])[..., None].to(h.dtype)
+        ds = self.downsample
+        if ds > 1:  # stack ds consecutive frames; the tail group is zero-padded
+            h = F.pad(h, (0, 0, 0, (-h.shape[1]) % ds))
+            h = h.reshape(h.shape[0], h.shape[1] // ds, ds * h.shape[2])
+        out_lengths = torch.div(n_len + ds - 1, ds, rounding_mode="floor")
+        emb = self.adapter(h) * _valid_mask(out_lengths, h.shape[1])[..., None].to(h.dtype)
+        return emb, out_lengths
+
+    def freeze_encoder(self, freeze: bool = True) -> None:
+        """(Un)freeze the encoder body, keeping the adapter trainable (adapter-alignment stages)."""
+        self.body.requires_grad_(not freeze)
+        if self.config.kind == "whisper":
+            self.body.encoder.embed_positions.requires_grad_(False)  # fixed sinusoids in Whisper
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_speech_encoder(config: SpeechEncoderConfig, token_dim: int, llm_width: int, *,
+                         from_checkpoint: bool = False) -> SpeechEncoder:
+    """Factory alias of :class:`SpeechEncoder` (both backends live behind one class)."""
+    return SpeechEncoder(config, token_dim, llm_width, from_checkpoint=from_checkpoint)

@@ -1,0 +1,207 @@
+"""FlowOmni end to end on a tiny model: it learns TTS and ASR, and generation is consistent.
+
+One module-scoped model is trained once (jointly on T2A and A2T over four synthetic utterances)
+and shared by the tests below, which keeps the file at well under a minute on 2 CPU cores.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from flow_omni import FlowOmni, FlowOmniConfig, Sample
+from flow_omni.audio.synth import synth_corpus
+from flow_omni.errors import CheckpointError, ConfigError, FlowOmniError
+from flow_omni.layout import STATE_GEN, STATE_STOP
+from flow_omni.quicktrain import quick_train
+
+TEXTS = ["hello", "blue sky", "open door", "seven"]
+#: Mean |log-mel| error (nats, both sides floored at log 1e-5 = -11.5 so that digital silence does not
+#: dominate) allowed for greedy TTS of a training utterance. Measured 0.38-0.50 after 400 steps;
+#: two *different* utterances of this corpus are 3.3-4.0 apart.
+TTS_MEL_TOLERANCE = 1.0
+MEL_FLOOR = -11.5
+
+
+def tiny_config(**kw):
+    return FlowOmniConfig.preset("tiny", r=4, **kw)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    torch.manual_seed(0)
+    return synth_corpus(len(TEXTS), seed=1, duration_range=(0.8, 1.1))
+
+
+@pytest.fixture(scope="module")
+def trained(corpus):
+    torch.manual_seed(0)
+    model = FlowOmni(tiny_config())
+    model.speech_tokenizer.fit(corpus)
+    model.config.speech = model.speech_tokenizer.config
+    samples = []
+    for text, audio in zip(TEXTS, corpus):
+        samples.append(Sample("T2A", prompt_text=text, target_text=text, target_speech=model.encode_speech(audio)))
+        samples.append(Sample("A2T", prompt_audio=model.prepare_audio(audio), target_text=text))
+    history = quick_train(model, samples, steps=400, batch_size=8, lr=3e-3, seed=0)
+    return model, samples, history
+
+
+def prompts(model, corpus):
+    tts = [Sample("T2A", prompt_text=t) for t in TEXTS]
+    asr = [Sample("A2T", prompt_audio=model.prepare_audio(a)) for a in corpus]
+    return tts, asr
+
+
+def test_preset_sizes():
+    tiny = FlowOmni(tiny_config()).num_parameters()
+    small = FlowOmni(FlowOmniConfig.preset("small")).num_parameters()
+    assert 3e6 < tiny < 8e6, tiny
+    assert 20e6 < small < 40e6, small
+
+
+def test_losses_fall(trained):
+    _, _, history = trained
+    first = {k: sum(h[k] for h in history[:10]) / 10 for k in history[0]}
+    last = {k: sum(h[k] for h in history[-10:]) / 10 for k in history[0]}
+    for term in ("text", "state", "flow"):
+        assert last[term] < 0.5 * first[term], (term, first[term], last[term])
+
+
+def test_asr_exact_transcripts(trained, corpus):
+    model, _, _ = trained
+    _, asr = prompts(model, corpus)
+    outs = model.generate(asr, max_new_positions=40)
+    assert [o.text for o in outs] == TEXTS
+    assert all(o.finished for o in outs)
+
+
+def test_tts_stops_by_itself_near_target(trained, corpus):
+    model, samples, _ = trained
+    tts, _ = prompts(model, corpus)
+    outs = model.generate(tts, max_new_positions=120, speech_temperature=0.0, steps=16)
+    for out, audio in zip(outs, corpus):
+        target_mel = model.speech_tokenizer.mel(audio)
+        assert out.finished, "TTS did not emit the stop state by itself"
+        assert out.states[-1] == STATE_STOP or STATE_STOP in out.states
+        n_target = model.speech_tokenizer.num_tokens(audio.shape[0])
+        assert abs(out.speech_tokens.shape[0] - n_target) <= 2, (out.speech_tokens.shape[0], n_target)
+        n = min(out.mel.shape[-1], target_mel.shape[-1])
+        err = (out.mel[:, :n].clamp_min(MEL_FLOOR) - target_mel[:, :n].clamp_min(MEL_FLOOR)).abs().mean()
+        assert err < TTS_MEL_TOLERANCE, float(err)
+
+
+#: Batched vs single (left padding) and cached vs uncached runs use different matmul shapes, so float32
+#: sums differ by ~1e-6 per step; fed back through ~30 autoregressive steps this grows to ~2e-4.
+AR_ATOL = 1e-3
+
+
+def test_batched_equals_single_and_cache_equals_no_cache(trained, corpus):
+    model, _, _ = trained
+    tts, asr = prompts(model, corpus)
+    mixed = [tts[0], asr[1], tts[2]]
+    batched = model.generate(mixed, max_new_positions=60, seed=5)
+    for i, s in enumerate(mixed):
+        single = model.generate([s], max_new_positions=60, seed=5 + i)[0]
+        assert single.text_ids == batched[i].text_ids and single.states == batched[i].states
+        assert torch.allclose(single.speech_tokens, batched[i].speech_tokens, atol=AR_ATOL)
+    nocache = model.generate(mixed, max_new_positions=60, seed=5, use_cache=False)
+    for a, b in zip(batched, nocache):
+        assert a.text_ids == b.text_ids and a.states == b.states
+        assert torch.allclose(a.speech_tokens, b.speech_tokens, atol=AR_ATOL)
+
+
+def test_save_load_bit_identical(trained, corpus, tmp_path):
+    model, samples, _ = trained
+    model.save_pretrained(tmp_path / "m")
+    loaded = FlowOmni.from_pretrained(tmp_path / "m")
+    tts, asr = prompts(model, corpus)
+    a = model.generate([tts[1], asr[0]], max_new_positions=50, seed=3)
+    b = loaded.generate([tts[1], asr[0]], max_new_positions=50, seed=3)
+    for x, y in zip(a, b):
+        assert x.text_ids == y.text_ids and x.states == y.states
+        assert torch.equal(x.speech_tokens, y.speech_tokens)
+    batch = model.collate(samples[:4])
+    assert torch.equal(model(batch, torch.Generator().manual_seed(0)).loss,
+                       loaded(batch, torch.Generator().manual_seed(0)).loss)
+
+
+def test_streaming_equals_generate(trained, corpus):
+    model, _, _ = trained
+    tts, _ = prompts(model, corpus)
+    full = model.generate([tts[3]], max_new_positions=60, seed=7)[0]
+    events = list(model.stream(tts[3], max_new_positions=60, seed=7, chunk_tokens=3))
+    text = "".join(e.text for e in events if e.kind == "text")
+    mel = torch.cat([e.mel for e in events if e.kind == "mel"], dim=-1)
+    tokens = torch.cat([e.tokens for e in events if e.kind == "mel"])
+    assert text == full.text
+    assert torch.equal(tokens, full.speech_tokens)
+    assert torch.allclose(mel, full.mel, atol=1e-5)
+
+
+def test_stream_with_vocoder_yields_audio(trained, corpus):
+    from flow_omni.vocoder import Vocoder, VocoderConfig
+
+    model, _, _ = trained
+    tts, _ = prompts(model, corpus)
+    voc = Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=1)).eval()
+    events = list(model.stream(tts[0], max_new_positions=60, vocoder=voc, chunk_tokens=4))
+    audio = torch.cat([e.audio for e in events if e.kind == "audio"])
+    mel = torch.cat([e.mel for e in events if e.kind == "mel"], dim=-1)
+    assert torch.allclose(audio, voc.decode(mel), atol=1e-4)
+
+
+def test_batch_parallel_text_guides_speech(trained, corpus):
+    model, _, _ = trained
+    s = Sample("A2A", prompt_audio=model.prepare_audio(corpus[0]))
+    out = model.generate([s], max_new_positions=40, batch_parallel=True)[0]
+    asr = model.generate([Sample("A2T", prompt_audio=s.prompt_audio)], max_new_positions=40)[0]
+    assert out.text == asr.text  # the A2T copy's text is the A2A item's text
+    with pytest.raises(FlowOmniError, match="parallel layout"):
+        m = FlowOmni(tiny_config(layout=dataclasses.replace(model.config.layout, kind="interleaved")))
+        m.generate([s], batch_parallel=True)
+
+
+def test_interleaved_layout_trains_and_generates(corpus):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.layout = dataclasses.replace(cfg.layout, kind="interleaved", text_chunk=2, speech_chunk=4)
+    model = FlowOmni(cfg)
+    model.speech_tokenizer.fit(corpus)
+    samples = [Sample("T2A", prompt_text=t, target_text=t, target_speech=model.encode_speech(a))
+               for t, a in zip(TEXTS[:2], corpus[:2])]
+    history = quick_train(model, samples, steps=150, batch_size=2, lr=3e-3)
+    assert history[-1]["loss"] < history[0]["loss"]
+    out = model.generate([Sample("T2A", prompt_text=TEXTS[0])], max_new_positions=80)[0]
+    # The schedule is enforced: no more than text_chunk text tokens in a row before speech starts.
+    assert out.states[:2] == [0, 0] and out.states[2] in (STATE_GEN, STATE_STOP)
+
+
+def test_bad_inputs(trained, corpus):
+    model, _, _ = trained
+    with pytest.raises(FlowOmniError, match="non-empty prompt_text"):
+        model.generate([Sample("T2A", prompt_text="")])
+    with pytest.raises(FlowOmniError, match="encoder features"):
+        model.generate([Sample("A2T", prompt_audio=corpus[0])])  # a raw waveform, not features
+    with pytest.raises(FlowOmniError, match="max_length"):
+        model.generate([Sample("T2T", prompt_text="x" * 5000)])
+    with pytest.raises(FlowOmniError, match="exceeds the backbone"):
+        model.generate([Sample("T2T", prompt_text="hi")], max_new_positions=10_000)
+    with pytest.raises(ConfigError, match="unknown key"):
+        FlowOmniConfig.from_dict({**tiny_config().to_dict(), "n_layer": 3})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        FlowOmniConfig.preset("huge")
+
+
+def test_foreign_and_truncated_checkpoints(trained, tmp_path):
+    from flow_omni.vocoder import Vocoder, VocoderConfig
+
+    Vocoder(VocoderConfig(dim=16, intermediate_dim=32, num_layers=1)).save_pretrained(tmp_path / "voc")
+    with pytest.raises(CheckpointError, match="holds a Vocoder checkpoint"):
+        FlowOmni.from_pretrained(tmp_path / "voc")
+    model, _, _ = trained
+    model.save_pretrained(tmp_path / "m")
+    w = tmp_path / "m" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        FlowOmni.from_pretrained(tmp_path / "m")

@@ -1,0 +1,72 @@
+"""Sequence layouts: parallel (delayed text) and interleaved, and their training targets."""
+
+import pytest
+import torch
+
+from flow_omni.errors import FlowOmniError
+from flow_omni.layout import (
+    IGNORE, STATE_GEN, STATE_PAD, STATE_START, STATE_STOP, LayoutConfig, Sample, build_response, collate, layout_sample,
+)
+from flow_omni.text import CharTokenizer, SPECIAL_TOKENS
+
+TOK = CharTokenizer()
+SP = {t: TOK.special_id(t) for t in SPECIAL_TOKENS}
+D = 8
+
+
+def test_parallel_response_delay():
+    speech = torch.randn(5, D)
+    text, state, vec = build_response(LayoutConfig(text_delay=2), "T2A", TOK.encode("hi"), speech, SP, D)
+    assert text[:3] == TOK.encode("hi") + [SP["<eot>"]]
+    assert all(t == SP["<tpad>"] for t in text[3:])
+    assert state == [STATE_PAD, STATE_PAD, STATE_START] + [STATE_GEN] * 5 + [STATE_STOP]
+    assert torch.equal(vec[3:8], speech) and vec[:3].abs().sum() == 0 and vec[8:].abs().sum() == 0
+
+
+def test_interleaved_response_chunks():
+    cfg = LayoutConfig(kind="interleaved", text_chunk=2, speech_chunk=3)
+    speech = torch.randn(7, D)
+    text, state, vec = build_response(cfg, "T2A", TOK.encode("abc"), speech, SP, D)
+    # 2 text, 3 speech, then the last text token + <eot>, then the remaining 4 speech + STOP.
+    assert state == [STATE_PAD] * 2 + [STATE_GEN] * 3 + [STATE_PAD] * 2 + [STATE_GEN] * 4 + [STATE_STOP]
+    assert text[:2] == TOK.encode("ab") and text[5:7] == [TOK.encode("c")[0], SP["<eot>"]]
+    gen_rows = torch.tensor(state) == STATE_GEN
+    assert torch.equal(vec[gen_rows], speech)
+
+
+def test_targets_are_next_position_in_response():
+    s1 = Sample("T2T", prompt_text="ab", target_text="xyz")
+    s2 = Sample("T2A", prompt_text="q", target_text="k", target_speech=torch.randn(3, D))
+    seqs = [layout_sample(LayoutConfig(text_delay=1), s, TOK.encode(s.prompt_text), TOK.encode(s.target_text), 0, SP, D)
+            for s in (s1, s2)]
+    b = collate(seqs, SP["<pad>"])
+    text_t, state_t, speech_mask = b.targets()
+    p1 = seqs[0].prompt_length
+    # The <sep> position predicts the first response token; prompt positions before it predict nothing.
+    assert text_t[0, p1 - 1] == TOK.encode("x")[0]
+    assert (text_t[0, : p1 - 1] == IGNORE).all()
+    assert text_t[0, p1 + 2] == SP["<eot>"] and (text_t[0, p1 + 3 :] == IGNORE).all()
+    # Speech targets: exactly the 3 GEN positions of item 2, predicted from the position before.
+    assert int(speech_mask[1].sum()) == 3 and int(speech_mask[0].sum()) == 0
+    gen_pos = (b.state[1] == STATE_GEN).nonzero().squeeze(1)
+    assert torch.equal(speech_mask[1].nonzero().squeeze(1), gen_pos - 1)
+    assert (state_t[1][b.attention_mask[1] == 0] == IGNORE).all()
+
+
+def test_left_padding_positions():
+    seqs = [layout_sample(LayoutConfig(), Sample("T2T", prompt_text=t), TOK.encode(t), None, 0, SP, D) for t in ("a", "abcd")]
+    b = collate(seqs, SP["<pad>"], left_pad=True)
+    assert b.attention_mask[0, :3].sum() == 0 and b.attention_mask[0, -1] == 1
+    # Both items' last positions carry the position id of their own length - 1.
+    assert b.position_ids[0, -1] == len(seqs[0].text) - 1 and b.position_ids[1, -1] == len(seqs[1].text) - 1
+
+
+def test_bad_samples():
+    with pytest.raises(FlowOmniError, match="unknown task"):
+        Sample("X2Y", prompt_text="a")
+    with pytest.raises(FlowOmniError, match="non-empty prompt_text"):
+        Sample("T2A", prompt_text="   ")
+    with pytest.raises(FlowOmniError, match="needs prompt_audio"):
+        Sample("A2T")
+    with pytest.raises(FlowOmniError, match="max_length is 8"):
+        layout_sample(LayoutConfig(max_length=8), Sample("T2T", prompt_text="x" * 20), TOK.encode("x" * 20), None, 0, SP, D)
