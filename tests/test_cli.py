@@ -69,3 +69,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["demo", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "did you mean 'num_utterances'" in capsys.readouterr().err
     assert main(["vocode", str(tmp_path / "missing.wav"), "-o", "x.wav", "--vocoder", "someone/no-such-vocos"]) == 2
+
+
+def test_augment_hits_requested_snr(tmp_path, wav, capsys):
+    assert main(["augment", str(wav), "-o", str(tmp_path / "n.wav"), "--noise", "pink", "--snr", "5",
+                 "--pitch", "1", "--seed", "2"]) == 0
+    assert "pink noise at 5.00 dB SNR" in capsys.readouterr().out
+    assert (tmp_path / "n.wav").is_file()
