@@ -202,6 +202,8 @@ def synth_speech(
     rng = as_rng(seed)
     sr = sample_rate
     n = int(round(duration * sr))
+    if n < 16:
+        raise ValueError(f"duration {duration} s is under 16 samples at {sr} Hz; too short to synthesise")
     t = np.arange(n) / sr
 
     # f0: declination over the utterance + slow wander (vibrato-like drift) around the mean.
