@@ -16,10 +16,10 @@ text ids (T2A, T2T) or encoder positions (A2T, A2A). Two response layouts:
 ``parallel`` (Flow-Omni / Mini-Omni): text and speech run side by side, text leading by
 ``text_delay`` positions::
 
-    j      : 0    1    2     3    4    …   n    n+1  …   d+N+1
-    text   : t1   t2   t3    …    tn  <eot> <tpad> …
-    state  : PAD  PAD  START GEN  GEN  …   GEN  STOP          (d = text_delay = 2)
-    speech : 0    0    0     s1   s2   …   sN   0
+    j      : 0    1    2     3    4    …    d+N   d+N+1
+    text   : t1   t2   t3    t4   …   tn <eot> <tpad> …       (text runs on, padded, while speech lasts)
+    state  : PAD  PAD  START GEN  GEN  …    GEN   STOP        (d = text_delay = 2)
+    speech : 0    0    0     s1   s2   …    sN    0
 
 ``interleaved`` (GLM-4-Voice): one position is either text or speech; chunks of ``text_chunk``
 text tokens alternate with ``speech_chunk`` speech positions; when one stream runs out the other
@@ -222,8 +222,7 @@ class Batch:
 
         Position ``p`` is trained to predict position ``p+1`` when ``p+1`` is in the response.
         """
-        B, L = self.text.shape
-        idx = torch.arange(L, device=self.text.device)
+        idx = torch.arange(self.text.shape[1], device=self.text.device)
         nxt_real = torch.zeros_like(self.attention_mask, dtype=torch.bool)
         nxt_real[:, :-1] = self.attention_mask[:, 1:].bool()
         # With right padding, p+1 is in the response when p+1 >= prompt_length.

@@ -137,13 +137,13 @@ def run_roundtrip(
     head.eval()
     test_tokens = tokenizer.encode_mel(test_mel)
     coarse = coarse_view(test_tokens, cfg.r, cfg.coarse_bands)
+    test_cond = make_condition(test_tokens, cfg.r, cfg.coarse_bands)
     t1 = time.perf_counter()
-    gen_tokens = head.sample(make_condition(test_tokens, cfg.r, cfg.coarse_bands), steps=cfg.sample_steps,
-                             solver=cfg.solver, temperature=cfg.temperature, generator=gen)
+    gen_tokens = head.sample(test_cond, steps=cfg.sample_steps, solver=cfg.solver, temperature=cfg.temperature,
+                             generator=gen)
     sample_seconds = time.perf_counter() - t1
     # The same ODE from the prior's mean (temperature 0): a single "typical" sample, no noise.
-    mean_tokens = head.sample(make_condition(test_tokens, cfg.r, cfg.coarse_bands), steps=cfg.sample_steps,
-                              solver=cfg.solver, temperature=0.0)
+    mean_tokens = head.sample(test_cond, steps=cfg.sample_steps, solver=cfg.solver, temperature=0.0)
     n_frames = test_mel.shape[-1]
     gen_mel = tokenizer.decode(gen_tokens, num_frames=n_frames)
     # Reference point: the coarse view alone, spread back over each band (no generated detail).

@@ -7,6 +7,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -27,3 +29,26 @@ def harmonic_tone(seconds: float = 1.0, sr: int = 24000, f0: float = 140.0, seed
 @pytest.fixture
 def tone():
     return harmonic_tone()
+
+
+def autocorr_f0(x: np.ndarray, sr: int, fmin: float = 60.0, fmax: float = 500.0) -> float:
+    """Median f0 over loud, clearly periodic 40 ms frames (normalised autocorrelation peak > 0.5)."""
+    frame, hop = int(0.04 * sr), int(0.01 * sr)
+    frames = np.lib.stride_tricks.sliding_window_view(x, frame)[::hop]
+    rms = np.sqrt((frames**2).mean(axis=1))
+    lo, hi = int(sr / fmax), int(sr / fmin)
+    f0s = []
+    for f in frames[rms > 0.3 * rms.max()]:
+        f = (f - f.mean()) * np.hanning(frame)
+        spec = np.fft.rfft(f, 2 * frame)
+        ac = np.fft.irfft(np.abs(spec) ** 2)[: hi + 2]
+        ac /= ac[0]
+        lag = lo + int(np.argmax(ac[lo : hi + 1]))
+        if ac[lag] < 0.5:
+            continue
+        # Parabolic interpolation of the peak: sub-sample lag precision.
+        a, b, c = ac[lag - 1], ac[lag], ac[lag + 1]
+        lag = lag + 0.5 * (a - c) / (a - 2 * b + c)
+        f0s.append(sr / lag)
+    assert len(f0s) >= 5, "too few voiced frames to estimate a pitch"
+    return float(np.median(f0s))

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import signal
 
+from conftest import autocorr_f0
 from flow_omni.audio.augment import AugmentConfig, Augmenter
 from flow_omni.audio.noise import (
     NOISE_KINDS,
@@ -33,26 +34,6 @@ def speech() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def pool() -> list[torch.Tensor]:
     return synth_corpus(5, seed=4, duration_range=(0.8, 1.4))
-
-
-def autocorr_f0(x: np.ndarray, sr: int, fmin: float = 60.0, fmax: float = 500.0) -> float:
-    """Median f0 over loud, clearly periodic 40 ms frames (normalised autocorrelation peak > 0.5)."""
-    frame, hop = int(0.04 * sr), int(0.01 * sr)
-    frames = np.lib.stride_tricks.sliding_window_view(x, frame)[::hop]
-    rms = np.sqrt((frames**2).mean(axis=1))
-    lo, hi = int(sr / fmax), int(sr / fmin)
-    f0s = []
-    for f in frames[rms > 0.3 * rms.max()]:
-        f = (f - f.mean()) * np.hanning(frame)
-        ac = np.fft.irfft(np.abs(np.fft.rfft(f, 2 * frame)) ** 2)[: hi + 2]
-        ac /= ac[0]
-        lag = lo + int(np.argmax(ac[lo : hi + 1]))
-        if ac[lag] < 0.5:
-            continue
-        a, b, c = ac[lag - 1], ac[lag], ac[lag + 1]
-        f0s.append(sr / (lag + 0.5 * (a - c) / (a - 2 * b + c)))
-    assert len(f0s) >= 5, "too few voiced frames to estimate a pitch"
-    return float(np.median(f0s))
 
 
 def psd_slope_db_per_decade(x: torch.Tensor, lo: float = 100.0, hi: float = 8000.0) -> float:

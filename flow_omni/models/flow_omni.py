@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
-from flow_omni.checkpoint import load_checkpoint, load_state_strict, read_checkpoint_config, save_checkpoint
+from flow_omni.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
@@ -283,7 +283,6 @@ class FlowOmni(nn.Module):
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "FlowOmni":
         """Rebuild a model saved by :meth:`save_pretrained`; foreign or damaged dirs raise CheckpointError."""
         directory = Path(directory)
-        read_checkpoint_config(directory, "FlowOmni")  # fail on a foreign dir before heavy work
         meta, state = load_checkpoint(directory, "FlowOmni")
         config = FlowOmniConfig.from_dict(meta["config"])
         tok_dir = directory / "tokenizer" if config.text_tokenizer.get("kind") == "hf" else None
