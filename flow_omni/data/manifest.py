@@ -1,0 +1,146 @@
+"""The JSONL manifest: one utterance (or one question–answer pair) per line.
+
+Schema (every line is a JSON object)::
+
+    {"id": "s0001", "audio": "wavs/s0001.wav", "text": "the cat sat",          # required
+     "speaker": "en+f3", "duration": 1.23,                                    # optional
+     "answer_audio": "wavs/s0001_a.wav", "answer_text": "four",                # optional (dialogue)
+     "answer_duration": 0.61,
+     "segments": [{"text": "…", "audio": "wavs/…"}, …],                        # optional (interleaved)
+     "meta": {...}}                                                           # optional, free-form
+
+Relative paths are relative to the manifest's own folder, so a corpus folder can be moved or copied
+as a whole. ``duration`` is in seconds; loaders use it for length bucketing without opening the
+audio. ``segments`` carries a GLM-4-Voice-style interleaved sample: a document cut into spans, some
+of which are given as speech (``audio`` set) and the rest as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from flow_omni.checkpoint import atomic_write_text
+from flow_omni.errors import FlowOmniError
+
+REQUIRED_KEYS = ("id", "audio", "text")
+
+
+class ManifestError(FlowOmniError, ValueError):
+    """A manifest line was not valid JSON, missed a required key, or had a key we do not know."""
+
+
+@dataclass
+class Segment:
+    """One span of an interleaved sample: text, and (if spoken) the audio of that text."""
+
+    text: str
+    audio: str | None = None
+
+
+@dataclass
+class ManifestEntry:
+    id: str
+    audio: str
+    text: str
+    speaker: str | None = None
+    duration: float | None = None
+    answer_audio: str | None = None
+    answer_text: str | None = None
+    answer_duration: float | None = None
+    segments: list[Segment] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object for this entry; ``None`` fields are left out to keep lines short."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None or (f.name == "meta" and not v):
+                continue
+            if f.name == "segments":
+                v = [{k: x for k, x in dataclasses.asdict(s).items() if x is not None} for s in v]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> "ManifestEntry":
+        if not isinstance(data, dict):
+            raise ManifestError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ManifestError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise ManifestError(f"{where}: missing required key(s) {missing}")
+        data = dict(data)
+        for k in ("id", "audio", "text"):
+            if not isinstance(data[k], str):
+                raise ManifestError(f"{where}: {k!r} must be a string, got {data[k]!r}")
+        if data.get("segments") is not None:
+            segs = data["segments"]
+            if not isinstance(segs, list) or not all(isinstance(s, dict) and "text" in s for s in segs):
+                raise ManifestError(f"{where}: 'segments' must be a list of objects with a 'text' key")
+            data["segments"] = [Segment(text=s["text"], audio=s.get("audio")) for s in segs]
+        return cls(**data)
+
+    def resolve(self, root: str | Path) -> "ManifestEntry":
+        """A copy whose relative audio paths are made absolute against ``root``."""
+
+        def fix(p: str | None) -> str | None:
+            if p is None or os.path.isabs(p):
+                return p
+            return str(Path(root) / p)
+
+        segs = None if self.segments is None else [Segment(s.text, fix(s.audio)) for s in self.segments]
+        return dataclasses.replace(self, audio=fix(self.audio), answer_audio=fix(self.answer_audio), segments=segs)
+
+
+def iter_manifest(path: str | Path) -> Iterator[tuple[int, ManifestEntry | ManifestError]]:
+    """Yield ``(line_number, entry or the error for that line)``; blank lines are skipped.
+
+    Errors are yielded, not raised, so a validator can report every bad line in one pass.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield lineno, ManifestError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            try:
+                yield lineno, ManifestEntry.from_dict(obj, where)
+            except ManifestError as exc:
+                yield lineno, exc
+
+
+def read_manifest(path: str | Path, *, resolve: bool = True) -> list[ManifestEntry]:
+    """All entries of a manifest; the first malformed line raises :class:`ManifestError`.
+
+    With ``resolve`` (default), relative audio paths are made absolute against the manifest folder.
+    """
+    root = Path(path).resolve().parent
+    entries = []
+    for _, item in iter_manifest(path):
+        if isinstance(item, ManifestError):
+            raise item
+        entries.append(item.resolve(root) if resolve else item)
+    return entries
+
+
+def write_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> Path:
+    """Write entries as JSONL atomically (a crash never leaves half a manifest)."""
+    text = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in entries)
+    atomic_write_text(path, text)
+    return Path(path)
