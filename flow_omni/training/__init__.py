@@ -1,0 +1,1 @@
+"""Training: Lightning wrappers, recipes and the entry point (the only package that imports Lightning)."""
