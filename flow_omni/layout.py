@@ -204,6 +204,7 @@ class Batch:
     audio_features: torch.Tensor | None = None  # (B, F, C) encoder input, padded
     audio_lengths: torch.Tensor | None = None  # (B,) frames of each item's encoder input
     tasks: list[str] = dataclasses.field(default_factory=list)
+    seeds: torch.Tensor | None = None  # (B,) long: per-item seeds for the training noise (optional)
 
     def to(self, device) -> "Batch":
         moved = {}

@@ -37,8 +37,7 @@ def corpus():
 def trained(corpus):
     torch.manual_seed(0)
     model = FlowOmni(tiny_config())
-    model.speech_tokenizer.fit(corpus)
-    model.config.speech = model.speech_tokenizer.config
+    model.fit_speech_stats(corpus)
     samples = []
     for text, audio in zip(TEXTS, corpus):
         samples.append(Sample("T2A", prompt_text=text, target_text=text, target_speech=model.encode_speech(audio)))
@@ -167,7 +166,7 @@ def test_interleaved_layout_trains_and_generates(corpus):
     cfg = tiny_config()
     cfg.layout = dataclasses.replace(cfg.layout, kind="interleaved", text_chunk=2, speech_chunk=4)
     model = FlowOmni(cfg)
-    model.speech_tokenizer.fit(corpus)
+    model.fit_speech_stats(corpus)
     samples = [Sample("T2A", prompt_text=t, target_text=t, target_speech=model.encode_speech(a))
                for t, a in zip(TEXTS[:2], corpus[:2])]
     history = quick_train(model, samples, steps=150, batch_size=2, lr=3e-3)

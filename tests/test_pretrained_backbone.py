@@ -40,7 +40,7 @@ def test_smollm2_backbone_trains_and_generates(tmp_path):
     # The backbone's own BPE tokenizer is in use, with our special tokens added.
     assert len(model.text_tokenizer.encode("hello world")) < len("hello world")
     audio = synth_corpus(2, seed=0, duration_range=(0.6, 0.8))
-    model.speech_tokenizer.fit(audio)
+    model.fit_speech_stats(audio)
     samples = [Sample("T2A", prompt_text="hi there", target_text="hi there", target_speech=model.encode_speech(audio[0])),
                Sample("A2T", prompt_audio=model.prepare_audio(audio[1]), target_text="good morning")]
     model.train()

@@ -75,7 +75,11 @@ class ContinuousSpeechTokenizer(nn.Module):
 
     def fit(self, audios: Iterable[torch.Tensor]) -> MelStats:
         """Fit normalisation statistics on waveforms and install them (returns the stats)."""
-        stats = fit_mel_stats((self.logmel(a) for a in audios), n_mels=self.config.mel.n_mels)
+        return self.fit_mels(self.logmel(a) for a in audios)
+
+    def fit_mels(self, mels: Iterable[torch.Tensor]) -> MelStats:
+        """Fit normalisation statistics on raw log-mels ``(n_mels, F)`` and install them."""
+        stats = fit_mel_stats(mels, n_mels=self.config.mel.n_mels)
         self.config = dataclasses.replace(self.config, stats=stats)
         self.normalizer = MelNormalizer(stats).to(self.normalizer.mean.device)
         return stats

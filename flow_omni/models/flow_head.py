@@ -77,6 +77,21 @@ class FlowHeadConfig(Config):
             raise ConfigError(f"FlowHeadConfig.time_scale must be a positive number, got {self.time_scale!r}")
 
 
+@dataclasses.dataclass
+class FlowNoise:
+    """Random draws of one CFM loss evaluation: ``t`` ``(N*R,)``, ``x0`` ``(N*R, D)`` (unit variance,
+    before ``prior_std`` and the prior mean), ``drop`` ``(N,)`` bool (CFG null condition)."""
+
+    t: torch.Tensor
+    x0: torch.Tensor
+    drop: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list["FlowNoise"]) -> "FlowNoise":
+        return FlowNoise(torch.cat([p.t for p in parts]), torch.cat([p.x0 for p in parts]),
+                         torch.cat([p.drop for p in parts]))
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
@@ -207,6 +222,18 @@ class FlowHead(nn.Module):
         return self._forward(x, self.time_embed(t), self.cond_embed(z))
 
     # ------------------------------------------------------------------------------------- training
+    def draw_noise(self, n: int, generator: torch.Generator | None = None, device=None,
+                   dtype: torch.dtype = torch.float32) -> FlowNoise:
+        """The random draws of :meth:`loss` for ``n`` rows: ``t`` and unit-variance ``x0`` for each
+        of the ``repeats`` copies (row-major), and the CFG drop decision of each row."""
+        cfg = self.config
+        # Draw the drop decisions only when they are used, so runs without CFG keep their stream.
+        drop = (torch.rand(n, generator=generator, device=device) < cfg.cfg_dropout) if cfg.cfg_dropout > 0 \
+            else torch.zeros(n, dtype=torch.bool, device=device)
+        t = torch.rand(n * cfg.repeats, generator=generator, dtype=dtype, device=device)
+        x0 = torch.randn(n * cfg.repeats, cfg.token_dim, generator=generator, dtype=dtype, device=device)
+        return FlowNoise(t, x0, drop)
+
     def loss(
         self,
         target: torch.Tensor,
@@ -214,11 +241,15 @@ class FlowHead(nn.Module):
         prev: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        noise: FlowNoise | None = None,
     ) -> torch.Tensor:
         """Scalar CFM loss: MSE over dims, mean over ``repeats`` draws, masked mean over rows.
 
         target ``(N, D)`` clean tokens x1; z ``(N, C)``; prev ``(N, D)`` (needed for
-        ``prior="previous"``); mask ``(N,)`` bool/float, rows with 0 do not count.
+        ``prior="previous"``); mask ``(N,)`` bool/float, rows with 0 do not count. ``noise``
+        (from :meth:`draw_noise`) fixes the random draws instead of taking them from ``generator``:
+        the trainer draws them per sample, so a row's noise does not depend on which batch or
+        which DDP rank it landed in.
         """
         cfg = self.config
         self._check("target", target, cfg.token_dim, None)
@@ -232,15 +263,18 @@ class FlowHead(nn.Module):
         else:
             weight = torch.ones(n, dtype=target.dtype, device=target.device)
 
+        if noise is None:
+            noise = self.draw_noise(n, generator=generator, device=target.device, dtype=target.dtype)
+        elif noise.t.shape != (n * cfg.repeats,) or noise.x0.shape != (n * cfg.repeats, cfg.token_dim):
+            raise MelShapeError(f"FlowHead: noise was drawn for {noise.t.shape[0] // cfg.repeats} rows, "
+                                f"the batch has {n}")
         if self.training and cfg.cfg_dropout > 0:
-            drop = torch.rand(n, generator=generator, device=z.device) < cfg.cfg_dropout
-            z = torch.where(drop[:, None], self.null_cond.to(z.dtype).expand_as(z), z)
+            z = torch.where(noise.drop[:, None], self.null_cond.to(z.dtype).expand_as(z), z)
         # Embed the condition once per row, then repeat: the Linear is the same for every draw.
         c_emb = self.cond_embed(z).repeat_interleave(cfg.repeats, dim=0)
         x1 = target.repeat_interleave(cfg.repeats, dim=0)  # (N*R, D)
-        rows = x1.shape[0]
-        t = torch.rand(rows, generator=generator, dtype=x1.dtype, device=x1.device)
-        x0 = cfg.prior_std * torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
+        t = noise.t.to(x1)
+        x0 = cfg.prior_std * noise.x0.to(x1)
         if mean is not None:
             x0 = x0 + mean.repeat_interleave(cfg.repeats, dim=0)
         keep = 1.0 - cfg.sigma_min

@@ -19,19 +19,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flow_omni.audio.normalize import MelStats
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
 from flow_omni.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
 from flow_omni.models.backbone import PRESETS, BackboneConfig, build_backbone, build_postnet, hidden_size
-from flow_omni.models.flow_head import FlowHead, FlowHeadConfig
+from flow_omni.models.flow_head import FlowHead, FlowHeadConfig, FlowNoise
 from flow_omni.models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 from flow_omni.text.tokenizer import CharTokenizer, HFTokenizer, TextTokenizer, load_text_tokenizer
 
@@ -118,8 +119,9 @@ class FlowOmniOutput:
     text_loss: torch.Tensor
     state_loss: torch.Tensor
     flow_loss: torch.Tensor
-    num_text: int
+    num_text: int  # positions that count in each term's mean
     num_speech: int
+    num_state: int = 0
 
     def as_dict(self) -> dict[str, float]:
         return {"loss": self.loss.item(), "text": self.text_loss.item(), "state": self.state_loss.item(),
@@ -171,6 +173,16 @@ class FlowOmni(nn.Module):
     def prepare_audio(self, audio: torch.Tensor) -> torch.Tensor:
         """24 kHz waveform ``(T,)`` → encoder input features ``(F, C)`` for :class:`Sample.prompt_audio`."""
         return self.encoder.featurize(audio, self.speech_tokenizer)
+
+    def fit_speech_stats(self, audios: Iterable[torch.Tensor] | None = None, *,
+                         mels: Iterable[torch.Tensor] | None = None) -> MelStats:
+        """Fit the speech tokens' per-bin normalisation on waveforms ``(T,)`` or raw log-mels
+        ``(n_mels, F)`` and record it in ``config.speech`` (so checkpoints carry it)."""
+        if (audios is None) == (mels is None):
+            raise ValueError("pass either audios or mels")
+        stats = self.speech_tokenizer.fit(audios) if mels is None else self.speech_tokenizer.fit_mels(mels)
+        self.config.speech = self.speech_tokenizer.config
+        return stats
 
     def encode_speech(self, audio: torch.Tensor) -> torch.Tensor:
         """24 kHz waveform → target speech tokens ``(N, token_dim)`` for :class:`Sample.target_speech`."""
@@ -244,8 +256,18 @@ class FlowOmni(nn.Module):
         """Teacher-forced losses on a right-padded training batch."""
         batch = batch.to(self.device)
         pos = batch.position_ids
+        # Per-item generators (when the batch carries seeds) make every random draw a function of
+        # the sample alone: the same sample trains the same way in any batch, on any DDP rank, and
+        # after a resume.
+        item_gens = None
+        if batch.seeds is not None:
+            item_gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in batch.seeds]
         if self.training and self.config.speech_input_noise > 0:
-            noise = torch.randn(batch.speech.shape, generator=generator, device=batch.speech.device)
+            if item_gens is None:
+                noise = torch.randn(batch.speech.shape, generator=generator, device=batch.speech.device)
+            else:
+                noise = torch.stack([torch.randn(batch.speech.shape[1:], generator=g, device=batch.speech.device)
+                                     for g in item_gens])
             emb = self.embed_batch(dataclasses.replace(batch, speech=batch.speech + self.config.speech_input_noise * noise))
         else:
             emb = self.embed_batch(batch)
@@ -263,13 +285,18 @@ class FlowOmni(nn.Module):
             cond, _ = self.condition(hidden, batch.attention_mask, pos)
             nxt = torch.zeros_like(batch.speech)
             nxt[:, :-1] = batch.speech[:, 1:]
+            noise = None
+            if item_gens is not None:
+                noise = FlowNoise.cat([self.flow_head.draw_noise(int(n), generator=g, device=self.device)
+                                       for n, g in zip(speech_mask.sum(1), item_gens)])
             flow_loss = self.flow_head.loss(nxt[speech_mask], cond[speech_mask], prev=batch.speech[speech_mask],
-                                            generator=generator)
+                                            generator=generator, noise=noise)
         else:
             flow_loss = hidden.sum() * 0
         w = self.config.loss_weights
         loss = w.text * text_loss + w.state * state_loss + w.flow * flow_loss
-        return FlowOmniOutput(loss, text_loss, state_loss, flow_loss, int(has_text.sum()), int(speech_mask.sum()))
+        return FlowOmniOutput(loss, text_loss, state_loss, flow_loss, int(has_text.sum()), int(speech_mask.sum()),
+                              int(has_state.sum()))
 
     # ----------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:

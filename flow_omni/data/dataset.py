@@ -1,0 +1,193 @@
+"""Manifest entries → training :class:`~flow_omni.layout.Sample` s in the four task formats.
+
+Task formats (DESIGN §3, Mini-Omni / Flow-Omni):
+
+========  =========================  ==================================  ===========================
+task      prompt                     target                              entries that support it
+========  =========================  ==================================  ===========================
+``A2T``   the utterance's audio      its transcript (ASR)                every entry
+``T2A``   the transcript             text + speech of the utterance      every entry
+``A2A``   the question's audio       answer text + answer speech         entries with an answer
+``T2T``   the question's text        answer text                         entries with ``answer_text``
+========  =========================  ==================================  ===========================
+
+Augmentation (:class:`~flow_omni.audio.augment.Augmenter`) is a transform on the *input* side
+(the prompt audio of A2T / A2A) applied with probability ``p_augment``; targets stay clean unless
+``augment_targets`` is set, so that a noisy-domain fine-tune learns to read noisy speech while it
+keeps speaking clean speech. Every random choice of an item comes from the item's own seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from flow_omni.audio.augment import AugmentConfig, Augmenter
+from flow_omni.config import Config
+from flow_omni.data.features import FeatureCache
+from flow_omni.data.manifest import ManifestEntry
+from flow_omni.data.sampler import TASK_ORDER, ItemKey
+from flow_omni.errors import ConfigError, FlowOmniError
+from flow_omni.layout import Batch, Sample
+
+
+@dataclasses.dataclass
+class DataConfig(Config):
+    """Where the data comes from and how items are drawn (the ``data:`` block of a training YAML)."""
+
+    train: list[str] = dataclasses.field(default_factory=list)  # manifest paths
+    valid: list[str] = dataclasses.field(default_factory=list)
+    task_weights: dict = dataclasses.field(default_factory=lambda: {"A2T": 1.0, "T2A": 1.0, "A2A": 1.0, "T2T": 0.5})
+    batch_size: int = 8  # global: split over DDP ranks
+    bucket_size: int = 16  # batches per length-sorting window
+    #: folder of the feature cache; "auto" = ``feature_cache/`` next to the first train manifest; null = off
+    cache_dir: str | None = "auto"
+    augment: AugmentConfig | None = None
+    p_augment: float = 0.0  # probability that an input utterance goes through ``augment``
+    augment_targets: bool = False
+    max_seconds: float = 20.0  # longer entries are skipped (counted in the validation report)
+    max_items: int | None = None  # use only the first N entries of each manifest (quick runs)
+    on_error: str = "skip"  # bad manifest lines: "skip" (reported) or "stop"
+    check_audio: bool = True  # open every file once before training (reports corrupt files up front)
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.task_weights) - set(TASK_ORDER))
+        if unknown:
+            raise ConfigError(f"DataConfig.task_weights: unknown task(s) {unknown}; valid: {list(TASK_ORDER)}")
+        if any((not isinstance(w, (int, float))) or w < 0 for w in self.task_weights.values()):
+            raise ConfigError(f"DataConfig.task_weights: weights must be numbers >= 0, got {self.task_weights}")
+        if not 0.0 <= self.p_augment <= 1.0:
+            raise ConfigError(f"DataConfig.p_augment must be within [0, 1], got {self.p_augment}")
+        if self.p_augment > 0 and self.augment is None:
+            self.augment = AugmentConfig()
+        if self.on_error not in ("skip", "stop"):
+            raise ConfigError(f"DataConfig.on_error must be 'skip' or 'stop', got {self.on_error!r}")
+        if self.batch_size < 1 or self.num_workers < 0 or self.max_seconds <= 0:
+            raise ConfigError("DataConfig: batch_size >= 1, num_workers >= 0 and max_seconds > 0 are required")
+
+    def resolved_cache_dir(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        if self.cache_dir == "auto":
+            if not self.train:
+                return None
+            return Path(self.train[0]).resolve().parent / "feature_cache"
+        return Path(self.cache_dir)
+
+
+def eligible_tasks(entry: ManifestEntry) -> list[str]:
+    tasks = ["A2T", "T2A"]
+    if entry.answer_audio and entry.answer_text:
+        tasks.append("A2A")
+    if entry.answer_text:
+        tasks.append("T2T")
+    return tasks
+
+
+@dataclass
+class Item:
+    """What the dataset returns: a sample, its seed, and what augmentation did to its input."""
+
+    sample: Sample
+    seed: int
+    key: ItemKey
+    augment: dict
+
+
+class SpeechDataset(Dataset):
+    """Map-style dataset indexed by :class:`ItemKey` (from :class:`BucketBatchSampler`).
+
+    Args:
+        entries: resolved manifest entries.
+        model: the FlowOmni whose speech tokenizer (normalisation, ``r``) and encoder features are
+            used; only those two small parts are touched.
+    """
+
+    def __init__(self, entries: Sequence[ManifestEntry], model, config: DataConfig, cache: FeatureCache) -> None:
+        self.entries = list(entries)
+        self.config = config
+        self.cache = cache
+        self.tokenizer = model.speech_tokenizer
+        self.encoder = model.encoder
+        self.augmenter = Augmenter(config.augment, sample_rate=cache.mel_config.sample_rate) \
+            if config.p_augment > 0 else None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def eligible(self) -> list[list[str]]:
+        return [eligible_tasks(e) for e in self.entries]
+
+    def cost(self, index: int, task: str) -> float:
+        """Estimated sequence length (positions) of an item, for length bucketing."""
+        e = self.entries[index]
+        rate = self.tokenizer.config.token_rate
+        q_sec = e.duration or 0.0
+        a_sec = e.answer_duration or 0.0
+        if task == "A2T":
+            return q_sec * rate + len(e.text)
+        if task == "T2A":
+            return len(e.text) + max(len(e.text), q_sec * rate)
+        if task == "A2A":
+            return q_sec * rate + max(len(e.answer_text or ""), a_sec * rate)
+        return len(e.text) + len(e.answer_text or "")
+
+    # ------------------------------------------------------------------------------- features
+    def _input_features(self, path: str, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
+        """Encoder input features of an utterance, augmented with probability ``p_augment``."""
+        if self.augmenter is not None and rng.random() < self.config.p_augment:
+            audio, info = self.augmenter(self.cache.load_audio(path), int(rng.integers(2**62)))
+            return self.encoder.featurize(audio, self.tokenizer), info
+        if self.encoder.config.kind == "whisper":
+            feats = self.cache.get(path, "whisper", self.encoder.config.to_dict(), self.encoder.body.featurize)
+            return feats, {"applied": []}
+        return self.tokenizer.encode_mel(self.cache.mel(path)), {"applied": []}
+
+    def _target_speech(self, path: str, rng: np.random.Generator) -> torch.Tensor:
+        if self.config.augment_targets and self.augmenter is not None and rng.random() < self.config.p_augment:
+            audio, _ = self.augmenter(self.cache.load_audio(path), int(rng.integers(2**62)))
+            return self.tokenizer.encode(audio)
+        return self.tokenizer.encode_mel(self.cache.mel(path))
+
+    def __getitem__(self, key: ItemKey) -> Item:
+        if not isinstance(key, ItemKey):
+            raise TypeError("SpeechDataset is indexed by ItemKey; use it with BucketBatchSampler")
+        e = self.entries[key.index]
+        rng = np.random.default_rng(key.seed)
+        info: dict = {"applied": []}
+        try:
+            with torch.no_grad():
+                if key.task == "A2T":
+                    feats, info = self._input_features(e.audio, rng)
+                    sample = Sample("A2T", prompt_audio=feats, target_text=e.text)
+                elif key.task == "T2A":
+                    sample = Sample("T2A", prompt_text=e.text, target_text=e.text,
+                                    target_speech=self._target_speech(e.audio, rng))
+                elif key.task == "A2A":
+                    feats, info = self._input_features(e.audio, rng)
+                    sample = Sample("A2A", prompt_audio=feats, target_text=e.answer_text,
+                                    target_speech=self._target_speech(e.answer_audio, rng))
+                else:
+                    sample = Sample("T2T", prompt_text=e.text, target_text=e.answer_text)
+        except FlowOmniError as exc:
+            raise FlowOmniError(f"entry {e.id!r} ({key.task}): {exc}") from exc
+        return Item(sample, key.seed, key, info)
+
+
+class Collator:
+    """Items → a right-padded training :class:`Batch` (with per-item seeds), via the model's layout."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(self, items: Sequence[Item]) -> Batch:
+        batch = self.model.collate([it.sample for it in items])
+        batch.seeds = torch.tensor([it.seed for it in items], dtype=torch.long)
+        return batch

@@ -1,0 +1,99 @@
+"""A disk cache of per-file features, so that each audio file is decoded and analysed once.
+
+The cache stores features that do not depend on anything the model learns: the raw Vocos log-mel
+``(n_mels, F)`` of every file (speech targets and the conv encoder's input are derived from it by
+the model's own normalisation, which therefore may change without invalidating the cache), and,
+for a Whisper encoder, Whisper's log-mel. A key is the SHA-1 of the file's absolute path, size and
+modification time plus the feature's own spec, so editing or replacing a file, or changing the mel
+settings, makes a new entry instead of serving a stale one. Entries are safetensors files written
+atomically; a damaged entry is recomputed, not trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from flow_omni.audio.io import load_audio
+from flow_omni.audio.mel import LogMel, MelConfig
+from flow_omni.checkpoint import atomic_write
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+    def __str__(self) -> str:
+        total = self.hits + self.misses
+        return f"{self.hits}/{total} feature-cache hits"
+
+
+class FeatureCache:
+    """Features of audio files, computed on a miss and stored under ``root`` (None: no disk cache).
+
+    ``mel(path)`` gives the raw Vocos log-mel ``(n_mels, F)`` of a 24 kHz mono load of the file;
+    ``get(path, kind, spec, compute)`` caches any other feature ``compute(audio (T,)) -> Tensor``.
+    """
+
+    def __init__(self, root: str | Path | None, mel: MelConfig | None = None) -> None:
+        self.root = Path(root) if root is not None else None
+        self.mel_config = mel or MelConfig()
+        self._logmel: LogMel | None = None
+        self.stats = CacheStats()
+
+    def _key(self, path: str | Path, kind: str, spec: dict) -> str:
+        p = Path(path).resolve()
+        st = p.stat()
+        ident = json.dumps([CACHE_VERSION, str(p), st.st_size, st.st_mtime_ns, kind, spec], sort_keys=True)
+        return hashlib.sha1(ident.encode()).hexdigest()
+
+    def load_audio(self, path: str | Path) -> torch.Tensor:
+        """The file as a 24 kHz mono waveform ``(T,)`` (the rate of the mel config)."""
+        return load_audio(path, sample_rate=self.mel_config.sample_rate)
+
+    def get(self, path: str | Path, kind: str, spec: dict, compute: Callable[[torch.Tensor], torch.Tensor],
+            audio: torch.Tensor | None = None) -> torch.Tensor:
+        """Cached ``compute(audio)`` for the file; ``audio`` may be passed when it is already loaded."""
+        entry = None
+        if self.root is not None:
+            key = self._key(path, kind, spec)
+            entry = self.root / key[:2] / f"{key}.safetensors"
+            if entry.is_file():
+                try:
+                    feats = load_file(str(entry))["features"]
+                    self.stats.hits += 1
+                    return feats
+                except (SafetensorsError, KeyError, OSError):
+                    pass  # damaged entry (e.g. a disk filled up): recompute and overwrite below
+        self.stats.misses += 1
+        feats = compute(self.load_audio(path) if audio is None else audio).detach().float().contiguous()
+        if entry is not None:
+            atomic_write(entry, lambda tmp: save_file({"features": feats}, str(tmp)))
+        return feats
+
+    def mel(self, path: str | Path, audio: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw Vocos log-mel ``(n_mels, F)`` of the file."""
+        if self._logmel is None:
+            self._logmel = LogMel(self.mel_config)
+        return self.get(path, "vocos_mel", self.mel_config.to_dict(), self._logmel, audio)
+
+    def __len__(self) -> int:
+        if self.root is None or not self.root.is_dir():
+            return 0
+        return sum(1 for _ in self.root.glob("*/*.safetensors"))
+
+    def size_bytes(self) -> int:
+        if self.root is None or not self.root.is_dir():
+            return 0
+        return sum(os.path.getsize(p) for p in self.root.glob("*/*.safetensors"))

@@ -1,0 +1,137 @@
+"""Which sample, in which task format, in which batch: a deterministic, resumable batch plan.
+
+Each epoch the plan assigns every usable manifest entry one task drawn from the configured
+weights (among the tasks the entry supports), sorts items by estimated sequence length inside
+windows of ``bucket_size`` batches (so a batch holds items of similar length and little padding),
+cuts the windows into global batches and shuffles the batch order. Everything is a function of
+``(seed, epoch)``, and each item carries its own seed (from ``seed``, ``epoch`` and the entry), so:
+
+* a run resumed mid-epoch skips exactly the batches it already trained on (:meth:`state_dict`);
+* under DDP every rank builds the same global batches and takes its own slice of each
+  (``rank::world_size``), so N ranks see the same items as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+from torch.utils.data import Sampler
+
+from flow_omni.errors import ConfigError
+
+TASK_ORDER = ("A2T", "T2A", "A2A", "T2T")
+
+
+@dataclass(frozen=True)
+class ItemKey:
+    """One training item: manifest entry ``index`` in ``task`` format, with its own ``seed``."""
+
+    index: int
+    task: str
+    seed: int
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 62-bit seed for one item that does not depend on batch composition or rank."""
+    return random.Random(f"{seed}/{epoch}/{index}").getrandbits(62)
+
+
+def draw_task(rng: random.Random, eligible: Sequence[str], weights: Mapping[str, float]) -> str | None:
+    """One task among ``eligible`` with probability proportional to ``weights`` (None: no weight)."""
+    tasks = [t for t in TASK_ORDER if t in eligible and weights.get(t, 0.0) > 0]
+    if not tasks:
+        return None
+    return rng.choices(tasks, weights=[weights[t] for t in tasks])[0]
+
+
+class BucketBatchSampler(Sampler[list[ItemKey]]):
+    """Yields this rank's share of each global batch, as lists of :class:`ItemKey`.
+
+    Args:
+        eligible: per entry, the tasks it supports (e.g. ``["A2T", "T2A"]``).
+        cost: ``cost(index, task)``, an estimate of the laid-out sequence length.
+        weights: task → sampling weight.
+        batch_size: the *global* batch size; each of ``world_size`` ranks gets ``batch_size / world_size``.
+        shuffle: False gives a fixed plan (validation): epoch 0's draws, batches in length order.
+    """
+
+    def __init__(self, eligible: Sequence[Sequence[str]], cost, weights: Mapping[str, float], batch_size: int, *,
+                 bucket_size: int = 16, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError(f"bad rank {rank} for world_size {world_size}")
+        if batch_size % world_size:
+            raise ConfigError(f"the global batch_size {batch_size} must be divisible by the number of processes "
+                              f"({world_size}) so that every rank gets the same share")
+        unknown = sorted(set(weights) - set(TASK_ORDER))
+        if unknown:
+            raise ConfigError(f"unknown task(s) {unknown} in task_weights; valid: {list(TASK_ORDER)}")
+        self.eligible, self.cost, self.weights = eligible, cost, dict(weights)
+        self.batch_size, self.bucket_size, self.seed = batch_size, max(1, bucket_size), seed
+        self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
+        self.epoch = 0
+        self._plan_cache: tuple[int, list[list[ItemKey]]] | None = None
+        self._skip = 0  # batches of the current epoch already consumed (set by load_state_dict)
+        if not self.plan(0):
+            raise ConfigError(
+                f"no training batches: {len(eligible)} entries, batch_size {batch_size}, task weights {self.weights}; "
+                "give more data, a smaller batch_size, or weights for tasks the data supports "
+                "(A2A and T2T need entries with answer_audio / answer_text)"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        if epoch != self.epoch:
+            self._skip = 0
+        self.epoch = epoch
+
+    def plan(self, epoch: int) -> list[list[ItemKey]]:
+        """The global batches of ``epoch`` (all ranks' items)."""
+        ep = epoch if self.shuffle else 0
+        if self._plan_cache is not None and self._plan_cache[0] == ep:
+            return self._plan_cache[1]
+        rng = random.Random(f"plan/{self.seed}/{ep}")
+        order = list(range(len(self.eligible)))
+        if self.shuffle:
+            rng.shuffle(order)
+        items = []
+        for i in order:
+            task = draw_task(rng, self.eligible[i], self.weights)
+            if task is not None:
+                items.append(ItemKey(i, task, item_seed(self.seed, ep, i)))
+        window = self.batch_size * self.bucket_size if self.shuffle else max(1, len(items))
+        batches: list[list[ItemKey]] = []
+        for start in range(0, len(items), window):
+            chunk = sorted(items[start:start + window], key=lambda k: (self.cost(k.index, k.task), k.index))
+            for b in range(0, len(chunk), self.batch_size):
+                batch = chunk[b:b + self.batch_size]
+                if len(batch) == self.batch_size or not self.drop_last:
+                    batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        self._plan_cache = (ep, batches)
+        return batches
+
+    def _shard(self, batch: list[ItemKey]) -> list[ItemKey]:
+        if self.world_size == 1:
+            return batch
+        if len(batch) % self.world_size:  # only a last, partial batch (drop_last=False)
+            batch = batch[: len(batch) - len(batch) % self.world_size] or batch[:1] * self.world_size
+        return batch[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[list[ItemKey]]:
+        batches = self.plan(self.epoch)
+        skip, self._skip = self._skip, 0
+        for batch in batches[skip:]:
+            yield self._shard(batch)
+
+    def __len__(self) -> int:
+        return len(self.plan(self.epoch))
+
+    # Resuming: the trainer stores how many batches of which epoch were consumed.
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self.epoch, self._skip = epoch, batches_done
