@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from flow_omni.audio.io import load_audio
@@ -74,7 +74,7 @@ class FeatureCache:
                     feats = load_file(str(entry))["features"]
                     self.stats.hits += 1
                     return feats
-                except (SafetensorsError, KeyError, OSError):
+                except (SafetensorError, KeyError, OSError, ValueError):
                     pass  # damaged entry (e.g. a disk filled up): recompute and overwrite below
         self.stats.misses += 1
         feats = compute(self.load_audio(path) if audio is None else audio).detach().float().contiguous()

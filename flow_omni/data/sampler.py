@@ -6,7 +6,7 @@ windows of ``bucket_size`` batches (so a batch holds items of similar length and
 cuts the windows into global batches and shuffles the batch order. Everything is a function of
 ``(seed, epoch)``, and each item carries its own seed (from ``seed``, ``epoch`` and the entry), so:
 
-* a run resumed mid-epoch skips exactly the batches it already trained on (:meth:`state_dict`);
+* a run resumed mid-epoch continues exactly after the batches it already trained on (:meth:`resume_at`);
 * under DDP every rank builds the same global batches and takes its own slice of each
   (``rank::world_size``), so N ranks see the same items as one process with the same global batch.
 """
@@ -73,9 +73,8 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
         self.eligible, self.cost, self.weights = eligible, cost, dict(weights)
         self.batch_size, self.bucket_size, self.seed = batch_size, max(1, bucket_size), seed
         self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
-        self.epoch = 0
         self._plan_cache: tuple[int, list[list[ItemKey]]] | None = None
-        self._skip = 0  # batches of the current epoch already consumed (set by load_state_dict)
+        self._start = 0  # global batches before the next __iter__ (see resume_at)
         if not self.plan(0):
             raise ConfigError(
                 f"no training batches: {len(eligible)} entries, batch_size {batch_size}, task weights {self.weights}; "
@@ -84,10 +83,7 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
             )
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
-        if epoch != self.epoch:
-            self._skip = 0
-        self.epoch = epoch
+        """Ignored: the plan keeps its own position (Lightning's epoch count can differ after a resume)."""
 
     def plan(self, epoch: int) -> list[list[ItemKey]]:
         """The global batches of ``epoch`` (all ranks' items)."""
@@ -123,15 +119,29 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
             batch = batch[: len(batch) - len(batch) % self.world_size] or batch[:1] * self.world_size
         return batch[self.rank::self.world_size]
 
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.plan(0))
+
     def __iter__(self) -> Iterator[list[ItemKey]]:
-        batches = self.plan(self.epoch)
-        skip, self._skip = self._skip, 0
-        for batch in batches[skip:]:
+        """The rest of the current epoch of the plan, from the stream position ``_start``.
+
+        The position is a count of *global* batches since the start of training, so it means the
+        same thing on every rank and after a resume; the next call starts the following epoch
+        (prefetching may read ahead of training, so the position is not advanced per batch).
+        """
+        if not self.shuffle:
+            yield from (self._shard(b) for b in self.plan(0))
+            return
+        per_epoch = self.batches_per_epoch
+        epoch, offset = divmod(self._start, per_epoch)
+        self._start = (epoch + 1) * per_epoch
+        for batch in self.plan(epoch)[offset:]:
             yield self._shard(batch)
 
     def __len__(self) -> int:
-        return len(self.plan(self.epoch))
+        return self.batches_per_epoch
 
-    # Resuming: the trainer stores how many batches of which epoch were consumed.
-    def resume_at(self, epoch: int, batches_done: int) -> None:
-        self.epoch, self._skip = epoch, batches_done
+    def resume_at(self, batches_done: int) -> None:
+        """Continue after ``batches_done`` global batches (what a checkpoint recorded)."""
+        self._start = int(batches_done)
