@@ -71,3 +71,33 @@ def plot_curve(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_bars(
+    categories: Sequence[str],
+    series: dict[str, Sequence[float]],
+    path: str | Path,
+    *,
+    ylabel: str,
+    title: str | None = None,
+) -> Path:
+    """Grouped bars: one group per category, one bar per named series (before/after, per variant)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = max(1, len(series))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(categories) + 2), 4))
+    for i, (name, ys) in enumerate(series.items()):
+        xs = [c + (i - (n - 1) / 2) * width for c in range(len(categories))]
+        ax.bar(xs, list(ys), width=width, label=name)
+    ax.set_xticks(range(len(categories)))
+    ax.set_xticklabels(list(categories), rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

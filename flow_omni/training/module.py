@@ -1,0 +1,144 @@
+"""The LightningModule around FlowOmni: losses per term, AdamW + warm-up/cosine, NaN/Inf guard.
+
+Loss normalisation under DDP: each term is a mean over the positions that count (text tokens,
+state positions, speech tokens). With several ranks, a plain per-rank mean averaged by DDP would
+weight a rank's tokens by 1/(its own count); instead each rank scales its mean by
+``n_rank * world / n_global`` (counts all-reduced), so the averaged gradient is exactly the
+gradient of the global per-token mean — N processes train like one process with the same global
+batch (tested). Every random draw comes from per-item seeds (see :mod:`flow_omni.data.sampler`)
+plus a per-step seed for anything else (e.g. LoRA dropout), which is what makes a resumed run
+repeat an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from flow_omni.errors import FlowOmniError
+from flow_omni.layout import Batch
+from flow_omni.models.flow_omni import FlowOmni, FlowOmniOutput
+from flow_omni.training.config import TrainConfig
+
+TERMS = ("text", "state", "flow")
+
+
+class NonFiniteLossError(FlowOmniError, FloatingPointError):
+    """The loss or the gradient norm became NaN/Inf; training stopped without saving."""
+
+
+class FlowOmniModule(L.LightningModule):
+    def __init__(self, model: FlowOmni, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.loss_log: Path | None = None  # rank 0 appends one JSON line per step here
+
+    # ----------------------------------------------------------------------------- parameters
+    def configure_optimizers(self):
+        o = self.config.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise FlowOmniError("no trainable parameters (check `trainable` and `lora` in the config)")
+        # No weight decay on biases, norms and embeddings-as-vectors (the usual GPT recipe).
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+        total, warm, floor = self.config.max_steps, o.warmup_steps, o.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            frac = min(1.0, (step - warm) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --------------------------------------------------------------------------------- losses
+    def _normalised_loss(self, out: FlowOmniOutput) -> torch.Tensor:
+        w = self.model.config.loss_weights
+        terms = {"text": (out.text_loss, out.num_text, w.text), "state": (out.state_loss, out.num_state, w.state),
+                 "flow": (out.flow_loss, out.num_speech, w.flow)}
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1 or not dist.is_available() or not dist.is_initialized():
+            return out.loss
+        local = torch.tensor([float(terms[t][1]) for t in TERMS], device=out.loss.device)
+        total = local.clone()
+        dist.all_reduce(total)
+        loss = out.loss.new_zeros(())
+        for i, t in enumerate(TERMS):
+            mean, _, weight = terms[t]
+            if total[i] > 0:
+                loss = loss + weight * mean * (local[i] * world / total[i])
+        return loss
+
+    def _check_finite(self, out: FlowOmniOutput, where: str) -> None:
+        if torch.isfinite(out.loss):
+            return
+        ckpt = Path(self.config.out_dir) / "checkpoints" / "last.ckpt"
+        keep = f"the last good checkpoint is kept at {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"{where}: the loss became {float(out.loss)} at step {self.global_step} "
+            f"(text {float(out.text_loss):.4g}, state {float(out.state_loss):.4g}, flow {float(out.flow_loss):.4g}); "
+            f"training stopped and nothing was saved after it; {keep}. Lower optim.lr, raise warmup_steps, "
+            "or check the data of this step")
+
+    def training_step(self, batch: Batch, batch_idx: int):
+        # Anything that draws from the global RNG (dropout) gets a seed fixed by the step and rank.
+        torch.manual_seed(self.config.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
+        out = self.model(batch)
+        self._check_finite(out, "training")
+        loss = self._normalised_loss(out)
+        bs = batch.text.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=False)
+        for t in TERMS:
+            self.log(f"train/{t}", getattr(out, f"{t}_loss"), batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        if self.global_rank == 0 and self.loss_log is not None:
+            with open(self.loss_log, "a") as fh:
+                fh.write(json.dumps({"step": self.global_step, "epoch": self.current_epoch, **out.as_dict()}) + "\n")
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
+        if norms:
+            total = torch.stack(norms).norm()
+            if not torch.isfinite(total):
+                raise NonFiniteLossError(f"the gradient norm became {float(total)} at step {self.global_step}; "
+                                         "training stopped without saving. Lower optim.lr or check the data")
+            self.log("train/grad_norm", total, batch_size=1)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if self.config.optim.grad_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.config.optim.grad_clip, gradient_clip_algorithm="norm")
+
+    def validation_step(self, batch: Batch, batch_idx: int):
+        out = self.model(batch)
+        self._check_finite(out, "validation")
+        bs = batch.text.shape[0]
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        for t in TERMS:
+            self.log(f"val/{t}", getattr(out, f"{t}_loss"), batch_size=bs, sync_dist=True)
+
+    # ------------------------------------------------------------------------------- resuming
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Steps after the checkpoint that were logged before a crash will be trained again: drop them.
+        if self.loss_log is not None and self.loss_log.exists() and self.global_rank == 0:
+            step = int(checkpoint.get("global_step", 0))
+            lines = [ln for ln in self.loss_log.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln)["step"] < step]
+            self.loss_log.write_text("".join(ln + "\n" for ln in kept))
+
+
+def read_loss_log(path: str | Path) -> list[dict]:
+    """The per-step losses a run wrote (``train_log.jsonl``), one dict per step in order."""
+    rows = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    by_step = {r["step"]: r for r in rows}  # a re-run step (after a resume) replaces the old line
+    return [by_step[s] for s in sorted(by_step)]

@@ -1,0 +1,229 @@
+"""``train(config)``: one entry point for a laptop, ``torchrun`` and SLURM.
+
+The same call runs as plain ``python``/``flow-omni train`` (one process), under ``torchrun
+--nproc_per_node N`` (Lightning reads the torchelastic environment) and under ``srun`` on SLURM
+(Lightning reads ``SLURM_*``); with more than one process the strategy is DDP, or FSDP when
+``strategy: fsdp``. Outputs under ``out_dir``:
+
+* ``checkpoints/last.ckpt`` — Lightning checkpoint for resuming (written atomically);
+* ``logs/`` — CSV (``metrics.csv``) and TensorBoard logs; ``train_log.jsonl`` — per-step losses;
+* ``model/`` — the result as ``save_pretrained`` (LoRA merged), ``adapter/`` — LoRA weights alone;
+* ``config.yaml`` — the resolved config; ``data_report.txt`` — skipped manifest lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from flow_omni.checkpoint import atomic_write_text
+from flow_omni.errors import CheckpointError, ConfigError
+from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
+from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
+from flow_omni.training.config import GROUPS, TrainConfig
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a built-in recipe (``stage1``, ``stage2_lora``, …)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    builtin = RECIPE_DIR / f"{name_or_path}.yaml"
+    if builtin.is_file():
+        return builtin
+    names = sorted(x.stem for x in RECIPE_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {str(name_or_path)!r} is neither a file nor a built-in recipe; recipes: {names}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    out_dir: Path
+    model_dir: Path | None
+    adapter_dir: Path | None
+    last_checkpoint: Path | None
+    steps: int
+    seconds: float
+    history: list[dict]
+    data_report: list[str]
+    eval_report: Path | None = None
+
+
+def build_model(config: TrainConfig) -> FlowOmni:
+    spec = config.model
+    if spec.init_from:
+        return FlowOmni.from_pretrained(spec.init_from).train()
+    overrides = dict(spec.overrides)
+    if spec.backbone_path:
+        cfg = FlowOmniConfig.from_pretrained_backbone(spec.backbone_path, gguf_file=spec.gguf_file, r=spec.r)
+        cfg = FlowOmniConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
+    else:
+        cfg = FlowOmniConfig.preset(spec.preset, r=spec.r)
+        cfg = FlowOmniConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
+    return FlowOmni(cfg)
+
+
+def set_trainable(model: FlowOmni, config: TrainConfig) -> dict[str, int]:
+    """Freeze everything, unfreeze the configured groups, add LoRA; returns trainable counts per module."""
+    model.requires_grad_(False)
+    for name in config.trainable_modules():
+        module = getattr(model, name)
+        if module is not None:
+            module.requires_grad_(True)
+    if config.lora is not None:
+        apply_lora(model, config.lora)
+    counts = {}
+    for name in GROUPS["all"]:
+        module = getattr(model, name)
+        if module is not None:
+            counts[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return counts
+
+
+def _strategy(config: TrainConfig, model: FlowOmni):
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    if config.strategy == "fsdp":
+        # Wrap each decoder layer; with LoRA a wrapped unit mixes frozen base weights and trainable
+        # adapters, which FSDP only allows with use_orig_params=True (flat parameters must otherwise
+        # share requires_grad).
+        layer_cls = {type(layer) for layer in model.backbone.base_model.layers}
+        return FSDPStrategy(auto_wrap_policy=layer_cls, use_orig_params=config.lora is not None,
+                            sharding_strategy="FULL_SHARD")
+    if config.strategy == "ddp":
+        # A rank whose shard has no speech (or no audio input) leaves the flow head (or encoder)
+        # without gradients for that step; DDP must be told to expect that.
+        return DDPStrategy(find_unused_parameters=True)
+    return DDPStrategy(find_unused_parameters=True) if _world_size_hint(config) > 1 else "auto"
+
+
+def _world_size_hint(config: TrainConfig) -> int:
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    if "SLURM_NTASKS" in os.environ:
+        return int(os.environ["SLURM_NTASKS"])
+    d = config.devices
+    if d.isdigit():
+        return int(d) * config.num_nodes
+    if "," in d:
+        return len([x for x in d.split(",") if x.strip()]) * config.num_nodes
+    return config.num_nodes
+
+
+def _devices(config: TrainConfig):
+    d = config.devices
+    return int(d) if d.isdigit() else d
+
+
+def train(config: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
+    """Run (or resume) a training run; returns where everything was written."""
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from flow_omni.training.checkpoint_io import AtomicCheckpointIO
+    from flow_omni.training.datamodule import FlowOmniDataModule
+    from flow_omni.training.module import FlowOmniModule, read_loss_log
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    ckpt_path = None
+    if resume is not None:
+        ckpt_path = ckpt_dir / "last.ckpt" if str(resume) in ("last", "auto") else Path(resume)
+        if not ckpt_path.is_file():
+            if str(resume) == "auto":
+                ckpt_path = None
+            else:
+                raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(config)
+    data = FlowOmniDataModule(model, config.data, seed=config.seed)
+    data.setup("fit")
+    is_rank0 = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+    if is_rank0:
+        atomic_write_text(out / "config.yaml", config.to_yaml())
+        atomic_write_text(out / "data_report.txt", "".join(line + "\n" for line in data.report))
+    if not config.model.init_from:
+        # A new model's token statistics are a function of the training data alone, so every rank
+        # (and a resumed run) computes the same ones; a fine-tune keeps those of its checkpoint.
+        model.fit_speech_stats(mels=data.speech_mels(config.stats_max_files))
+    counts = set_trainable(model, config)
+    module = FlowOmniModule(model, config)
+    module.loss_log = out / "train_log.jsonl"
+    if ckpt_path is None and is_rank0 and module.loss_log.exists():
+        module.loss_log.unlink()  # a fresh run starts a fresh log
+
+    loggers = []
+    if "csv" in config.loggers:
+        loggers.append(CSVLogger(out, name="logs", version="csv"))
+    if "tensorboard" in config.loggers:
+        loggers.append(TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False))
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                                 every_n_train_steps=config.checkpoint_every_steps, save_top_k=1, save_last=True,
+                                 save_on_train_epoch_end=False)]
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    has_val = bool(data.valid_entries)
+    trainer = L.Trainer(
+        accelerator=config.accelerator, devices=_devices(config), num_nodes=config.num_nodes,
+        strategy=_strategy(config, model), precision=config.precision, max_steps=config.max_steps,
+        max_epochs=-1, accumulate_grad_batches=config.accumulate_grad_batches,
+        val_check_interval=config.val_every_steps if has_val else None,
+        check_val_every_n_epoch=None if has_val else 1, limit_val_batches=None if has_val else 0,
+        log_every_n_steps=config.log_every_steps, logger=loggers or False, callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=config.progress, enable_model_summary=False,
+        use_distributed_sampler=False,  # our batch sampler shards global batches itself
+        num_sanity_val_steps=0, deterministic=False, default_root_dir=out,
+    )
+    if trainer.is_global_zero:
+        summary = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items() if v)
+        print(f"[flow-omni] training {summary} of {model.num_parameters() / 1e6:.2f}M parameters; "
+              f"{len(data.train_entries)} train / {len(data.valid_entries)} valid entries; "
+              f"{len(data.report)} skipped (see {out / 'data_report.txt'})")
+    before = None
+    if config.eval is not None and config.eval.manifests and trainer.is_global_zero and ckpt_path is None:
+        before = _evaluate(model, config)
+        atomic_write_text(out / "eval_before.json", json.dumps(before, indent=2))
+        model.train()
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    seconds = time.perf_counter() - t0
+    model_dir = adapter_dir = None
+    if trainer.is_global_zero:
+        model.eval()
+        if config.lora is not None:
+            adapter_dir = save_adapter(model, out / "adapter")
+            merge_lora(model)
+        model_dir = model.save_pretrained(out / "model")
+    eval_report = None
+    if config.eval is not None and config.eval.manifests and trainer.is_global_zero:
+        from flow_omni.training.report import write_eval_report
+
+        if before is None and (out / "eval_before.json").exists():  # a resumed run: the first part measured it
+            before = json.loads((out / "eval_before.json").read_text())
+        if before is not None:
+            eval_report = write_eval_report(out, before, _evaluate(model, config))
+    history = read_loss_log(module.loss_log) if module.loss_log.exists() else []
+    last = ckpt_dir / "last.ckpt"
+    return TrainResult(out, model_dir, adapter_dir, last if last.exists() else None, trainer.global_step,
+                       seconds, history, data.report, eval_report)
+
+
+def _evaluate(model: FlowOmni, config: TrainConfig) -> dict:
+    from flow_omni.eval.heldout import evaluate_heldout
+
+    spec = config.eval
+    return evaluate_heldout(model, spec.manifests, spec.conditions, max_items=spec.max_items, tts=spec.tts,
+                            seed=spec.seed)
+
+
+__all__ = ["TrainResult", "build_model", "recipe_path", "set_trainable", "train"]
