@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--vocoder", default="griffinlim", help="'griffinlim' or a Vocos checkpoint directory / hub id")
     v.add_argument("--chunk-frames", type=int, default=0, help="stream the Vocos decode in chunks of this many frames")
     v.set_defaults(func=_cmd_vocode)
+
+    from flow_omni.cli_train import add_commands
+
+    add_commands(sub)
     return p
 
 

@@ -88,7 +88,7 @@ class TrainConfig(Config):
     #: fit the speech-token normalisation on up to this many training files (fresh models only)
     stats_max_files: int = 200
     accelerator: str = "auto"
-    devices: str = "auto"  # "auto", a count like "2", or a list like "0,1"
+    devices: int | str = "auto"  # "auto", a count (2), or device ids ("0,1")
     num_nodes: int = 1
     strategy: str = "auto"  # auto (DDP when >1 process) | ddp | fsdp
     precision: str = "32-true"

@@ -108,7 +108,7 @@ def _world_size_hint(config: TrainConfig) -> int:
         return int(os.environ["WORLD_SIZE"])
     if "SLURM_NTASKS" in os.environ:
         return int(os.environ["SLURM_NTASKS"])
-    d = config.devices
+    d = str(config.devices)
     if d.isdigit():
         return int(d) * config.num_nodes
     if "," in d:
@@ -117,7 +117,7 @@ def _world_size_hint(config: TrainConfig) -> int:
 
 
 def _devices(config: TrainConfig):
-    d = config.devices
+    d = str(config.devices)
     return int(d) if d.isdigit() else d
 
 

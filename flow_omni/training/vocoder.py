@@ -524,6 +524,11 @@ def train_vocoder(
         # is what resuming needs (the loops' state also says "this batch is done").
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         trainer.fit(module, datamodule=data, **fit_kwargs)
+    if not trainer.interrupted:
+        # ModelCheckpoint saves only every checkpoint_every_n_steps: make last.ckpt the end state.
+        trainer.save_checkpoint(
+            Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}", weights_only=False
+        )
     target = out / "vocoder"
     if trainer.is_global_zero:
         module.vocoder.save_pretrained(target)
