@@ -82,6 +82,9 @@ class FlowOmniModule(L.LightningModule):
     def _check_finite(self, out: FlowOmniOutput, where: str) -> None:
         if torch.isfinite(out.loss):
             return
+        out = FlowOmniOutput(*(x.detach() if isinstance(x, torch.Tensor) else x
+                               for x in (out.loss, out.text_loss, out.state_loss, out.flow_loss,
+                                         out.num_text, out.num_speech, out.num_state)))
         ckpt = Path(self.config.out_dir) / "checkpoints" / "last.ckpt"
         keep = f"the last good checkpoint is kept at {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
         raise NonFiniteLossError(
