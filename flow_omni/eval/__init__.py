@@ -1,0 +1,1 @@
+"""Evaluation: text metrics and held-out evaluation under listening conditions."""

@@ -1,0 +1,38 @@
+"""CER and WER after text normalisation, computed with ``jiwer``.
+
+Both sides go through :func:`flow_omni.data.texts.normalize_text` first (lower case, no
+punctuation, numbers as words, single spaces), so "Seven." and "seven" count as equal: the
+metrics measure recognition, not formatting. Rates are corpus-level (total edits / total
+reference length), the usual definition, rather than a mean of per-utterance rates.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jiwer
+
+from flow_omni.data.texts import normalize_text
+
+
+def _prepare(refs: Sequence[str], hyps: Sequence[str]) -> tuple[list[str], list[str]]:
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    if not refs:
+        raise ValueError("no references to score")
+    r = [normalize_text(x) for x in refs]
+    if any(not x for x in r):
+        raise ValueError("a reference is empty after normalisation; error rates are undefined for it")
+    return r, [normalize_text(x) for x in hyps]
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Word error rate over a corpus: (S + D + I) / reference words."""
+    r, h = _prepare(refs, hyps)
+    return float(jiwer.wer(r, h))
+
+
+def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Character error rate over a corpus (spaces count as characters, as in jiwer)."""
+    r, h = _prepare(refs, hyps)
+    return float(jiwer.cer(r, h))
