@@ -29,6 +29,12 @@ continues alone; the speech stream ends with a ``STOP`` position right after its
     state  : PAD …    GEN ×26     PAD …       GEN …      STOP
 
 Text-only tasks (A2T, T2T) have the response ``t1 … tn <eot>`` with ``state = PAD`` throughout.
+
+``MIX`` (GLM-4-Voice's interleaved text–speech pre-training data, made from text): a document cut
+into spans, some given as text and some as speech. The prompt is ``<bos> <MIX> <sep>`` and the
+response is the spans in order — a text span as text positions, a spoken span as
+``START GEN×n STOP`` with ``<tpad>`` text — then ``<eot>``. The model learns to continue a
+document in either modality. It is a training format; generation takes the four tasks above.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ STATE_NAMES = ("pad", "start", "generating", "stop")
 NUM_STATES = 4
 IGNORE = -100
 
-Task = Literal["A2T", "T2A", "A2A", "T2T"]
-TASKS: tuple[str, ...] = ("A2T", "T2A", "A2A", "T2T")
+Task = Literal["A2T", "T2A", "A2A", "T2T", "MIX"]
+TASKS: tuple[str, ...] = ("A2T", "T2A", "A2A", "T2T", "MIX")
 
 
 @dataclasses.dataclass
@@ -82,10 +88,16 @@ class Sample:
     prompt_audio: torch.Tensor | None = None
     target_text: str | None = None
     target_speech: torch.Tensor | None = None
+    #: MIX only: the spans of the document, ``(text, speech tokens (n, D) or None)``
+    segments: list[tuple[str, torch.Tensor | None]] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise FlowOmniError(f"unknown task {self.task!r}; expected one of {list(TASKS)}")
+        if self.task == "MIX":
+            if not self.segments:
+                raise FlowOmniError("task MIX needs segments: a list of (text, speech tokens or None)")
+            return
         if self.task[0] == "A" and self.prompt_audio is None:
             raise FlowOmniError(f"task {self.task} needs prompt_audio")
         if self.task[0] == "T":
@@ -115,7 +127,9 @@ def build_prompt(
     tpad = special["<tpad>"]
     text = [special["<bos>"], special[f"<{sample.task}>"]]
     audio_in = [False, False]
-    if sample.task[0] == "A":
+    if sample.task == "MIX":
+        pass  # no content: the whole document is the response
+    elif sample.task[0] == "A":
         text += [tpad] * audio_positions
         audio_in += [True] * audio_positions
     else:
@@ -169,6 +183,27 @@ def build_response(
     return text, state, torch.stack(rows)
 
 
+def build_mix_response(
+    segments: Sequence[tuple[Sequence[int], torch.Tensor | None]], special: dict[str, int], token_dim: int
+) -> tuple[list[int], list[int], torch.Tensor]:
+    """Response streams of a MIX sample: text spans as text, spoken spans as ``START GEN… STOP``."""
+    tpad = special["<tpad>"]
+    text, state, rows = [], [], []
+    zero = torch.zeros(token_dim)
+    for ids, speech in segments:
+        if speech is None:
+            text += list(ids); state += [STATE_PAD] * len(ids); rows += [zero] * len(ids)
+            continue
+        if speech.dim() != 2 or speech.shape[0] == 0 or speech.shape[1] != token_dim:
+            raise FlowOmniError(f"a MIX speech span must be (N>0, {token_dim}) tokens, got {tuple(speech.shape)}")
+        n = speech.shape[0]
+        text += [tpad] * (n + 2)
+        state += [STATE_START] + [STATE_GEN] * n + [STATE_STOP]
+        rows += [zero] + list(speech) + [zero]
+    text.append(special["<eot>"]); state.append(STATE_PAD); rows.append(zero)
+    return text, state, torch.stack(rows)
+
+
 def layout_sample(
     cfg: LayoutConfig,
     sample: Sample,
@@ -177,10 +212,20 @@ def layout_sample(
     audio_positions: int,
     special: dict[str, int],
     token_dim: int,
+    mix_segments: Sequence[tuple[Sequence[int], torch.Tensor | None]] | None = None,
 ) -> Sequence3:
-    """Prompt + (optional) response for one sample, checked against ``cfg.max_length``."""
+    """Prompt + (optional) response for one sample, checked against ``cfg.max_length``.
+
+    ``mix_segments``: for a MIX sample, its spans with text already tokenised.
+    """
     seq = build_prompt(sample, prompt_text_ids, audio_positions, special, token_dim)
-    if target_text_ids is not None or sample.target_speech is not None:
+    if sample.task == "MIX":
+        if mix_segments is None:
+            raise FlowOmniError("MIX is a training format (interleaved continuation); generation takes A2T/T2A/A2A/T2T")
+        text, state, vec = build_mix_response(mix_segments, special, token_dim)
+        seq = Sequence3(seq.text + text, seq.state + state, torch.cat([seq.speech, vec]),
+                        seq.audio_in + [False] * len(text), seq.prompt_length)
+    elif target_text_ids is not None or sample.target_speech is not None:
         text, state, vec = build_response(cfg, sample.task, target_text_ids or [], sample.target_speech, special, token_dim)
         seq = Sequence3(seq.text + text, seq.state + state, torch.cat([seq.speech, vec]), seq.audio_in + [False] * len(text), seq.prompt_length)
     if len(seq.text) > cfg.max_length:

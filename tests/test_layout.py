@@ -70,3 +70,25 @@ def test_bad_samples():
         Sample("A2T")
     with pytest.raises(FlowOmniError, match="max_length is 8"):
         layout_sample(LayoutConfig(max_length=8), Sample("T2T", prompt_text="x" * 20), TOK.encode("x" * 20), None, 0, SP, D)
+
+
+def test_mix_sample_interleaves_text_and_speech_spans():
+    sp1, sp2 = torch.randn(3, D), torch.randn(2, D)
+    sample = Sample("MIX", segments=[("ab", None), ("cd", sp1), ("e", None), ("fg", sp2)])
+    mix = [(TOK.encode(t), s) for t, s in sample.segments]
+    seq = layout_sample(LayoutConfig(), sample, [], None, 0, SP, D, mix)
+    assert seq.text[:3] == [SP["<bos>"], SP["<MIX>"], SP["<sep>"]] and seq.prompt_length == 3
+    resp_text, resp_state = seq.text[3:], seq.state[3:]
+    assert resp_text[:2] == TOK.encode("ab")
+    assert resp_state == [STATE_PAD] * 2 + [STATE_START] + [STATE_GEN] * 3 + [STATE_STOP] + [STATE_PAD] \
+        + [STATE_START] + [STATE_GEN] * 2 + [STATE_STOP] + [STATE_PAD]
+    assert resp_text[-1] == SP["<eot>"] and resp_text[7] == TOK.encode("e")[0]
+    gen = torch.tensor(seq.state) == STATE_GEN
+    assert torch.equal(seq.speech[gen], torch.cat([sp1, sp2]))
+    batch = collate([seq], SP["<pad>"])
+    text_t, state_t, speech_mask = batch.targets()
+    assert int(speech_mask.sum()) == 5 and int((text_t != IGNORE).sum()) == len(resp_text)
+    with pytest.raises(FlowOmniError, match="training format"):
+        layout_sample(LayoutConfig(), sample, [], None, 0, SP, D)  # no spans: a generation request
+    with pytest.raises(FlowOmniError, match="needs segments"):
+        Sample("MIX")

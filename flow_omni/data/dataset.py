@@ -9,6 +9,7 @@ task      prompt                     target                              entries
 ``T2A``   the transcript             text + speech of the utterance      every entry
 ``A2A``   the question's audio       answer text + answer speech         entries with an answer
 ``T2T``   the question's text        answer text                         entries with ``answer_text``
+``MIX``   —                          the document, spans as text/speech  entries with ``segments``
 ========  =========================  ==================================  ===========================
 
 Augmentation (:class:`~flow_omni.audio.augment.Augmenter`) is a transform on the *input* side
@@ -43,7 +44,8 @@ class DataConfig(Config):
 
     train: list[str] = dataclasses.field(default_factory=list)  # manifest paths
     valid: list[str] = dataclasses.field(default_factory=list)
-    task_weights: dict = dataclasses.field(default_factory=lambda: {"A2T": 1.0, "T2A": 1.0, "A2A": 1.0, "T2T": 0.5})
+    task_weights: dict = dataclasses.field(
+        default_factory=lambda: {"A2T": 1.0, "T2A": 1.0, "A2A": 1.0, "T2T": 0.5, "MIX": 0.5})
     batch_size: int = 8  # global: split over DDP ranks
     bucket_size: int = 16  # batches per length-sorting window
     #: folder of the feature cache; "auto" = ``feature_cache/`` next to the first train manifest; null = off
@@ -88,6 +90,8 @@ def eligible_tasks(entry: ManifestEntry) -> list[str]:
         tasks.append("A2A")
     if entry.answer_text:
         tasks.append("T2T")
+    if entry.segments and any(s.audio for s in entry.segments):
+        tasks.append("MIX")
     return tasks
 
 
@@ -137,6 +141,8 @@ class SpeechDataset(Dataset):
             return len(e.text) + max(len(e.text), q_sec * rate)
         if task == "A2A":
             return q_sec * rate + max(len(e.answer_text or ""), a_sec * rate)
+        if task == "MIX":  # about half of the document is spoken
+            return len(e.text) / 2 + q_sec * rate / 2
         return len(e.text) + len(e.answer_text or "")
 
     # ------------------------------------------------------------------------------- features
@@ -174,8 +180,11 @@ class SpeechDataset(Dataset):
                     feats, info = self._input_features(e.audio, rng)
                     sample = Sample("A2A", prompt_audio=feats, target_text=e.answer_text,
                                     target_speech=self._target_speech(e.answer_audio, rng))
-                else:
+                elif key.task == "T2T":
                     sample = Sample("T2T", prompt_text=e.text, target_text=e.answer_text)
+                else:
+                    spans = [(s.text, self._target_speech(s.audio, rng) if s.audio else None) for s in e.segments]
+                    sample = Sample("MIX", segments=spans)
         except FlowOmniError as exc:
             raise FlowOmniError(f"entry {e.id!r} ({key.task}): {exc}") from exc
         return Item(sample, key.seed, key, info)

@@ -21,7 +21,7 @@ from torch.utils.data import Sampler
 
 from flow_omni.errors import ConfigError
 
-TASK_ORDER = ("A2T", "T2A", "A2A", "T2T")
+TASK_ORDER = ("A2T", "T2A", "A2A", "T2T", "MIX")
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ class FlowOmni(nn.Module):
         nn.init.normal_(self.speech_in.weight, std=0.02)
         nn.init.zeros_(self.speech_in.bias)
         self.special = {t: self.text_tokenizer.special_id(t) for t in
-                        ("<pad>", "<bos>", "<eot>", "<tpad>", "<sep>", "<A2T>", "<T2A>", "<A2A>", "<T2T>")}
+                        ("<pad>", "<bos>", "<eot>", "<tpad>", "<sep>", "<A2T>", "<T2A>", "<A2A>", "<T2T>", "<MIX>")}
 
     @staticmethod
     def _build_text_tokenizer(config: FlowOmniConfig, directory: Path | None) -> TextTokenizer:
@@ -213,8 +213,11 @@ class FlowOmni(nn.Module):
             if with_targets:
                 target = self._text_ids(s.target_text, f"target_text of a {s.task} sample") if s.target_text is not None else []
             sample = s if with_targets else dataclasses.replace(s, target_speech=None)
+            mix = None
+            if s.task == "MIX" and with_targets:
+                mix = [(self._text_ids(t, "a MIX text span"), sp) for t, sp in s.segments]
             seqs.append(layout_sample(self.config.layout, sample, self._text_ids(s.prompt_text, "prompt_text"),
-                                      target if with_targets else None, n_audio, self.special, D))
+                                      target if with_targets else None, n_audio, self.special, D, mix))
             feats.append(s.prompt_audio)
         return collate(seqs, self.special["<pad>"], left_pad=left_pad, audio_features=feats,
                        tasks=[s.task for s in samples])

@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 
 from flow_omni.errors import ConfigError
 
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eot>", "<tpad>", "<sep>", "<A2T>", "<T2A>", "<A2A>", "<T2T>", "<unk>")
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eot>", "<tpad>", "<sep>", "<A2T>", "<T2A>", "<A2A>", "<T2T>", "<unk>", "<MIX>")
 #: The characters of the default CharTokenizer: printable ASCII minus tabs/newlines.
 DEFAULT_CHARS = "".join(c for c in string.printable if c not in "\t\n\r\x0b\x0c")
 
