@@ -1,0 +1,131 @@
+"""Data pipeline: feature cache, bucketed batch plan (determinism, sharding, resume), dataset tasks."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+from flow_omni import FlowOmni, FlowOmniConfig
+from flow_omni.audio.io import save_audio
+from flow_omni.audio.mel import LogMel
+from flow_omni.audio.synth import synth_corpus
+from flow_omni.data.dataset import Collator, DataConfig, SpeechDataset
+from flow_omni.data.features import FeatureCache
+from flow_omni.data.manifest import ManifestEntry, Segment
+from flow_omni.data.sampler import BucketBatchSampler, ItemKey
+from flow_omni.errors import ConfigError
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audio")
+    audios = synth_corpus(6, seed=3, duration_range=(0.3, 1.2))
+    paths = []
+    for i, a in enumerate(audios):
+        paths.append(save_audio(root / f"u{i}.wav", a))
+    return root, paths, audios
+
+
+def test_feature_cache_hits_and_invalidates(files, tmp_path):
+    _, paths, audios = files
+    cache = FeatureCache(tmp_path / "cache")
+    first = cache.mel(paths[0])
+    assert cache.stats.misses == 1 and cache.stats.hits == 0 and len(cache) == 1
+    again = FeatureCache(tmp_path / "cache").mel(paths[0])  # a new process would see the same files
+    assert torch.equal(first, again)
+    from flow_omni.audio.io import load_audio
+
+    assert torch.allclose(first, LogMel()(load_audio(paths[0])))
+    # Rewriting the file (new content, new mtime) must not serve the stale entry.
+    time.sleep(0.01)
+    save_audio(paths[0].with_name("tmp.wav"), audios[1])
+    os.replace(paths[0].with_name("tmp.wav"), paths[0])
+    c2 = FeatureCache(tmp_path / "cache")
+    assert c2.mel(paths[0]).shape == LogMel()(load_audio(paths[0])).shape and c2.stats.misses == 1
+    save_audio(paths[0], audios[0])  # restore for other tests
+    # A damaged entry is recomputed, not trusted.
+    for entry in (tmp_path / "cache").glob("*/*.safetensors"):
+        entry.write_bytes(b"garbage")
+    c3 = FeatureCache(tmp_path / "cache")
+    assert torch.allclose(c3.mel(paths[0]), first) and c3.stats.misses == 1
+
+
+def make_sampler(n=40, bs=4, world=1, rank=0, seed=0, weights=None):
+    eligible = [["A2T", "T2A"] + (["A2A", "T2T"] if i % 2 else []) for i in range(n)]
+    cost = lambda i, t: (i * 7919) % 97 + (50 if t == "A2A" else 0)  # noqa: E731
+    return BucketBatchSampler(eligible, cost, weights or {"A2T": 1, "T2A": 1, "A2A": 1, "T2T": 1}, bs,
+                              bucket_size=4, seed=seed, rank=rank, world_size=world)
+
+
+def test_plan_is_deterministic_and_buckets_by_length():
+    a, b = make_sampler(), make_sampler()
+    assert list(a) == list(b)
+    assert make_sampler(seed=1).plan(0) != a.plan(0)
+    assert a.plan(0) != a.plan(1)  # a new epoch reshuffles and redraws tasks
+    # Within a batch the lengths are close: the spread is far below that of random batches.
+    s = make_sampler()
+    spread = [max(s.cost(k.index, k.task) for k in b) - min(s.cost(k.index, k.task) for k in b) for b in s.plan(0)]
+    assert sum(spread) / len(spread) < 30  # costs range over 0..146
+    # Only eligible tasks are drawn; every entry appears once per epoch.
+    keys = [k for b in s.plan(0) for k in b]
+    assert len({k.index for k in keys}) == len(keys) == 40
+    assert all(k.task in ("A2T", "T2A") for k in keys if k.index % 2 == 0)
+
+
+def test_ddp_shards_partition_the_global_batch():
+    one = make_sampler()
+    ranks = [make_sampler(world=2, rank=r) for r in range(2)]
+    for g, r0, r1 in zip(one, *ranks):
+        assert sorted(r0 + r1, key=lambda k: k.index) == sorted(g, key=lambda k: k.index)
+        assert len(r0) == len(r1) == 2
+    with pytest.raises(ConfigError, match="divisible"):
+        make_sampler(bs=3, world=2)
+
+
+def test_resume_continues_the_stream():
+    s = make_sampler()
+    per_epoch = len(s)
+    stream = list(s) + list(s)  # epochs 0 and 1
+    r = make_sampler()
+    r.resume_at(per_epoch + 3)
+    assert list(r) == stream[per_epoch + 3:]
+    assert list(r) == list(make_sampler(seed=0).plan(2))  # then epoch 2 from its start
+
+
+def test_no_batches_is_a_clear_error():
+    with pytest.raises(ConfigError, match="no training batches"):
+        make_sampler(n=3, bs=4)
+    with pytest.raises(ConfigError, match="unknown task"):
+        make_sampler(weights={"ASR": 1})
+
+
+def test_dataset_builds_every_task_and_augments_only_inputs(files, tmp_path):
+    _, paths, audios = files
+    model = FlowOmni(FlowOmniConfig.preset("tiny"))
+    entry = ManifestEntry("q", str(paths[0]), "what is one plus one", duration=audios[0].shape[0] / 24000,
+                          answer_audio=str(paths[1]), answer_text="two", answer_duration=audios[1].shape[0] / 24000,
+                          segments=[Segment("what is", None), Segment("one plus one", str(paths[2]))])
+    cache = FeatureCache(tmp_path / "c")
+    clean = SpeechDataset([entry], model, DataConfig(), cache)
+    noisy = SpeechDataset([entry], model, DataConfig(p_augment=1.0), cache)
+    items = {t: clean[ItemKey(0, t, 11)] for t in ("A2T", "T2A", "A2A", "T2T", "MIX")}
+    assert items["A2A"].sample.target_text == "two" and items["T2T"].sample.prompt_text == entry.text
+    assert items["MIX"].sample.segments[0][1] is None and items["MIX"].sample.segments[1][1].shape[1] == 400
+    n_a = model.speech_tokenizer.num_tokens(audios[1].shape[0])
+    assert items["A2A"].sample.target_speech.shape == (n_a, 400)
+    aug = noisy[ItemKey(0, "A2A", 11)]
+    assert aug.augment["applied"]  # the input was perturbed ...
+    assert not torch.equal(aug.sample.prompt_audio, items["A2A"].sample.prompt_audio)
+    assert torch.equal(aug.sample.target_speech, items["A2A"].sample.target_speech)  # ... the target was not
+    again = noisy[ItemKey(0, "A2A", 11)]
+    assert torch.equal(again.sample.prompt_audio, aug.sample.prompt_audio)  # the item seed fixes the noise
+    batch = Collator(model)(list(items.values()))
+    assert batch.seeds.tolist() == [11] * 5 and batch.text.shape[0] == 5
+    model.train()
+    out = model(batch)
+    assert torch.isfinite(out.loss) and out.num_speech > 0
