@@ -59,6 +59,23 @@ def _cmd_manifest_import(args: argparse.Namespace) -> None:
     print(f"manifest -> {args.output}")
 
 
+def _cmd_train_vocoder(args: argparse.Namespace) -> None:
+    from flow_omni.training.train import recipe_path
+    from flow_omni.training.vocoder import VocoderTrainConfig, train_vocoder
+
+    cfg = VocoderTrainConfig.load(recipe_path(args.config))
+    changes = {}
+    if args.out:
+        changes["out_dir"] = args.out
+    if args.manifest:
+        changes["train_manifests"] = list(args.manifest)
+    if args.steps:
+        changes["max_steps"] = args.steps
+    cfg = cfg.replace(**changes) if changes else cfg
+    out = train_vocoder(cfg, progress=not args.no_progress, resume=args.resume)
+    print(f"vocoder: {out}  (use it with --vocoder {out})")
+
+
 def add_commands(sub) -> None:
     t = sub.add_parser("train", help="train a FlowOmni from a YAML recipe (Lightning; CPU/GPU, torchrun, SLURM)",
                        description="Train from a YAML config or a built-in recipe name (stage1, stage2, stage2_lora, "
@@ -72,6 +89,17 @@ def add_commands(sub) -> None:
                    "(last if it exists, else start fresh) or a .ckpt path")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     t.set_defaults(func=_cmd_train)
+
+    tv = sub.add_parser("train-vocoder", help="train a Vocos vocoder on a corpus (vocos' own GAN losses, Lightning)",
+                        description="Train a Vocos on the audio of JSONL manifests; exports a folder that "
+                        "`--vocoder DIR` and Vocoder.from_pretrained load. The recipe 'vocoder' is the full 24 kHz size.")
+    tv.add_argument("--config", default="vocoder", help="YAML file or built-in recipe name (default: vocoder)")
+    tv.add_argument("--manifest", nargs="+", help="train manifests (override train_manifests)")
+    tv.add_argument("--out", help="output directory (override out_dir)")
+    tv.add_argument("--steps", type=int, help="override max_steps")
+    tv.add_argument("--resume", nargs="?", const="last", help="resume: 'last' or a .ckpt path")
+    tv.add_argument("--no-progress", action="store_true")
+    tv.set_defaults(func=_cmd_train_vocoder)
 
     m = sub.add_parser("manifest", help="import corpora into JSONL manifests and validate manifests")
     msub = m.add_subparsers(dest="manifest_command", required=True)

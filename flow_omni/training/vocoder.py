@@ -103,6 +103,8 @@ class VocoderTrainConfig(Config):
     val_max_batches: int | None = 100
 
     def __post_init__(self) -> None:
+        if isinstance(self.vocoder, dict):  # VocoderTrainConfig(vocoder={...}) written by hand
+            self.vocoder = VocoderConfig.from_dict(self.vocoder, _where="VocoderTrainConfig.vocoder")
         v, hop = self.vocoder, self.vocoder.hop_length
         for name in ("segment_samples", "val_segment_samples"):
             n = getattr(self, name)
@@ -119,7 +121,9 @@ class VocoderTrainConfig(Config):
         if self.num_workers < 0 or self.warmup_steps < 0 or self.keep_checkpoints == 0 or self.keep_checkpoints < -1:
             raise ConfigError("need num_workers >= 0, warmup_steps >= 0, keep_checkpoints >= 1 (or -1 for all)")
         if not 0 <= self.pretrain_mel_steps <= self.max_steps:
-            raise ConfigError(f"pretrain_mel_steps must be within [0, max_steps={self.max_steps}], got {self.pretrain_mel_steps}")
+            raise ConfigError(
+                f"pretrain_mel_steps must be within [0, max_steps={self.max_steps}], got {self.pretrain_mel_steps}"
+            )
         if self.lr_generator <= 0 or self.lr_discriminator <= 0 or self.weight_decay < 0:
             raise ConfigError("learning rates must be > 0 and weight_decay >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -526,9 +530,8 @@ def train_vocoder(
         trainer.fit(module, datamodule=data, **fit_kwargs)
     if not trainer.interrupted:
         # ModelCheckpoint saves only every checkpoint_every_n_steps: make last.ckpt the end state.
-        trainer.save_checkpoint(
-            Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}", weights_only=False
-        )
+        last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+        trainer.save_checkpoint(last, weights_only=False)
     target = out / "vocoder"
     if trainer.is_global_zero:
         module.vocoder.save_pretrained(target)
