@@ -1,0 +1,480 @@
+"""K-means on continuous speech tokens, and the :class:`Quantizer` base every quantiser shares.
+
+Discrete baselines (DESIGN.md §3) need codes for the *same* normalised mel tokens the continuous
+model uses, so the quantisers here are fitted by the library itself, on CPU, in float32:
+
+* :func:`kmeans`: greedy k-means++ initialisation on a seeded subsample, then Lloyd iterations
+  (or mini-batch updates for large fit sets) with the distance matrix computed in row chunks so
+  that working memory beyond the fit set itself stays at about ``CHUNK_ELEMENTS`` floats (cap the
+  fit set with ``max_tokens``). A codeword that loses all its points is re-seeded farthest-first
+  at the worst-served points.
+* :class:`Quantizer`: codebooks ``(L, K, D)``; greedy residual encoding (level ``l`` quantises
+  what levels ``< l`` left), decoding by summing codewords, checks with clear errors, and
+  ``save_pretrained`` / ``from_pretrained`` through :mod:`flow_omni.checkpoint`.
+* :class:`KMeansQuantizer`: the ``L = 1`` case.
+
+Codes always keep a level axis: ``(…, D)`` tokens ↔ ``(…, L)`` int64 codes, so k-means (``L = 1``)
+and residual VQ share one API and a model can embed codes as a sum over levels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
+from flow_omni.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from flow_omni.config import Config
+from flow_omni.errors import CheckpointError, ConfigError, FlowOmniError, MelShapeError
+
+#: Elements in one chunk of the (rows, max(K, D)) work arrays (16 MiB in float32): bounds memory for any N.
+CHUNK_ELEMENTS = 1 << 22
+
+TokenSource = torch.Tensor | Iterable[torch.Tensor]
+
+
+class QuantizerError(FlowOmniError, ValueError):
+    """Codes out of range or with the wrong level count, an unfitted quantiser, too few tokens."""
+
+
+# ---------------------------------------------------------------------------------- configs
+@dataclasses.dataclass
+class VQConfig(Config):
+    """Fields shared by every quantiser config.
+
+    ``iterations`` counts passes over the fit set: a Lloyd step (``batch_size = 0``) or one
+    shuffled epoch of mini-batch updates (``batch_size > 0``, Sculley 2010), so the cost per
+    iteration is the same in both modes; mini-batch converges in fewer passes on large sets.
+    """
+
+    dim: int = 400  # token size r * n_mels
+    codebook_size: int = 256  # K
+    iterations: int = 50
+    tol: float = 1e-4  # stop when the MSE improves by less than this fraction in one pass
+    init: Literal["kmeans++", "random"] = "kmeans++"
+    init_sample: int = 20000  # rows k-means++ runs on (at least K)
+    batch_size: int = 0  # 0 = full-batch Lloyd; > 0 = mini-batch k-means with this batch
+    max_tokens: int = 0  # 0 = fit on every token; else a seeded uniform subsample of this size
+    seed: int = 0
+    token_space: SpeechTokenConfig | None = None  # the token space the codebooks were fitted in
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        for field in ("dim", "codebook_size", "iterations", "init_sample"):
+            if getattr(self, field) < 1:
+                raise ConfigError(f"{name}.{field} must be >= 1, got {getattr(self, field)}")
+        for field in ("batch_size", "max_tokens"):
+            if getattr(self, field) < 0:
+                raise ConfigError(f"{name}.{field} must be >= 0, got {getattr(self, field)}")
+        if self.init not in ("kmeans++", "random"):
+            raise ConfigError(f"{name}.init must be 'kmeans++' or 'random', got {self.init!r}")
+        if not self.tol >= 0:
+            raise ConfigError(f"{name}.tol must be >= 0, got {self.tol}")
+        if self.max_tokens and self.max_tokens < self.codebook_size:
+            raise ConfigError(f"{name}.max_tokens={self.max_tokens} keeps fewer tokens than codebook_size={self.codebook_size}")
+        if self.token_space is not None and self.token_space.token_dim != self.dim:
+            raise ConfigError(
+                f"{name}: dim={self.dim} but token_space has r={self.token_space.r} x "
+                f"{self.token_space.mel.n_mels} bins = {self.token_space.token_dim}"
+            )
+
+    @property
+    def levels(self) -> int:
+        return 1
+
+
+@dataclasses.dataclass
+class KMeansConfig(VQConfig):
+    """A single k-means codebook of ``codebook_size`` codewords over ``dim``-dim tokens."""
+
+
+# ------------------------------------------------------------------------------- algorithm
+def _chunk_rows(k: int, dim: int) -> int:
+    """Rows per chunk so that both the (rows, K) distances and a (rows, D) float64 copy stay bounded."""
+    return max(1, CHUNK_ELEMENTS // max(k, dim, 1))
+
+
+def nearest(x: torch.Tensor, codebook: torch.Tensor, sq_norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest codeword of each row: ``x (n, D)``, ``codebook (K, D)`` → ``(idx (n,), sq_dist (n,))``.
+
+    ``||c||² - 2 x·c`` is minimised (``||x||²`` is constant per row), in row chunks of
+    ``CHUNK_ELEMENTS / max(K, D)``. Ties go to the lowest index.
+    """
+    if sq_norms is None:
+        sq_norms = (codebook * codebook).sum(-1)
+    idx = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    dist = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    step = _chunk_rows(*codebook.shape)
+    for s in range(0, x.shape[0], step):
+        xc = x[s : s + step]
+        d = torch.addmm(sq_norms, xc, codebook.T, alpha=-2.0)  # (n, K)
+        best, i = d.min(-1)
+        idx[s : s + step] = i
+        dist[s : s + step] = (best + (xc * xc).sum(-1)).clamp_min(0)
+    return idx, dist
+
+
+def _kmeans_pp(x: torch.Tensor, k: int, sample: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ (Arthur & Vassilvitskii; ``2 + ln K`` trials per codeword, as scikit-learn)."""
+    n = x.shape[0]
+    if n > sample:
+        x = x[torch.randperm(n, generator=gen)[:sample]]
+    n = x.shape[0]
+    trials = 2 + int(math.log(k))
+    centres = torch.empty(k, x.shape[1], dtype=x.dtype)
+    centres[0] = x[int(torch.randint(n, (1,), generator=gen))]
+    sq = (x * x).sum(-1)
+    d2 = (sq - 2 * x @ centres[0] + centres[0] @ centres[0]).clamp_min(0).double()
+    for i in range(1, k):
+        total = float(d2.sum())
+        if total <= 0:  # fewer distinct points than codewords: any point will do
+            cand = torch.randint(n, (trials,), generator=gen)
+        else:
+            cand = torch.multinomial(d2 / total, trials, replacement=True, generator=gen)
+        c = x[cand]  # (T, D)
+        dc = (sq[None] - 2 * c @ x.T + (c * c).sum(-1, keepdim=True)).clamp_min(0).double()  # (T, n)
+        pot = torch.minimum(d2[None], dc)
+        best = int(pot.sum(-1).argmin())
+        centres[i] = c[best]
+        d2 = pot[best]
+    return centres
+
+
+def _reseed(x: torch.Tensor, c: torch.Tensor, dead: torch.Tensor, dmin: torch.Tensor) -> int:
+    """Move idle codewords ``c[dead]`` (in place) to far points, farthest-first; return how many moved.
+
+    The worst-served point gets the first idle codeword; distances are then updated as if it
+    were live, so the next one goes to another far region rather than to the same cluster.
+    A codeword stays idle when every point already sits on a codeword (fewer distinct points
+    than ``K``): there is nothing to gain by moving it.
+    """
+    dmin = dmin.clone()
+    sq = (x * x).sum(-1)
+    moved = 0
+    for j in dead.tolist():
+        i = int(dmin.argmax())
+        if not float(dmin[i]) > 0:
+            break
+        c[j] = x[i]
+        moved += 1
+        dmin = torch.minimum(dmin, (sq - 2 * (x @ x[i]) + sq[i]).clamp_min(0))
+        dmin[i] = 0  # exact, whatever the rounding of the expansion above
+    return moved
+
+
+def _update_bar(bar: Any, **postfix: Any) -> None:
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(postfix, refresh=False)
+
+
+@dataclasses.dataclass
+class KMeansResult:
+    """What :func:`kmeans` returns: codebook ``(K, D)``, final assignment ``(N,)`` and fit facts."""
+
+    centroids: torch.Tensor
+    assign: torch.Tensor
+    mse: float  # mean squared error per element at the final codebook
+    iterations: int  # passes run (early stop when the MSE stalls)
+    reseeded: int  # dead codewords re-seeded over the whole fit
+
+
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    *,
+    iterations: int = 50,
+    tol: float = 1e-4,
+    init: str = "kmeans++",
+    init_sample: int = 20000,
+    batch_size: int = 0,
+    seed: int = 0,
+    bar: Any = None,
+    level: int | None = None,
+) -> KMeansResult:
+    """Fit ``k`` centroids to ``x (N, D)`` float32 (see :class:`VQConfig` for the options).
+
+    ``bar`` is an optional tqdm bar advanced once per pass (shared across RVQ levels).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
+        raise MelShapeError(f"kmeans: expected a float tensor (N, D), got {getattr(x, 'shape', type(x).__name__)}")
+    if init not in ("kmeans++", "random"):
+        raise ConfigError(f"kmeans: init must be 'kmeans++' or 'random', got {init!r}")
+    n, dim = x.shape
+    if n < k:
+        raise QuantizerError(f"k-means needs at least codebook_size={k} tokens to fit, got {n}")
+    gen = torch.Generator().manual_seed(seed)
+    if init == "kmeans++":
+        c = _kmeans_pp(x, k, max(init_sample, k), gen)
+    else:
+        c = x[torch.randperm(n, generator=gen)[:k]].clone()
+    tag = {} if level is None else {"level": level}
+    prev = math.inf
+    reseeded = 0
+    done = 0
+    counts_total = torch.zeros(k, dtype=torch.float64)
+    for _ in range(iterations):
+        done += 1
+        dmin = torch.empty(n, dtype=x.dtype)
+        counts = torch.zeros(k, dtype=torch.float64)
+        if batch_size == 0:  # Lloyd: assign everything, then move every centroid to its mean
+            sums = torch.zeros(k, dim, dtype=torch.float64)
+            step = _chunk_rows(k, dim)
+            sq_norms = (c * c).sum(-1)
+            for s in range(0, n, step):
+                xc = x[s : s + step]
+                idx, dmin[s : s + step] = nearest(xc, c, sq_norms)
+                sums.index_add_(0, idx, xc.double())
+                counts += torch.bincount(idx, minlength=k).double()
+            live = counts > 0
+            c = c.clone()
+            c[live] = (sums[live] / counts[live, None]).to(c.dtype)
+        else:  # mini-batch: per-centroid learning rate 1 / (points seen so far)
+            perm = torch.randperm(n, generator=gen)
+            c = c.clone()
+            for s in range(0, n, batch_size):
+                rows = perm[s : s + batch_size]
+                xb = x[rows]
+                idx, dmin[rows] = nearest(xb, c)
+                nb = torch.bincount(idx, minlength=k).double()
+                sums = torch.zeros(k, dim, dtype=torch.float64).index_add_(0, idx, xb.double())
+                counts += nb
+                counts_total += nb
+                hit = nb > 0
+                lr = (1.0 / counts_total[hit])[:, None]
+                c[hit] = (c[hit].double() + lr * (sums[hit] - nb[hit, None] * c[hit].double())).to(c.dtype)
+        mse = float(dmin.double().sum()) / (n * dim)
+        dead = (counts == 0).nonzero().flatten()
+        moved = _reseed(x, c, dead, dmin) if len(dead) else 0
+        counts_total[dead] = 0
+        reseeded += moved
+        _update_bar(bar, mse=f"{mse:.4f}", **tag)
+        if moved == 0 and math.isfinite(prev) and prev - mse <= tol * prev:
+            break
+        prev = mse
+    if bar is not None and done < iterations:
+        bar.update(iterations - done)  # early stop: keep the bar's total honest
+    assign, dmin = nearest(x, c)
+    mse = float(dmin.double().sum()) / (n * dim)
+    return KMeansResult(c.contiguous(), assign, mse, done, reseeded)
+
+
+# --------------------------------------------------------------------------- data ingestion
+def collect_tokens(tokens: TokenSource, dim: int, *, max_tokens: int = 0, seed: int = 0) -> torch.Tensor:
+    """Tokens ``(…, D)`` or an iterable of ``(…, D)`` chunks → one float32 ``(N, D)`` fit set.
+
+    With ``max_tokens > 0`` a uniform sample without replacement is kept while streaming
+    (a random key per row, the ``max_tokens`` largest kept), so memory stays below
+    ``2 * max_tokens`` rows for a corpus of any size; kept rows stay in corpus order.
+    """
+    single = isinstance(tokens, torch.Tensor)
+    chunks: Iterable[torch.Tensor] = [tokens] if single else tokens
+    gen = torch.Generator().manual_seed(seed + 7919)
+    rows: list[torch.Tensor] = []
+    keys: list[torch.Tensor] = []
+    buffered = 0
+    for i, chunk in enumerate(chunks):
+        flat = check_tokens(chunk, dim, where="tokens" if single else f"tokens chunk {i}").reshape(-1, dim).float()
+        rows.append(flat)
+        buffered += flat.shape[0]
+        if max_tokens:
+            keys.append(torch.rand(flat.shape[0], generator=gen))
+            if buffered >= 2 * max_tokens:  # compact: amortised O(1) copies per row
+                rows, keys = _keep_top(rows, keys, max_tokens)
+                buffered = max_tokens
+    if max_tokens and buffered > max_tokens:
+        rows, keys = _keep_top(rows, keys, max_tokens)
+    if buffered == 0:
+        raise QuantizerError("no tokens to fit on (empty tensor or iterable)")
+    return rows[0] if len(rows) == 1 else torch.cat(rows)
+
+
+def _keep_top(rows: list[torch.Tensor], keys: list[torch.Tensor], k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    all_keys = torch.cat(keys)
+    sel = all_keys.topk(k).indices.sort().values
+    return [torch.cat(rows)[sel]], [all_keys[sel]]
+
+
+def check_tokens(x: Any, dim: int, *, where: str = "tokens") -> torch.Tensor:
+    """Raise :class:`MelShapeError` unless ``x`` is a finite floating tensor ``(…, dim)``."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise MelShapeError(f"{where}: expected a tensor (..., {dim}), got {shape}")
+    if not x.is_floating_point():
+        raise MelShapeError(f"{where}: expected floating-point tokens, got dtype {x.dtype} (codes go to decode())")
+    if x.shape[-1] != dim:
+        raise MelShapeError(
+            f"{where}: token size {x.shape[-1]} (shape {tuple(x.shape)}) does not match the quantiser's dim={dim}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise MelShapeError(f"{where}: contains NaN/Inf values")
+    return x
+
+
+# ------------------------------------------------------------------------------- base class
+class Quantizer(nn.Module):
+    """Codebooks ``(L, K, D)`` with greedy residual encode and summed decode.
+
+    Subclasses set ``config_class`` and implement ``fit``. ``codebooks[l]`` is level ``l``;
+    ``decode(codes[..., :l])`` reconstructs from the first ``l`` levels only.
+    """
+
+    config_class: type[VQConfig] = VQConfig
+
+    def __init__(self, config: VQConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.register_buffer("codebooks", torch.zeros(config.levels, config.codebook_size, config.dim))
+        # Tokens the codebooks were fitted on (0 = not fitted); a buffer so it survives load_state_dict.
+        self.register_buffer("fitted_tokens", torch.zeros((), dtype=torch.long))
+        self.fit_info: dict[str, Any] = {}
+
+    # ---- properties
+    @property
+    def num_levels(self) -> int:
+        return self.config.levels
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def is_fitted(self) -> bool:
+        return int(self.fitted_tokens) > 0
+
+    def tokenizer(self) -> ContinuousSpeechTokenizer | None:
+        """The tokenizer of the token space the codebooks were fitted in (None if not recorded)."""
+        space = self.config.token_space
+        return None if space is None else ContinuousSpeechTokenizer(space)
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise QuantizerError(f"{type(self).__name__} is not fitted; call fit(tokens) or from_pretrained(dir)")
+
+    def _fit_config(self, tokenizer: ContinuousSpeechTokenizer | None) -> VQConfig:
+        """The config to fit with: the current one, with the tokenizer's token space if given."""
+        if tokenizer is None:
+            return self.config
+        return self.config.replace(token_space=tokenizer.config.to_dict())
+
+    # ---- codes
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(…, D)`` → codes ``(…, L)`` int64 (greedy: each level quantises the residual)."""
+        self._require_fitted()
+        check_tokens(x, self.dim)
+        flat = x.reshape(-1, self.dim).to(self.codebooks)
+        codes = torch.empty(flat.shape[0], self.num_levels, dtype=torch.long, device=flat.device)
+        sq_norms = (self.codebooks * self.codebooks).sum(-1)  # (L, K)
+        step = _chunk_rows(self.codebook_size, self.dim)
+        for s in range(0, flat.shape[0], step):
+            res = flat[s : s + step].clone()
+            for level in range(self.num_levels):
+                idx, _ = nearest(res, self.codebooks[level], sq_norms[level])
+                codes[s : s + step, level] = idx
+                res -= self.codebooks[level][idx]
+        return codes.reshape(*x.shape[:-1], self.num_levels)
+
+    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Raise :class:`QuantizerError` unless ``codes`` is an integer ``(…, l)`` with ``1 <= l <= L``, in ``[0, K)``."""
+        if not isinstance(codes, torch.Tensor) or codes.dim() < 1:
+            raise QuantizerError(f"codes: expected an integer tensor (..., levels), got {type(codes).__name__}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise QuantizerError(f"codes: expected an integer dtype, got {codes.dtype} (tokens go to encode())")
+        levels = codes.shape[-1]
+        if not 1 <= levels <= self.num_levels:
+            raise QuantizerError(
+                f"codes: last axis has {levels} level(s) (shape {tuple(codes.shape)}); "
+                f"this {type(self).__name__} has {self.num_levels} level(s), so expected 1..{self.num_levels}"
+            )
+        if codes.numel():
+            lo, hi = int(codes.min()), int(codes.max())
+            if lo < 0 or hi >= self.codebook_size:
+                raise QuantizerError(f"codes: values span [{lo}, {hi}] but codebook_size={self.codebook_size} allows [0, {self.codebook_size - 1}]")
+        return codes
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``(…, l)`` (``l <= L``: the first ``l`` levels) → tokens ``(…, D)`` float32."""
+        self._require_fitted()
+        self.check_codes(codes)
+        codes = codes.long().to(self.codebooks.device)
+        out = self.codebooks[0][codes[..., 0]]
+        for level in range(1, codes.shape[-1]):
+            out = out + self.codebooks[level][codes[..., level]]
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``decode(encode(x))``: the quantised tokens ``(…, D)``."""
+        return self.decode(self.encode(x))
+
+    # ---- checkpoints
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` (class tag, config, fit facts) + ``model.safetensors`` (codebooks)."""
+        self._require_fitted()
+        return save_checkpoint(directory, type(self).__name__, self.config.to_dict(), self.state_dict(),
+                               extra={"fit": self.fit_info})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "Quantizer":
+        """Rebuild a quantiser written by :meth:`save_pretrained`; foreign/damaged dirs raise CheckpointError."""
+        meta, state = load_checkpoint(directory, cls.__name__)
+        try:
+            config = cls.config_class.from_dict(meta.get("config") or {})
+        except ConfigError as exc:
+            raise CheckpointError(f"{directory}: invalid {cls.config_class.__name__} ({exc})") from None
+        model = cls(config)
+        load_state_strict(model, state, directory)
+        if not model.is_fitted or not bool(torch.isfinite(model.codebooks).all()):
+            raise CheckpointError(f"{directory}: codebooks are unfitted or contain NaN/Inf")
+        model.fit_info = dict(meta.get("fit") or {})
+        return model.eval()
+
+    def extra_repr(self) -> str:
+        return f"levels={self.num_levels}, codebook_size={self.codebook_size}, dim={self.dim}, fitted={self.is_fitted}"
+
+
+def _progress(total: int, desc: str, progress: bool) -> Any:
+    return tqdm(total=total, desc=desc, unit="pass", disable=not progress)
+
+
+class KMeansQuantizer(Quantizer):
+    """One k-means codebook: tokens ``(…, D)`` → codes ``(…, 1)`` (the level axis is kept)."""
+
+    config_class = KMeansConfig
+
+    def __init__(self, config: KMeansConfig | None = None, **overrides: Any) -> None:
+        config = config or KMeansConfig()
+        super().__init__(config.replace(**overrides) if overrides else config)
+
+    @torch.no_grad()
+    def fit(self, tokens: TokenSource, *, progress: bool = True,
+            tokenizer: ContinuousSpeechTokenizer | None = None) -> "KMeansQuantizer":
+        """Fit on tokens ``(…, D)`` or an iterable of ``(n_i, D)`` chunks; returns ``self``.
+
+        ``tokenizer`` (optional) records the token space in the config, so that mel-domain
+        metrics and decoders can later check that codes and tokenizer belong together.
+        """
+        cfg = self._fit_config(tokenizer)
+        x = collect_tokens(tokens, cfg.dim, max_tokens=cfg.max_tokens, seed=cfg.seed)
+        with _progress(cfg.iterations, f"k-means K={cfg.codebook_size}", progress) as bar:
+            res = kmeans(x, cfg.codebook_size, iterations=cfg.iterations, tol=cfg.tol, init=cfg.init,
+                         init_sample=cfg.init_sample, batch_size=cfg.batch_size, seed=cfg.seed, bar=bar)
+        self.config = cfg
+        self.codebooks = res.centroids[None].to(self.codebooks.device)
+        self.fitted_tokens.fill_(x.shape[0])
+        self.fit_info = {"tokens": x.shape[0], "mse": [res.mse], "iterations": [res.iterations],
+                         "reseeded": [res.reseeded]}
+        return self
