@@ -155,7 +155,7 @@ def decode_steps(model: "FlowOmni", samples: Sequence[Sample], cfg: GenerationCo
     gens = [torch.Generator().manual_seed(cfg.seed + i) for i in range(B)]
     tracks = [_Track(speaks=s.speaks, partner=partners[i]) for i, s in enumerate(samples)]
     sp = model.special
-    D = model.config.speech.token_dim
+    P = model.payload_dim
     mask = batch.attention_mask
     pos = batch.position_ids
     base = model.backbone.base_model
@@ -165,7 +165,7 @@ def decode_steps(model: "FlowOmni", samples: Sequence[Sample], cfg: GenerationCo
     past = out.past_key_values if cfg.use_cache else None
     cond, post_past = model.condition(out.last_hidden_state, mask, pos, use_cache=cfg.use_cache)
     h, c = out.last_hidden_state[:, -1], cond[:, -1]
-    cur_speech = torch.zeros(B, D, device=device)
+    cur_speech = torch.zeros(B, P, device=device)
     allowed_text = None
     # Items that copy a partner's text go last, after the partner has picked its token.
     order = sorted(range(B), key=lambda i: tracks[i].partner is not None)
@@ -199,9 +199,11 @@ def decode_steps(model: "FlowOmni", samples: Sequence[Sample], cfg: GenerationCo
             if t.speaks:
                 nxt_state[i] = _next_state(t, layout, state_logits[i], want_text)
         rows = (nxt_state == STATE_GEN).nonzero(as_tuple=True)[0].tolist()
-        nxt_speech = torch.zeros(B, D, device=device)
-        if rows:
-            noise = torch.stack([torch.randn(D, generator=gens[i]) for i in rows]).to(device)
+        nxt_speech = torch.zeros(B, P, device=device)
+        if rows and model.discrete:
+            nxt_speech[rows] = model.codes.sample(c[rows], cfg.speech_temperature, [gens[i] for i in rows]).float()
+        elif rows:
+            noise = torch.stack([torch.randn(P, generator=gens[i]) for i in rows]).to(device)
             nxt_speech[rows] = model.flow_head.sample(
                 c[rows], prev=cur_speech[rows], steps=cfg.steps, solver=cfg.solver,
                 temperature=cfg.speech_temperature, cfg_scale=cfg.cfg_scale, noise=noise)
@@ -280,7 +282,9 @@ def generate(model: "FlowOmni", samples: Sequence[Sample], cfg: GenerationConfig
     results = []
     D = model.config.speech.token_dim
     for i, s in enumerate(samples):
-        tokens = torch.stack(speech[i]) if speech[i] else torch.zeros(0, D)
+        tokens = torch.stack(speech[i]) if speech[i] else torch.zeros(0, model.payload_dim)
+        if model.discrete:
+            tokens = model.codes.tokens(tokens) if tokens.shape[0] else torch.zeros(0, D)
         mel = model.speech_tokenizer.decode(tokens) if s.speaks and tokens.shape[0] else None
         results.append(Generated(s.task, model.text_tokenizer.decode(text_ids[i]), text_ids[i], states[i], tokens,
                                  mel, finished[i], positions[i]))
@@ -313,6 +317,8 @@ def stream(model: "FlowOmni", sample: Sample, cfg: GenerationConfig | None = Non
     ids: list[int] = []
     said = ""
     pending: list[torch.Tensor] = []
+    payloads: list[torch.Tensor] = []  # discrete models: every code payload so far
+    emitted = 0  # discrete models: tokens already passed on
 
     def flush_mel(final: bool) -> Iterator[StreamEvent]:
         nonlocal pending
@@ -334,7 +340,14 @@ def stream(model: "FlowOmni", sample: Sample, cfg: GenerationConfig | None = Non
                 yield StreamEvent("text", text=text[len(said):])
                 said = text
         if int(step.state[0]) == STATE_GEN:
-            pending.append(step.speech[0])
+            if model.discrete:
+                # A token is complete once its deepest (most delayed) level has arrived.
+                payloads.append(step.speech[0])
+                done_tokens = model.codes.tokens(torch.stack(payloads))
+                pending.extend(done_tokens[emitted:])
+                emitted = done_tokens.shape[0]
+            else:
+                pending.append(step.speech[0])
             yield from flush_mel(False)
     yield from flush_mel(True)
     if streamer is not None:

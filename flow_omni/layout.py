@@ -64,12 +64,17 @@ class LayoutConfig(Config):
     text_chunk: int = 13
     speech_chunk: int = 26
     max_length: int = 2048
+    #: extra speech positions after the last token of a run (set by discrete models with per-level
+    #: delay: the deeper levels of the last token arrive this many positions later)
+    speech_tail: int = 0
 
     def __post_init__(self) -> None:
         if self.text_delay < 0:
             raise ConfigError(f"LayoutConfig: text_delay must be >= 0, got {self.text_delay}")
         if self.text_chunk < 1 or self.speech_chunk < 1:
             raise ConfigError("LayoutConfig: text_chunk and speech_chunk must be >= 1")
+        if self.speech_tail < 0:
+            raise ConfigError(f"LayoutConfig: speech_tail must be >= 0, got {self.speech_tail}")
         if self.max_length < 8:
             raise ConfigError(f"LayoutConfig: max_length must be >= 8, got {self.max_length}")
 
@@ -151,6 +156,8 @@ def build_response(
         return text_seq, [STATE_PAD] * len(text_seq), torch.zeros(len(text_seq), token_dim)
     if speech is None or speech.dim() != 2 or speech.shape[0] == 0:
         raise FlowOmniError(f"task {task} needs target_speech of shape (N>0, {token_dim})")
+    if cfg.speech_tail:
+        speech = torch.cat([speech, speech.new_zeros(cfg.speech_tail, speech.shape[1])])
     n_speech = speech.shape[0]
     if cfg.kind == "parallel":
         d = cfg.text_delay
@@ -184,7 +191,8 @@ def build_response(
 
 
 def build_mix_response(
-    segments: Sequence[tuple[Sequence[int], torch.Tensor | None]], special: dict[str, int], token_dim: int
+    segments: Sequence[tuple[Sequence[int], torch.Tensor | None]], special: dict[str, int], token_dim: int,
+    speech_tail: int = 0,
 ) -> tuple[list[int], list[int], torch.Tensor]:
     """Response streams of a MIX sample: text spans as text, spoken spans as ``START GEN… STOP``."""
     tpad = special["<tpad>"]
@@ -196,10 +204,10 @@ def build_mix_response(
             continue
         if speech.dim() != 2 or speech.shape[0] == 0 or speech.shape[1] != token_dim:
             raise FlowOmniError(f"a MIX speech span must be (N>0, {token_dim}) tokens, got {tuple(speech.shape)}")
-        n = speech.shape[0]
+        n = speech.shape[0] + speech_tail
         text += [tpad] * (n + 2)
         state += [STATE_START] + [STATE_GEN] * n + [STATE_STOP]
-        rows += [zero] + list(speech) + [zero]
+        rows += [zero] + list(speech) + [zero] * speech_tail + [zero]
     text.append(special["<eot>"]); state.append(STATE_PAD); rows.append(zero)
     return text, state, torch.stack(rows)
 
@@ -222,7 +230,7 @@ def layout_sample(
     if sample.task == "MIX":
         if mix_segments is None:
             raise FlowOmniError("MIX is a training format (interleaved continuation); generation takes A2T/T2A/A2A/T2T")
-        text, state, vec = build_mix_response(mix_segments, special, token_dim)
+        text, state, vec = build_mix_response(mix_segments, special, token_dim, cfg.speech_tail)
         seq = Sequence3(seq.text + text, seq.state + state, torch.cat([seq.speech, vec]),
                         seq.audio_in + [False] * len(text), seq.prompt_length)
     elif target_text_ids is not None or sample.target_speech is not None:

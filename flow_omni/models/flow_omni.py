@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,8 +59,28 @@ class FlowOmniConfig(Config):
     speech_input_noise: float = 0.0
     text_tokenizer: dict = dataclasses.field(default_factory=lambda: {"kind": "char"})
     loss_weights: LossWeights = dataclasses.field(default_factory=LossWeights)
+    #: the speech stream: "continuous" (flow head) or the codes of a quantiser trained on the same
+    #: tokens — "kmeans" (one codebook) or "rvq" (residual levels); see flow_omni.models.speech_codes
+    tokens: Literal["continuous", "kmeans", "rvq"] = "continuous"
+    #: the quantiser's config (KMeansConfig / RVQConfig fields) for discrete tokens
+    quantizer: dict | None = None
+    #: Mini-Omni per-level delay for multi-level codes (sets layout.speech_tail = levels - 1)
+    level_delay: bool = True
 
     def __post_init__(self) -> None:
+        if self.tokens != "continuous":
+            if not self.quantizer:
+                raise ConfigError(f"FlowOmniConfig: tokens={self.tokens!r} needs a quantizer config "
+                                  "(e.g. {'codebook_size': 256}; for rvq also 'num_levels')")
+            from flow_omni.quantize.build import quantizer_config
+
+            qcfg = quantizer_config(self.tokens, self.quantizer, dim=self.speech.token_dim)
+            self.quantizer = qcfg.to_dict()
+            tail = qcfg.levels - 1 if (self.level_delay and qcfg.levels > 1) else 0
+            if self.layout.speech_tail != tail:
+                self.layout = dataclasses.replace(self.layout, speech_tail=tail)
+        elif self.quantizer is not None:
+            raise ConfigError("FlowOmniConfig: a quantizer config was given but tokens='continuous'")
         if self.postnet_layers < 0:
             raise ConfigError(f"FlowOmniConfig.postnet_layers must be >= 0, got {self.postnet_layers}")
         if self.flow.token_dim != self.speech.token_dim:
@@ -123,6 +143,9 @@ class FlowOmniOutput:
     num_speech: int
     num_state: int = 0
 
+    # ``flow_loss`` is the speech-token term: CFM for continuous tokens, code cross-entropy for the
+    # discrete baselines (kept under one name so logs and plots compare the variants directly).
+
     def as_dict(self) -> dict[str, float]:
         return {"loss": self.loss.item(), "text": self.text_loss.item(), "state": self.state_loss.item(),
                 "flow": self.flow_loss.item()}
@@ -146,14 +169,24 @@ class FlowOmni(nn.Module):
             raise ConfigError(f"FlowOmniConfig: flow.cond_dim={config.flow.cond_dim} but the backbone width is {width}")
         self.width = width
         self.state_embed = nn.Embedding(NUM_STATES, width)
-        self.speech_in = nn.Linear(config.speech.token_dim, width)
         self.encoder = SpeechEncoder(config.encoder, config.speech.token_dim, width, from_checkpoint=_from_checkpoint)
         self.state_head = nn.Linear(width, NUM_STATES)
         self.postnet = build_postnet(config.postnet_layers, width, attn=config.backbone.attn_implementation)
-        self.flow_head = FlowHead(config.flow)
         nn.init.normal_(self.state_embed.weight, std=0.02)
-        nn.init.normal_(self.speech_in.weight, std=0.02)
-        nn.init.zeros_(self.speech_in.bias)
+        # The speech stream: continuous tokens through a linear map in and the flow head out, or
+        # quantiser codes through embeddings in and CE heads out (the discrete baselines).
+        self.speech_in = self.flow_head = self.codes = None
+        if config.tokens == "continuous":
+            self.speech_in = nn.Linear(config.speech.token_dim, width)
+            self.flow_head = FlowHead(config.flow)
+            nn.init.normal_(self.speech_in.weight, std=0.02)
+            nn.init.zeros_(self.speech_in.bias)
+        else:
+            from flow_omni.models.speech_codes import CodeHead
+            from flow_omni.quantize.build import build_quantizer
+
+            quantizer = build_quantizer(config.tokens, config.quantizer, dim=config.speech.token_dim)
+            self.codes = CodeHead(quantizer, width, delay=config.level_delay)
         self.special = {t: self.text_tokenizer.special_id(t) for t in
                         ("<pad>", "<bos>", "<eot>", "<tpad>", "<sep>", "<A2T>", "<T2A>", "<A2A>", "<T2T>", "<MIX>")}
 
@@ -183,6 +216,15 @@ class FlowOmni(nn.Module):
         stats = self.speech_tokenizer.fit(audios) if mels is None else self.speech_tokenizer.fit_mels(mels)
         self.config.speech = self.speech_tokenizer.config
         return stats
+
+    def fit_quantizer(self, tokens, *, progress: bool = False):
+        """Discrete models: fit the quantiser on speech tokens ``(N, D)`` (or an iterable of ``(n_i, D)``)
+        in the model's current normalisation, and record it in ``config.quantizer``."""
+        if not self.discrete:
+            raise FlowOmniError("fit_quantizer: this model speaks continuous tokens (config.tokens='continuous')")
+        self.codes.quantizer.fit(tokens, progress=progress, tokenizer=self.speech_tokenizer)
+        self.config.quantizer = self.codes.quantizer.config.to_dict()
+        return self.codes.quantizer
 
     def encode_speech(self, audio: torch.Tensor) -> torch.Tensor:
         """24 kHz waveform → target speech tokens ``(N, token_dim)`` for :class:`Sample.target_speech`."""
@@ -223,15 +265,32 @@ class FlowOmni(nn.Module):
                        tasks=[s.task for s in samples])
 
     # ------------------------------------------------------------------------------- embeddings
-    def embed(self, text: torch.Tensor, state: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
-        """Sum of stream embeddings: text ``(B, L)``, state ``(B, L)``, speech ``(B, L, D)`` → ``(B, L, W)``."""
-        gen = (state == STATE_GEN).unsqueeze(-1).to(speech.dtype)
-        return (self.backbone.get_input_embeddings()(text) + self.state_embed(state)
-                + self.speech_in(speech) * gen)
+    @property
+    def discrete(self) -> bool:
+        return self.codes is not None
 
-    def embed_batch(self, batch: Batch) -> torch.Tensor:
+    @property
+    def payload_dim(self) -> int:
+        """What one speech position holds: a ``token_dim`` vector, or one code per quantiser level."""
+        return self.codes.levels if self.discrete else self.config.speech.token_dim
+
+    def embed(self, text: torch.Tensor, state: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+        """Sum of stream embeddings: text ``(B, L)``, state ``(B, L)``, speech payloads ``(B, L, P)`` → ``(B, L, W)``.
+
+        ``P`` is :attr:`payload_dim`: continuous tokens, or (discrete models) codes per level.
+        """
+        text_emb = self.backbone.get_input_embeddings()(text)
+        gen = (state == STATE_GEN).unsqueeze(-1).to(text_emb.dtype)
+        speech_emb = self.codes.embed_payload(speech) if self.discrete else self.speech_in(speech)
+        return text_emb + self.state_embed(state) + speech_emb * gen
+
+    def speech_payloads(self, batch: Batch) -> torch.Tensor:
+        """The speech stream of a batch as model inputs: its tokens, or their (delayed) codes."""
+        return self.codes.payloads(batch.speech, batch.state) if self.discrete else batch.speech
+
+    def embed_batch(self, batch: Batch, payloads: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings of a whole batch, with encoder outputs added at the ``audio_in`` positions."""
-        emb = self.embed(batch.text, batch.state, batch.speech)
+        emb = self.embed(batch.text, batch.state, self.speech_payloads(batch) if payloads is None else payloads)
         if batch.audio_features is None:
             return emb
         enc, enc_len = self.encoder(batch.audio_features, batch.audio_lengths)
@@ -265,7 +324,10 @@ class FlowOmni(nn.Module):
         item_gens = None
         if batch.seeds is not None:
             item_gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in batch.seeds]
-        if self.training and self.config.speech_input_noise > 0:
+        payloads = self.speech_payloads(batch) if self.discrete else None
+        if self.discrete:
+            emb = self.embed_batch(batch, payloads)
+        elif self.training and self.config.speech_input_noise > 0:
             if item_gens is None:
                 noise = torch.randn(batch.speech.shape, generator=generator, device=batch.speech.device)
             else:
@@ -284,7 +346,12 @@ class FlowOmni(nn.Module):
         has_state = state_t != IGNORE
         state_loss = F.cross_entropy(self.state_head(hidden[has_state]), state_t[has_state]) if has_state.any() \
             else hidden.sum() * 0
-        if speech_mask.any():
+        if speech_mask.any() and self.discrete:
+            cond, _ = self.condition(hidden, batch.attention_mask, pos)
+            nxt = torch.full_like(payloads, self.codes.pad)
+            nxt[:, :-1] = payloads[:, 1:]
+            flow_loss = self.codes.loss(cond[speech_mask], nxt[speech_mask])
+        elif speech_mask.any():
             cond, _ = self.condition(hidden, batch.attention_mask, pos)
             nxt = torch.zeros_like(batch.speech)
             nxt[:, :-1] = batch.speech[:, 1:]
