@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -76,6 +77,19 @@ def _cmd_train_vocoder(args: argparse.Namespace) -> None:
     print(f"vocoder: {out}  (use it with --vocoder {out})")
 
 
+def _cmd_corpus(args: argparse.Namespace) -> None:
+    from flow_omni.data.corpus import CorpusConfig, build_corpus
+
+    cfg = CorpusConfig.load(args.config) if args.config else CorpusConfig()
+    changes = {k: v for k, v in (("seed", args.seed), ("n_sentences", args.sentences), ("n_qa", args.qa),
+                                 ("n_interleaved", args.interleaved)) if v is not None}
+    cfg = cfg.replace(**changes) if changes else cfg
+    report = build_corpus(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
+    print(report)
+    out = Path(args.out)
+    print("manifests: " + ", ".join(str(out / f"{s}.jsonl") for s in ("train", "valid", "test", "test_unseen_voices")))
+
+
 def add_commands(sub) -> None:
     t = sub.add_parser("train", help="train a FlowOmni from a YAML recipe (Lightning; CPU/GPU, torchrun, SLURM)",
                        description="Train from a YAML config or a built-in recipe name (stage1, stage2, stage2_lora, "
@@ -100,6 +114,20 @@ def add_commands(sub) -> None:
     tv.add_argument("--resume", nargs="?", const="last", help="resume: 'last' or a .ckpt path")
     tv.add_argument("--no-progress", action="store_true")
     tv.set_defaults(func=_cmd_train_vocoder)
+
+    c = sub.add_parser("corpus", help="build the offline synthetic speech corpus (espeak-ng: sentences, spoken QA, "
+                       "interleaved documents)",
+                       description="Synthesise WAVs (24 kHz) and JSONL manifests (train / valid / test / "
+                       "test_unseen_voices). Deterministic for a seed; rerun the same command to resume.")
+    c.add_argument("--out", default="data/synth", help="output folder (default: data/synth)")
+    c.add_argument("--config", help="CorpusConfig as YAML/JSON")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--sentences", type=int, help="number of plain sentences")
+    c.add_argument("--qa", type=int, help="number of spoken question/answer pairs")
+    c.add_argument("--interleaved", type=int, help="number of interleaved text/speech documents")
+    c.add_argument("--overwrite", action="store_true", help="replace a corpus built with another config")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_cmd_corpus)
 
     m = sub.add_parser("manifest", help="import corpora into JSONL manifests and validate manifests")
     msub = m.add_subparsers(dest="manifest_command", required=True)

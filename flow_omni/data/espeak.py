@@ -12,7 +12,7 @@ and so on, i.e. the speaker.
 
 Determinism. espeak-ng keeps synthesis state in C globals and function-level statics that
 ``espeak_Initialize``/``espeak_Terminate`` never reset (the pitch-flutter phase, the wave
-generator's automatic gain, the echo buffer, and libc ``rand()`` for breath noise). With one
+generator's automatic gain and cycle counter), and draws breath noise from libc ``rand()``. With one
 library instance per process, the same text and voice gives different samples (even a different
 length) depending on what was spoken before. So every call here maps a private copy of the
 library afresh (``dlopen``), initialises it, speaks, and unmaps it again (``dlclose``), after

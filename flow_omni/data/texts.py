@@ -5,9 +5,9 @@ Nothing is downloaded: the word lists live in this file. Every generator takes a
 stable across Python runs and platforms).
 
 * :func:`generate_sentences` / :func:`generate_document`: sentences from a small template grammar
-  (~500 words: nouns with plurals, past-tense verbs, adjectives, places, names, times, spelled-out
-  numbers). Lowercase words, no digits, punctuation limited to ``. , ?``.
-* :func:`generate_qa`: spoken questions with one-word, checkable answers, in four categories:
+  (about 450 distinct words: nouns with plurals, past-tense verbs, adjectives, places, names,
+  times, spelled-out numbers). Lowercase words, no digits, punctuation limited to ``. , ?``.
+* :func:`generate_qa`: spoken questions with short (one- or two-word), checkable answers, in four categories:
   ``arithmetic`` (results 0–20), ``counting``, ``ordering`` (larger/smaller, day/month/number
   after/before) and ``fact`` (a fixed table of 30 facts).
 * :func:`normalize_text` and :func:`score_answer`: how a spoken or typed answer is compared with
@@ -214,7 +214,8 @@ def _clause(rng: random.Random) -> str:
         return f"there were {_count(rng)} {rng.choice(_ADJECTIVES)} {plur} {_place(rng)}"
     if form == 4:
         return f"{_subject(rng)} {rng.choice(_INTRANSITIVE)} {_place(rng)}"
-    return f"{rng.choice(_NAMES)} and {rng.choice(_NAMES)} {rng.choice(_TRANSITIVE)} {_noun_phrase(rng)} {rng.choice(_TIMES)}"
+    first, second = rng.sample(_NAMES, 2)
+    return f"{first} and {second} {rng.choice(_TRANSITIVE)} {_noun_phrase(rng)} {rng.choice(_TIMES)}"
 
 
 def _question(rng: random.Random) -> str:
