@@ -272,3 +272,33 @@ def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path):
     assert set(numbers) == {"before", "after"}
     assert numbers["before"]["held_out"]["asr"]["white@5"]["n"] == 2
     assert (res.out_dir / "eval_cer.png").stat().st_size > 1000
+
+
+def test_cli_end_to_end_on_the_espeak_corpus(tmp_path, capsys):
+    """flow-omni corpus → flow-omni train (a few dozen steps) → the export loads and generates."""
+    from flow_omni.cli import main
+
+    corpus = tmp_path / "corpus"
+    assert main(["corpus", "--out", str(corpus), "--sentences", "0", "--qa", "16", "--interleaved", "0",
+                 "--quiet"]) == 0
+    assert (corpus / "train.jsonl").is_file()
+    out = tmp_path / "run"
+    assert main(["train", "--config", "quickstart", "--out", str(out), "--no-progress", "--set",
+                 f"data.train=[{corpus / 'train.jsonl'}]", f"data.valid=[{corpus / 'valid.jsonl'}]",
+                 "data.task_weights={A2T: 1.0, T2A: 1.0, A2A: 1.0}", "data.batch_size=4", "max_steps=30",
+                 "optim.warmup_steps=5", "val_every_steps=15", "checkpoint_every_steps=15", "threads=1",
+                 "loggers=[csv]"]) == 0
+    printed = capsys.readouterr().out
+    assert "trained 30 steps" in printed and str(out / "model") in printed
+    from flow_omni.training.module import read_loss_log
+
+    losses = [h["loss"] for h in read_loss_log(out / "train_log.jsonl")]
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+    model = FlowOmni.from_pretrained(out / "model")
+    from flow_omni.audio.io import load_audio
+    from flow_omni.data.manifest import read_manifest
+
+    entry = read_manifest(corpus / "valid.jsonl")[0]
+    got = model.generate([Sample("A2A", prompt_audio=model.prepare_audio(load_audio(entry.audio)))],
+                         max_new_positions=30)[0]
+    assert got.positions > 0
