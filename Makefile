@@ -39,6 +39,7 @@ test-pretrained: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/flow_head.py --threads 1
 	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

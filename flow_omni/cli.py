@@ -165,9 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--chunk-frames", type=int, default=0, help="stream the Vocos decode in chunks of this many frames")
     v.set_defaults(func=_cmd_vocode)
 
-    from flow_omni.cli_train import add_commands
+    from flow_omni import cli_eval, cli_train
 
-    add_commands(sub)
+    cli_train.add_commands(sub)
+    cli_eval.add_commands(sub)
     return p
 
 

@@ -101,8 +101,8 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, Config):
                 value = value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
+            elif isinstance(value, (list, tuple)):
+                value = [v.to_dict() if isinstance(v, Config) else v for v in value]
             out[f.name] = value
         return out
 

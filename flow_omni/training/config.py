@@ -20,10 +20,11 @@ GROUPS = {
     "state_head": ["state_head"],
     "postnet": ["postnet"],
     "flow_head": ["flow_head"],
+    "codes": ["codes"],  # discrete variants: code embeddings + per-level code heads
     # aliases
     "adapters": ["encoder", "speech_in", "state_embed"],
-    "heads": ["state_head", "postnet", "flow_head"],
-    "all": ["backbone", "encoder", "speech_in", "state_embed", "state_head", "postnet", "flow_head"],
+    "heads": ["state_head", "postnet", "flow_head", "codes"],
+    "all": ["backbone", "encoder", "speech_in", "state_embed", "state_head", "postnet", "flow_head", "codes"],
 }
 
 
@@ -128,18 +129,25 @@ class TrainConfig(Config):
         import yaml
 
         data = yaml.safe_load(Path(path).read_text()) or {}
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r}: expected key.sub=value")
-            key, value = item.split("=", 1)
-            node = data
-            parts = key.split(".")
-            for p in parts[:-1]:
-                node = node.setdefault(p, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"override {item!r}: {p} is not a mapping")
-            node[parts[-1]] = yaml.safe_load(value)
-        return cls.from_dict(data)
+        return cls.from_dict(apply_overrides(data, overrides))
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping, in place."""
+    import yaml
+
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(value)
+    return data
 
 
 __all__ = ["AugmentConfig", "EvalSpec", "GROUPS", "ModelSpec", "OptimConfig", "TrainConfig"]

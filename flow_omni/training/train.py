@@ -121,8 +121,11 @@ def _devices(config: TrainConfig):
     return int(d) if d.isdigit() else d
 
 
-def train(config: TrainConfig, *, resume: str | Path | None = None) -> TrainResult:
-    """Run (or resume) a training run; returns where everything was written."""
+def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()) -> TrainResult:
+    """Run (or resume) a training run; returns where everything was written.
+
+    ``callbacks``: extra Lightning callbacks (timers, custom logging) added to the run's own.
+    """
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -170,11 +173,12 @@ def train(config: TrainConfig, *, resume: str | Path | None = None) -> TrainResu
         loggers.append(CSVLogger(out, name="logs", version="csv"))
     if "tensorboard" in config.loggers:
         loggers.append(TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False))
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+    extra_callbacks, callbacks = callbacks, [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                                  every_n_train_steps=config.checkpoint_every_steps, save_top_k=1, save_last=True,
                                  save_on_train_epoch_end=False)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    callbacks += list(extra_callbacks)
     has_val = bool(data.valid_entries)
     trainer = L.Trainer(
         accelerator=config.accelerator, devices=_devices(config), num_nodes=config.num_nodes,

@@ -1,0 +1,111 @@
+"""The robustness benchmark's report: Markdown tables (mean ± std over seeds) and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from flow_omni.checkpoint import atomic_write_text
+from flow_omni.plotting import plot_curve
+
+#: x position of the clean condition on metric-vs-SNR plots (clean = no noise, drawn right of 20 dB)
+CLEAN_X = 30.0
+
+LOWER_IS_BETTER = {"cer", "wer", "mel_l1", "self_asr_cer"}
+
+
+def _cell(agg: dict[tuple, dict], key: tuple) -> str:
+    a = agg.get(key)
+    if a is None:
+        return "—"
+    return f"{a['mean']:.3f} ± {a['std']:.3f}" if a["seeds"] > 1 else f"{a['mean']:.3f}"
+
+
+def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Sequence[dict], timings: dict,
+                            sizes: dict) -> Path:
+    out = Path(out)
+    agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate}
+    variants = [v.name for v in cfg.variants]
+    conditions = cfg.conditions()
+    lines = [
+        "# Robustness: continuous vs discrete speech tokens", "",
+        f"Variants {', '.join(variants)}; seeds {cfg.seeds} (cells are mean ± std over seeds); the same tiny "
+        f"backbone, layout, data, mel space and training budget for every variant ({_budget(cfg)}).",
+        f"Test sets: {sizes['test']} utterances (ASR, TTS), {sizes['qa']} spoken questions (QA), "
+        f"{sizes['unseen']} utterances in voices unseen in training.", "",
+        "Metrics: ASR = the model's own greedy A→T, CER/WER after normalisation (lower is better); TTS = greedy "
+        "T→A from text, mean |Δ log-mel| to the reference recording over the common length (lower is better; a "
+        "model that stays silent is scored against the log-mel floor), `spoke` = share of prompts that produced "
+        "speech, `self_asr_cer` = the model's own ASR of its generated tokens; QA = share of spoken questions whose "
+        "text answer is right (`score_answer`). Noise is seeded per utterance and condition, so every variant "
+        "hears identical audio.", "",
+        "## Summary", "",
+    ]
+    worst = [c for c in conditions if c.endswith("@0")] or conditions[-1:]
+    head = ["variant", "ASR CER clean", f"ASR CER @0 dB (mean of {len(worst)})", "ASR CER unseen voices",
+            "TTS mel L1", "TTS spoke", "QA acc clean", "QA acc @0 dB"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in variants:
+        def avg(task, metric, conds):
+            vals = [agg[(v, task, c, metric)]["mean"] for c in conds if (v, task, c, metric) in agg]
+            return f"{sum(vals) / len(vals):.3f}" if vals else "—"
+        lines.append("| " + " | ".join([
+            v, _cell(agg, (v, "asr", "clean", "cer")), avg("asr", "cer", worst),
+            _cell(agg, (v, "asr", "unseen_voices", "cer")), _cell(agg, (v, "tts", "clean", "mel_l1")),
+            _cell(agg, (v, "tts", "clean", "spoke")), _cell(agg, (v, "qa", "clean", "accuracy")),
+            avg("qa", "accuracy", worst)]) + " |")
+    lines.append("")
+    plots = []
+    for task, metric, title in (("asr", "cer", "ASR CER"), ("asr", "wer", "ASR WER"), ("qa", "accuracy", "QA accuracy")):
+        if not any(k[1] == task and k[3] == metric for k in agg):
+            continue
+        lines += [f"## {title} by condition", "", "| condition | " + " | ".join(variants) + " |",
+                  "|---|" + "---|" * len(variants)]
+        extra = ["unseen_voices"] if task == "asr" else []
+        for c in conditions + extra:
+            lines.append(f"| {c} | " + " | ".join(_cell(agg, (v, task, c, metric)) for v in variants) + " |")
+        lines.append("")
+        for kind in cfg.noise_kinds:
+            xs = [CLEAN_X] + list(cfg.snrs)
+            series = {}
+            for v in variants:
+                keys = [(v, task, "clean", metric)] + [(v, task, f"{kind}@{s:g}", metric) for s in cfg.snrs]
+                if all(k in agg for k in keys):
+                    series[v] = [agg[k]["mean"] for k in keys]
+            if series:
+                name = f"{task}_{metric}_vs_snr_{kind}.png"
+                plot_curve(xs, series, out / name, xlabel=f"SNR (dB), {kind} noise; clean drawn at {CLEAN_X:g}",
+                           ylabel=title, title=f"{title} vs SNR ({kind})")
+                plots.append(name)
+    tts_metrics = sorted({k[3] for k in agg if k[1] == "tts"})
+    if tts_metrics:
+        lines += ["## TTS (clean text in)", "", "| metric | " + " | ".join(variants) + " |",
+                  "|---|" + "---|" * len(variants)]
+        for m in tts_metrics:
+            lines.append(f"| {m} | " + " | ".join(_cell(agg, (v, "tts", "clean", m)) for v in variants) + " |")
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["## Cost", "", "| model | parameters | train (s) | eval (s) |", "|---|---|---|---|"]
+    for name, t in timings.items():
+        lines.append(f"| {name} | {t['parameters'] / 1e6:.2f} M | {t['train_s']:.0f} | {t['eval_s']:.0f} |")
+    wavs = sorted((out / "wavs").rglob("*.wav")) if (out / "wavs").is_dir() else []
+    if wavs:
+        vocoder = f"Vocos from {cfg.vocoder}" if cfg.vocoder else "Griffin-Lim (no Vocos weights given)"
+        lines += ["", "## Sample audio", "",
+                  f"First seed of each variant: `input_*` = ASR input as heard, `qa_question_*` / `qa_answer_*` = a "
+                  f"spoken question and the model's spoken answer, `tts_output_*` = TTS output; vocoder: {vocoder}.", ""]
+        for w in wavs:
+            rel = w.relative_to(out)
+            lines.append(f"- [{rel}]({rel})")
+    lines += ["", "Raw numbers: `results.json`, `results.csv` (one row per variant, seed, task, condition, metric).", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _budget(cfg) -> str:
+    t = cfg.train
+    steps = t.get("max_steps", "default")
+    bs = t.get("data", {}).get("batch_size", "default")
+    return f"{steps} steps, batch {bs}"

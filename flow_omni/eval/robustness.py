@@ -1,0 +1,310 @@
+"""The robustness benchmark: continuous vs discrete speech tokens, trained and tested on equal terms.
+
+Every *variant* (continuous flow head, k-means codes, RVQ codes with per-level delay, a low-rate
+single codebook, …) is the same tiny backbone, layout, data, mel space and vocoder; only the speech
+stream differs. Each variant is trained with the same budget on the same corpus for every seed, then
+scored under listening conditions:
+
+* **ASR** (input robustness): the model's own A→T on the test utterances, clean, with white / pink /
+  babble noise at each SNR, pitch and rate changes, and voices unseen in training → CER, WER;
+* **TTS** (output quality, clean text in): greedy T→A → log-mel distance and mel-cepstral distortion
+  against the reference recording, and the model's own ASR of what it said (CER);
+* **spoken QA** (speech in, text + speech out): A→A on the QA test questions under the same
+  conditions → answer accuracy of the text stream.
+
+Results are kept per seed and reported as mean ± std over seeds: ``report.md``, ``results.json``,
+``results.csv``, PNG plots of each metric against SNR (one line per variant), and sample WAVs per
+condition. :func:`evaluate_model` scores one model (e.g. a user's checkpoint) on any manifests.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from flow_omni.audio.io import load_audio, save_audio
+from flow_omni.checkpoint import atomic_write_text
+from flow_omni.config import Config
+from flow_omni.data.manifest import ManifestEntry, read_manifest
+from flow_omni.data.texts import score_answer
+from flow_omni.errors import ConfigError
+from flow_omni.eval.heldout import apply_condition, condition_seed, mel_distance, parse_condition
+from flow_omni.eval.text_metrics import cer, wer
+from flow_omni.layout import Sample
+
+TASKS = ("asr", "tts", "qa")
+UNSEEN = "unseen_voices"
+
+
+@dataclasses.dataclass
+class VariantSpec(Config):
+    """One speech tokenisation to compare (FlowOmniConfig fields that differ between variants)."""
+
+    name: str
+    tokens: str = "continuous"  # continuous | kmeans | rvq
+    quantizer: dict | None = None
+    r: int = 4
+    preset: str = "tiny"
+
+    def model_overrides(self) -> dict:
+        return {} if self.tokens == "continuous" else {"tokens": self.tokens, "quantizer": dict(self.quantizer or {})}
+
+
+def default_variants() -> list[VariantSpec]:
+    return [
+        VariantSpec("continuous"),
+        VariantSpec("kmeans", tokens="kmeans", quantizer={"codebook_size": 256}),
+        VariantSpec("rvq4", tokens="rvq", quantizer={"codebook_size": 256, "num_levels": 4}),
+        VariantSpec("kmeans_lowrate_r8", tokens="kmeans", quantizer={"codebook_size": 256}, r=8),
+    ]
+
+
+@dataclasses.dataclass
+class RobustnessConfig(Config):
+    out_dir: str = "bench_robustness"
+    corpus: str = "data/synth"  # a flow-omni corpus folder; built here if missing
+    corpus_config: dict = dataclasses.field(default_factory=dict)  # CorpusConfig overrides for that build
+    variants: list[VariantSpec] = dataclasses.field(default_factory=default_variants)
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    #: TrainConfig overrides shared by every variant and seed (the equal budget)
+    train: dict = dataclasses.field(default_factory=lambda: {
+        "max_steps": 1500, "data": {"batch_size": 8}, "optim": {"lr": 2e-3, "warmup_steps": 50}})
+    noise_kinds: list[str] = dataclasses.field(default_factory=lambda: ["white", "pink", "babble"])
+    snrs: list[float] = dataclasses.field(default_factory=lambda: [20.0, 10.0, 5.0, 0.0])
+    other_conditions: list[str] = dataclasses.field(
+        default_factory=lambda: ["pitch@3", "pitch@-3", "speed@1.15", "speed@0.85"])
+    unseen_voices: bool = True
+    tasks: list[str] = dataclasses.field(default_factory=lambda: list(TASKS))
+    max_items: int = 24  # test utterances (and QA questions) per condition
+    max_new_positions: int = 300
+    sample_wavs: int = 1  # example inputs/outputs written per condition (first seed)
+    vocoder: str | None = None  # a Vocos checkpoint folder for the sample WAVs; None = Griffin-Lim
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.tasks) - set(TASKS))
+        if bad:
+            raise ConfigError(f"RobustnessConfig.tasks: unknown {bad}; valid: {list(TASKS)}")
+        if not self.variants or not self.seeds:
+            raise ConfigError("RobustnessConfig: at least one variant and one seed are needed")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"RobustnessConfig.variants: names must be unique, got {names}")
+        for c in self.conditions():
+            parse_condition(c)
+
+    def conditions(self) -> list[str]:
+        """Input conditions for ASR and QA, clean first."""
+        noisy = [f"{k}@{s:g}" for k in self.noise_kinds for s in self.snrs]
+        return ["clean"] + noisy + list(self.other_conditions)
+
+
+# ----------------------------------------------------------------------------------- scoring
+def _rows(variant: str, seed: int, task: str, condition: str, metrics: dict[str, float], n: int) -> list[dict]:
+    return [{"variant": variant, "seed": seed, "task": task, "condition": condition, "metric": k, "value": float(v),
+             "n": n} for k, v in metrics.items()]
+
+
+def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8):
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        out += model.generate(prompts[i:i + batch_size], text_temperature=0.0, speech_temperature=0.0,
+                              max_new_positions=max_new, seed=0)
+    return out
+
+
+@torch.no_grad()
+def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEntry], conditions: Sequence[str], *,
+                   unseen: Sequence[ManifestEntry] = (), tasks: Sequence[str] = TASKS, max_new_positions: int = 300,
+                   label: tuple[str, int] = ("model", 0), wav_dir: Path | None = None,
+                   sample_wavs: int = 0, vocoder=None, progress: bool = False) -> list[dict]:
+    """Score one model; returns long-format rows ``{variant, seed, task, condition, metric, value, n}``.
+
+    With ``wav_dir``, the first ``sample_wavs`` inputs of every condition are written as heard, and the
+    speech the model produced (TTS outputs, QA answers) is vocoded with ``vocoder`` (a callable
+    mel ``(n_mels, F)`` → audio; Griffin-Lim when None) — the same vocoder for every variant.
+    """
+    model.eval()
+    if wav_dir is not None and sample_wavs and vocoder is None:
+        from flow_omni.vocoder import GriffinLim
+
+        vocoder = GriffinLim().decode
+    variant, seed = label
+    rows: list[dict] = []
+    sr = model.config.speech.mel.sample_rate
+    test_audio = [load_audio(e.audio) for e in test]
+    qa_audio = [load_audio(e.audio) for e in qa]
+    bar = tqdm(total=len(conditions) * (("asr" in tasks) + ("qa" in tasks)) + ("tts" in tasks) + bool(unseen),
+               desc=f"eval {variant}/{seed}", disable=not progress, leave=False)
+
+    def heard(entries, audios, cond):
+        return [apply_condition(a, cond, condition_seed(e.id, cond, 0), sr) for e, a in zip(entries, audios)]
+
+    def asr(entries, audios, cond, name):
+        noisy = heard(entries, audios, cond)
+        out = _generate(model, [Sample("A2T", prompt_audio=model.prepare_audio(a)) for a in noisy], max_new_positions)
+        refs, hyps = [e.text for e in entries], [g.text for g in out]
+        rows.extend(_rows(variant, seed, "asr", name, {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}, len(refs)))
+        if wav_dir is not None and sample_wavs:
+            for e, a in list(zip(entries, noisy))[:sample_wavs]:
+                save_audio(wav_dir / f"input_{name.replace('@', '_')}_{e.id}.wav", a, sr)
+
+    if "asr" in tasks and test:
+        for cond in conditions:
+            asr(test, test_audio, cond, cond)
+            bar.update()
+        if unseen:
+            asr(unseen, [load_audio(e.audio) for e in unseen], "clean", UNSEEN)
+            bar.update()
+    if "tts" in tasks and test:
+        out = _generate(model, [Sample("T2A", prompt_text=e.text) for e in test], max_new_positions)
+        dists, spoke, said, refs = [], 0, [], []
+        for e, a, g in zip(test, test_audio, out):
+            ref = model.speech_tokenizer.mel(a)
+            if g.mel is None or g.mel.shape[-1] == 0:
+                dists.append(mel_distance(torch.full_like(ref, -math.inf), ref))  # silence vs the reference
+                continue
+            spoke += 1
+            dists.append(mel_distance(g.mel, ref))
+            # Intelligibility by the model's own ASR, on the generated mel tokens (no vocoder in the loop).
+            said.append(Sample("A2T", prompt_audio=g.speech_tokens if model.config.encoder.kind == "conv"
+                               else model.prepare_audio(a)))
+            refs.append(e.text)
+            if wav_dir is not None and sample_wavs and spoke <= sample_wavs:
+                save_audio(wav_dir / f"tts_output_{e.id}.wav", vocoder(g.mel), sr)
+        metrics = {"mel_l1": float(np.mean(dists)), "spoke": spoke / len(test)}
+        if said and model.config.encoder.kind == "conv":
+            hyps = [g.text for g in _generate(model, said, max_new_positions)]
+            metrics["self_asr_cer"] = cer(refs, hyps)
+        rows.extend(_rows(variant, seed, "tts", "clean", metrics, len(test)))
+        bar.update()
+    if "qa" in tasks and qa:
+        for cond in conditions:
+            noisy = heard(qa, qa_audio, cond)
+            out = _generate(model, [Sample("A2A", prompt_audio=model.prepare_audio(a)) for a in noisy], max_new_positions)
+            acc = float(np.mean([score_answer(g.text, e.answer_text) for e, g in zip(qa, out)]))
+            rows.extend(_rows(variant, seed, "qa", cond, {"accuracy": acc}, len(qa)))
+            if wav_dir is not None and sample_wavs:
+                name = cond.replace("@", "_")
+                for e, a, g in list(zip(qa, noisy, out))[:sample_wavs]:
+                    save_audio(wav_dir / f"qa_question_{name}_{e.id}.wav", a, sr)
+                    if g.mel is not None and g.mel.shape[-1]:
+                        save_audio(wav_dir / f"qa_answer_{name}_{e.id}.wav", vocoder(g.mel), sr)
+            bar.update()
+    bar.close()
+    return rows
+
+
+# ------------------------------------------------------------------------------ aggregation
+def aggregate(rows: Sequence[dict]) -> list[dict]:
+    """Mean ± std over seeds for every (variant, task, condition, metric)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["variant"], r["task"], r["condition"], r["metric"])].append(r["value"])
+    out = []
+    for (v, t, c, m), vals in groups.items():
+        arr = np.asarray(vals, dtype=float)
+        out.append({"variant": v, "task": t, "condition": c, "metric": m, "mean": float(arr.mean()),
+                    "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "seeds": len(arr)})
+    return out
+
+
+# ----------------------------------------------------------------------------------- runner
+def ensure_corpus(cfg: RobustnessConfig, progress: bool = True) -> Path:
+    """The corpus folder, built with ``corpus_config`` if it has no manifests yet."""
+    root = Path(cfg.corpus)
+    if not (root / "train.jsonl").is_file():
+        from flow_omni.data.corpus import CorpusConfig, build_corpus
+
+        build_corpus(CorpusConfig.from_dict(cfg.corpus_config), root, progress=progress)
+    return root
+
+
+def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True) -> Path:
+    """Train one variant with the shared budget; reuses a finished run (the benchmark can be resumed)."""
+    from flow_omni.training.config import TrainConfig
+    from flow_omni.training.train import train
+
+    out = Path(cfg.out_dir) / "runs" / f"{variant.name}-seed{seed}"
+    if (out / "model" / "model.safetensors").is_file():
+        return out / "model"
+    base = {
+        "out_dir": str(out), "seed": seed, "progress": progress, "loggers": ["csv"], "threads": cfg.threads,
+        "model": {"preset": variant.preset, "r": variant.r, "overrides": variant.model_overrides()},
+        "data": {"train": [str(corpus / "train.jsonl")], "valid": [str(corpus / "valid.jsonl")]},
+        "val_every_steps": 10**9, "checkpoint_every_steps": 500,
+    }
+    merged = _deep_merge(base, cfg.train)
+    merged["data"]["valid"] = []  # the benchmark measures on test sets; skip validation to save time
+    train(TrainConfig.from_dict(merged), resume="auto")
+    return out / "model"
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
+    """Train every variant for every seed, evaluate, and write the report; returns ``report.md``."""
+    from flow_omni.eval.report import write_robustness_report
+    from flow_omni.models.flow_omni import FlowOmni
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    corpus = ensure_corpus(cfg, progress)
+    test_all = read_manifest(corpus / "test.jsonl")
+    test = [e for e in test_all if not e.answer_text][: cfg.max_items]
+    qa = [e for e in test_all if e.answer_text][: cfg.max_items]
+    unseen = read_manifest(corpus / "test_unseen_voices.jsonl")[: cfg.max_items] if cfg.unseen_voices else []
+    rows: list[dict] = []
+    timings: dict[str, float] = {}
+    vocoder = None
+    if cfg.vocoder:
+        from flow_omni.vocoder import Vocoder
+
+        vocoder = Vocoder.from_pretrained(cfg.vocoder).decode
+    for variant in cfg.variants:
+        for seed in cfg.seeds:
+            t0 = time.perf_counter()
+            model_dir = train_variant(cfg, variant, seed, corpus, progress)
+            t1 = time.perf_counter()
+            model = FlowOmni.from_pretrained(model_dir)
+            wav_dir = out / "wavs" / variant.name if seed == cfg.seeds[0] and cfg.sample_wavs else None
+            if wav_dir is not None:
+                wav_dir.mkdir(parents=True, exist_ok=True)
+            rows += evaluate_model(model, test, qa, cfg.conditions(), unseen=unseen, tasks=cfg.tasks,
+                                   max_new_positions=cfg.max_new_positions, label=(variant.name, seed),
+                                   wav_dir=wav_dir, sample_wavs=cfg.sample_wavs, vocoder=vocoder, progress=progress)
+            timings[f"{variant.name}/seed{seed}"] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
+                                                     "parameters": model.num_parameters()}
+            _write_raw(out, rows, timings)  # after every model: a long run keeps what it has
+    return write_robustness_report(out, cfg, rows, aggregate(rows), timings,
+                                   {"test": len(test), "qa": len(qa), "unseen": len(unseen)})
+
+
+def _write_raw(out: Path, rows: list[dict], timings: dict) -> None:
+    atomic_write_text(out / "results.json", json.dumps({"rows": rows, "aggregate": aggregate(rows),
+                                                        "timings": timings}, indent=1))
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["variant", "seed", "task", "condition", "metric", "value", "n"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())

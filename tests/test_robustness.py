@@ -1,0 +1,68 @@
+"""The robustness benchmark on a miniature setting: every artefact is written, numbers aggregate right."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from flow_omni.eval.robustness import RobustnessConfig, aggregate
+
+torch.set_num_threads(1)
+
+
+def test_aggregate_mean_and_std_by_hand():
+    rows = [{"variant": "a", "seed": s, "task": "asr", "condition": "clean", "metric": "cer", "value": v, "n": 2}
+            for s, v in ((0, 0.2), (1, 0.4), (2, 0.6))]
+    (agg,) = aggregate(rows)
+    assert agg["mean"] == pytest.approx(0.4) and agg["std"] == pytest.approx(0.2) and agg["seeds"] == 3
+
+
+def test_conditions_and_config_errors():
+    cfg = RobustnessConfig(noise_kinds=["white", "babble"], snrs=[10, 0], other_conditions=["pitch@3"])
+    assert cfg.conditions() == ["clean", "white@10", "white@0", "babble@10", "babble@0", "pitch@3"]
+    from flow_omni.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown kind"):
+        RobustnessConfig(other_conditions=["echo@3"])
+    with pytest.raises(ConfigError, match="names must be unique"):
+        RobustnessConfig.from_dict({"variants": [{"name": "x"}, {"name": "x"}]})
+
+
+def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
+    from flow_omni.cli import main
+
+    out, corpus = tmp_path / "bench", tmp_path / "corpus"
+    args = ["bench", "robustness", "--out", str(out), "--no-progress", "--set", f"corpus={corpus}",
+            "corpus_config={n_sentences: 12, n_qa: 16, n_interleaved: 0, test_fraction: 0.25}",
+            "variants=[{name: continuous}, {name: kmeans, tokens: kmeans, quantizer: {codebook_size: 16, iterations: 5}}]",
+            "seeds=[0, 1]", "train={max_steps: 3, data: {batch_size: 4}}", "noise_kinds=[white, babble]",
+            "snrs=[10, 0]", "other_conditions=[pitch@2]", "max_items=2", "max_new_positions=16", "threads=1"]
+    assert main(args) == 0
+    assert "report:" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    conditions = ["clean", "white@10", "white@0", "babble@10", "babble@0", "pitch@2"]
+    for table in ("ASR CER by condition", "QA accuracy by condition"):
+        block = report.split(f"## {table}")[1].split("##")[0]
+        for cond in conditions:
+            row = next(line for line in block.splitlines() if line.startswith(f"| {cond} |"))
+            assert row.count("±") == 2  # both variants, mean ± std over the two seeds
+    assert "| unseen_voices |" in report and "## TTS" in report and "## Cost" in report
+    data = json.loads((out / "results.json").read_text())
+    # 2 variants x 2 seeds x (ASR 2 metrics x (6 conditions + unseen) + TTS 2-3 metrics + QA 6 conditions)
+    per_model = {(r["variant"], r["seed"]) for r in data["rows"]}
+    assert per_model == {("continuous", 0), ("continuous", 1), ("kmeans", 0), ("kmeans", 1)}
+    with open(out / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(data["rows"])
+    for png in ("asr_cer_vs_snr_white.png", "asr_cer_vs_snr_babble.png", "qa_accuracy_vs_snr_babble.png"):
+        assert (out / png).stat().st_size > 1000
+    for variant in ("continuous", "kmeans"):
+        wavs = {p.name for p in (out / "wavs" / variant).glob("*.wav")}
+        assert {f"input_{c.replace('@', '_')}" for c in conditions} <= {w.rsplit("_", 1)[0] for w in wavs} | {
+            "_".join(w.split("_")[:3]) for w in wavs} | {"_".join(w.split("_")[:2]) for w in wavs}
+    # Rerunning reuses the trained models (a long benchmark resumes).
+    stamp = (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert main(args + ["tasks=[asr]", "snrs=[]", "other_conditions=[]", "unseen_voices=false"]) == 0
+    assert (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
