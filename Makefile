@@ -18,7 +18,7 @@ $(PY):
 
 # Reinstall when the pins or the package metadata change.
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	$(PIP) install --quiet -c constraints.txt -e ".[dev,eval]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -204,3 +204,27 @@ def test_foreign_and_truncated_checkpoints(trained, tmp_path):
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated"):
         FlowOmni.from_pretrained(tmp_path / "m")
+
+
+def test_cli_speak_and_answer_stream_to_wav(trained, corpus, tmp_path, capsys):
+    import soundfile as sf
+
+    from flow_omni.audio.io import save_audio
+    from flow_omni.cli import main
+    from flow_omni.vocoder import Vocoder, VocoderConfig
+
+    model, _, _ = trained
+    model.save_pretrained(tmp_path / "model")
+    Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=1)).save_pretrained(tmp_path / "vocos")
+    ref = model.generate([Sample("T2A", prompt_text="seven")], speech_temperature=0.0)[0]
+    assert main(["speak", "seven", "-o", str(tmp_path / "seven.wav"), "--model", str(tmp_path / "model"),
+                 "--vocoder", str(tmp_path / "vocos")]) == 0
+    assert "streamed" in capsys.readouterr().out
+    info = sf.info(str(tmp_path / "seven.wav"))
+    assert info.samplerate == 24000 and info.frames == (ref.mel.shape[-1] - 1) * 256  # center-padded Vocos length
+    save_audio(tmp_path / "q.wav", corpus[1])
+    # This model never trained A2A, so it answers in text only: a clear error, and no partial WAV left behind.
+    assert main(["answer", str(tmp_path / "q.wav"), "-o", str(tmp_path / "a.wav"), "--model", str(tmp_path / "model"),
+                 "--max-positions", "40"]) == 2
+    assert "produced no speech" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*a.wav*"))

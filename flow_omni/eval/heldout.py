@@ -25,6 +25,7 @@ from flow_omni.audio.noise import NOISE_KINDS, make_noise, mix_at_snr
 from flow_omni.audio.perturb import pitch_shift, speed_perturb
 from flow_omni.data.manifest import ManifestEntry
 from flow_omni.errors import ConfigError
+from flow_omni.eval.audio_metrics import mel_distance
 from flow_omni.eval.text_metrics import cer, wer
 from flow_omni.layout import Sample
 
@@ -80,14 +81,6 @@ class HeldoutResult:
     wer: float
     mel_l1: float | None = None
     examples: list[dict] = dataclasses.field(default_factory=list)
-
-
-def mel_distance(generated: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean |Δ log-mel| over the common frames of ``(n_mels, F)`` mels, both floored."""
-    n = min(generated.shape[-1], reference.shape[-1])
-    g = generated[..., :n].clamp_min(LOG_MEL_FLOOR)
-    r = reference[..., :n].clamp_min(LOG_MEL_FLOOR)
-    return float((g - r).abs().mean())
 
 
 @torch.no_grad()

@@ -38,7 +38,8 @@ from flow_omni.config import Config
 from flow_omni.data.manifest import ManifestEntry, read_manifest
 from flow_omni.data.texts import score_answer
 from flow_omni.errors import ConfigError
-from flow_omni.eval.heldout import apply_condition, condition_seed, mel_distance, parse_condition
+from flow_omni.eval.audio_metrics import mel_cepstral_distortion, mel_distance
+from flow_omni.eval.heldout import apply_condition, condition_seed, parse_condition
 from flow_omni.eval.text_metrics import cer, wer
 from flow_omni.layout import Sample
 
@@ -89,6 +90,8 @@ class RobustnessConfig(Config):
     max_new_positions: int = 300
     sample_wavs: int = 1  # example inputs/outputs written per condition (first seed)
     vocoder: str | None = None  # a Vocos checkpoint folder for the sample WAVs; None = Griffin-Lim
+    #: also score TTS by Whisper tiny.en (flow_omni[eval]) on the vocoded output, when installed
+    external_asr: bool = True
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -127,7 +130,7 @@ def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8):
 def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEntry], conditions: Sequence[str], *,
                    unseen: Sequence[ManifestEntry] = (), tasks: Sequence[str] = TASKS, max_new_positions: int = 300,
                    label: tuple[str, int] = ("model", 0), wav_dir: Path | None = None,
-                   sample_wavs: int = 0, vocoder=None, progress: bool = False) -> list[dict]:
+                   sample_wavs: int = 0, vocoder=None, external_asr=None, progress: bool = False) -> list[dict]:
     """Score one model; returns long-format rows ``{variant, seed, task, condition, metric, value, n}``.
 
     With ``wav_dir``, the first ``sample_wavs`` inputs of every condition are written as heard, and the
@@ -135,7 +138,7 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
     mel ``(n_mels, F)`` → audio; Griffin-Lim when None) — the same vocoder for every variant.
     """
     model.eval()
-    if wav_dir is not None and sample_wavs and vocoder is None:
+    if (external_asr is not None or (wav_dir is not None and sample_wavs)) and vocoder is None:
         from flow_omni.vocoder import GriffinLim
 
         vocoder = GriffinLim().decode
@@ -168,7 +171,7 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
             bar.update()
     if "tts" in tasks and test:
         out = _generate(model, [Sample("T2A", prompt_text=e.text) for e in test], max_new_positions)
-        dists, spoke, said, refs = [], 0, [], []
+        dists, mcds, spoke, said, refs, heard_text = [], [], 0, [], [], []
         for e, a, g in zip(test, test_audio, out):
             ref = model.speech_tokenizer.mel(a)
             if g.mel is None or g.mel.shape[-1] == 0:
@@ -176,6 +179,9 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
                 continue
             spoke += 1
             dists.append(mel_distance(g.mel, ref))
+            mcds.append(mel_cepstral_distortion(g.mel, ref, align="dtw"))
+            if external_asr is not None:  # intelligibility to a listener that never saw our data
+                heard_text.append((e.text, external_asr.transcribe(vocoder(g.mel), sr)))
             # Intelligibility by the model's own ASR, on the generated mel tokens (no vocoder in the loop).
             said.append(Sample("A2T", prompt_audio=g.speech_tokens if model.config.encoder.kind == "conv"
                                else model.prepare_audio(a)))
@@ -183,6 +189,10 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
             if wav_dir is not None and sample_wavs and spoke <= sample_wavs:
                 save_audio(wav_dir / f"tts_output_{e.id}.wav", vocoder(g.mel), sr)
         metrics = {"mel_l1": float(np.mean(dists)), "spoke": spoke / len(test)}
+        if mcds:
+            metrics["mcd_db"] = float(np.mean(mcds))
+        if heard_text:
+            metrics["whisper_wer"] = wer([r for r, _ in heard_text], [h for _, h in heard_text])
         if said and model.config.encoder.kind == "conv":
             hyps = [g.text for g in _generate(model, said, max_new_positions)]
             metrics["self_asr_cer"] = cer(refs, hyps)
@@ -279,6 +289,11 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
         from flow_omni.vocoder import Vocoder
 
         vocoder = Vocoder.from_pretrained(cfg.vocoder).decode
+    asr = None
+    if cfg.external_asr and "tts" in cfg.tasks:
+        from flow_omni.eval.asr import WhisperASR
+
+        asr = WhisperASR() if WhisperASR.available() else None
     for variant in cfg.variants:
         for seed in cfg.seeds:
             t0 = time.perf_counter()
@@ -290,7 +305,8 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
                 wav_dir.mkdir(parents=True, exist_ok=True)
             rows += evaluate_model(model, test, qa, cfg.conditions(), unseen=unseen, tasks=cfg.tasks,
                                    max_new_positions=cfg.max_new_positions, label=(variant.name, seed),
-                                   wav_dir=wav_dir, sample_wavs=cfg.sample_wavs, vocoder=vocoder, progress=progress)
+                                   wav_dir=wav_dir, sample_wavs=cfg.sample_wavs, vocoder=vocoder,
+                                   external_asr=asr, progress=progress)
             timings[f"{variant.name}/seed{seed}"] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
                                                      "parameters": model.num_parameters()}
             _write_raw(out, rows, timings)  # after every model: a long run keeps what it has
