@@ -17,17 +17,18 @@ def wav(tmp_path):
 
 def test_every_command_has_help(capsys):
     parser = build_parser()
-    for cmd in ("demo", "mel", "augment", "vocode"):
+    for cmd in ("demo", "roundtrip", "mel", "augment", "vocode", "corpus", "train", "train-vocoder", "speak",
+                "answer"):
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([cmd, "--help"])
         assert exc.value.code == 0
         assert "usage: flow-omni" in capsys.readouterr().out
 
 
-def test_demo_writes_report_wavs_and_plots(tmp_path):
+def test_roundtrip_writes_report_wavs_and_plots(tmp_path):
     cfg = tmp_path / "small.yaml"
     cfg.write_text("num_utterances: 5\ntrain_steps: 30\nbatch_size: 32\nwidth: 64\ndepth: 1\ngriffin_lim_iters: 4\n")
-    assert main(["demo", "--out", str(tmp_path / "out"), "--config", str(cfg)]) == 0
+    assert main(["roundtrip", "--out", str(tmp_path / "out"), "--config", str(cfg)]) == 0
     out = tmp_path / "out"
     result = json.loads((out / "roundtrip.json").read_text())
     assert result["config"]["train_steps"] == 30 and result["final_loss"] < result["first_loss"]
@@ -66,7 +67,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
     (tmp_path / "bad.yaml").write_text("num_utterance: 3\n")
-    assert main(["demo", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["roundtrip", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "did you mean 'num_utterances'" in capsys.readouterr().err
     assert main(["vocode", str(tmp_path / "missing.wav"), "-o", "x.wav", "--vocoder", "someone/no-such-vocos"]) == 2
 
