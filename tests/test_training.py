@@ -302,3 +302,9 @@ def test_cli_end_to_end_on_the_espeak_corpus(tmp_path, capsys):
     got = model.generate([Sample("A2A", prompt_audio=model.prepare_audio(load_audio(entry.audio)))],
                          max_new_positions=30)[0]
     assert got.positions > 0
+
+
+def test_inference_imports_without_lightning():
+    code = ("import sys, flow_omni, flow_omni.generation, flow_omni.data, flow_omni.eval.robustness, flow_omni.cli; "
+            "assert 'lightning' not in sys.modules and 'peft' not in sys.modules, 'lightning imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
