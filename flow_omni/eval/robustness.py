@@ -111,7 +111,7 @@ class RobustnessConfig(Config):
         """``make demo``: the benchmark reduced to fit ~15 minutes on 2 CPU cores.
 
         A default-seed corpus with more short spoken questions than long sentences, the continuous
-        variant against one discrete variant (k-means, K = 256, same r), one seed, 500 training steps
+        variant against one discrete variant (k-means, K = 256, same r), one seed, 300 training steps
         each, and the conditions clean / white and babble noise at 10 and 0 dB / pitch +3 / unseen voices.
         """
         return cls(
@@ -119,7 +119,7 @@ class RobustnessConfig(Config):
             corpus_config={"n_sentences": 120, "n_qa": 240, "n_interleaved": 0},
             variants=[VariantSpec("continuous"),
                       VariantSpec("kmeans", tokens="kmeans", quantizer={"codebook_size": 256})],
-            seeds=[0], train={"max_steps": 500, "data": {"batch_size": 8},
+            seeds=[0], train={"max_steps": 300, "data": {"batch_size": 8},
                               "optim": {"lr": 2e-3, "warmup_steps": 30}},
             noise_kinds=["white", "babble"], snrs=[10.0, 0.0], other_conditions=["pitch@3"],
             max_items=8, max_new_positions=200)
