@@ -37,7 +37,8 @@ def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Seq
         "T→A from text, mean |Δ log-mel| to the reference recording over the common length (lower is better; a "
         "model that stays silent is scored against the log-mel floor), `spoke` = share of prompts that produced "
         "speech, `self_asr_cer` = the model's own ASR of its generated tokens, `mcd_db` = mel-cepstral distortion "
-        "(DTW-aligned, c1–c12), `whisper_wer` = Whisper tiny.en's WER on the vocoded output (when installed); QA = share of spoken questions whose "
+        "(DTW-aligned, c1–c12 of the DCT of the 100-bin natural-log mel; not SPTK mel-cepstra, so compare variants "
+        "with each other, not with published MCDs), `whisper_wer` = Whisper tiny.en's WER on the vocoded output (when installed); QA = share of spoken questions whose "
         "text answer is right (`score_answer`). Noise is seeded per utterance and condition, so every variant "
         "hears identical audio.", "",
         "## Summary", "",
