@@ -54,6 +54,13 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     # 2 variants x 2 seeds x (ASR 2 metrics x (6 conditions + unseen) + TTS 2-3 metrics + QA 6 conditions)
     per_model = {(r["variant"], r["seed"]) for r in data["rows"]}
     assert per_model == {("continuous", 0), ("continuous", 1), ("kmeans", 0), ("kmeans", 1)}
+    from flow_omni.eval.asr import WhisperASR
+
+    if WhisperASR.available():  # spoken answers scored through Whisper (clean only by default)
+        scored = {(r["condition"], r["metric"]) for r in data["rows"] if r["task"] == "qa"}
+        assert ("clean", "speech_accuracy") in scored and ("white@0", "speech_accuracy") not in scored
+        assert any(r["metric"] == "whisper_wer" for r in data["rows"]) or all(
+            r["value"] == 0 for r in data["rows"] if r["metric"] == "spoke")
     with open(out / "results.csv") as fh:
         assert len(list(csv.DictReader(fh))) == len(data["rows"])
     for png in ("asr_cer_vs_snr_white.png", "asr_cer_vs_snr_babble.png", "qa_accuracy_vs_snr_babble.png"):

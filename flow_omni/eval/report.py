@@ -39,7 +39,8 @@ def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Seq
         "speech, `self_asr_cer` = the model's own ASR of its generated tokens, `mcd_db` = mel-cepstral distortion "
         "(DTW-aligned, c1–c12 of the DCT of the 100-bin natural-log mel; not SPTK mel-cepstra, so compare variants "
         "with each other, not with published MCDs), `whisper_wer` = Whisper tiny.en's WER on the vocoded output (when installed); QA = share of spoken questions whose "
-        "text answer is right (`score_answer`). Noise is seeded per utterance and condition, so every variant "
+        "text answer is right (`score_answer`); `speech_accuracy` = the same for the spoken answer, vocoded and "
+        "transcribed by Whisper (a silent answer is wrong). Noise is seeded per utterance and condition, so every variant "
         "hears identical audio.", "",
         "## Summary", "",
     ]
@@ -58,7 +59,8 @@ def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Seq
             avg("qa", "accuracy", worst)]) + " |")
     lines.append("")
     plots = []
-    for task, metric, title in (("asr", "cer", "ASR CER"), ("asr", "wer", "ASR WER"), ("qa", "accuracy", "QA accuracy")):
+    for task, metric, title in (("asr", "cer", "ASR CER"), ("asr", "wer", "ASR WER"), ("qa", "accuracy", "QA accuracy"),
+                                ("qa", "speech_accuracy", "QA accuracy of the spoken answer (Whisper)")):
         if not any(k[1] == task and k[3] == metric for k in agg):
             continue
         lines += [f"## {title} by condition", "", "| condition | " + " | ".join(variants) + " |",

@@ -90,8 +90,10 @@ class RobustnessConfig(Config):
     max_new_positions: int = 300
     sample_wavs: int = 1  # example inputs/outputs written per condition (first seed)
     vocoder: str | None = None  # a Vocos checkpoint folder for the sample WAVs; None = Griffin-Lim
-    #: also score TTS by Whisper tiny.en (flow_omni[eval]) on the vocoded output, when installed
+    #: also score TTS and spoken QA answers by Whisper tiny.en (flow_omni[eval]) on the vocoded output,
+    #: when installed; the spoken answers only under these conditions (Whisper costs ~1 s per answer)
     external_asr: bool = True
+    speech_answer_conditions: list[str] = dataclasses.field(default_factory=lambda: ["clean"])
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -148,7 +150,8 @@ def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8):
 def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEntry], conditions: Sequence[str], *,
                    unseen: Sequence[ManifestEntry] = (), tasks: Sequence[str] = TASKS, max_new_positions: int = 300,
                    label: tuple[str, int] = ("model", 0), wav_dir: Path | None = None,
-                   sample_wavs: int = 0, vocoder=None, external_asr=None, progress: bool = False) -> list[dict]:
+                   sample_wavs: int = 0, vocoder=None, external_asr=None,
+                   speech_answer_conditions: Sequence[str] = ("clean",), progress: bool = False) -> list[dict]:
     """Score one model; returns long-format rows ``{variant, seed, task, condition, metric, value, n}``.
 
     With ``wav_dir``, the first ``sample_wavs`` inputs of every condition are written as heard, and the
@@ -220,8 +223,15 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
         for cond in conditions:
             noisy = heard(qa, qa_audio, cond)
             out = _generate(model, [Sample("A2A", prompt_audio=model.prepare_audio(a)) for a in noisy], max_new_positions)
-            acc = float(np.mean([score_answer(g.text, e.answer_text) for e, g in zip(qa, out)]))
-            rows.extend(_rows(variant, seed, "qa", cond, {"accuracy": acc}, len(qa)))
+            metrics = {"accuracy": float(np.mean([score_answer(g.text, e.answer_text) for e, g in zip(qa, out)]))}
+            if external_asr is not None and cond in speech_answer_conditions:
+                # The spoken answer, as a listener hears it: vocoded, transcribed by Whisper, then scored.
+                # A silent answer counts as wrong.
+                heard_answers = [external_asr.transcribe(vocoder(g.mel), sr) if g.mel is not None and g.mel.shape[-1]
+                                 else "" for g in out]
+                metrics["speech_accuracy"] = float(np.mean([score_answer(h, e.answer_text)
+                                                            for e, h in zip(qa, heard_answers)]))
+            rows.extend(_rows(variant, seed, "qa", cond, metrics, len(qa)))
             if wav_dir is not None and sample_wavs:
                 name = cond.replace("@", "_")
                 for e, a, g in list(zip(qa, noisy, out))[:sample_wavs]:
@@ -308,7 +318,7 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
 
         vocoder = Vocoder.from_pretrained(cfg.vocoder).decode
     asr = None
-    if cfg.external_asr and "tts" in cfg.tasks:
+    if cfg.external_asr and ("tts" in cfg.tasks or "qa" in cfg.tasks):
         from flow_omni.eval.asr import WhisperASR
 
         asr = WhisperASR() if WhisperASR.available() else None
@@ -324,7 +334,8 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
             rows += evaluate_model(model, test, qa, cfg.conditions(), unseen=unseen, tasks=cfg.tasks,
                                    max_new_positions=cfg.max_new_positions, label=(variant.name, seed),
                                    wav_dir=wav_dir, sample_wavs=cfg.sample_wavs, vocoder=vocoder,
-                                   external_asr=asr, progress=progress)
+                                   external_asr=asr, speech_answer_conditions=cfg.speech_answer_conditions,
+                                   progress=progress)
             timings[f"{variant.name}/seed{seed}"] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
                                                      "parameters": model.num_parameters()}
             _write_raw(out, rows, timings)  # after every model: a long run keeps what it has
