@@ -317,8 +317,7 @@ def stream(model: "FlowOmni", sample: Sample, cfg: GenerationConfig | None = Non
     ids: list[int] = []
     said = ""
     pending: list[torch.Tensor] = []
-    payloads: list[torch.Tensor] = []  # discrete models: every code payload so far
-    emitted = 0  # discrete models: tokens already passed on
+    payloads: list[torch.Tensor] = []  # discrete models: code payloads so far
 
     def flush_mel(final: bool) -> Iterator[StreamEvent]:
         nonlocal pending
@@ -342,10 +341,9 @@ def stream(model: "FlowOmni", sample: Sample, cfg: GenerationConfig | None = Non
         if int(step.state[0]) == STATE_GEN:
             if model.discrete:
                 # A token is complete once its deepest (most delayed) level has arrived.
+                # Only the newest token can have completed: decode the last tail + 1 payloads.
                 payloads.append(step.speech[0])
-                done_tokens = model.codes.tokens(torch.stack(payloads))
-                pending.extend(done_tokens[emitted:])
-                emitted = done_tokens.shape[0]
+                pending.extend(model.codes.tokens(torch.stack(payloads[-(model.codes.tail + 1):])))
             else:
                 pending.append(step.speech[0])
             yield from flush_mel(False)

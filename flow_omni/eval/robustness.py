@@ -39,7 +39,7 @@ from flow_omni.data.manifest import ManifestEntry, read_manifest
 from flow_omni.data.texts import score_answer
 from flow_omni.errors import ConfigError
 from flow_omni.eval.audio_metrics import mel_cepstral_distortion, mel_distance
-from flow_omni.eval.heldout import apply_condition, condition_seed, parse_condition
+from flow_omni.eval.heldout import apply_condition, condition_seed, evaluate_asr, parse_condition
 from flow_omni.eval.text_metrics import cer, wer
 from flow_omni.layout import Sample
 
@@ -175,12 +175,11 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
         return [apply_condition(a, cond, condition_seed(e.id, cond, 0), sr) for e, a in zip(entries, audios)]
 
     def asr(entries, audios, cond, name):
-        noisy = heard(entries, audios, cond)
-        out = _generate(model, [Sample("A2T", prompt_audio=model.prepare_audio(a)) for a in noisy], max_new_positions)
-        refs, hyps = [e.text for e in entries], [g.text for g in out]
-        rows.extend(_rows(variant, seed, "asr", name, {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}, len(refs)))
+        res = evaluate_asr(model, entries, audios, cond, max_new_positions=max_new_positions)
+        rows.extend(_rows(variant, seed, "asr", name, {"cer": res.cer, "wer": res.wer}, res.n))
         if wav_dir is not None and sample_wavs:
-            for e, a in list(zip(entries, noisy))[:sample_wavs]:
+            k = sample_wavs
+            for e, a in zip(entries[:k], heard(entries[:k], audios[:k], cond)):
                 save_audio(wav_dir / f"input_{name.replace('@', '_')}_{e.id}.wav", a, sr)
 
     if "asr" in tasks and test:
@@ -311,7 +310,7 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
     qa = [e for e in test_all if e.answer_text][: cfg.max_items]
     unseen = read_manifest(corpus / "test_unseen_voices.jsonl")[: cfg.max_items] if cfg.unseen_voices else []
     rows: list[dict] = []
-    timings: dict[str, float] = {}
+    timings: dict[str, dict] = {}
     vocoder = None
     if cfg.vocoder:
         from flow_omni.vocoder import Vocoder

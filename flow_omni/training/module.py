@@ -82,14 +82,11 @@ class FlowOmniModule(L.LightningModule):
     def _check_finite(self, out: FlowOmniOutput, where: str) -> None:
         if torch.isfinite(out.loss):
             return
-        out = FlowOmniOutput(*(x.detach() if isinstance(x, torch.Tensor) else x
-                               for x in (out.loss, out.text_loss, out.state_loss, out.flow_loss,
-                                         out.num_text, out.num_speech, out.num_state)))
         ckpt = Path(self.config.out_dir) / "checkpoints" / "last.ckpt"
         keep = f"the last good checkpoint is kept at {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
         raise NonFiniteLossError(
-            f"{where}: the loss became {float(out.loss)} at step {self.global_step} "
-            f"(text {float(out.text_loss):.4g}, state {float(out.state_loss):.4g}, flow {float(out.flow_loss):.4g}); "
+            f"{where}: the loss became {out.loss.item()} at step {self.global_step} "
+            f"(text {out.text_loss.item():.4g}, state {out.state_loss.item():.4g}, flow {out.flow_loss.item():.4g}); "
             f"training stopped and nothing was saved after it; {keep}. Lower optim.lr, raise warmup_steps, "
             "or check the data of this step")
 

@@ -158,10 +158,10 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
     if not config.model.init_from:
         # A new model's token statistics are a function of the training data alone, so every rank
         # (and a resumed run) computes the same ones; a fine-tune keeps those of its checkpoint.
-        model.fit_speech_stats(mels=data.speech_mels(config.stats_max_files))
+        mels = list(data.speech_mels(config.stats_max_files))
+        model.fit_speech_stats(mels=mels)
         if model.discrete:  # the discrete baselines' codebooks: fitted on the same tokens, same files
-            tok = model.speech_tokenizer
-            model.fit_quantizer([tok.encode_mel(m) for m in data.speech_mels(config.stats_max_files)])
+            model.fit_quantizer([model.speech_tokenizer.encode_mel(m) for m in mels])
     counts = set_trainable(model, config)
     module = FlowOmniModule(model, config)
     module.loss_log = out / "train_log.jsonl"
