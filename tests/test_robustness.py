@@ -39,7 +39,7 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
             "corpus_config={n_sentences: 12, n_qa: 16, n_interleaved: 0, test_fraction: 0.25}",
             "variants=[{name: continuous}, {name: kmeans, tokens: kmeans, quantizer: {codebook_size: 16, iterations: 5}}]",
             "seeds=[0, 1]", "train={max_steps: 3, data: {batch_size: 4}}", "noise_kinds=[white, babble]",
-            "snrs=[10, 0]", "other_conditions=[pitch@2]", "max_items=2", "max_new_positions=16", "threads=1"]
+            "snrs=[10, 0]", "other_conditions=[pitch@2]", "max_items=2", "max_new_positions=16", "threads=1", "jobs=2"]
     assert main(args) == 0
     assert "report:" in capsys.readouterr().out
     report = (out / "report.md").read_text()
@@ -69,7 +69,13 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
         wavs = {p.name for p in (out / "wavs" / variant).glob("*.wav")}
         assert {f"input_{c.replace('@', '_')}" for c in conditions} <= {w.rsplit("_", 1)[0] for w in wavs} | {
             "_".join(w.split("_")[:3]) for w in wavs} | {"_".join(w.split("_")[:2]) for w in wavs}
-    # Rerunning reuses the trained models (a long benchmark resumes).
+    # Rerunning reuses the trained models and, with the same settings, their scores (a long benchmark resumes).
     stamp = (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns
+    scored = (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns
+    assert main(args[:-1] + ["jobs=1"]) == 0
+    assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns == scored
+    assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
     assert main(args + ["tasks=[asr]", "snrs=[]", "other_conditions=[]", "unseen_voices=false"]) == 0
     assert (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns != scored  # new settings: rescored
+    assert {r["task"] for r in json.loads((out / "results.json").read_text())["rows"]} == {"asr"}

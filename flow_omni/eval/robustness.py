@@ -94,9 +94,14 @@ class RobustnessConfig(Config):
     #: when installed; the spoken answers only under these conditions (Whisper costs ~1 s per answer)
     external_asr: bool = True
     speech_answer_conditions: list[str] = dataclasses.field(default_factory=lambda: ["clean"])
-    threads: int | None = None
+    threads: int | None = None  # torch threads per run; None = all cores split evenly between `jobs`
+    #: (variant, seed) runs trained and scored side by side in separate processes; each finished run's
+    #: scores are kept in ``runs/<variant>-seed<k>/eval.json`` so a rerun (or an interrupted run) reuses them
+    jobs: int = 1
 
     def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"RobustnessConfig.jobs must be >= 1, got {self.jobs}")
         bad = sorted(set(self.tasks) - set(TASKS))
         if bad:
             raise ConfigError(f"RobustnessConfig.tasks: unknown {bad}; valid: {list(TASKS)}")
@@ -295,51 +300,148 @@ def _deep_merge(a: dict, b: dict) -> dict:
 
 
 def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
-    """Train every variant for every seed, evaluate, and write the report; returns ``report.md``."""
-    from flow_omni.eval.report import write_robustness_report
-    from flow_omni.models.flow_omni import FlowOmni
+    """Train every variant for every seed, evaluate, and write the report; returns ``report.md``.
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    Runs whose scores are already on disk for the same evaluation settings are reused, so an
+    interrupted benchmark resumes; with ``cfg.jobs > 1`` the remaining runs go to worker processes.
+    """
+    from flow_omni.eval.report import write_robustness_report
+
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
     corpus = ensure_corpus(cfg, progress)
+    test, qa, unseen = _test_sets(cfg, corpus)
+    runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
+    done: dict[tuple[str, int], tuple[list[dict], dict]] = {}
+    todo = []
+    for v, s in runs:
+        cached = _cached_run(cfg, v, s)
+        if cached is not None:
+            done[(v.name, s)] = cached
+        else:
+            todo.append((v, s))
+
+    jobs = min(cfg.jobs, len(todo))
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = cfg.threads or max(1, (torch.get_num_threads() or 1) // jobs)
+        worker_cfg = dataclasses.replace(cfg, threads=threads).to_dict()
+        # spawn, not fork: forking a process that already ran torch's thread pools can deadlock
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_in_worker, worker_cfg, v.to_dict(), s, str(corpus)): (v, s) for v, s in todo}
+            for fut in tqdm(as_completed(futures), total=len(futures), desc=f"runs ({jobs} jobs)",
+                            disable=not progress):
+                v, s = futures[fut]
+                done[(v.name, s)] = fut.result()
+    else:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        asr, vocoder = _scorers(cfg)
+        for v, s in todo:
+            done[(v.name, s)] = run_one(cfg, v, s, corpus, (test, qa, unseen), asr=asr, vocoder=vocoder,
+                                        progress=progress)
+    rows = [r for v, s in runs for r in done[(v.name, s)][0]]
+    timings = {f"{v.name}/seed{s}": done[(v.name, s)][1] for v, s in runs}
+    _write_raw(out, rows, timings)
+    return write_robustness_report(out, cfg, rows, aggregate(rows), timings,
+                                   {"test": len(test), "qa": len(qa), "unseen": len(unseen)})
+
+
+def _test_sets(cfg: RobustnessConfig, corpus: Path):
     test_all = read_manifest(corpus / "test.jsonl")
     test = [e for e in test_all if not e.answer_text][: cfg.max_items]
     qa = [e for e in test_all if e.answer_text][: cfg.max_items]
     unseen = read_manifest(corpus / "test_unseen_voices.jsonl")[: cfg.max_items] if cfg.unseen_voices else []
-    rows: list[dict] = []
-    timings: dict[str, dict] = {}
-    vocoder = None
+    return test, qa, unseen
+
+
+def _scorers(cfg: RobustnessConfig):
+    """(external ASR or None, vocoder function or None = Griffin-Lim) for scoring and sample WAVs."""
+    vocoder = asr = None
     if cfg.vocoder:
         from flow_omni.vocoder import Vocoder
 
         vocoder = Vocoder.from_pretrained(cfg.vocoder).decode
-    asr = None
     if cfg.external_asr and ("tts" in cfg.tasks or "qa" in cfg.tasks):
         from flow_omni.eval.asr import WhisperASR
 
         asr = WhisperASR() if WhisperASR.available() else None
-    for variant in cfg.variants:
-        for seed in cfg.seeds:
-            t0 = time.perf_counter()
-            model_dir = train_variant(cfg, variant, seed, corpus, progress)
-            t1 = time.perf_counter()
-            model = FlowOmni.from_pretrained(model_dir)
-            wav_dir = out / "wavs" / variant.name if seed == cfg.seeds[0] and cfg.sample_wavs else None
-            if wav_dir is not None:
-                wav_dir.mkdir(parents=True, exist_ok=True)
-            rows += evaluate_model(model, test, qa, cfg.conditions(), unseen=unseen, tasks=cfg.tasks,
-                                   max_new_positions=cfg.max_new_positions, label=(variant.name, seed),
-                                   wav_dir=wav_dir, sample_wavs=cfg.sample_wavs, vocoder=vocoder,
-                                   external_asr=asr, speech_answer_conditions=cfg.speech_answer_conditions,
-                                   progress=progress)
-            timings[f"{variant.name}/seed{seed}"] = {"train_s": t1 - t0, "eval_s": time.perf_counter() - t1,
-                                                     "parameters": model.num_parameters()}
-            _write_raw(out, rows, timings)  # after every model: a long run keeps what it has
-    return write_robustness_report(out, cfg, rows, aggregate(rows), timings,
-                                   {"test": len(test), "qa": len(qa), "unseen": len(unseen)})
+    return asr, vocoder
+
+
+def _eval_key(cfg: RobustnessConfig, model_dir: Path) -> dict:
+    """Everything a run's scores depend on besides the model weights (identified by size and mtime)."""
+    from flow_omni.eval.asr import WhisperASR
+
+    weights = model_dir / "model.safetensors"
+    st = weights.stat()
+    return {"weights": [st.st_size, st.st_mtime_ns], "corpus": str(Path(cfg.corpus).resolve()),
+            "conditions": cfg.conditions(), "unseen_voices": cfg.unseen_voices, "tasks": list(cfg.tasks),
+            "max_items": cfg.max_items, "max_new_positions": cfg.max_new_positions,
+            "sample_wavs": cfg.sample_wavs, "vocoder": cfg.vocoder,
+            "external_asr": bool(cfg.external_asr and WhisperASR.available()),
+            "speech_answer_conditions": list(cfg.speech_answer_conditions)}
+
+
+def _run_dir(cfg: RobustnessConfig, variant: VariantSpec, seed: int) -> Path:
+    return Path(cfg.out_dir) / "runs" / f"{variant.name}-seed{seed}"
+
+
+def _cached_run(cfg: RobustnessConfig, variant: VariantSpec, seed: int) -> tuple[list[dict], dict] | None:
+    run = _run_dir(cfg, variant, seed)
+    path, model_dir = run / "eval.json", run / "model"
+    if not path.is_file() or not (model_dir / "model.safetensors").is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # written atomically, so this is a foreign file: score again
+    if data.get("key") != json.loads(json.dumps(_eval_key(cfg, model_dir))):
+        return None
+    return data["rows"], data["timing"]
+
+
+def run_one(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, sets, *, asr=None, vocoder=None,
+            progress: bool = True) -> tuple[list[dict], dict]:
+    """Train (or reuse) one variant for one seed and score it; keeps the scores in the run folder."""
+    from flow_omni.models.flow_omni import FlowOmni
+
+    run = _run_dir(cfg, variant, seed)
+    trained_before = (run / "model" / "model.safetensors").is_file()
+    t0 = time.perf_counter()
+    model_dir = train_variant(cfg, variant, seed, corpus, progress)
+    train_s = time.perf_counter() - t0
+    if trained_before and (run / "train_time.json").is_file():
+        train_s = json.loads((run / "train_time.json").read_text())["train_s"]
+    else:
+        atomic_write_text(run / "train_time.json", json.dumps({"train_s": train_s}))
+    t1 = time.perf_counter()
+    model = FlowOmni.from_pretrained(model_dir)
+    wav_dir = Path(cfg.out_dir) / "wavs" / variant.name if seed == cfg.seeds[0] and cfg.sample_wavs else None
+    if wav_dir is not None:
+        wav_dir.mkdir(parents=True, exist_ok=True)
+    test, qa, unseen = sets
+    rows = evaluate_model(model, test, qa, cfg.conditions(), unseen=unseen, tasks=cfg.tasks,
+                          max_new_positions=cfg.max_new_positions, label=(variant.name, seed),
+                          wav_dir=wav_dir, sample_wavs=cfg.sample_wavs, vocoder=vocoder,
+                          external_asr=asr, speech_answer_conditions=cfg.speech_answer_conditions,
+                          progress=progress)
+    timing = {"train_s": train_s, "eval_s": time.perf_counter() - t1, "parameters": model.num_parameters()}
+    atomic_write_text(run / "eval.json", json.dumps({"key": _eval_key(cfg, model_dir), "rows": rows,
+                                                      "timing": timing}, indent=1))
+    return rows, timing
+
+
+def _run_in_worker(cfg_dict: dict, variant_dict: dict, seed: int, corpus: str) -> tuple[list[dict], dict]:
+    """One run in a worker process (top-level so that ``spawn`` can pickle it)."""
+    cfg = RobustnessConfig.from_dict(cfg_dict)
+    torch.set_num_threads(cfg.threads)
+    asr, vocoder = _scorers(cfg)
+    return run_one(cfg, VariantSpec.from_dict(variant_dict), seed, Path(corpus), _test_sets(cfg, Path(corpus)),
+                   asr=asr, vocoder=vocoder, progress=False)
 
 
 def _write_raw(out: Path, rows: list[dict], timings: dict) -> None:
