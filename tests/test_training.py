@@ -240,6 +240,12 @@ def test_config_errors_are_specific(tmp_path):
 
     with pytest.raises(ConfigError, match="built-in recipe"):
         recipe_path("no_such_recipe")
+    # `--set optim.lr=2e-3` reaches us as the string '2e-3' (YAML 1.1); it is the number, other text is not
+    from flow_omni.training.config import apply_overrides
+
+    assert TrainConfig.from_dict(apply_overrides({}, ["optim.lr=2e-3"])).optim.lr == 0.002
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got '2e-3x'"):
+        TrainConfig.from_dict({"optim": {"lr": "2e-3x"}})
 
 
 def test_fsdp_strategy_with_lora_uses_original_parameters(data_dir, tmp_path):
