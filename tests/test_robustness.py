@@ -79,3 +79,33 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     assert (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns != scored  # new settings: rescored
     assert {r["task"] for r in json.loads((out / "results.json").read_text())["rows"]} == {"asr"}
+
+
+def test_workers_stop_when_the_benchmark_is_killed(tmp_path):
+    """SIGKILL of the benchmark process must not leave workers training on for hours."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        "from flow_omni.eval.robustness import worker_pool\n"
+        "pool = worker_pool(1)\n"
+        "print(pool.submit(__import__('os').getpid).result(), flush=True)\n"
+        "pool.submit(time.sleep, 600)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(worker, 0)  # alive
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the worker outlived the benchmark process by 20 s")

@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -324,13 +325,11 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
 
     jobs = min(cfg.jobs, len(todo))
     if jobs > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
         threads = cfg.threads or max(1, (torch.get_num_threads() or 1) // jobs)
         worker_cfg = dataclasses.replace(cfg, threads=threads).to_dict()
-        # spawn, not fork: forking a process that already ran torch's thread pools can deadlock
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with worker_pool(jobs) as pool:
             futures = {pool.submit(_run_in_worker, worker_cfg, v.to_dict(), s, str(corpus)): (v, s) for v, s in todo}
             for fut in tqdm(as_completed(futures), total=len(futures), desc=f"runs ({jobs} jobs)",
                             disable=not progress):
@@ -433,6 +432,28 @@ def run_one(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path
     atomic_write_text(run / "eval.json", json.dumps({"key": _eval_key(cfg, model_dir), "rows": rows,
                                                       "timing": timing}, indent=1))
     return rows, timing
+
+
+def worker_pool(jobs: int):
+    """Processes for benchmark runs: spawned (forking a process whose torch thread pools already ran
+    can deadlock) and stopping when this process dies, so a killed benchmark leaves no orphans training on."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initialiser: stop when the benchmark process is gone (killed), instead of training on as an orphan."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _run_in_worker(cfg_dict: dict, variant_dict: dict, seed: int, corpus: str) -> tuple[list[dict], dict]:
