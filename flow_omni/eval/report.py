@@ -90,7 +90,10 @@ def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Seq
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    lines += ["## Cost", "", "| model | parameters | train (s) | eval (s) |", "|---|---|---|---|"]
+    jobs = getattr(cfg, "jobs", 1)
+    lines += ["## Cost", "", f"Wall-clock seconds per run, {jobs} run(s) at a time"
+              + (f" with {cfg.threads} torch thread(s) each." if cfg.threads else "."), "",
+              "| model | parameters | train (s) | eval (s) |", "|---|---|---|---|"]
     for name, t in timings.items():
         lines.append(f"| {name} | {t['parameters'] / 1e6:.2f} M | {t['train_s']:.0f} | {t['eval_s']:.0f} |")
     wavs = sorted((out / "wavs").rglob("*.wav")) if (out / "wavs").is_dir() else []
