@@ -61,6 +61,10 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
         assert ("clean", "speech_accuracy") in scored and ("white@0", "speech_accuracy") not in scored
         assert any(r["metric"] == "whisper_wer" for r in data["rows"]) or all(
             r["value"] == 0 for r in data["rows"] if r["metric"] == "spoke")
+    # Streaming latency, measured after the runs one at a time; a model that spoke has a positive time.
+    for v, k in per_model:
+        lat = json.loads((out / "runs" / f"{v}-seed{k}" / "latency.json").read_text())["rows"]
+        assert all(r["task"] == "latency" and r["value"] > 0 for r in lat)
     with open(out / "results.csv") as fh:
         assert len(list(csv.DictReader(fh))) == len(data["rows"])
     for png in ("asr_cer_vs_snr_white.png", "asr_cer_vs_snr_babble.png", "qa_accuracy_vs_snr_babble.png"):
@@ -72,8 +76,10 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     # Rerunning reuses the trained models and, with the same settings, their scores (a long benchmark resumes).
     stamp = (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns
     scored = (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns
+    timed = (out / "runs" / "kmeans-seed1" / "latency.json").stat().st_mtime_ns
     assert main(args[:-1] + ["jobs=1"]) == 0
     assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns == scored
+    assert (out / "runs" / "kmeans-seed1" / "latency.json").stat().st_mtime_ns == timed
     assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
     assert main(args + ["tasks=[asr]", "snrs=[]", "other_conditions=[]", "unseen_voices=false"]) == 0
     assert (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp

@@ -81,13 +81,15 @@ def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Seq
                 plot_curve(xs, series, out / name, xlabel=f"SNR (dB), {kind} noise; clean drawn at {CLEAN_X:g}",
                            ylabel=title, title=f"{title} vs SNR ({kind})")
                 plots.append(name)
-    tts_metrics = sorted({k[3] for k in agg if k[1] == "tts"})
-    if tts_metrics:
-        lines += ["## TTS (clean text in)", "", "| metric | " + " | ".join(variants) + " |",
-                  "|---|" + "---|" * len(variants)]
-        for m in tts_metrics:
-            lines.append(f"| {m} | " + " | ".join(_cell(agg, (v, "tts", "clean", m)) for v in variants) + " |")
-        lines.append("")
+    for task, title in (("tts", "## TTS (clean text in)"),
+                        ("latency", "## Streaming TTS latency (generation only, median of the first test "
+                                    "prompts, one run at a time; seconds, RTF = compute / audio duration)")):
+        task_metrics = sorted({k[3] for k in agg if k[1] == task})
+        if task_metrics:
+            lines += [title, "", "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+            for m in task_metrics:
+                lines.append(f"| {m} | " + " | ".join(_cell(agg, (v, task, "clean", m)) for v in variants) + " |")
+            lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     jobs = getattr(cfg, "jobs", 1)

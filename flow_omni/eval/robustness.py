@@ -342,7 +342,15 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
         for v, s in todo:
             done[(v.name, s)] = run_one(cfg, v, s, corpus, (test, qa, unseen), asr=asr, vocoder=vocoder,
                                         progress=progress)
-    rows = [r for v, s in runs for r in done[(v.name, s)][0]]
+    latency: dict[tuple[str, int], list[dict]] = {}
+    if "tts" in cfg.tasks and test:
+        # After the pool has closed, one run at a time: streaming latency is wall-clock and must not
+        # be measured while other runs share the cores.
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        for v, s in tqdm(runs, desc="latency", disable=not progress):
+            latency[(v.name, s)] = run_latency(cfg, v, s, test[:LATENCY_PROMPTS])
+    rows = [r for v, s in runs for r in done[(v.name, s)][0] + latency.get((v.name, s), [])]
     timings = {f"{v.name}/seed{s}": done[(v.name, s)][1] for v, s in runs}
     _write_raw(out, rows, timings)
     return write_robustness_report(out, cfg, rows, aggregate(rows), timings,
@@ -371,13 +379,16 @@ def _scorers(cfg: RobustnessConfig):
     return asr, vocoder
 
 
+def _weights_stamp(model_dir: Path) -> list[int]:
+    st = (model_dir / "model.safetensors").stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _eval_key(cfg: RobustnessConfig, model_dir: Path) -> dict:
     """Everything a run's scores depend on besides the model weights (identified by size and mtime)."""
     from flow_omni.eval.asr import WhisperASR
 
-    weights = model_dir / "model.safetensors"
-    st = weights.stat()
-    return {"weights": [st.st_size, st.st_mtime_ns], "corpus": str(Path(cfg.corpus).resolve()),
+    return {"weights": _weights_stamp(model_dir), "corpus": str(Path(cfg.corpus).resolve()),
             "conditions": cfg.conditions(), "unseen_voices": cfg.unseen_voices, "tasks": list(cfg.tasks),
             "max_items": cfg.max_items, "max_new_positions": cfg.max_new_positions,
             "sample_wavs": cfg.sample_wavs, "vocoder": cfg.vocoder,
@@ -454,6 +465,43 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+LATENCY_PROMPTS = 3  # TTS prompts timed per run; the median is reported
+
+
+def run_latency(cfg: RobustnessConfig, variant: VariantSpec, seed: int, test: Sequence[ManifestEntry]) -> list[dict]:
+    """Streaming TTS latency of one trained run: median time to the first mel chunk and real-time factor.
+
+    Generation only (greedy, no vocoder: the vocoder is the same for every variant); the first prompt is
+    also run once untimed. Kept in ``runs/<run>/latency.json`` for the same weights, prompts and threads.
+    """
+    from flow_omni.eval.timing import measure_latency
+    from flow_omni.models.flow_omni import FlowOmni
+
+    run = _run_dir(cfg, variant, seed)
+    key = {"weights": _weights_stamp(run / "model"), "prompts": [e.id for e in test],
+           "max_new_positions": cfg.max_new_positions, "threads": torch.get_num_threads()}
+    path = run / "latency.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                return data["rows"]
+        except (OSError, json.JSONDecodeError):
+            pass
+    model = FlowOmni.from_pretrained(run / "model")
+    lats = [measure_latency(model, Sample("T2A", prompt_text=e.text), warmup=int(i == 0), seed=0,
+                            text_temperature=0.0, speech_temperature=0.0, max_new_positions=cfg.max_new_positions)
+            for i, e in enumerate(test)]
+    first = [x.first_audio_s for x in lats if x.first_audio_s is not None]
+    rtf = [x.rtf for x in lats if math.isfinite(x.rtf)]
+    metrics = {"first_audio_s": float(np.median(first))} if first else {}  # a silent model has no latency
+    if rtf:
+        metrics["rtf"] = float(np.median(rtf))
+    rows = _rows(variant.name, seed, "latency", "clean", metrics, len(lats))
+    atomic_write_text(path, json.dumps({"key": key, "rows": rows}, indent=1))
+    return rows
 
 
 def _run_in_worker(cfg_dict: dict, variant_dict: dict, seed: int, corpus: str) -> tuple[list[dict], dict]:
