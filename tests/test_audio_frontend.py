@@ -183,3 +183,19 @@ def test_continuous_tokenizer_roundtrip_and_silent_tail():
         tok.decode(torch.zeros(3, 200))
     with pytest.raises(ConfigError, match="stats have 80 bins"):
         SpeechTokenConfig(stats=MelStats.identity(80))
+
+
+def test_decoded_tokens_stay_in_the_range_audio_can_produce():
+    """A runaway generation (log-mel 1117 was seen) must not reach a vocoder as inf after exp."""
+    from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
+
+    tok = ContinuousSpeechTokenizer(SpeechTokenConfig(r=4))
+    ceiling = tok.logmel.ceiling()
+    t = torch.arange(24000) / 24000
+    loud = [torch.sign(torch.randn(24000, generator=torch.Generator().manual_seed(0))),
+            torch.sin(2 * torch.pi * 3000 * t), torch.ones(24000)]
+    for audio in loud:  # full-scale signals stay under the bound, so clamping never alters real audio
+        assert float(tok.mel(audio).max()) < ceiling
+    mel = tok.decode(torch.randn(6, 400) * 1e4)
+    assert float(mel.max()) == pytest.approx(ceiling) and float(mel.min()) == pytest.approx(LOG_MEL_FLOOR)
+    assert np.isfinite(np.exp(mel.double().numpy())).all()

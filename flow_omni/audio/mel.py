@@ -96,3 +96,12 @@ class LogMel(nn.Module):
     def filterbank(self) -> torch.Tensor:
         """The mel filterbank ``(n_fft // 2 + 1, n_mels)`` (used by the Griffin-Lim fallback)."""
         return self.extractor.mel_spec.mel_scale.fb.detach().clone()
+
+    def ceiling(self) -> float:
+        """An upper bound on any log-mel value of audio in [-1, 1].
+
+        A magnitude STFT bin is at most the window sum (``n_fft / 2`` for the periodic Hann window),
+        so mel bin m is at most that times the sum of filter m's weights.
+        """
+        window_sum = float(self.extractor.mel_spec.spectrogram.window.sum())
+        return math.log(window_sum * float(self.filterbank().sum(0).max()))

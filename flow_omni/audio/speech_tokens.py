@@ -64,6 +64,7 @@ class ContinuousSpeechTokenizer(nn.Module):
         self.config = config or SpeechTokenConfig()
         self.logmel = LogMel(self.config.mel)
         self.normalizer = MelNormalizer(self.config.stats)
+        self._mel_range = (LOG_MEL_FLOOR, self.logmel.ceiling())
 
     @property
     def r(self) -> int:
@@ -101,13 +102,20 @@ class ContinuousSpeechTokenizer(nn.Module):
         return self.encode_mel(self.mel(audio))
 
     def decode(self, tokens: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
-        """Tokens ``(…, N, r*n_mels)`` → raw log-mel ``(…, n_mels, F)`` (cropped to ``num_frames``)."""
+        """Tokens ``(…, N, r*n_mels)`` → raw log-mel ``(…, n_mels, F)`` (cropped to ``num_frames``).
+
+        The log-mel is clamped to the range audio can produce (the extraction floor up to
+        :meth:`LogMel.ceiling`): a no-op for tokens of real audio, but generated tokens can leave it (a
+        flow head running away on a long greedy generation reached log-mel 1117, which overflows
+        ``exp`` in any vocoder).
+        """
         if tokens.shape[-1] != self.token_dim:
             raise MelShapeError(
                 f"speech tokens have size {tokens.shape[-1]}; this tokenizer uses r={self.r} x "
                 f"{self.config.mel.n_mels} bins = {self.token_dim}"
             )
-        return self.normalizer.denormalize(ungroup_frames(tokens, self.r, num_frames=num_frames))
+        mel = self.normalizer.denormalize(ungroup_frames(tokens, self.r, num_frames=num_frames))
+        return mel.clamp(*self._mel_range)
 
     def num_tokens(self, num_samples: int) -> int:
         return num_tokens(self.config.mel.num_frames(num_samples), self.r)

@@ -334,7 +334,13 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
             for fut in tqdm(as_completed(futures), total=len(futures), desc=f"runs ({jobs} jobs)",
                             disable=not progress):
                 v, s = futures[fut]
-                done[(v.name, s)] = fut.result()
+                try:
+                    done[(v.name, s)] = fut.result()
+                except Exception as exc:
+                    # Fail now, not after every queued run: finished runs are kept in their folders,
+                    # and workers still running stop with this process.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise RuntimeError(f"benchmark run {v.name}/seed{s} failed: {exc}") from exc
     else:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
