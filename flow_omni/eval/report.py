@@ -92,8 +92,7 @@ def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Seq
             lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    jobs = getattr(cfg, "jobs", 1)
-    lines += ["## Cost", "", f"Wall-clock seconds per run, {jobs} run(s) at a time"
+    lines += ["## Cost", "", f"Wall-clock seconds per run, {cfg.jobs} run(s) at a time"
               + (f" with {cfg.threads} torch thread(s) each." if cfg.threads else "."), "",
               "| model | parameters | train (s) | eval (s) |", "|---|---|---|---|"]
     for name, t in timings.items():

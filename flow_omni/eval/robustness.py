@@ -10,7 +10,9 @@ scored under listening conditions:
 * **TTS** (output quality, clean text in): greedy T→A → log-mel distance and mel-cepstral distortion
   against the reference recording, and the model's own ASR of what it said (CER);
 * **spoken QA** (speech in, text + speech out): A→A on the QA test questions under the same
-  conditions → answer accuracy of the text stream.
+  conditions → answer accuracy of the text stream;
+* **latency**: time to the first streamed mel chunk and real-time factor of greedy T→A, timed after
+  the other tasks, one model at a time.
 
 Results are kept per seed and reported as mean ± std over seeds: ``report.md``, ``results.json``,
 ``results.csv``, PNG plots of each metric against SNR (one line per variant), and sample WAVs per
@@ -313,6 +315,8 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
     corpus = ensure_corpus(cfg, progress)
     test, qa, unseen = _test_sets(cfg, corpus)
+    if cfg.threads:  # this process scores (jobs = 1) and times latency; workers set their own
+        torch.set_num_threads(cfg.threads)
     runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
     done: dict[tuple[str, int], tuple[list[dict], dict]] = {}
     todo = []
@@ -342,8 +346,6 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise RuntimeError(f"benchmark run {v.name}/seed{s} failed: {exc}") from exc
     else:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         asr, vocoder = _scorers(cfg)
         for v, s in todo:
             done[(v.name, s)] = run_one(cfg, v, s, corpus, (test, qa, unseen), asr=asr, vocoder=vocoder,
@@ -352,8 +354,6 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
     if "tts" in cfg.tasks and test:
         # After the pool has closed, one run at a time: streaming latency is wall-clock and must not
         # be measured while other runs share the cores.
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         for v, s in tqdm(runs, desc="latency", disable=not progress):
             latency[(v.name, s)] = run_latency(cfg, v, s, test[:LATENCY_PROMPTS])
     rows = [r for v, s in runs for r in done[(v.name, s)][0] + latency.get((v.name, s), [])]
@@ -409,15 +409,19 @@ def _run_dir(cfg: RobustnessConfig, variant: VariantSpec, seed: int) -> Path:
 def _cached_run(cfg: RobustnessConfig, variant: VariantSpec, seed: int) -> tuple[list[dict], dict] | None:
     run = _run_dir(cfg, variant, seed)
     path, model_dir = run / "eval.json", run / "model"
-    if not path.is_file() or not (model_dir / "model.safetensors").is_file():
+    if not (model_dir / "model.safetensors").is_file():
         return None
+    data = _read_keyed(path, _eval_key(cfg, model_dir))
+    return None if data is None else (data["rows"], data["timing"])
+
+
+def _read_keyed(path: Path, key: dict) -> dict | None:
+    """A JSON file written with ``{"key": key, ...}``, or None when missing, unreadable or for another key."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
-        return None  # written atomically, so this is a foreign file: score again
-    if data.get("key") != json.loads(json.dumps(_eval_key(cfg, model_dir))):
-        return None
-    return data["rows"], data["timing"]
+        return None  # written atomically, so a damaged file is foreign: compute again
+    return data if data.get("key") == json.loads(json.dumps(key)) else None  # JSON round trip: tuples → lists
 
 
 def run_one(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, sets, *, asr=None, vocoder=None,
@@ -489,13 +493,9 @@ def run_latency(cfg: RobustnessConfig, variant: VariantSpec, seed: int, test: Se
     key = {"weights": _weights_stamp(run / "model"), "prompts": [e.id for e in test],
            "max_new_positions": cfg.max_new_positions, "threads": torch.get_num_threads()}
     path = run / "latency.json"
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("key") == key:
-                return data["rows"]
-        except (OSError, json.JSONDecodeError):
-            pass
+    cached = _read_keyed(path, key)
+    if cached is not None:
+        return cached["rows"]
     model = FlowOmni.from_pretrained(run / "model")
     lats = [measure_latency(model, Sample("T2A", prompt_text=e.text), warmup=int(i == 0), seed=0,
                             text_temperature=0.0, speech_temperature=0.0, max_new_positions=cfg.max_new_positions)
