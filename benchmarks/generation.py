@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from flow_omni import FlowOmni, FlowOmniConfig, Sample  # noqa: E402
-from flow_omni.generation import GenerationConfig, decode_steps  # noqa: E402
+from flow_omni.models.generation import GenerationConfig, decode_steps  # noqa: E402
 from flow_omni.layout import STATE_GEN, STATE_START  # noqa: E402
 from flow_omni.vocoder import Vocoder  # noqa: E402
 

@@ -49,7 +49,7 @@ def measure_latency(model, sample, *, vocoder=None, chunk_tokens: int = 4, warmu
         vocoder: passed to ``stream``; latency to speech is then to the first audio samples.
         chunk_tokens: speech tokens per mel chunk (smaller: earlier first audio, more overhead).
         warmup: untimed runs before the timed one.
-        **gen: :class:`~flow_omni.generation.GenerationConfig` overrides (``max_new_positions``,
+        **gen: :class:`~flow_omni.models.generation.GenerationConfig` overrides (``max_new_positions``,
             ``seed``, ``steps``, ...).
     """
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:

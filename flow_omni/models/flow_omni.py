@@ -11,7 +11,7 @@ Output side: from the backbone's last hidden state ``h`` (B, L, W)
   which is trained with conditional flow matching on the next speech token.
 
 Loss = ``w_text * CE_text + w_state * CE_state + w_flow * CFM`` (weights in the config); each
-term is returned separately. Generation lives in :mod:`flow_omni.generation`.
+term is returned separately. Generation lives in :mod:`flow_omni.models.generation`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
 from flow_omni.models.backbone import PRESETS, BackboneConfig, build_backbone, build_postnet, hidden_size
 from flow_omni.models.flow_head import FlowHead, FlowHeadConfig, FlowNoise
+from flow_omni.models.generation import GenerationConfig, generate, stream
 from flow_omni.models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 from flow_omni.text.tokenizer import CharTokenizer, HFTokenizer, TextTokenizer, load_text_tokenizer
 
@@ -394,17 +395,13 @@ class FlowOmni(nn.Module):
     def generate(self, samples, config=None, **overrides):
         """Generate for a list of prompts (:class:`~flow_omni.layout.Sample` without targets).
 
-        Keyword overrides are :class:`~flow_omni.generation.GenerationConfig` fields, e.g.
+        Keyword overrides are :class:`~flow_omni.models.generation.GenerationConfig` fields, e.g.
         ``model.generate(prompts, solver="midpoint", steps=8, cfg_scale=1.5, seed=3)``.
         """
-        from flow_omni.generation import GenerationConfig, generate
-
         cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
         return generate(self, list(samples), cfg)
 
     def stream(self, sample, config=None, *, vocoder=None, chunk_tokens: int = 4, **overrides):
-        """Iterate over text / mel / audio :class:`~flow_omni.generation.StreamEvent` s for one prompt."""
-        from flow_omni.generation import GenerationConfig, stream
-
+        """Iterate over text / mel / audio :class:`~flow_omni.models.generation.StreamEvent` s for one prompt."""
         cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
         return stream(self, sample, cfg, vocoder=vocoder, chunk_tokens=chunk_tokens)

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
+from torch import nn
 
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP, Sample
+from flow_omni.vocoder.streaming import StreamingVocoder
 
-if TYPE_CHECKING:  # pragma: no cover
-    from flow_omni.models.flow_omni import FlowOmni
+# ``model`` below is a FlowOmni. It is annotated as nn.Module because flow_omni.models.flow_omni
+# imports this module (generate and stream are its methods): naming the class here would close a cycle.
 
 _NEG = float("-inf")
 
@@ -94,7 +96,7 @@ class _Track:
     done: bool = False
 
 
-def _allowed_text_mask(model: "FlowOmni", vocab: int, device) -> torch.Tensor:
+def _allowed_text_mask(model: nn.Module, vocab: int, device) -> torch.Tensor:
     allowed = torch.ones(vocab, dtype=torch.bool, device=device)
     for name, idx in model.special.items():
         if name != "<eot>" and idx < vocab:
@@ -132,7 +134,7 @@ def _expand_batch_parallel(samples: Sequence[Sample]) -> tuple[list[Sample], lis
 
 
 @torch.no_grad()
-def decode_steps(model: "FlowOmni", samples: Sequence[Sample], cfg: GenerationConfig) -> Iterator[Step]:
+def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationConfig) -> Iterator[Step]:
     """Yield one :class:`Step` per generated position until every item is done (or the guard)."""
     if not samples:
         raise FlowOmniError("generate() needs at least one prompt")
@@ -259,7 +261,7 @@ def _next_state(t: _Track, layout, logits: torch.Tensor, wrote_text: bool) -> in
     return s
 
 
-def generate(model: "FlowOmni", samples: Sequence[Sample], cfg: GenerationConfig | None = None) -> list[Generated]:
+def generate(model: nn.Module, samples: Sequence[Sample], cfg: GenerationConfig | None = None) -> list[Generated]:
     """Run :func:`decode_steps` to the end and assemble one :class:`Generated` per prompt."""
     cfg = cfg or GenerationConfig()
     n_out = len(samples)
@@ -302,7 +304,7 @@ class StreamEvent:
     tokens: torch.Tensor | None = None  # (n, token_dim) for "mel" events
 
 
-def stream(model: "FlowOmni", sample: Sample, cfg: GenerationConfig | None = None, *, vocoder=None,
+def stream(model: nn.Module, sample: Sample, cfg: GenerationConfig | None = None, *, vocoder=None,
            chunk_tokens: int = 4) -> Iterator[StreamEvent]:
     """Yield text pieces, mel chunks (every ``chunk_tokens`` speech tokens) and, with a vocoder,
     audio chunks as they are produced. Concatenating the "mel" events gives :attr:`Generated.mel`."""
@@ -311,8 +313,6 @@ def stream(model: "FlowOmni", sample: Sample, cfg: GenerationConfig | None = Non
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     streamer = None
     if vocoder is not None:
-        from flow_omni.vocoder import StreamingVocoder
-
         streamer = StreamingVocoder(vocoder)
     ids: list[int] = []
     said = ""
