@@ -177,15 +177,18 @@ def build_response(
         for _ in range(cfg.text_chunk):
             if ti >= len(text_seq):
                 break
-            text.append(text_seq[ti]); state.append(STATE_PAD); rows.append(zero); ti += 1
+            text.append(text_seq[ti])
+            state.append(STATE_PAD)
+            rows.append(zero)
+            ti += 1
         budget = cfg.speech_chunk if ti < len(text_seq) else n_speech + 1
         for _ in range(budget):
             if si > n_speech:
                 break
-            if si == n_speech:
-                text.append(tpad); state.append(STATE_STOP); rows.append(zero)
-            else:
-                text.append(tpad); state.append(STATE_GEN); rows.append(speech[si])
+            last = si == n_speech  # the position after the last token closes the run
+            text.append(tpad)
+            state.append(STATE_STOP if last else STATE_GEN)
+            rows.append(zero if last else speech[si])
             si += 1
     return text, state, torch.stack(rows)
 
@@ -200,7 +203,9 @@ def build_mix_response(
     zero = torch.zeros(token_dim)
     for ids, speech in segments:
         if speech is None:
-            text += list(ids); state += [STATE_PAD] * len(ids); rows += [zero] * len(ids)
+            text += list(ids)
+            state += [STATE_PAD] * len(ids)
+            rows += [zero] * len(ids)
             continue
         if speech.dim() != 2 or speech.shape[0] == 0 or speech.shape[1] != token_dim:
             raise FlowOmniError(f"a MIX speech span must be (N>0, {token_dim}) tokens, got {tuple(speech.shape)}")
@@ -208,7 +213,9 @@ def build_mix_response(
         text += [tpad] * (n + 2)
         state += [STATE_START] + [STATE_GEN] * n + [STATE_STOP]
         rows += [zero] + list(speech) + [zero] * speech_tail + [zero]
-    text.append(special["<eot>"]); state.append(STATE_PAD); rows.append(zero)
+    text.append(special["<eot>"])
+    state.append(STATE_PAD)
+    rows.append(zero)
     return text, state, torch.stack(rows)
 
 

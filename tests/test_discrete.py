@@ -8,6 +8,7 @@ import torch
 from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.errors import ConfigError
+from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
 from flow_omni.quicktrain import quick_train
 
@@ -25,13 +26,13 @@ def discrete_model(corpus, kind="rvq", **q):
     quantizer = {"codebook_size": 16, "iterations": 10, **q}
     model = FlowOmni(FlowOmniConfig.preset("tiny", tokens=kind, quantizer=quantizer))
     model.fit_speech_stats(corpus)
-    model.fit_quantizer([model.encode_speech(a) for a in corpus])
+    model.fit_speech_head([model.encode_speech(a) for a in corpus])
     return model
 
 
 def test_config_switch_and_delay(corpus):
     model = discrete_model(corpus, num_levels=3)
-    assert model.discrete and model.flow_head is None and model.payload_dim == 3
+    assert isinstance(model.speech, CodeSpeech) and model.speech.payload_dim == 3
     assert model.config.layout.speech_tail == 2  # the deepest level lags two positions
     assert FlowOmniConfig.preset("tiny", tokens="kmeans", quantizer={"codebook_size": 8}).layout.speech_tail == 0
     with pytest.raises(ConfigError, match="needs a quantizer"):
@@ -47,14 +48,14 @@ def test_payloads_delay_levels_and_round_trip(corpus):
     speech = torch.zeros(1, n + tail + 3, tokens.shape[1])
     speech[0, 1:1 + n] = tokens
     state = torch.tensor([[STATE_START] + [STATE_GEN] * (n + tail) + [STATE_STOP, STATE_PAD]])
-    pay = model.codes.payloads(speech, state)[0]
-    codes = model.codes.quantizer.encode(tokens)
+    pay = model.speech.payloads(speech, state)[0]
+    codes = model.speech.quantizer.encode(tokens)
     for lvl in range(3):  # level l of token t sits at speech position t + l
         assert torch.equal(pay[1 + lvl:1 + lvl + n, lvl], codes[:, lvl])
-        assert (pay[1:1 + lvl, lvl] == model.codes.pad).all()
+        assert (pay[1:1 + lvl, lvl] == model.speech.pad).all()
     gen_rows = pay[1:1 + n + tail]
-    assert torch.equal(model.codes.tokens(gen_rows), model.codes.quantizer(tokens))  # exact reassembly
-    assert model.codes.tokens(gen_rows[:3]).shape[0] == 1  # streaming: only complete tokens
+    assert torch.equal(model.speech.to_tokens(gen_rows), model.speech.quantizer(tokens))  # exact reassembly
+    assert model.speech.to_tokens(gen_rows[:3]).shape[0] == 1  # streaming: only complete tokens
 
 
 @pytest.mark.parametrize("kind,q", [("rvq", {"num_levels": 2}), ("kmeans", {})])
@@ -71,7 +72,7 @@ def test_discrete_variant_trains_and_generates(corpus, kind, q, tmp_path):
     tts = out[0]
     if tts.speech_tokens.shape[0]:
         # every generated token is a codebook point: decode(encode(x)) == x
-        assert torch.allclose(model.codes.quantizer(tts.speech_tokens), tts.speech_tokens, atol=1e-5)
+        assert torch.allclose(model.speech.quantizer(tts.speech_tokens), tts.speech_tokens, atol=1e-5)
         assert tts.mel.shape[0] == 100
     streamed = [e.tokens for e in model.stream(Sample("T2A", prompt_text=TEXTS[0]), speech_temperature=0.0,
                                                max_new_positions=60) if e.kind == "mel"]
@@ -79,7 +80,7 @@ def test_discrete_variant_trains_and_generates(corpus, kind, q, tmp_path):
     assert torch.equal(got, tts.speech_tokens)
     model.save_pretrained(tmp_path / "m")
     again = FlowOmni.from_pretrained(tmp_path / "m")
-    assert again.discrete and again.codes.quantizer.is_fitted
+    assert again.speech.needs_fit and again.speech.quantizer.is_fitted
     assert torch.equal(again.generate([Sample("T2A", prompt_text=TEXTS[0])], speech_temperature=0.0,
                                       max_new_positions=60)[0].speech_tokens, tts.speech_tokens)
     model.train()

@@ -44,13 +44,13 @@ def test_smollm2_backbone_trains_and_generates(tmp_path):
     samples = [Sample("T2A", prompt_text="hi there", target_text="hi there", target_speech=model.encode_speech(audio[0])),
                Sample("A2T", prompt_audio=model.prepare_audio(audio[1]), target_text="good morning")]
     model.train()
-    before = model.flow_head.final_layer.linear.weight.detach().clone()
+    before = model.speech.output_head.final_layer.linear.weight.detach().clone()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     out = model(model.collate(samples))
     assert torch.isfinite(out.loss) and out.num_speech > 0 and out.num_text > 0
     out.loss.backward()
     opt.step()
-    assert not torch.equal(before, model.flow_head.final_layer.linear.weight)
+    assert not torch.equal(before, model.speech.output_head.final_layer.linear.weight)
     gen = model.generate([Sample("T2A", prompt_text="hi"), Sample("A2T", prompt_audio=samples[1].prompt_audio)],
                          max_new_positions=6)
     assert len(gen) == 2 and all(g.positions <= 6 for g in gen)

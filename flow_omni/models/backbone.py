@@ -7,10 +7,8 @@ pretrained loading passes ``local_files_only=True``.
 
 Presets are Qwen2-shaped (the Flow-Omni and Mini-Omni backbone family) and sized to train on a CPU:
 ``tiny`` ≈ 5 M and ``small`` ≈ 30 M parameters for the whole FlowOmni model. Their flow heads use
-FELLE's prior centred on the previous token (std 0.5): in the overfitting setting of
-``tests/test_flow_omni.py`` at 300 steps it cut the teacher-forced flow loss from 0.43 to 0.15 and
-the free-running TTS log-mel error (temperature 0) from 1.6-3.1 to 0.57-0.68 nats against a Gaussian
-prior.
+FELLE's prior centred on the previous token (std 0.5); the README ("Model choices") gives the
+measurement behind that choice.
 
 The post-net ("a few transformer blocks" over the LLM hidden states before the flow head, as in
 Flow-Omni) is a small causal Llama stack fed with ``inputs_embeds``: reusing ``transformers``' own

@@ -54,10 +54,9 @@ class FlowHeadConfig(Config):
     cfg_dropout: float = 0.0  # probability of training on null_cond instead of z
     prior: Literal["gaussian", "previous"] = "gaussian"
     prior_std: float = 1.0
-    # t is multiplied by this before the sinusoid. 1000 is MAR's (diffusion steps 0..999).
-    # Measured on the test mixture: 100 learns as well, and makes the field smoother in t, so
-    # dopri5 at rtol 1e-7 needs 242 instead of 1100 evaluations (rk4 with 32 steps: 7e-6 vs 2e-4
-    # RMS error); Euler with few steps is unaffected.
+    # t is multiplied by this before the sinusoid. 1000 is MAR's (diffusion steps 0..999); a smaller
+    # scale makes the field smoother in t, which adaptive solvers need fewer evaluations for
+    # (README, "Model choices"; benchmarks/flow_head.py --time-scale).
     time_scale: float = 1000.0
 
     def __post_init__(self) -> None:

@@ -7,10 +7,12 @@ that position, and, at prompt positions that hold input audio, the speech encode
 Output side: from the backbone's last hidden state ``h`` (B, L, W)
 * the backbone's own LM head gives next-text logits,
 * a linear state head gives next speech-state logits (pad / start / generating / stop),
-* the post-net (a few causal transformer blocks) turns ``h`` into the condition of the flow head,
-  which is trained with conditional flow matching on the next speech token.
+* the post-net (a few causal transformer blocks) turns ``h`` into the condition of the speech
+  head (:mod:`flow_omni.models.speech_head`), which predicts the next speech payload: the flow
+  head trained with conditional flow matching on the next continuous token, or the code softmax of
+  a discrete baseline. The model only talks to the :class:`SpeechHead` interface.
 
-Loss = ``w_text * CE_text + w_state * CE_state + w_flow * CFM`` (weights in the config); each
+Loss = ``w_text * CE_text + w_state * CE_state + w_flow * L_speech`` (weights in the config); each
 term is returned separately. Generation lives in :mod:`flow_omni.models.generation`.
 """
 
@@ -32,10 +34,14 @@ from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
 from flow_omni.models.backbone import PRESETS, BackboneConfig, build_backbone, build_postnet, hidden_size
-from flow_omni.models.flow_head import FlowHead, FlowHeadConfig, FlowNoise
+from flow_omni.models.continuous_speech import ContinuousSpeech
+from flow_omni.models.flow_head import FlowHeadConfig
 from flow_omni.models.generation import GenerationConfig, generate, stream
+from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
-from flow_omni.text.tokenizer import CharTokenizer, HFTokenizer, TextTokenizer, load_text_tokenizer
+from flow_omni.models.speech_head import SpeechHead
+from flow_omni.quantize.build import build_quantizer, quantizer_config
+from flow_omni.text.tokenizer import SPECIAL_TOKENS, CharTokenizer, HFTokenizer, TextTokenizer, load_text_tokenizer
 
 
 @dataclasses.dataclass
@@ -73,8 +79,6 @@ class FlowOmniConfig(Config):
             if not self.quantizer:
                 raise ConfigError(f"FlowOmniConfig: tokens={self.tokens!r} needs a quantizer config "
                                   "(e.g. {'codebook_size': 256}; for rvq also 'num_levels')")
-            from flow_omni.quantize.build import quantizer_config
-
             qcfg = quantizer_config(self.tokens, self.quantizer, dim=self.speech.token_dim)
             self.quantizer = qcfg.to_dict()
             tail = qcfg.levels - 1 if (self.level_delay and qcfg.levels > 1) else 0
@@ -163,8 +167,10 @@ class FlowOmni(nn.Module):
         self.backbone = build_backbone(config.backbone, from_checkpoint=_from_checkpoint)
         if self.backbone.get_input_embeddings().num_embeddings < self.text_tokenizer.vocab_size:
             self.backbone.resize_token_embeddings(self.text_tokenizer.vocab_size)
-        # Record the exact architecture so that from_pretrained rebuilds it without the source files.
-        config.backbone.hf_config = self.backbone.config.to_dict()
+        # Record the exact architecture so that from_pretrained rebuilds it without the source files
+        # (in a new config: the caller's stays as it was).
+        self.config = config = dataclasses.replace(
+            config, backbone=dataclasses.replace(config.backbone, hf_config=self.backbone.config.to_dict()))
         width = hidden_size(self.backbone)
         if config.flow.cond_dim != width:
             raise ConfigError(f"FlowOmniConfig: flow.cond_dim={config.flow.cond_dim} but the backbone width is {width}")
@@ -174,22 +180,16 @@ class FlowOmni(nn.Module):
         self.state_head = nn.Linear(width, NUM_STATES)
         self.postnet = build_postnet(config.postnet_layers, width, attn=config.backbone.attn_implementation)
         nn.init.normal_(self.state_embed.weight, std=0.02)
-        # The speech stream: continuous tokens through a linear map in and the flow head out, or
-        # quantiser codes through embeddings in and CE heads out (the discrete baselines).
-        self.speech_in = self.flow_head = self.codes = None
-        if config.tokens == "continuous":
-            self.speech_in = nn.Linear(config.speech.token_dim, width)
-            self.flow_head = FlowHead(config.flow)
-            nn.init.normal_(self.speech_in.weight, std=0.02)
-            nn.init.zeros_(self.speech_in.bias)
-        else:
-            from flow_omni.models.speech_codes import CodeHead
-            from flow_omni.quantize.build import build_quantizer
+        self.speech = self._build_speech_head(config, width)
+        self.special = {t: self.text_tokenizer.special_id(t) for t in SPECIAL_TOKENS}
 
-            quantizer = build_quantizer(config.tokens, config.quantizer, dim=config.speech.token_dim)
-            self.codes = CodeHead(quantizer, width, delay=config.level_delay)
-        self.special = {t: self.text_tokenizer.special_id(t) for t in
-                        ("<pad>", "<bos>", "<eot>", "<tpad>", "<sep>", "<A2T>", "<T2A>", "<A2A>", "<T2T>", "<MIX>")}
+    @staticmethod
+    def _build_speech_head(config: FlowOmniConfig, width: int) -> SpeechHead:
+        """The one place that maps ``config.tokens`` to a :class:`SpeechHead`."""
+        if config.tokens == "continuous":
+            return ContinuousSpeech(config.flow, width, input_noise=config.speech_input_noise)
+        quantizer = build_quantizer(config.tokens, config.quantizer, dim=config.speech.token_dim)
+        return CodeSpeech(quantizer, width, delay=config.level_delay)
 
     @staticmethod
     def _build_text_tokenizer(config: FlowOmniConfig, directory: Path | None) -> TextTokenizer:
@@ -215,17 +215,15 @@ class FlowOmni(nn.Module):
         if (audios is None) == (mels is None):
             raise ValueError("pass either audios or mels")
         stats = self.speech_tokenizer.fit(audios) if mels is None else self.speech_tokenizer.fit_mels(mels)
-        self.config.speech = self.speech_tokenizer.config
+        self.config = dataclasses.replace(self.config, speech=self.speech_tokenizer.config)
         return stats
 
-    def fit_quantizer(self, tokens, *, progress: bool = False):
-        """Discrete models: fit the quantiser on speech tokens ``(N, D)`` (or an iterable of ``(n_i, D)``)
-        in the model's current normalisation, and record it in ``config.quantizer``."""
-        if not self.discrete:
-            raise FlowOmniError("fit_quantizer: this model speaks continuous tokens (config.tokens='continuous')")
-        self.codes.quantizer.fit(tokens, progress=progress, tokenizer=self.speech_tokenizer)
-        self.config.quantizer = self.codes.quantizer.config.to_dict()
-        return self.codes.quantizer
+    def fit_speech_head(self, tokens, *, progress: bool = False) -> None:
+        """Fit what the speech head learns before training (a discrete model's quantiser) on speech
+        tokens ``(N, D)`` (or an iterable of ``(n_i, D)``) in the model's current normalisation,
+        and record it in ``config.quantizer``. Heads with nothing to fit raise FlowOmniError."""
+        fitted = self.speech.fit(tokens, tokenizer=self.speech_tokenizer, progress=progress)
+        self.config = dataclasses.replace(self.config, quantizer=fitted)
 
     def encode_speech(self, audio: torch.Tensor) -> torch.Tensor:
         """24 kHz waveform → target speech tokens ``(N, token_dim)`` for :class:`Sample.target_speech`."""
@@ -266,32 +264,20 @@ class FlowOmni(nn.Module):
                        tasks=[s.task for s in samples])
 
     # ------------------------------------------------------------------------------- embeddings
-    @property
-    def discrete(self) -> bool:
-        return self.codes is not None
-
-    @property
-    def payload_dim(self) -> int:
-        """What one speech position holds: a ``token_dim`` vector, or one code per quantiser level."""
-        return self.codes.levels if self.discrete else self.config.speech.token_dim
-
     def embed(self, text: torch.Tensor, state: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
         """Sum of stream embeddings: text ``(B, L)``, state ``(B, L)``, speech payloads ``(B, L, P)`` → ``(B, L, W)``.
 
-        ``P`` is :attr:`payload_dim`: continuous tokens, or (discrete models) codes per level.
+        ``P`` is the speech head's ``payload_dim`` (a continuous token, or one code per level).
         """
         text_emb = self.backbone.get_input_embeddings()(text)
         gen = (state == STATE_GEN).unsqueeze(-1).to(text_emb.dtype)
-        speech_emb = self.codes.embed_payload(speech) if self.discrete else self.speech_in(speech)
-        return text_emb + self.state_embed(state) + speech_emb * gen
-
-    def speech_payloads(self, batch: Batch) -> torch.Tensor:
-        """The speech stream of a batch as model inputs: its tokens, or their (delayed) codes."""
-        return self.codes.payloads(batch.speech, batch.state) if self.discrete else batch.speech
+        return text_emb + self.state_embed(state) + self.speech.embed(speech) * gen
 
     def embed_batch(self, batch: Batch, payloads: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings of a whole batch, with encoder outputs added at the ``audio_in`` positions."""
-        emb = self.embed(batch.text, batch.state, self.speech_payloads(batch) if payloads is None else payloads)
+        if payloads is None:
+            payloads = self.speech.payloads(batch.speech, batch.state)
+        emb = self.embed(batch.text, batch.state, payloads)
         if batch.audio_features is None:
             return emb
         enc, enc_len = self.encoder(batch.audio_features, batch.audio_lengths)
@@ -325,18 +311,8 @@ class FlowOmni(nn.Module):
         item_gens = None
         if batch.seeds is not None:
             item_gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in batch.seeds]
-        payloads = self.speech_payloads(batch) if self.discrete else None
-        if self.discrete:
-            emb = self.embed_batch(batch, payloads)
-        elif self.training and self.config.speech_input_noise > 0:
-            if item_gens is None:
-                noise = torch.randn(batch.speech.shape, generator=generator, device=batch.speech.device)
-            else:
-                noise = torch.stack([torch.randn(batch.speech.shape[1:], generator=g, device=batch.speech.device)
-                                     for g in item_gens])
-            emb = self.embed_batch(dataclasses.replace(batch, speech=batch.speech + self.config.speech_input_noise * noise))
-        else:
-            emb = self.embed_batch(batch)
+        payloads = self.speech.payloads(batch.speech, batch.state)
+        emb = self.embed_batch(batch, self.speech.perturb(payloads, item_gens, generator))
         hidden = self.backbone.base_model(inputs_embeds=emb, attention_mask=batch.attention_mask,
                                           position_ids=pos).last_hidden_state
         text_t, state_t, speech_mask = batch.targets()
@@ -347,21 +323,13 @@ class FlowOmni(nn.Module):
         has_state = state_t != IGNORE
         state_loss = F.cross_entropy(self.state_head(hidden[has_state]), state_t[has_state]) if has_state.any() \
             else hidden.sum() * 0
-        if speech_mask.any() and self.discrete:
+        if speech_mask.any():
             cond, _ = self.condition(hidden, batch.attention_mask, pos)
-            nxt = torch.full_like(payloads, self.codes.pad)
+            nxt = torch.full_like(payloads, self.speech.pad_value)
             nxt[:, :-1] = payloads[:, 1:]
-            flow_loss = self.codes.loss(cond[speech_mask], nxt[speech_mask])
-        elif speech_mask.any():
-            cond, _ = self.condition(hidden, batch.attention_mask, pos)
-            nxt = torch.zeros_like(batch.speech)
-            nxt[:, :-1] = batch.speech[:, 1:]
-            noise = None
-            if item_gens is not None:
-                noise = FlowNoise.cat([self.flow_head.draw_noise(int(n), generator=g, device=self.device)
-                                       for n, g in zip(speech_mask.sum(1), item_gens)])
-            flow_loss = self.flow_head.loss(nxt[speech_mask], cond[speech_mask], prev=batch.speech[speech_mask],
-                                            generator=generator, noise=noise)
+            rows = None if item_gens is None else list(zip(speech_mask.sum(1).tolist(), item_gens))
+            flow_loss = self.speech.loss(cond[speech_mask], nxt[speech_mask], payloads[speech_mask],
+                                         item_rows=rows, generator=generator)
         else:
             flow_loss = hidden.sum() * 0
         w = self.config.loss_weights
@@ -385,7 +353,7 @@ class FlowOmni(nn.Module):
         config = FlowOmniConfig.from_dict(meta["config"])
         tok_dir = directory / "tokenizer" if config.text_tokenizer.get("kind") == "hf" else None
         model = cls(config, _from_checkpoint=True, _tokenizer_dir=tok_dir)
-        load_state_strict(model, state, directory)
+        load_state_strict(model, _renamed_speech_keys(state), directory)
         return model.to(map_location).eval()
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -405,3 +373,21 @@ class FlowOmni(nn.Module):
         """Iterate over text / mel / audio :class:`~flow_omni.models.generation.StreamEvent` s for one prompt."""
         cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
         return stream(self, sample, cfg, vocoder=vocoder, chunk_tokens=chunk_tokens)
+
+
+#: Checkpoints written before the speech head had one interface named its parts differently.
+_OLD_SPEECH_KEYS = (("speech_in.", "speech.input_layer."), ("flow_head.", "speech.output_head."),
+                    ("codes.embeds.", "speech.input_layer.tables."), ("codes.head.", "speech.output_head."),
+                    ("codes.quantizer.", "speech.quantizer."))
+
+
+def _renamed_speech_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with the speech stream's old parameter names mapped to the current ones."""
+    out = {}
+    for key, value in state.items():
+        for old, new in _OLD_SPEECH_KEYS:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out

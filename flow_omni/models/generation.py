@@ -20,6 +20,7 @@ streaming iterator (:func:`stream`) and :func:`generate` produce identical token
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -85,14 +86,29 @@ class Step:
     done: torch.Tensor  # (B,) bool: item has finished after this step
 
 
+class Phase(enum.Enum):
+    """Where an item's speech is: not started, speaking, or stopped for good."""
+
+    BEFORE = 0
+    SPEAKING = 1
+    STOPPED = 2
+
+
+class Mode(enum.Enum):
+    """Interleaved layout only: which stream the current chunk of positions belongs to."""
+
+    TEXT = "text"
+    SPEECH = "speech"
+
+
 @dataclass
 class _Track:
     speaks: bool
     partner: int | None = None  # batch-parallel: index of the A2T copy whose text we take
     text_done: bool = False
-    phase: int = 0  # 0 before speech, 1 speaking, 2 stopped
-    mode: str = "text"  # interleaved layout only
-    count: int = 0
+    phase: Phase = Phase.BEFORE
+    mode: Mode = Mode.TEXT
+    count: int = 0  # positions of the current interleaved chunk so far
     done: bool = False
 
 
@@ -157,7 +173,8 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
     gens = [torch.Generator().manual_seed(cfg.seed + i) for i in range(B)]
     tracks = [_Track(speaks=s.speaks, partner=partners[i]) for i, s in enumerate(samples)]
     sp = model.special
-    P = model.payload_dim
+    head = model.speech
+    P = head.payload_dim
     mask = batch.attention_mask
     pos = batch.position_ids
     base = model.backbone.base_model
@@ -186,7 +203,7 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
             t = tracks[i]
             if t.done:
                 continue
-            want_text = not t.text_done and (layout.kind == "parallel" or not t.speaks or t.mode == "text")
+            want_text = not t.text_done and (layout.kind == "parallel" or not t.speaks or t.mode is Mode.TEXT)
             if want_text:
                 if t.partner is not None:
                     # The partner (processed first) wrote its token; <tpad> means it has finished.
@@ -202,16 +219,13 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
                 nxt_state[i] = _next_state(t, layout, state_logits[i], want_text)
         rows = (nxt_state == STATE_GEN).nonzero(as_tuple=True)[0].tolist()
         nxt_speech = torch.zeros(B, P, device=device)
-        if rows and model.discrete:
-            nxt_speech[rows] = model.codes.sample(c[rows], cfg.speech_temperature, [gens[i] for i in rows]).float()
-        elif rows:
-            noise = torch.stack([torch.randn(P, generator=gens[i]) for i in rows]).to(device)
-            nxt_speech[rows] = model.flow_head.sample(
-                c[rows], prev=cur_speech[rows], steps=cfg.steps, solver=cfg.solver,
-                temperature=cfg.speech_temperature, cfg_scale=cfg.cfg_scale, noise=noise)
+        if rows:
+            nxt_speech[rows] = head.sample(c[rows], cur_speech[rows], [gens[i] for i in rows],
+                                           temperature=cfg.speech_temperature, steps=cfg.steps, solver=cfg.solver,
+                                           cfg_scale=cfg.cfg_scale)
         for i, t in enumerate(tracks):
             if not t.done:
-                t.done = t.text_done and (not t.speaks or t.phase == 2)
+                t.done = t.text_done and (not t.speaks or t.phase is Phase.STOPPED)
         done = torch.tensor([t.done for t in tracks])
         yield Step(nxt_text, nxt_state, nxt_speech.cpu(), new_text, active, done)
         if bool(done.all()):
@@ -236,28 +250,29 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
 def _next_state(t: _Track, layout, logits: torch.Tensor, wrote_text: bool) -> int:
     """Greedy state restricted to legal transitions; updates the track's phase/mode."""
     if layout.kind == "parallel":
-        allowed = {0: (STATE_PAD, STATE_START), 1: (STATE_GEN, STATE_STOP), 2: (STATE_PAD,)}[t.phase]
+        allowed = {Phase.BEFORE: (STATE_PAD, STATE_START), Phase.SPEAKING: (STATE_GEN, STATE_STOP),
+                   Phase.STOPPED: (STATE_PAD,)}[t.phase]
         s = _pick_state(logits, allowed)
         if s == STATE_START:
-            t.phase = 1
+            t.phase = Phase.SPEAKING
         elif s == STATE_STOP:
-            t.phase = 2
+            t.phase = Phase.STOPPED
         return s
     # interleaved: text chunks and speech chunks alternate on a fixed schedule.
-    if t.mode == "text":
+    if t.mode is Mode.TEXT:
         if wrote_text:
             t.count += 1
-        if t.phase < 2 and (t.text_done or t.count >= layout.text_chunk):
-            t.mode, t.count = "speech", 0
+        if t.phase is not Phase.STOPPED and (t.text_done or t.count >= layout.text_chunk):
+            t.mode, t.count = Mode.SPEECH, 0
         return STATE_PAD
     s = _pick_state(logits, (STATE_GEN, STATE_STOP))
     if s == STATE_STOP:
-        t.phase = 2
-        t.mode, t.count = "text", 0
+        t.phase = Phase.STOPPED
+        t.mode, t.count = Mode.TEXT, 0
     else:
         t.count += 1
         if not t.text_done and t.count >= layout.speech_chunk:
-            t.mode, t.count = "text", 0
+            t.mode, t.count = Mode.TEXT, 0
     return s
 
 
@@ -284,9 +299,7 @@ def generate(model: nn.Module, samples: Sequence[Sample], cfg: GenerationConfig 
     results = []
     D = model.config.speech.token_dim
     for i, s in enumerate(samples):
-        tokens = torch.stack(speech[i]) if speech[i] else torch.zeros(0, model.payload_dim)
-        if model.discrete:
-            tokens = model.codes.tokens(tokens) if tokens.shape[0] else torch.zeros(0, D)
+        tokens = model.speech.to_tokens(torch.stack(speech[i])) if speech[i] else torch.zeros(0, D)
         mel = model.speech_tokenizer.decode(tokens) if s.speaks and tokens.shape[0] else None
         results.append(Generated(s.task, model.text_tokenizer.decode(text_ids[i]), text_ids[i], states[i], tokens,
                                  mel, finished[i], positions[i]))
@@ -317,7 +330,8 @@ def stream(model: nn.Module, sample: Sample, cfg: GenerationConfig | None = None
     ids: list[int] = []
     said = ""
     pending: list[torch.Tensor] = []
-    payloads: list[torch.Tensor] = []  # discrete models: code payloads so far
+    payloads: list[torch.Tensor] = []  # the newest payloads, enough to complete a token
+    keep = model.speech.tail + 1
 
     def flush_mel(final: bool) -> Iterator[StreamEvent]:
         nonlocal pending
@@ -339,13 +353,10 @@ def stream(model: nn.Module, sample: Sample, cfg: GenerationConfig | None = None
                 yield StreamEvent("text", text=text[len(said):])
                 said = text
         if int(step.state[0]) == STATE_GEN:
-            if model.discrete:
-                # A token is complete once its deepest (most delayed) level has arrived.
-                # Only the newest token can have completed: decode the last tail + 1 payloads.
-                payloads.append(step.speech[0])
-                pending.extend(model.codes.tokens(torch.stack(payloads[-(model.codes.tail + 1):])))
-            else:
-                pending.append(step.speech[0])
+            # A token is complete once its deepest (most delayed) level has arrived. Only the
+            # newest token can have completed: decode the last tail + 1 payloads.
+            payloads = (payloads + [step.speech[0]])[-keep:]
+            pending.extend(model.speech.to_tokens(torch.stack(payloads)))
             yield from flush_mel(False)
     yield from flush_mel(True)
     if streamer is not None:

@@ -18,16 +18,32 @@ that the same tensors carry continuous tokens for the flow model). Runs of speec
 
 from __future__ import annotations
 
+from typing import Iterable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import STATE_GEN, STATE_STOP
+from flow_omni.models.speech_head import ItemRows, SpeechHead
 
 
-class CodeHead(nn.Module):
-    """Code embeddings + per-level code logits around a fitted quantiser (``quantizer``)."""
+class CodeEmbedding(nn.Module):
+    """One embedding table per level (``K`` codes + pad); a position's embedding is their sum."""
+
+    def __init__(self, levels: int, codes: int, width: int) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(codes, width) for _ in range(levels))
+
+    def forward(self, payload: torch.Tensor) -> torch.Tensor:
+        """``(…, levels)`` codes (long or integral floats) → ``(…, W)``."""
+        p = payload.long()
+        return sum(emb(p[..., lvl]) for lvl, emb in enumerate(self.tables))
+
+
+class CodeSpeech(SpeechHead):
+    """Code embeddings in, per-level code logits out, around a quantiser (``quantizer``)."""
 
     def __init__(self, quantizer: nn.Module, width: int, *, delay: bool = True) -> None:
         super().__init__()
@@ -35,10 +51,12 @@ class CodeHead(nn.Module):
         self.levels = int(quantizer.num_levels)
         self.K = int(quantizer.codebook_size)
         self.pad = self.K
+        self.payload_dim = self.levels
+        self.pad_value = float(self.pad)
         self.tail = self.levels - 1 if (delay and self.levels > 1) else 0
-        self.embeds = nn.ModuleList(nn.Embedding(self.K + 1, width) for _ in range(self.levels))
-        self.head = nn.Linear(width, self.levels * (self.K + 1))
-        for e in self.embeds:
+        self.input_layer = CodeEmbedding(self.levels, self.K + 1, width)
+        self.output_head = nn.Linear(width, self.levels * (self.K + 1))
+        for e in self.input_layer.tables:
             nn.init.normal_(e.weight, std=0.02)
 
     # ------------------------------------------------------------------------------- payloads
@@ -72,39 +90,36 @@ class CodeHead(nn.Module):
                     out[b, run] = self._shift(codes, run.numel())
         return out
 
-    def embed_payload(self, payload: torch.Tensor) -> torch.Tensor:
-        """``(…, levels)`` codes (long or integral floats) → ``(…, W)``: sum of the level embeddings."""
-        p = payload.long()
-        return sum(emb(p[..., lvl]) for lvl, emb in enumerate(self.embeds))
+    def embed(self, payloads: torch.Tensor) -> torch.Tensor:
+        return self.input_layer(payloads)
 
     # --------------------------------------------------------------------------- train / sample
     def logits(self, cond: torch.Tensor) -> torch.Tensor:
         """``(N, W)`` → ``(N, levels, K + 1)``."""
-        return self.head(cond).view(cond.shape[0], self.levels, self.K + 1)
+        return self.output_head(cond).view(cond.shape[0], self.levels, self.K + 1)
 
-    def loss(self, cond: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over rows and levels; ``target`` ``(N, levels)`` payloads."""
+    def loss(self, cond: torch.Tensor, target: torch.Tensor, prev: torch.Tensor, *,
+             item_rows: ItemRows | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean cross-entropy over rows and levels (no random draws); ``target`` ``(N, levels)`` payloads."""
         logits = self.logits(cond)
-        return F.cross_entropy(logits.reshape(-1, self.K + 1).float(), target.reshape(-1))
+        return F.cross_entropy(logits.reshape(-1, self.K + 1).float(), target.long().reshape(-1))
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, temperature: float, generators: list[torch.Generator]) -> torch.Tensor:
-        """One payload per row ``(n, levels)`` (long); temperature 0 = greedy."""
+    def sample(self, cond: torch.Tensor, prev: torch.Tensor, generators: Sequence[torch.Generator], *,
+               temperature: float, steps: int = 0, solver: str = "", cfg_scale: float = 1.0) -> torch.Tensor:
+        """One payload per row ``(n, levels)`` (codes as floats); temperature 0 = greedy."""
         logits = self.logits(cond).float()
         if temperature == 0:
-            return logits.argmax(-1)
+            return logits.argmax(-1).float()
         probs = torch.softmax(logits / temperature, -1).cpu()
         rows = [torch.multinomial(probs[i], 1, generator=g)[:, 0] for i, g in enumerate(generators)]
-        return torch.stack(rows).to(cond.device)
+        return torch.stack(rows).to(cond.device).float()
 
     @torch.no_grad()
-    def tokens(self, payloads: torch.Tensor) -> torch.Tensor:
-        """Payloads of one run ``(m, levels)`` → continuous tokens ``(m - tail, D)`` of its complete tokens.
-
-        Token ``t`` is complete once position ``t + tail`` exists, so the same call serves a finished
-        run and one still streaming. A pad code where a real code belongs (the model's mistake)
-        decodes as code 0.
-        """
+    def to_tokens(self, payloads: torch.Tensor) -> torch.Tensor:
+        """Token ``t`` is complete once position ``t + tail`` exists, so the same call serves a
+        finished run and one still streaming. A pad code where a real code belongs (the model's
+        mistake) decodes as code 0."""
         p = payloads.long()
         n = p.shape[0] - self.tail
         if n <= 0:
@@ -113,3 +128,13 @@ class CodeHead(nn.Module):
                              for lvl in range(self.levels)], dim=-1)
         codes = torch.where(codes >= self.K, torch.zeros_like(codes), codes)
         return self.quantizer.decode(codes)
+
+    # ------------------------------------------------------------------------------- fitting
+    @property
+    def needs_fit(self) -> bool:
+        return True
+
+    def fit(self, tokens: torch.Tensor | Iterable[torch.Tensor], *, tokenizer=None, progress: bool = False) -> dict:
+        """Fit the quantiser on tokens ``(N, D)`` (or an iterable of ``(n_i, D)``); returns its config."""
+        self.quantizer.fit(tokens, progress=progress, tokenizer=tokenizer)
+        return self.quantizer.config.to_dict()

@@ -11,20 +11,23 @@ from flow_omni.data.dataset import DataConfig
 from flow_omni.errors import ConfigError
 from flow_omni.models.lora import LoraSettings
 
-#: Names accepted in ``trainable`` and the FlowOmni sub-modules they stand for.
+#: Names accepted in ``trainable`` and the FlowOmni sub-modules (dotted paths) they stand for.
+#: ``speech.input_layer`` reads speech payloads into the LLM and ``speech.output_head`` predicts
+#: them (the flow head, or a discrete model's code softmax), whatever the kind of speech token.
 GROUPS = {
     "backbone": ["backbone"],
     "encoder": ["encoder"],
-    "speech_in": ["speech_in"],
+    "speech_in": ["speech.input_layer"],
     "state_embed": ["state_embed"],
     "state_head": ["state_head"],
     "postnet": ["postnet"],
-    "flow_head": ["flow_head"],
-    "codes": ["codes"],  # discrete variants: code embeddings + per-level code heads
+    "speech_head": ["speech.output_head"],
     # aliases
-    "adapters": ["encoder", "speech_in", "state_embed"],
-    "heads": ["state_head", "postnet", "flow_head", "codes"],
-    "all": ["backbone", "encoder", "speech_in", "state_embed", "state_head", "postnet", "flow_head", "codes"],
+    "flow_head": ["speech.output_head"],  # the continuous model's name for its speech head
+    "codes": ["speech.input_layer", "speech.output_head"],  # discrete models: code embeddings + heads
+    "adapters": ["encoder", "speech.input_layer", "state_embed"],
+    "heads": ["state_head", "postnet", "speech.output_head"],
+    "all": ["backbone", "encoder", "speech.input_layer", "state_embed", "state_head", "postnet", "speech.output_head"],
 }
 
 

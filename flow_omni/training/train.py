@@ -69,18 +69,26 @@ def build_model(config: TrainConfig) -> FlowOmni:
     return FlowOmni(cfg)
 
 
+def _submodule(model: FlowOmni, path: str) -> torch.nn.Module | None:
+    """``model.get_submodule(path)``, or None for an optional part the model does not have (postnet)."""
+    module = model
+    for name in path.split("."):
+        module = getattr(module, name, None)
+    return module
+
+
 def set_trainable(model: FlowOmni, config: TrainConfig) -> dict[str, int]:
     """Freeze everything, unfreeze the configured groups, add LoRA; returns trainable counts per module."""
     model.requires_grad_(False)
     for name in config.trainable_modules():
-        module = getattr(model, name)
+        module = _submodule(model, name)
         if module is not None:
             module.requires_grad_(True)
     if config.lora is not None:
         apply_lora(model, config.lora)
     counts = {}
     for name in GROUPS["all"]:
-        module = getattr(model, name)
+        module = _submodule(model, name)
         if module is not None:
             counts[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return counts
@@ -160,8 +168,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         # (and a resumed run) computes the same ones; a fine-tune keeps those of its checkpoint.
         mels = list(data.speech_mels(config.stats_max_files))
         model.fit_speech_stats(mels=mels)
-        if model.discrete:  # the discrete baselines' codebooks: fitted on the same tokens, same files
-            model.fit_quantizer([model.speech_tokenizer.encode_mel(m) for m in mels])
+        if model.speech.needs_fit:  # e.g. a discrete model's codebooks: fitted on the same tokens, same files
+            model.fit_speech_head([model.speech_tokenizer.encode_mel(m) for m in mels])
     counts = set_trainable(model, config)
     module = FlowOmniModule(model, config)
     module.loss_log = out / "train_log.jsonl"

@@ -1,0 +1,64 @@
+"""Continuous speech tokens: a linear map into the LLM and the flow-matching head out of it.
+
+A payload is the token itself (``P = D``). Training may add Gaussian noise to the tokens the LLM
+reads (``input_noise``), so that the model learns to read back its own imperfect samples; the
+targets and the flow head's prior stay clean.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from flow_omni.models.flow_head import FlowHead, FlowHeadConfig, FlowNoise
+from flow_omni.models.speech_head import ItemRows, SpeechHead
+
+
+class ContinuousSpeech(SpeechHead):
+    """``Linear(D → W)`` in, :class:`~flow_omni.models.flow_head.FlowHead` out."""
+
+    def __init__(self, flow: FlowHeadConfig, width: int, *, input_noise: float = 0.0) -> None:
+        super().__init__()
+        self.payload_dim = flow.token_dim
+        self.input_noise = input_noise
+        self.input_layer = nn.Linear(flow.token_dim, width)
+        self.output_head = FlowHead(flow)
+        nn.init.normal_(self.input_layer.weight, std=0.02)
+        nn.init.zeros_(self.input_layer.bias)
+
+    def payloads(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return tokens
+
+    def embed(self, payloads: torch.Tensor) -> torch.Tensor:
+        return self.input_layer(payloads)
+
+    def perturb(self, payloads: torch.Tensor, item_gens: Sequence[torch.Generator] | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+        if not self.training or self.input_noise <= 0:
+            return payloads
+        if item_gens is None:
+            noise = torch.randn(payloads.shape, generator=generator, device=payloads.device)
+        else:
+            noise = torch.stack([torch.randn(payloads.shape[1:], generator=g, device=payloads.device)
+                                 for g in item_gens])
+        return payloads + self.input_noise * noise
+
+    def loss(self, cond: torch.Tensor, target: torch.Tensor, prev: torch.Tensor, *,
+             item_rows: ItemRows | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = None
+        if item_rows is not None:
+            noise = FlowNoise.cat([self.output_head.draw_noise(n, generator=g, device=cond.device)
+                                   for n, g in item_rows])
+        return self.output_head.loss(target, cond, prev=prev, generator=generator, noise=noise)
+
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, prev: torch.Tensor, generators: Sequence[torch.Generator], *,
+               temperature: float, steps: int, solver: str, cfg_scale: float) -> torch.Tensor:
+        noise = torch.stack([torch.randn(self.payload_dim, generator=g) for g in generators]).to(cond.device)
+        return self.output_head.sample(cond, prev=prev, steps=steps, solver=solver, temperature=temperature,
+                                       cfg_scale=cfg_scale, noise=noise)
+
+    def to_tokens(self, payloads: torch.Tensor) -> torch.Tensor:
+        return payloads
