@@ -166,3 +166,12 @@ def test_t2a_targets_come_from_the_output_voice_and_a2t_inputs_from_the_many(tmp
     # An entry without target_audio (an imported corpus) still trains T2A on its own audio.
     plain = SpeechDataset([dataclasses.replace(ea, target_audio=None, target_duration=None)], model, DataConfig(), cache)
     assert torch.equal(plain[ItemKey(0, "T2A", 5)].sample.target_speech, tok.encode_mel(cache.mel(ea.audio)))
+    # The token statistics (and a discrete model's codebooks) are fitted on the output voice too.
+    from flow_omni.training.datamodule import FlowOmniDataModule
+
+    dm = FlowOmniDataModule(model, DataConfig(train=[str(tmp_path / "c" / "train.jsonl")], cache_dir=None))
+    dm.setup("fit")
+    n_target = len({e.target_audio for e in dm.train_entries[:3]})
+    mels = list(dm.speech_mels(6))  # the first three sentences: each its own voice, then the output voice
+    assert len(mels) == 6 and n_target == 3
+    assert torch.equal(mels[1], cache.mel(dm.train_entries[0].target_audio))
