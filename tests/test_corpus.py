@@ -3,6 +3,7 @@
 import filecmp
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from flow_omni.data.espeak import (
     get_espeak,
 )
 from flow_omni.data.manifest import read_manifest
+from flow_omni.data.validate import validate_manifest
 from flow_omni.data.texts import (
     DAYS,
     FACTS,
@@ -216,7 +218,10 @@ def built(tmp_path_factory):
 def test_plan_size_and_report(built):
     out, report = built
     plan = make_plan(small_config())
-    assert 15 <= len(plan.utterances) <= 25
+    many_voice = make_plan(small_config(one_output_voice=False))
+    assert 15 <= len(many_voice.utterances) <= 25
+    # One output voice adds one WAV per distinct entry text (none of them is also an answer here).
+    assert len(plan.utterances) == len(many_voice.utterances) + len({e.main.text for e in plan.entries})
     assert report.complete and report.n_utterances == len(plan.utterances) == report.synthesized
     assert report.reused == 0 and report.throughput > 0 and report.audio_seconds > 10
     assert sum(sum(k.values()) for k in report.counts.values()) == 6 + 5 + 2
@@ -259,13 +264,15 @@ def test_manifests_audio_and_voices(built):
     for split, entries in manifests.items():
         for e in entries:
             kind = e.meta["kind"]
-            paths = [e.audio] + ([e.answer_audio] if e.answer_audio else [])
+            paths = [e.audio, e.target_audio] + ([e.answer_audio] if e.answer_audio else [])
             paths += [s.audio for s in e.segments or [] if s.audio]
             for p in paths:
                 assert Path(p).is_file(), p
                 info = sf.info(p)
                 assert info.samplerate == SR and info.channels == 1 and info.subtype == "PCM_16"
             assert abs(sf.info(e.audio).frames / SR - e.duration) < 1e-5
+            assert abs(sf.info(e.target_audio).frames / SR - e.target_duration) < 1e-5
+            assert e.meta["target_speaker"] == "en-us+m3" and e.target_audio != e.audio
             voices = cfg.heldout_voices if split == "test_unseen_voices" else cfg.voices
             assert e.speaker in voices
             assert cfg.rate_range[0] <= e.meta["rate"] <= cfg.rate_range[1]
@@ -281,6 +288,7 @@ def test_manifests_audio_and_voices(built):
                 assert len(spoken) >= 2 and all(a != b for a, b in zip(spoken, spoken[1:]))
                 for s in e.segments:
                     assert 4 <= len(s.text.split()) <= 8 or s is e.segments[-1]
+                    assert s.audio is None or s.audio.endswith("-target.wav")  # MIX targets: output voice
             else:
                 assert kind == "sentence" and e.answer_audio is None and e.segments is None
     train_voices = {e.speaker for e in manifests["train"]}
@@ -306,3 +314,116 @@ def test_config_mismatch_overwrite_and_validation(built, tmp_path):
     default = CorpusConfig()
     assert set(HELDOUT_VOICES).isdisjoint(default.voices) and default.answer_voice not in default.voices
     assert not {VoiceSpec.parse(v).variant for v in default.voices} & set(HELDOUT_VARIANTS)
+
+
+# ---- one output voice ------------------------------------------------------------------------
+
+
+def pcm(es: Espeak, text: str, voice: str, rate: int, pitch: int, intonation: int) -> np.ndarray:
+    """What the corpus writes for this utterance (same synthesis and quantisation as build_corpus)."""
+    audio = es.synthesize(text, voice, rate_wpm=rate, pitch=pitch, pitch_range=intonation).numpy()
+    return np.clip(np.round(audio.astype(np.float64) * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def wav_pcm(path) -> np.ndarray:
+    return sf.read(str(path), dtype="int16")[0]
+
+
+def test_speech_targets_are_in_one_voice_and_inputs_keep_theirs(built, es):
+    out, _ = built
+    cfg = small_config()
+    answer = (cfg.answer_voice, cfg.answer_rate, cfg.answer_pitch, cfg.answer_intonation)
+    entries = [e for s in SPLITS for e in read_manifest(out / f"{s}.jsonl")]
+    sentences = [e for e in entries if e.meta["kind"] == "sentence"]
+    assert len({e.text for e in sentences}) == len(sentences) == 6
+    # The T2A target of every sentence (and question, and document) is its text spoken by the
+    # answer voice at the answer rate and pitch: the audio itself, not only the label, is checked.
+    for e in entries:
+        assert np.array_equal(wav_pcm(e.target_audio), pcm(es, e.text, *answer)), e.id
+        assert e.t2a_audio == e.target_audio
+    # ... while the input side (A2T, A2A questions) keeps its many voices, rates and pitches.
+    for e in entries:
+        assert np.array_equal(wav_pcm(e.audio), pcm(es, e.text, e.speaker, e.meta["rate"], e.meta["pitch"],
+                                                     e.meta["intonation"])), e.id
+    assert len({e.speaker for e in sentences}) >= 3 and cfg.answer_voice not in {e.speaker for e in entries}
+    # Spoken spans of interleaved documents (MIX targets) are in the answer voice too.
+    spans = [s for e in entries if e.segments for s in e.segments if s.audio]
+    assert spans and all(np.array_equal(wav_pcm(s.audio), pcm(es, s.text, *answer)) for s in spans)
+
+
+def test_equal_texts_share_one_target_wav(monkeypatch):
+    cfg = CorpusConfig(seed=3, n_sentences=2, n_qa=60, n_interleaved=0)
+    plan = make_plan(cfg)
+    assert make_plan(cfg) == plan
+    qa = [e for e in plan.entries if e.kind == "qa"]
+    by_text: dict[str, set[str]] = {}
+    for e in qa:
+        by_text.setdefault(e.main.text, set()).add(e.target.path)
+    assert len(by_text) < len(qa)  # some questions repeat (the facts) ...
+    assert all(len(paths) == 1 for paths in by_text.values())  # ... and share their target WAV
+    assert len({u.path for u in plan.utterances}) == len(plan.utterances)
+    # A text that is also an answer is not spoken twice in the answer voice: it uses the answer's WAV.
+    answer = qa[0].answer
+    monkeypatch.setattr("flow_omni.data.corpus.generate_sentences", lambda n, rng: [answer.text, "a new one."])
+    plan = make_plan(cfg)
+    assert plan.entries[0].target == answer and plan.entries[1].target.uid == "sent-000001-target"
+    assert len({u.path for u in plan.utterances}) == len(plan.utterances)
+
+
+def test_one_output_voice_moves_nothing_else_and_can_be_turned_off(built, tmp_path):
+    out, _ = built
+    on, off = make_plan(small_config()), make_plan(small_config(one_output_voice=False))
+    assert [(e.id, e.split, e.main, e.answer) for e in on.entries] == [(e.id, e.split, e.main, e.answer) for e in off.entries]
+    assert all(e.target is None for e in off.entries)
+    for a, b in zip(on.entries, off.entries):
+        if a.segments is not None:
+            assert [t for t, _ in a.segments] == [t for t, _ in b.segments]
+            assert all(u is None or u.voice == b.main.voice for _, u in b.segments)  # the document's voice
+            assert all(u is None or u.voice == "en-us+m3" for _, u in a.segments)
+    report = build_corpus(small_config(one_output_voice=False), tmp_path / "off", progress=False)
+    assert report.n_utterances == len(off.utterances)
+    many = tree(tmp_path / "off")
+    assert not [k for k in many if k.endswith("-target.wav")]
+    entries = [e for s in SPLITS for e in read_manifest(tmp_path / "off" / f"{s}.jsonl")]
+    assert all(e.target_audio is None and "target_speaker" not in e.meta for e in entries)
+    assert all(e.t2a_audio == e.audio for e in entries)  # T2A falls back to the many-voice audio
+    # The audio both corpora have is the same bytes (voices, rates and splits of the seed do not move).
+    one = tree(out)
+    shared = [k for k in many if k.startswith("wavs/") and k in one]
+    assert len(shared) == len([u for u in off.utterances if not re.search(r"-s\d\d$", u.uid)])
+    assert all(one[k] == many[k] for k in shared)
+    with pytest.raises(CorpusError, match="one_output_voice: False -> True"):
+        build_corpus(small_config(), tmp_path / "off", progress=False, stop_after=0)
+
+
+def test_a_many_voice_folder_of_an_older_version_resumes_into_one_voice(built, tmp_path):
+    out, full = built
+    d = tmp_path / "old"
+    build_corpus(small_config(one_output_voice=False), d, progress=False)
+    stored = json.loads((d / "corpus.json").read_text())
+    del stored["one_output_voice"]  # what an older version wrote
+    (d / "corpus.json").write_text(json.dumps(stored))
+    report = build_corpus(small_config(), d, progress=False)
+    plan = make_plan(small_config())
+    old_names = {u.path for u in make_plan(small_config(one_output_voice=False)).utterances}
+    assert report.complete and report.reused == len([u for u in plan.utterances if u.path in old_names])
+    assert report.synthesized == full.n_utterances - report.reused > 0
+    now, straight = tree(d), tree(out)
+    # Every file of the straight build is there, byte for byte; the old span WAVs are left over, unused.
+    assert all(now[k] == v for k, v in straight.items() if k != "corpus.json")
+    assert all(re.fullmatch(r"wavs/doc-\d{6}-s\d\d\.wav", k) for k in set(now) - set(straight))
+
+
+def test_validate_catches_a_missing_target_file(built, tmp_path):
+    out, _ = built
+    d = tmp_path / "copy"
+    shutil.copytree(out, d)
+    assert validate_manifest(d / "train.jsonl").ok
+    victim = next(e for e in read_manifest(d / "train.jsonl", resolve=False) if e.meta["kind"] == "sentence")
+    (d / victim.target_audio).unlink()
+    rep = validate_manifest(d / "train.jsonl")
+    assert [(p.id, p.kind) for p in rep.problems] == [(victim.id, "missing_file")]
+    assert rep.problems[0].message.startswith(f"missing target_audio file {victim.target_audio} (looked for ")
+    assert victim.id not in {e.id for e in rep.entries}
+    (d / victim.target_audio).write_bytes(b"RIFF not really")
+    assert [p.kind for p in validate_manifest(d / "train.jsonl").problems] == ["unreadable_audio"]

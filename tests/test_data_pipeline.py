@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -129,3 +130,48 @@ def test_dataset_builds_every_task_and_augments_only_inputs(files, tmp_path):
     model.train()
     out = model(batch)
     assert torch.isfinite(out.loss) and out.num_speech > 0
+
+
+def test_t2a_targets_come_from_the_output_voice_and_a2t_inputs_from_the_many(tmp_path):
+    from flow_omni.data.corpus import CorpusConfig, build_corpus
+    from flow_omni.data.manifest import read_manifest
+
+    cfg = CorpusConfig(n_sentences=4, n_qa=2, n_interleaved=1, valid_fraction=0, test_fraction=0,
+                       unseen_fraction=0, voices=["en-us+m1", "en+f2", "en-gb-x-rp+klatt"], answer_voice="en-us+m3")
+    build_corpus(cfg, tmp_path / "c", progress=False)
+    entries = read_manifest(tmp_path / "c" / "train.jsonl")
+    model = FlowOmni(FlowOmniConfig.preset("tiny"))
+    cache = FeatureCache(tmp_path / "cache")
+    ds = SpeechDataset(entries, model, DataConfig(), cache)
+    tok = model.speech_tokenizer
+    sentences = [i for i, e in enumerate(entries) if e.meta["kind"] == "sentence"]
+    b = sentences[0]
+    a = next(i for i in sentences if entries[i].speaker != entries[b].speaker)  # two sentences, two voices
+    ea, eb = entries[a], entries[b]
+    assert ea.speaker != eb.speaker and ea.text != eb.text
+    for i, e in ((a, ea), (b, eb)):
+        assert e.meta["target_speaker"] == "en-us+m3"
+        t2a = ds[ItemKey(i, "T2A", 5)].sample
+        assert torch.equal(t2a.target_speech, tok.encode_mel(cache.mel(e.target_audio)))  # the one voice ...
+        assert t2a.target_speech.shape[0] == tok.num_tokens(round(e.target_duration * 24000))
+        a2t = ds[ItemKey(i, "A2T", 5)].sample
+        assert torch.equal(a2t.prompt_audio, tok.encode_mel(cache.mel(e.audio)))  # ... the input's own voice
+    qa = next(i for i, e in enumerate(entries) if e.meta["kind"] == "qa")
+    a2a = ds[ItemKey(qa, "A2A", 5)].sample
+    assert torch.equal(a2a.prompt_audio, tok.encode_mel(cache.mel(entries[qa].audio)))
+    assert torch.equal(a2a.target_speech, tok.encode_mel(cache.mel(entries[qa].answer_audio)))
+    # Length bucketing costs T2A by the target it will produce.
+    e = entries[a]
+    assert ds.cost(a, "T2A") == len(e.text) + max(len(e.text), e.target_duration * tok.config.token_rate)
+    # An entry without target_audio (an imported corpus) still trains T2A on its own audio.
+    plain = SpeechDataset([dataclasses.replace(ea, target_audio=None, target_duration=None)], model, DataConfig(), cache)
+    assert torch.equal(plain[ItemKey(0, "T2A", 5)].sample.target_speech, tok.encode_mel(cache.mel(ea.audio)))
+    # The token statistics (and a discrete model's codebooks) are fitted on the output voice too.
+    from flow_omni.training.datamodule import FlowOmniDataModule
+
+    dm = FlowOmniDataModule(model, DataConfig(train=[str(tmp_path / "c" / "train.jsonl")], cache_dir=None))
+    dm.setup("fit")
+    n_target = len({e.target_audio for e in dm.train_entries[:3]})
+    mels = list(dm.speech_mels(6))  # the first three sentences: each its own voice, then the output voice
+    assert len(mels) == 6 and n_target == 3
+    assert torch.equal(mels[1], cache.mel(dm.train_entries[0].target_audio))

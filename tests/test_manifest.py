@@ -334,3 +334,51 @@ def test_write_then_validate_round_trip_keeps_optional_fields(corpus):
     m = write_manifest(corpus / "qa.jsonl", [entry])
     rep = validate_manifest(m)
     assert rep.ok and rep.entries == [entry.resolve(corpus.resolve())]
+
+
+def test_validation_checks_the_target_audio(corpus):
+    write_tone(corpus / "wavs" / "long.wav", 1.0)
+    m = write_lines(corpus / "m.jsonl", [
+        {"id": "a", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/s0001.wav"},
+        {"id": "b", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/gone.wav", "target_duration": 0.3},
+        {"id": "c", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/s0001.wav", "target_duration": 0.9},
+        {"id": "d", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/garbage.wav"},
+        {"id": "e", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/long.wav"},
+        {"id": "f", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/s0001.wav", "target_duration": -1},
+    ])
+    rep = validate_manifest(m, max_duration=0.8)
+    assert [(p.id, p.kind) for p in rep.problems] == [
+        ("b", "missing_file"), ("c", "duration_mismatch"), ("d", "unreadable_audio"), ("e", "too_long"),
+        ("f", "bad_schema")]
+    msgs = [p.message for p in rep.problems]
+    assert msgs[0] == f"missing target_audio file wavs/gone.wav (looked for {corpus.resolve() / 'wavs' / 'gone.wav'})"
+    assert msgs[1] == "target_duration says 0.90 s but wavs/s0001.wav is 0.30 s long (tolerance 0.1 s)"
+    assert msgs[2].startswith("target_audio: cannot open wavs/garbage.wav")
+    assert msgs[3] == "target_audio wavs/long.wav is 1.00 s long; max_duration is 0.8 s"
+    assert msgs[4] == "'target_duration' must be a non-negative number of seconds, got -1"
+    (good,) = rep.entries
+    assert good.target_audio == str(corpus.resolve() / "wavs" / "s0001.wav") and good.target_duration == 0.3
+    assert good.t2a_audio == good.target_audio and good.t2a_duration == 0.3
+    assert [p.id for p in validate_manifest(m, check_audio=False).problems] == ["b", "f"]
+
+
+def test_target_audio_round_trip_and_old_manifests(corpus):
+    entry = ManifestEntry(id="s1", audio="wavs/s0000.wav", text="hello", duration=0.3,
+                          target_audio="wavs/s0001.wav", target_duration=0.3, meta={"target_speaker": "en-us+m5"})
+    m = write_manifest(corpus / "t.jsonl", [entry])
+    raw = json.loads(m.read_text())
+    assert raw["target_audio"] == "wavs/s0001.wav" and list(raw)[:7] == [
+        "id", "audio", "text", "duration", "target_audio", "target_duration", "meta"]
+    rep = validate_manifest(m)
+    assert rep.ok and rep.entries == [entry.resolve(corpus.resolve())]
+    # A manifest without the field (imported, or written before it existed) reads as before:
+    # its T2A target is the entry's own audio.
+    old = write_lines(corpus / "old.jsonl", [{"id": "s0", "audio": "wavs/s0000.wav", "text": "hello", "duration": 0.3}])
+    (e,) = read_manifest(old)
+    assert e.target_audio is None and e.t2a_audio == e.audio and e.t2a_duration == 0.3
+    assert "target_audio" not in e.to_dict()
+    # The whole folder moves with its target files (paths stay relative).
+    dest = corpus.parent / f"{corpus.name}-moved"
+    shutil.copytree(corpus, dest)
+    (moved,) = read_manifest(dest / "t.jsonl")
+    assert moved.target_audio == str((dest / "wavs" / "s0001.wav").resolve())

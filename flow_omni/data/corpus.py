@@ -21,6 +21,16 @@ Three kinds of entries (``meta["kind"]``):
   spans of random length; every other span is also given as speech (its own WAV) in
   ``segments``; the entry's ``audio`` is the whole document spoken.
 
+One output voice (``one_output_voice``, on by default): whatever a model is trained to *say* is
+in the ``answer_voice`` at ``answer_rate``/``answer_pitch``/``answer_intonation``, as in
+Flow-Omni, Mini-Omni and LLaMA-Omni, which all speak in one voice. So every entry's ``text`` is
+also spoken in that voice (``target_audio``, ``target_duration``, ``meta["target_speaker"]``;
+the T2A target), and the spoken spans of ``segments`` (MIX targets: the whole document is the
+response there, so the first spoken span had no voice to go by) are spoken in it instead of the
+document's voice. ``audio`` (A2T input, A2A question) keeps its many voices. Equal texts in the
+answer voice share one WAV, answers included. Turned off, the corpus is the many-voice one of
+before (same WAVs and manifests for a seed): a T2A target is then the sentence in a random voice.
+
 Reproducibility: the whole plan (texts, voices, rates, pitches, splits, file names) is drawn
 from ``config.seed`` before anything is spoken, and espeak synthesis is a pure function of its
 arguments, so the same config gives byte-identical files however often the build is interrupted
@@ -96,7 +106,8 @@ class CorpusConfig(Config):
     ``rate_range``, ``pitch_range`` and ``intonation_range`` are inclusive ``[min, max]`` ranges
     from which each utterance draws espeak's rate (words per minute), base pitch (0–99) and pitch
     range / intonation (0–99). The answer voice always speaks at ``answer_rate``,
-    ``answer_pitch``, ``answer_intonation``. ``unseen_fraction`` of every kind goes to
+    ``answer_pitch``, ``answer_intonation``; with ``one_output_voice`` it also speaks every speech
+    target (see the module docstring). ``unseen_fraction`` of every kind goes to
     ``test_unseen_voices`` (spoken by ``heldout_voices``); of the rest, ``valid_fraction`` and
     ``test_fraction`` (of the kind's total) go to valid and test; counts are rounded half up.
     """
@@ -117,6 +128,9 @@ class CorpusConfig(Config):
     answer_rate: int = 175
     answer_pitch: int = 50
     answer_intonation: int = 50
+    #: also speak every entry's text, and the spoken spans of interleaved documents, in the answer
+    #: voice, and make those the speech targets (``target_audio``): one output voice
+    one_output_voice: bool = True
     qa_categories: list[str] = field(default_factory=lambda: list(QA_CATEGORIES))
     doc_sentences: tuple[int, int] = (3, 5)
     span_words: tuple[int, int] = (3, 10)
@@ -201,6 +215,7 @@ class PlannedEntry:
     kind: str
     main: Utterance
     answer: Utterance | None = None
+    target: Utterance | None = None  # ``main.text`` in the output voice
     segments: list[tuple[str, Utterance | None]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -235,7 +250,8 @@ def make_plan(config: CorpusConfig) -> CorpusPlan:
     """Draw every text, voice, rate, pitch and split from ``config.seed`` (no audio is made).
 
     Each kind uses its own random streams (seeded with strings such as ``"7/qa/voices"``), so
-    e.g. changing ``n_qa`` leaves the sentences unchanged.
+    e.g. changing ``n_qa`` leaves the sentences unchanged. The output-voice renderings
+    (``one_output_voice``) draw nothing: turning them on or off moves no text, voice or split.
     """
 
     def stream(kind: str, what: str) -> random.Random:
@@ -305,9 +321,26 @@ def make_plan(config: CorpusConfig) -> CorpusPlan:
         entries.append(PlannedEntry(uid, split, "interleaved", Utterance(uid, doc, **v), segments=segments,
                                     meta={"first": first}))  # fmt: skip
 
+    if config.one_output_voice:
+        # Equal texts share one WAV; an answer keeps its name, other texts are named after the
+        # first entry (or span) that says them, with "-target" so that no file name of the
+        # many-voice corpus is reused for other audio (an old corpus folder can be resumed).
+        spoken = {u.text: u for u in answers.values()}
+
+        def in_output_voice(u: Utterance) -> Utterance:
+            return spoken.setdefault(u.text, Utterance(
+                f"{u.uid}-target", u.text, answer_voice,
+                config.answer_rate, config.answer_pitch, config.answer_intonation,
+            ))  # fmt: skip
+
+        for e in entries:
+            e.target = in_output_voice(e.main)
+            if e.segments is not None:
+                e.segments = [(text, None if u is None else in_output_voice(u)) for text, u in e.segments]
+
     utterances: dict[str, Utterance] = {}  # file names are unique by construction
     for e in entries:
-        for u in [e.main, e.answer] + [u for _, u in e.segments or []]:
+        for u in [e.main, e.answer, e.target] + [u for _, u in e.segments or []]:
             if u is not None:
                 utterances.setdefault(u.uid, u)
     return CorpusPlan(entries, list(utterances.values()))
@@ -442,6 +475,10 @@ def _entry(e: PlannedEntry, seconds: dict[str, float]) -> ManifestEntry:
         out.answer_text = e.answer.text
         out.answer_duration = seconds[e.answer.uid]
         meta["answer_speaker"] = e.answer.voice
+    if e.target is not None:
+        out.target_audio = e.target.path
+        out.target_duration = seconds[e.target.uid]
+        meta["target_speaker"] = e.target.voice
     if e.segments is not None:
         out.segments = [Segment(text, None if s is None else s.path) for text, s in e.segments]
     return out

@@ -16,6 +16,11 @@ Augmentation (:class:`~flow_omni.audio.augment.Augmenter`) is a transform on the
 (the prompt audio of A2T / A2A) applied with probability ``p_augment``; targets stay clean unless
 ``augment_targets`` is set, so that a noisy-domain fine-tune learns to read noisy speech while it
 keeps speaking clean speech. Every random choice of an item comes from the item's own seed.
+
+The T2A target speech is the entry's ``target_audio`` when it has one (the synthetic corpus speaks
+every text in its one output voice there, so that a model is not asked to guess which of many
+voices to use) and its ``audio`` otherwise (:attr:`ManifestEntry.t2a_audio`); A2T and A2A always
+hear ``audio``, in whatever voice it is. MIX targets are the segments' own audio.
 """
 
 from __future__ import annotations
@@ -138,7 +143,7 @@ class SpeechDataset(Dataset):
         if task == "A2T":
             return q_sec * rate + len(e.text)
         if task == "T2A":
-            return len(e.text) + max(len(e.text), q_sec * rate)
+            return len(e.text) + max(len(e.text), (e.t2a_duration or 0.0) * rate)
         if task == "A2A":
             return q_sec * rate + max(len(e.answer_text or ""), a_sec * rate)
         if task == "MIX":  # about half of the document is spoken
@@ -175,7 +180,7 @@ class SpeechDataset(Dataset):
                     sample = Sample("A2T", prompt_audio=feats, target_text=e.text)
                 elif key.task == "T2A":
                     sample = Sample("T2A", prompt_text=e.text, target_text=e.text,
-                                    target_speech=self._target_speech(e.audio, rng))
+                                    target_speech=self._target_speech(e.t2a_audio, rng))
                 elif key.task == "A2A":
                     feats, info = self._input_features(e.audio, rng)
                     sample = Sample("A2A", prompt_audio=feats, target_text=e.answer_text,

@@ -194,7 +194,8 @@ def _relative_to(entry: ManifestEntry, folder: Path) -> ManifestEntry:
         except ValueError:
             return p
 
-    return dataclasses.replace(entry, audio=rel(entry.audio), answer_audio=rel(entry.answer_audio))
+    return dataclasses.replace(entry, audio=rel(entry.audio), answer_audio=rel(entry.answer_audio),
+                               target_audio=rel(entry.target_audio))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Schema (every line is a JSON object)::
      "speaker": "en+f3", "duration": 1.23,                                    # optional
      "answer_audio": "wavs/s0001_a.wav", "answer_text": "four",                # optional (dialogue)
      "answer_duration": 0.61,
+     "target_audio": "wavs/s0001_t.wav", "target_duration": 1.05,             # optional (TTS target)
      "segments": [{"text": "…", "audio": "wavs/…"}, …],                        # optional (interleaved)
      "meta": {...}}                                                           # optional, free-form
 
@@ -13,6 +14,11 @@ Relative paths are relative to the manifest's own folder, so a corpus folder can
 as a whole. ``duration`` is in seconds; loaders use it for length bucketing without opening the
 audio. ``segments`` carries a GLM-4-Voice-style interleaved sample: a document cut into spans, some
 of which are given as speech (``audio`` set) and the rest as text.
+
+``target_audio`` is ``text`` spoken in the voice a model should answer in (the synthetic corpus's
+one output voice), while ``audio`` may be any speaker: a text-to-speech (T2A) target is
+``target_audio`` when it is set and ``audio`` otherwise (:attr:`ManifestEntry.t2a_audio`).
+Manifests without it (imported corpora, corpora built before it existed) read as before.
 """
 
 from __future__ import annotations
@@ -52,8 +58,20 @@ class ManifestEntry:
     answer_audio: str | None = None
     answer_text: str | None = None
     answer_duration: float | None = None
+    target_audio: str | None = None
+    target_duration: float | None = None
     segments: list[Segment] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def t2a_audio(self) -> str:
+        """The audio of ``text`` to train or score text-to-speech against: ``target_audio`` if set."""
+        return self.target_audio if self.target_audio is not None else self.audio
+
+    @property
+    def t2a_duration(self) -> float | None:
+        """The duration of :attr:`t2a_audio` (seconds), if the manifest gives it."""
+        return self.target_duration if self.target_audio is not None else self.duration
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object for this entry; ``None`` fields are left out to keep lines short."""
@@ -98,7 +116,8 @@ class ManifestEntry:
             return str(Path(root) / p)
 
         segs = None if self.segments is None else [Segment(s.text, fix(s.audio)) for s in self.segments]
-        return dataclasses.replace(self, audio=fix(self.audio), answer_audio=fix(self.answer_audio), segments=segs)
+        return dataclasses.replace(self, audio=fix(self.audio), answer_audio=fix(self.answer_audio),
+                                   target_audio=fix(self.target_audio), segments=segs)
 
 
 def iter_manifest(path: str | Path) -> Iterator[tuple[int, ManifestEntry | ManifestError]]:

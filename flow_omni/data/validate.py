@@ -7,12 +7,13 @@ Checked for every line:
   used by an earlier line (``duplicate_id``);
 * ``text`` is not empty or whitespace, nor ``answer_text`` when ``answer_audio`` is set, nor any
   segment's text (``empty_text``);
-* every audio file named (``audio``, ``answer_audio``, each segment's ``audio``) exists
+* every audio file named (``audio``, ``answer_audio``, ``target_audio``, each segment's ``audio``) exists
   (``missing_file``) and, with ``check_audio``, opens (``unreadable_audio``), is not truncated
   (``truncated_audio``), holds frames (``empty_audio``) with finite samples (``non_finite_audio``)
   at the expected rate (``wrong_sample_rate``, only when ``sample_rate`` is given);
-* ``duration``/``answer_duration`` agree with the files within :data:`DURATION_TOLERANCE`
-  (``duration_mismatch``), and ``audio``/``answer_audio`` respect ``min_duration``/``max_duration``
+* ``duration``/``answer_duration``/``target_duration`` agree with the files within
+  :data:`DURATION_TOLERANCE` (``duration_mismatch``), and ``audio``/``answer_audio``/``target_audio``
+  respect ``min_duration``/``max_duration``
   (``too_short``/``too_long``; measured from the file, or taken from the duration fields when
   ``check_audio`` is off).
 
@@ -20,7 +21,8 @@ Audio checks are cheap by default: the header via ``soundfile.info``, then the f
 :data:`EDGE_FRAMES` frames are decoded — that catches garbage files, WAVs whose header promises
 more data than the file holds, and cut-off FLAC/Ogg streams, without decoding whole corpora.
 ``check_audio="full"`` decodes every file completely (finds corruption in the middle, too). Good
-entries missing ``duration``/``answer_duration`` get them filled in from the headers that were read.
+entries missing ``duration``/``answer_duration``/``target_duration`` get them filled in from the
+headers that were read.
 
 With ``on_error="skip"`` every problem is also logged, as it is found, at WARNING level on the
 ``flow_omni.data`` logger (Python's last-resort handler prints it to stderr even when logging is not
@@ -241,7 +243,7 @@ def validate_manifest(
         check_audio: ``True`` opens each file (header plus the first and last frames); ``"full"``
             decodes each file completely; ``False`` only checks that files exist.
         sample_rate: if given, files at another rate are reported (``wrong_sample_rate``).
-        max_duration, min_duration: limits in seconds on ``audio`` and ``answer_audio``.
+        max_duration, min_duration: limits in seconds on ``audio``, ``answer_audio`` and ``target_audio``.
         progress: show a progress bar over lines.
 
     Returns:
@@ -340,7 +342,7 @@ class _Checker:
                 flag("empty_text", f"segments[{i}].text is empty")
 
         durations: dict[str, float | None] = {}
-        for name in ("duration", "answer_duration"):
+        for name in ("duration", "answer_duration", "target_duration"):
             value = getattr(e, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not math.isfinite(value) or value < 0):
@@ -351,6 +353,8 @@ class _Checker:
         files: list[tuple[str, Any, float | None, bool]] = [("audio", e.audio, durations["duration"], True)]
         if e.answer_audio is not None:
             files.append(("answer_audio", e.answer_audio, durations["answer_duration"], True))
+        if e.target_audio is not None:
+            files.append(("target_audio", e.target_audio, durations["target_duration"], True))
         for i, seg in enumerate(e.segments or []):
             if seg.audio is not None:
                 files.append((f"segments[{i}].audio", seg.audio, None, False))
@@ -365,6 +369,8 @@ class _Checker:
             e.duration = round(measured["audio"], 4)
         if e.answer_audio is not None and e.answer_duration is None and measured.get("answer_audio") is not None:
             e.answer_duration = round(measured["answer_audio"], 4)
+        if e.target_audio is not None and e.target_duration is None and measured.get("target_audio") is not None:
+            e.target_duration = round(measured["target_audio"], 4)
         self.report.entries.append(e.resolve(self.root))
 
     def audio_file(self, label: str, raw: Any, declared: float | None, limited: bool, flag) -> float | None:
@@ -396,7 +402,7 @@ class _Checker:
             if self.sample_rate is not None and res.samplerate != self.sample_rate:
                 flag("wrong_sample_rate", f"{label} {raw} is at {res.samplerate} Hz; expected {self.sample_rate} Hz")
             if declared is not None and abs(declared - res.duration) > DURATION_TOLERANCE:
-                name = "duration" if label == "audio" else "answer_duration"
+                name = {"audio": "duration", "answer_audio": "answer_duration"}.get(label, "target_duration")
                 flag("duration_mismatch", f"{name} says {declared:.2f} s but {raw} is {res.duration:.2f} s long "
                                           f"(tolerance {DURATION_TOLERANCE} s)")
         if limited and length is not None:

@@ -71,7 +71,7 @@ class FlowOmniDataModule(L.LightningDataModule):
         """Raw log-mels of up to ``max_files`` training files (for fitting the token statistics)."""
         seen = set()
         for e in self.train_entries:
-            for path in (e.audio, e.answer_audio):
+            for path in (e.audio, e.answer_audio, e.target_audio):
                 if path and path not in seen and len(seen) < max_files:
                     seen.add(path)
                     yield self.cache.mel(path)
