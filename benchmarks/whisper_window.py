@@ -111,6 +111,7 @@ def git_commit() -> str:
 
 def main() -> None:
     args = parse_args()
+    load_at_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     folder = builtin_whisper("tiny.en")
     model = WhisperForConditionalGeneration.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
@@ -175,8 +176,10 @@ def main() -> None:
         print(f"| {label} | {s['cos_mean']:.4f} | {s['cos_worst_utterance']:.4f} | {s['cos_worst_frame']:.4f} | "
               f"{s['encoder_ms']:.0f} | {s['same_transcript']}/{len(r)} | {s['wer']:.3f} |")
     if args.json is not None:
-        machine = dict(machine=platform.machine(), nproc=os.cpu_count(), python=platform.python_version(),
-                       torch=torch.__version__, load_avg_at_end=os.getloadavg())
+        # uname -m and nproc (the CPUs this process may use), and how busy the machine was (1/5/15 min).
+        nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        machine = dict(machine=platform.machine(), nproc=nproc, python=platform.python_version(),
+                       torch=torch.__version__, load_avg_at_start=load_at_start, load_avg_at_end=os.getloadavg())
         result = dict(benchmark="whisper_window", commit=git_commit(), settings=vars(args) | {"json": str(args.json)},
                       machine=machine, summary=summary, per_utterance=rows)
         args.json.parent.mkdir(parents=True, exist_ok=True)
