@@ -197,6 +197,10 @@ def test_cache_is_reused_and_refreshed(tmp_path, monkeypatch):
     assert json.loads((folder / ww.STAMP_NAME).read_text())["converter"] == ww.CONVERTER_VERSION
     assert not list(folder.glob(".*.tmp"))
 
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(CheckpointError, match="cannot write the converted Whisper .* FLOW_OMNI_CACHE"):
+        ww.builtin_whisper("tiny.en", cache_dir=tmp_path / "a_file")
+
 
 def test_default_cache_root(monkeypatch):
     monkeypatch.delenv("FLOW_OMNI_CACHE", raising=False)

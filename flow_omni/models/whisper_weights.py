@@ -326,7 +326,7 @@ def builtin_whisper(name: str = "tiny.en", cache_dir: str | Path | None = None) 
 
     Raises:
         WeightsUnavailableError: the package that ships the weights is not installed.
-        CheckpointError: its files are damaged.
+        CheckpointError: its files are damaged, or the cache folder cannot be written.
     """
     source = ct2_source(name)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
@@ -344,11 +344,15 @@ def builtin_whisper(name: str = "tiny.en", cache_dir: str | Path | None = None) 
     # are stored as float16 (exact, half the size) but transformers 5 would otherwise load them as such.
     hf_config = {"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"], "dtype": "float32",
                  **config}
-    # Invalidate first: a crash between the writes below must not leave an old stamp beside new files.
-    (folder / STAMP_NAME).unlink(missing_ok=True)
-    atomic_write(folder / HF_WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    atomic_write_text(folder / HF_CONFIG_NAME, json.dumps(hf_config, indent=2, sort_keys=True))
-    atomic_write_text(folder / STAMP_NAME, json.dumps(stamp, indent=2, sort_keys=True))
+    try:
+        # Invalidate first: a crash between the writes below must not leave an old stamp beside new files.
+        (folder / STAMP_NAME).unlink(missing_ok=True)
+        atomic_write(folder / HF_WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+        atomic_write_text(folder / HF_CONFIG_NAME, json.dumps(hf_config, indent=2, sort_keys=True))
+        atomic_write_text(folder / STAMP_NAME, json.dumps(stamp, indent=2, sort_keys=True))
+    except OSError as exc:
+        raise CheckpointError(f"cannot write the converted Whisper {name} to {folder} ({exc.strerror or exc}); "
+                              "set FLOW_OMNI_CACHE to a writable folder") from None
     return folder
 
 
