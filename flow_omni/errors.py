@@ -31,3 +31,7 @@ class CheckpointError(FlowOmniError, ValueError):
 
 class VocoderUnavailableError(FlowOmniError, RuntimeError):
     """No Vocos checkpoint could be found locally and the hub could not be reached."""
+
+
+class WeightsUnavailableError(FlowOmniError, RuntimeError):
+    """Pretrained weights that an optional package ships are not installed (the message says which)."""

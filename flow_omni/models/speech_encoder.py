@@ -6,10 +6,14 @@ Two backends behind one module, :class:`SpeechEncoder` (DESIGN §3 "Speech input
   (``ContinuousSpeechTokenizer.encode``, ``(F, r*n_mels)`` at ~23.4 Hz for r=4): masked same-padding
   Conv1d+GELU stack → optional non-causal ``nn.TransformerEncoder`` → adapter. One LLM position
   per token.
-- ``kind="whisper"``: ``transformers`` ``WhisperEncoder`` (random init, or a local pretrained Whisper
-  as in Flow-Omni / Mini-Omni) over 16 kHz Whisper log-mels (100 Hz). Whisper's conv stem halves
-  the rate (50 Hz); ``downsample`` consecutive frames are stacked (GLM-4-Voice / Mini-Omni style
-  adapters; 4 → 12.5 Hz) before the adapter.
+- ``kind="whisper"``: ``transformers`` ``WhisperEncoder`` (random init, a local pretrained Whisper
+  as in Flow-Omni / Mini-Omni, or ``whisper_path="builtin:tiny.en"``: Whisper tiny.en converted
+  offline from the ``eval`` extra's CTranslate2 weights, see :mod:`flow_omni.models.whisper_weights`)
+  over 16 kHz Whisper log-mels (100 Hz). Whisper's conv stem halves the rate (50 Hz); ``downsample``
+  consecutive frames are stacked (GLM-4-Voice / Mini-Omni style adapters; 4 → 12.5 Hz) before the
+  adapter. Pretrained Whisper attends over a fixed 30 s window whatever the input length;
+  ``whisper_window_seconds`` keeps only the first part of its positional table, so every item is
+  padded to that shorter window instead (cheaper; accuracy vs the full window in benchmarks/README.md).
 
 Padding never leaks: conv inputs are zeroed outside each item before every convolution and padded
 keys are masked in attention; Whisper sees each item padded *on its own* to its fixed
@@ -35,6 +39,7 @@ from torch import nn
 from flow_omni.audio.io import TARGET_SAMPLE_RATE, resample, validate_audio
 from flow_omni.config import Config
 from flow_omni.errors import AudioError, CheckpointError, ConfigError, MelShapeError
+from flow_omni.models.whisper_weights import BUILTIN_PREFIX, BUILTIN_WHISPER, resolve_whisper_path, set_encoder_window
 
 WHISPER_SAMPLE_RATE = 16000
 WHISPER_HOP = 160
@@ -55,11 +60,16 @@ class SpeechEncoderConfig(Config):
     transformer_layers: int = 1
     heads: int = 4
     # whisper backend
-    whisper_path: str | None = None  # local dir of a pretrained HF Whisper model/encoder; None = random init
+    # Local dir of a pretrained HF Whisper model/encoder, or "builtin:tiny.en" (converted offline from the
+    # eval extra's weights into the flow_omni cache); None = random init.
+    whisper_path: str | None = None
     whisper_d_model: int = 256
     whisper_layers: int = 2
     whisper_heads: int = 4
     whisper_max_seconds: float = 10.0  # random init only: max_source_positions = 50 * seconds
+    # Attend over only the first seconds of the encoder's positional table (pretrained: 30 s): inputs are
+    # padded to this window instead of the full one, and longer audio is refused. None = the full window.
+    whisper_window_seconds: float | None = None
     downsample: int = 4  # whisper: stack this many 50 Hz frames per LLM position
     # adapter
     adapter_hidden: int = 0  # 0 = the LLM width
@@ -90,6 +100,16 @@ class SpeechEncoderConfig(Config):
             raise ConfigError(f"SpeechEncoderConfig.whisper_max_seconds must be within [0.02, 600], got {s!r}")
         if self.whisper_path is not None and not str(self.whisper_path).strip():
             raise ConfigError("SpeechEncoderConfig.whisper_path is empty; use null for a randomly initialised Whisper")
+        if self.whisper_path is not None and str(self.whisper_path).startswith(BUILTIN_PREFIX):
+            name = str(self.whisper_path)[len(BUILTIN_PREFIX):]
+            if name not in BUILTIN_WHISPER:
+                raise ConfigError(f"SpeechEncoderConfig.whisper_path: unknown builtin Whisper {name!r}; available: "
+                                  f"{[BUILTIN_PREFIX + n for n in BUILTIN_WHISPER]}")
+        w = self.whisper_window_seconds
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
+                              or not 0.02 <= w <= 600):
+            raise ConfigError("SpeechEncoderConfig.whisper_window_seconds must be null or within [0.02, 600], "
+                              f"got {w!r}")
 
 
 def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
@@ -151,10 +171,11 @@ class _WhisperBody(nn.Module):
 
             self.encoder = WhisperEncoder(WhisperConfig.from_dict(cfg.whisper_config))
         elif cfg.whisper_path is not None:
-            self.encoder = self._load_pretrained(cfg.whisper_path)
+            path = resolve_whisper_path(cfg.whisper_path)  # "builtin:..." → the converted folder in the cache
+            self.encoder = self._load_pretrained(path)
             cfg.whisper_config = json.loads(self.encoder.config.to_json_string())
-            if (Path(cfg.whisper_path) / "preprocessor_config.json").is_file():
-                extractor = WhisperFeatureExtractor.from_pretrained(cfg.whisper_path, local_files_only=True)
+            if (Path(path) / "preprocessor_config.json").is_file():
+                extractor = WhisperFeatureExtractor.from_pretrained(path, local_files_only=True)
         else:
             from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -164,6 +185,14 @@ class _WhisperBody(nn.Module):
                 encoder_ffn_dim=4 * d, num_mel_bins=80,
                 max_source_positions=max(1, round(WHISPER_FRAME_RATE * cfg.whisper_max_seconds)),
             ))
+        if cfg.whisper_window_seconds is not None:
+            # After whisper_config is recorded (full table), so a checkpoint rebuilds the same way.
+            full = int(self.encoder.config.max_source_positions)
+            positions = max(1, round(WHISPER_FRAME_RATE * cfg.whisper_window_seconds))
+            if positions > full:
+                raise ConfigError(f"SpeechEncoderConfig.whisper_window_seconds={cfg.whisper_window_seconds} exceeds "
+                                  f"this Whisper's window of {full / WHISPER_FRAME_RATE:g} s")
+            set_encoder_window(self.encoder, positions)
         self.num_mel_bins = int(self.encoder.config.num_mel_bins)
         self.n_frames = 2 * int(self.encoder.config.max_source_positions)  # exact input length Whisper takes
         self.out_dim = int(self.encoder.config.d_model)
@@ -209,8 +238,8 @@ class _WhisperBody(nn.Module):
         seconds = audio.shape[-1] / TARGET_SAMPLE_RATE
         if seconds > self.max_seconds:
             raise AudioError(f"audio is {seconds:.2f} s long but this Whisper speech encoder takes at most "
-                             f"{self.max_seconds:.2f} s (whisper_max_seconds, or 30 s for pretrained Whisper); "
-                             "cut it into shorter segments")
+                             f"{self.max_seconds:.2f} s (whisper_window_seconds, whisper_max_seconds, or 30 s for "
+                             "pretrained Whisper); cut it into shorter segments")
         x16 = resample(audio.detach().float().cpu(), TARGET_SAMPLE_RATE, WHISPER_SAMPLE_RATE)
         n_samples = self.n_frames * WHISPER_HOP
         feats = self.feature_extractor(x16.numpy(), sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt",
