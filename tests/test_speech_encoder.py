@@ -118,8 +118,9 @@ def test_local_pretrained_whisper_and_checkpoint_rebuild(tok, tmp_path):
         assert torch.equal(only.eval().body.encoder(mel).last_hidden_state, ref)
 
     # The architecture is recorded, so a checkpoint rebuilds without the pretrained directory.
-    assert cfg.whisper_config["max_source_positions"] == 150
-    restored = SpeechEncoderConfig.from_json(cfg.to_json())
+    assert enc.config.whisper_config["max_source_positions"] == 150
+    assert cfg.whisper_config == {}  # recorded in the encoder's own config, not the caller's
+    restored = SpeechEncoderConfig.from_json(enc.config.to_json())
     (tmp_path / "full" / "model.safetensors").unlink()
     again = SpeechEncoder(restored, tok.token_dim, WIDTH, from_checkpoint=True)
     again.load_state_dict(enc.state_dict())

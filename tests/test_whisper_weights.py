@@ -56,12 +56,13 @@ def _cache_env(cache_root, monkeypatch):
 
 @pytest.fixture(scope="module")
 def full_encoder(cache_root):
-    """``builtin:tiny.en`` with its whole 30 s window, and its config after loading."""
+    """``builtin:tiny.en`` with its whole 30 s window, and the config it recorded on loading."""
     cfg = SpeechEncoderConfig(kind="whisper", whisper_path="builtin:tiny.en")
     with pytest.MonkeyPatch.context() as m:
         m.setenv("FLOW_OMNI_CACHE", str(cache_root))
         torch.manual_seed(0)
-        return SpeechEncoder(cfg, 400, 32).eval(), cfg
+        enc = SpeechEncoder(cfg, 400, 32).eval()
+        return enc, enc.config
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +251,7 @@ def test_short_window(clip, full_encoder):
     assert enc.max_seconds == pytest.approx(10.0) and enc.body.n_frames == 1000
     assert enc.body.encoder.embed_positions.weight.shape == (500, 384)
     torch.testing.assert_close(enc.body.encoder.embed_positions.weight, full.body.encoder.embed_positions.weight[:500])
-    assert cfg.whisper_config["max_source_positions"] == 1500  # the full table: rebuilds slice it again
+    assert enc.config.whisper_config["max_source_positions"] == 1500  # the full table: rebuilds slice it again
     _batched_equals_single(enc, [clip, clip[: 30000]])
 
     x = enc.featurize(clip)
@@ -277,3 +278,24 @@ def test_window_on_random_whisper():
     assert enc.max_seconds == pytest.approx(2.0)
     assert enc.body.encoder.embed_positions.weight.shape == (100, 64)
     assert not enc.body.encoder.embed_positions.weight.requires_grad
+
+
+@needs_weights
+def test_frozen_encoder_features_are_the_encoder_outputs(clip, full_encoder, cache_root, monkeypatch):
+    """A frozen Whisper runs inside featurize(): the adapter sees the same numbers as the unfrozen path."""
+    monkeypatch.setenv("FLOW_OMNI_CACHE", str(cache_root))
+    full = full_encoder[0]
+    frozen = SpeechEncoder(SpeechEncoderConfig(kind="whisper", whisper_path="builtin:tiny.en", frozen=True), 400, 32)
+    frozen.adapter.load_state_dict(full.adapter.state_dict())
+    assert not any(p.requires_grad for p in frozen.body.parameters())
+    assert all(p.requires_grad for p in frozen.adapter.parameters())
+    feats = frozen.featurize(clip)
+    assert feats.shape == (-(-full.featurize(clip).shape[0] // 2), 384) and frozen.feature_dim == 384
+    assert frozen.output_length(feats.shape[0]) == full.output_length(full.featurize(clip).shape[0])
+    x = full.featurize(clip)[None]
+    with torch.no_grad():
+        ref, ref_len = full(x, torch.tensor([x.shape[1]]))
+        got, got_len = frozen.eval()(feats[None], torch.tensor([feats.shape[0]]))
+    assert torch.equal(ref_len, got_len)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert frozen.feature_spec()["weights"] == frozen.feature_spec()["weights"] > 0

@@ -157,7 +157,7 @@ class SpeechDataset(Dataset):
             audio, info = self.augmenter(self.cache.load_audio(path), int(rng.integers(2**62)))
             return self.encoder.featurize(audio, self.tokenizer), info
         if self.encoder.config.kind == "whisper":
-            feats = self.cache.get(path, "whisper", self.encoder.config.to_dict(), self.encoder.body.featurize)
+            feats = self.cache.get(path, "whisper", self.encoder.feature_spec(), self.encoder.featurize)
             return feats, {"applied": []}
         return self.tokenizer.encode_mel(self.cache.mel(path)), {"applied": []}
 

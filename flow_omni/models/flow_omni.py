@@ -177,6 +177,7 @@ class FlowOmni(nn.Module):
         self.width = width
         self.state_embed = nn.Embedding(NUM_STATES, width)
         self.encoder = SpeechEncoder(config.encoder, config.speech.token_dim, width, from_checkpoint=_from_checkpoint)
+        self.config = config = dataclasses.replace(config, encoder=self.encoder.config)
         self.state_head = nn.Linear(width, NUM_STATES)
         self.postnet = build_postnet(config.postnet_layers, width, attn=config.backbone.attn_implementation)
         nn.init.normal_(self.state_embed.weight, std=0.02)

@@ -71,6 +71,10 @@ class SpeechEncoderConfig(Config):
     # padded to this window instead of the full one, and longer audio is refused. None = the full window.
     whisper_window_seconds: float | None = None
     downsample: int = 4  # whisper: stack this many 50 Hz frames per LLM position
+    # whisper: keep the encoder body fixed and run it inside featurize(), so that its outputs (50 Hz,
+    # d_model wide) are the features. They can then be cached on disk like mels, and a training step
+    # runs only the adapter. Augmented inputs are featurized (encoded) on the fly.
+    frozen: bool = False
     # adapter
     adapter_hidden: int = 0  # 0 = the LLM width
     # Filled in when a pretrained Whisper is loaded, so a checkpoint rebuilds without the source dir.
@@ -88,6 +92,8 @@ class SpeechEncoderConfig(Config):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"SpeechEncoderConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.frozen and self.kind != "whisper":
+            raise ConfigError("SpeechEncoderConfig.frozen needs kind='whisper' (the conv encoder learns from scratch)")
         if self.kernel_size % 2 == 0:
             raise ConfigError(f"SpeechEncoderConfig.kernel_size must be odd (same padding), got {self.kernel_size}")
         if self.transformer_layers and self.channels % self.heads:
@@ -164,6 +170,7 @@ class _WhisperBody(nn.Module):
         from transformers import WhisperConfig, WhisperFeatureExtractor
 
         self.downsample = cfg.downsample
+        self.whisper_config = cfg.whisper_config  # recorded below when a pretrained Whisper is read
         extractor = None
         if cfg.whisper_path is not None and cfg.whisper_config and from_checkpoint:
             # Weights come from our own checkpoint; the pretrained dir need not exist here.
@@ -173,7 +180,7 @@ class _WhisperBody(nn.Module):
         elif cfg.whisper_path is not None:
             path = resolve_whisper_path(cfg.whisper_path)  # "builtin:..." → the converted folder in the cache
             self.encoder = self._load_pretrained(path)
-            cfg.whisper_config = json.loads(self.encoder.config.to_json_string())
+            self.whisper_config = json.loads(self.encoder.config.to_json_string())
             if (Path(path) / "preprocessor_config.json").is_file():
                 extractor = WhisperFeatureExtractor.from_pretrained(path, local_files_only=True)
         else:
@@ -247,6 +254,17 @@ class _WhisperBody(nn.Module):
         num = min(-(-x16.shape[-1] // WHISPER_HOP), self.n_frames)
         return feats[0, :, :num].T.contiguous().float().to(audio.device)
 
+    @torch.no_grad()
+    def encode(self, feats: torch.Tensor) -> torch.Tensor:
+        """One item's Whisper log-mel ``(F, n_mels)`` → encoder outputs ``(ceil(F/2), d_model)``, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(feats[None], torch.tensor([feats.shape[0]], device=feats.device))
+        finally:
+            self.train(was_training)
+        return out[0]
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, F, n_mels)`` → ``(B, ceil(F/2), d_model)``; rows of empty items are zero."""
         if int(lengths.max()) > self.n_frames:
@@ -279,10 +297,17 @@ class SpeechEncoder(nn.Module):
         super().__init__()
         if token_dim < 1 or llm_width < 1:
             raise ConfigError(f"SpeechEncoder: token_dim and llm_width must be >= 1, got {token_dim}, {llm_width}")
-        self.config = config
         self.token_dim = token_dim
         self.llm_width = llm_width
         self.body = _ConvBody(config, token_dim) if config.kind == "conv" else _WhisperBody(config, from_checkpoint)
+        if config.kind == "whisper" and self.body.whisper_config != config.whisper_config:
+            # A new config records the pretrained architecture; the caller's stays as it was.
+            config = dataclasses.replace(config, whisper_config=self.body.whisper_config)
+        self.config = config
+        self.frozen = config.frozen
+        if self.frozen:
+            self.body.requires_grad_(False)
+        self._fingerprint: float | None = None
         self.downsample = self.body.downsample
         hidden = config.adapter_hidden or llm_width
         self.adapter = nn.Sequential(nn.Linear(self.body.out_dim * self.downsample, hidden), nn.GELU(),
@@ -290,8 +315,19 @@ class SpeechEncoder(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        """``C``: ``token_dim`` (conv) or Whisper's mel bins."""
-        return self.token_dim if self.config.kind == "conv" else self.body.num_mel_bins
+        """``C``: ``token_dim`` (conv), Whisper's mel bins, or (frozen Whisper) its width."""
+        if self.config.kind == "conv":
+            return self.token_dim
+        return self.body.out_dim if self.frozen else self.body.num_mel_bins
+
+    def feature_spec(self) -> dict:
+        """What the features depend on, for a disk cache key: the config, and a frozen body's weights."""
+        spec = self.config.to_dict()
+        if self.frozen:
+            if self._fingerprint is None:  # the body never changes while frozen: read it once
+                self._fingerprint = float(sum(p.double().abs().sum() for p in self.body.parameters()))
+            spec["weights"] = self._fingerprint
+        return spec
 
     @property
     def max_seconds(self) -> float | None:
@@ -302,14 +338,16 @@ class SpeechEncoder(nn.Module):
         """24 kHz waveform ``(T,)`` → encoder input features ``(F, C)``.
 
         conv: ``tokenizer.encode(audio)`` (a :class:`ContinuousSpeechTokenizer`), ``C = token_dim``;
-        whisper: 16 kHz Whisper log-mel of the real audio only, ``F = ceil(T16 / 160)``, ``C = n_mels``.
+        whisper: 16 kHz Whisper log-mel of the real audio only, ``F = ceil(T16 / 160)``, ``C = n_mels``;
+        frozen whisper: the encoder's outputs on it, ``F = ceil(T16 / 320)`` (50 Hz), ``C = d_model``.
         Raises AudioError for bad audio (or audio longer than Whisper's window).
         """
         validate_audio(audio, name="speech encoder input")
         if audio.dim() != 1:
             raise AudioError(f"speech encoder input: expected mono (T,) audio, got shape {tuple(audio.shape)}")
         if self.config.kind == "whisper":
-            return self.body.featurize(audio)
+            feats = self.body.featurize(audio)
+            return self.body.encode(feats) if self.frozen else feats
         if tokenizer is None:
             raise ValueError("the conv speech encoder featurizes with the model's ContinuousSpeechTokenizer; pass it")
         if tokenizer.token_dim != self.token_dim:
@@ -320,7 +358,8 @@ class SpeechEncoder(nn.Module):
         """How many LLM positions ``num_frames`` input features become."""
         if num_frames < 0:
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-        return -(-self.body.out_frames(int(num_frames)) // self.downsample)
+        frames = int(num_frames) if self.frozen else self.body.out_frames(int(num_frames))
+        return -(-frames // self.downsample)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(B, F, C)`` (padded) and ``lengths`` ``(B,)`` → embeddings ``(B, M, W)``, ``out_lengths`` ``(B,)``.
@@ -333,8 +372,11 @@ class SpeechEncoder(nn.Module):
         lengths = lengths.to(device=features.device, dtype=torch.long)
         if lengths.shape != (features.shape[0],) or bool((lengths < 0).any()) or bool((lengths > features.shape[1]).any()):
             raise MelShapeError(f"lengths {lengths.tolist()} do not fit features of shape {tuple(features.shape)}")
-        h = self.body(features, lengths)  # (B, N, D)
-        n_len = torch.div(lengths + 1, 2, rounding_mode="floor") if self.config.kind == "whisper" else lengths
+        if self.frozen:  # the features are the body's outputs already (featurize ran it)
+            h, n_len = features, lengths
+        else:
+            h = self.body(features, lengths)  # (B, N, D)
+            n_len = torch.div(lengths + 1, 2, rounding_mode="floor") if self.config.kind == "whisper" else lengths
         h = h * _valid_mask(n_len, h.shape[1])[..., None].to(h.dtype)
         ds = self.downsample
         if ds > 1:  # stack ds consecutive frames; the tail group is zero-padded
