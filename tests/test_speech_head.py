@@ -95,3 +95,19 @@ def test_checkpoint_with_the_old_speech_names_loads(kind, tone, tmp_path):
     again = FlowOmni.from_pretrained(tmp_path)
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_input_norm_puts_speech_on_the_text_embeddings_scale(tone):
+    """Without the norm a projected mel token is many times a text embedding's size; with it, the two
+    start on one scale (the fix for the text stream drowning at speech positions)."""
+    ratios = {}
+    for norm in (False, True):
+        torch.manual_seed(0)
+        model = FlowOmni(FlowOmniConfig.preset("tiny", speech_input_norm=norm))
+        model.fit_speech_stats([tone])
+        tokens = model.encode_speech(tone)
+        speech = model.speech.embed(tokens).norm(dim=-1).mean()
+        text = model.backbone.get_input_embeddings().weight.norm(dim=-1).mean()
+        ratios[norm] = float(speech / text)
+    assert ratios[False] > 3 * ratios[True]
+    assert 0.5 < ratios[True] < 2.0, ratios

@@ -154,6 +154,11 @@ def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8):
     return out
 
 
+def _within(audio: torch.Tensor, seconds: float | None, sr: int) -> torch.Tensor:
+    """The first ``seconds`` of ``audio`` (a runaway output must still fit the encoder's window)."""
+    return audio if seconds is None else audio[: int(seconds * sr)]
+
+
 @torch.no_grad()
 def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEntry], conditions: Sequence[str], *,
                    unseen: Sequence[ManifestEntry] = (), tasks: Sequence[str] = TASKS, max_new_positions: int = 300,
@@ -198,10 +203,15 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
             asr(unseen, [load_audio(e.audio) for e in unseen], "clean", UNSEEN)
             bar.update()
     if "tts" in tasks and test:
+        if vocoder is None:  # the model's own ASR of a Whisper-encoder model listens to audio
+            vocoder = load_vocoder(None).decode
         out = _generate(model, [Sample("T2A", prompt_text=e.text) for e in test], max_new_positions)
-        dists, mcds, spoke, said, refs, heard_text = [], [], 0, [], [], []
-        for e, a, g in zip(test, test_audio, out):
-            ref = model.speech_tokenizer.mel(a)
+        dists, mcds, spoke, said, refs, heard_text, heard_ref = [], [], 0, [], [], [], []
+        # The reference is the sentence in the output voice when the corpus has one (what T2A trains on).
+        for e, g in zip(test, out):
+            ref = model.speech_tokenizer.mel(load_audio(e.t2a_audio))
+            if external_asr is not None:  # the ceiling: the reference itself through the same vocoder
+                heard_ref.append(external_asr.transcribe(vocoder(ref), sr))
             if g.mel is None or g.mel.shape[-1] == 0:
                 dists.append(mel_distance(torch.full_like(ref, -math.inf), ref))  # silence vs the reference
                 continue
@@ -210,9 +220,10 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
             mcds.append(mel_cepstral_distortion(g.mel, ref, align="dtw"))
             if external_asr is not None:  # intelligibility to a listener that never saw our data
                 heard_text.append((e.text, external_asr.transcribe(vocoder(g.mel), sr)))
-            # Intelligibility by the model's own ASR, on the generated mel tokens (no vocoder in the loop).
+            # Intelligibility by the model's own ASR: a conv encoder reads the generated tokens directly,
+            # a Whisper encoder hears them vocoded.
             said.append(Sample("A2T", prompt_audio=g.speech_tokens if model.config.encoder.kind == "conv"
-                               else model.prepare_audio(a)))
+                               else model.prepare_audio(_within(vocoder(g.mel), model.encoder.max_seconds, sr))))
             refs.append(e.text)
             if wav_dir is not None and sample_wavs and spoke <= sample_wavs:
                 save_audio(wav_dir / f"tts_output_{e.id}.wav", vocoder(g.mel), sr)
@@ -221,7 +232,9 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
             metrics["mcd_db"] = float(np.mean(mcds))
         if heard_text:
             metrics["whisper_wer"] = wer([r for r, _ in heard_text], [h for _, h in heard_text])
-        if said and model.config.encoder.kind == "conv":
+        if heard_ref:
+            metrics["whisper_wer_ceiling"] = wer([e.text for e in test], heard_ref)
+        if said:
             hyps = [g.text for g in _generate(model, said, max_new_positions)]
             metrics["self_asr_cer"] = cer(refs, hyps)
         rows.extend(_rows(variant, seed, "tts", "clean", metrics, len(test)))

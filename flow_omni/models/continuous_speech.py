@@ -3,6 +3,13 @@
 A payload is the token itself (``P = D``). Training may add Gaussian noise to the tokens the LLM
 reads (``input_noise``), so that the model learns to read back its own imperfect samples; the
 targets and the flow head's prior stay clean.
+
+Scale: at a speech position the LLM reads the *sum* of the text embedding, the state embedding and
+the projected token. A normalised mel token has hundreds of unit-variance dims, so a plain linear
+projection soon dwarfs the text embedding (rows of norm about ``0.02 * sqrt(W)``) and the text
+stream becomes nearly invisible at speech positions. ``input_norm`` puts an RMSNorm after the
+projection with its gain starting at the embeddings' scale (0.02), so both streams start equal and
+training decides their balance.
 """
 
 from __future__ import annotations
@@ -15,18 +22,26 @@ from torch import nn
 from flow_omni.models.flow_head import FlowHead, FlowHeadConfig, FlowNoise
 from flow_omni.models.speech_head import ItemRows, SpeechHead
 
+#: The std of the LLM's embedding rows at initialisation (transformers' initializer_range).
+EMBEDDING_SCALE = 0.02
+
 
 class ContinuousSpeech(SpeechHead):
     """``Linear(D → W)`` in, :class:`~flow_omni.models.flow_head.FlowHead` out."""
 
-    def __init__(self, flow: FlowHeadConfig, width: int, *, input_noise: float = 0.0) -> None:
+    def __init__(self, flow: FlowHeadConfig, width: int, *, input_noise: float = 0.0, input_norm: bool = False) -> None:
         super().__init__()
         self.payload_dim = flow.token_dim
         self.input_noise = input_noise
-        self.input_layer = nn.Linear(flow.token_dim, width)
+        proj = nn.Linear(flow.token_dim, width)
         self.output_head = FlowHead(flow)
-        nn.init.normal_(self.input_layer.weight, std=0.02)
-        nn.init.zeros_(self.input_layer.bias)
+        nn.init.normal_(proj.weight, std=0.02)
+        nn.init.zeros_(proj.bias)
+        self.input_layer = proj
+        if input_norm:
+            norm = nn.RMSNorm(width, eps=1e-6)
+            nn.init.constant_(norm.weight, EMBEDDING_SCALE)
+            self.input_layer = nn.Sequential(proj, norm)
 
     def payloads(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return tokens

@@ -64,6 +64,9 @@ class FlowOmniConfig(Config):
     #: std of Gaussian noise added to teacher-forced speech tokens at the LLM input during training,
     #: so that the model learns to read its own (imperfect) samples back; 0 disables it.
     speech_input_noise: float = 0.0
+    #: continuous tokens: RMSNorm the projected token, gain starting at the embeddings' scale, so that
+    #: it does not drown the text embedding it is summed with (see flow_omni.models.continuous_speech)
+    speech_input_norm: bool = False
     text_tokenizer: dict = dataclasses.field(default_factory=lambda: {"kind": "char"})
     loss_weights: LossWeights = dataclasses.field(default_factory=LossWeights)
     #: the speech stream: "continuous" (flow head) or the codes of a quantiser trained on the same
@@ -188,7 +191,8 @@ class FlowOmni(nn.Module):
     def _build_speech_head(config: FlowOmniConfig, width: int) -> SpeechHead:
         """The one place that maps ``config.tokens`` to a :class:`SpeechHead`."""
         if config.tokens == "continuous":
-            return ContinuousSpeech(config.flow, width, input_noise=config.speech_input_noise)
+            return ContinuousSpeech(config.flow, width, input_noise=config.speech_input_noise,
+                                    input_norm=config.speech_input_norm)
         quantizer = build_quantizer(config.tokens, config.quantizer, dim=config.speech.token_dim)
         return CodeSpeech(quantizer, width, delay=config.level_delay)
 

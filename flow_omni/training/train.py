@@ -84,6 +84,8 @@ def set_trainable(model: FlowOmni, config: TrainConfig) -> dict[str, int]:
         module = _submodule(model, name)
         if module is not None:
             module.requires_grad_(True)
+    if model.encoder.frozen:  # a frozen encoder body runs at featurize time, outside training
+        model.encoder.body.requires_grad_(False)
     if config.lora is not None:
         apply_lora(model, config.lora)
     counts = {}
