@@ -11,7 +11,6 @@ from flow_omni.errors import ConfigError
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
 from flow_omni.quicktrain import quick_train
 
-torch.set_num_threads(1)
 TEXTS = ["one two", "three four", "five six"]
 
 

@@ -6,11 +6,8 @@ import csv
 import json
 
 import pytest
-import torch
 
 from flow_omni.eval.robustness import RobustnessConfig, aggregate
-
-torch.set_num_threads(1)
 
 
 def test_aggregate_mean_and_std_by_hand():
