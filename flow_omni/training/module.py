@@ -12,8 +12,8 @@ repeat an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +24,7 @@ from flow_omni.errors import FlowOmniError
 from flow_omni.layout import Batch
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniOutput
 from flow_omni.training.config import TrainConfig
+from flow_omni.training.schedule import warmup_cosine
 
 TERMS = ("text", "state", "flow")
 
@@ -50,14 +51,8 @@ class FlowOmniModule(L.LightningModule):
         no_decay = [p for p in params if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
-        total, warm, floor = self.config.max_steps, o.warmup_steps, o.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            frac = min(1.0, (step - warm) / max(1, total - warm))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
-
+        factor = functools.partial(warmup_cosine, warmup=o.warmup_steps, total=self.config.max_steps,
+                                   min_ratio=o.min_lr_ratio)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -53,6 +52,7 @@ from flow_omni.checkpoint import atomic_write_text
 from flow_omni.config import Config
 from flow_omni.data.manifest import read_manifest
 from flow_omni.errors import ConfigError
+from flow_omni.training.schedule import warmup_cosine
 from flow_omni.vocoder.vocos_vocoder import Vocoder, VocoderConfig
 
 #: Precisions that work: Vocos' ISTFT head builds a complex spectrum, which has no bf16/fp16 kernels,
@@ -264,14 +264,6 @@ class VocoderDataModule(L.LightningDataModule):
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def cosine_with_warmup(step: int, *, warmup: int, total: int) -> float:
-    """LR factor of ``transformers.get_cosine_schedule_with_warmup`` (half cosine), as vocos uses."""
-    if step < warmup:
-        return step / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
 def multi_resolution_stft_distance(
     y_hat: torch.Tensor, y: torch.Tensor, fft_sizes: Sequence[int] = (512, 1024, 2048)
 ) -> torch.Tensor:
@@ -350,7 +342,8 @@ class VocosGAN(L.LightningModule):
         kw = dict(betas=tuple(c.betas), weight_decay=c.weight_decay)
         opt_disc = torch.optim.AdamW(disc_params, lr=c.lr_discriminator, **kw)
         opt_gen = torch.optim.AdamW(self.vocoder.parameters(), lr=c.lr_generator, **kw)
-        factor = functools.partial(cosine_with_warmup, warmup=c.warmup_steps, total=c.max_steps)
+        # transformers.get_cosine_schedule_with_warmup, as vocos uses: warm-up from 0, decay to 0.
+        factor = functools.partial(warmup_cosine, warmup=c.warmup_steps, total=c.max_steps, warmup_from_zero=True)
         scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_disc, opt_gen)]
         return [opt_disc, opt_gen], [{"scheduler": s, "interval": "step"} for s in scheds]
 
@@ -433,7 +426,7 @@ class VocosGAN(L.LightningModule):
         c = self.config
         if step < c.warmup_steps:
             return 1.0
-        return cosine_with_warmup(step, warmup=c.warmup_steps, total=c.max_steps)
+        return warmup_cosine(step, warmup=c.warmup_steps, total=c.max_steps)
 
     def on_train_start(self) -> None:
         if self.config.decay_mel_coeff:  # a resumed run continues the decay where it stopped
@@ -547,7 +540,6 @@ __all__ = [
     "VocoderTrainConfig",
     "VocosGAN",
     "build_training_module",
-    "cosine_with_warmup",
     "manifest_audio_files",
     "multi_resolution_stft_distance",
     "train_vocoder",
