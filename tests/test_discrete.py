@@ -9,7 +9,7 @@ from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.errors import ConfigError
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
-from flow_omni.quicktrain import quick_train
+from flow_omni.training.quicktrain import quick_train
 
 TEXTS = ["one two", "three four", "five six"]
 

@@ -12,7 +12,7 @@ def _lightning_module(step, warm, total, floor):  # training/module.py before
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
-def _quick_train(step, warmup, steps):  # quicktrain.py before (its steps never pass `steps`)
+def _quick_train(step, warmup, steps):  # training/quicktrain.py before (its steps never pass `steps`)
     if step < warmup:
         return (step + 1) / warmup
     progress_frac = (step - warmup) / max(1, steps - warmup)

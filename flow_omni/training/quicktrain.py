@@ -1,9 +1,9 @@
 """A plain-PyTorch training loop for small experiments, tests and benchmarks.
 
-The full recipes (Lightning, YAML, checkpoints, resume, DDP) live in ``flow_omni.training``; this is
-the dependency-free loop used where a few hundred steps on a handful of samples are enough (the
-overfitting tests, the generation benchmark, quick notebooks). AdamW, linear warm-up then cosine
-decay, gradient clipping, and a NaN/Inf guard that stops with a clear message.
+The full recipes (Lightning, YAML, checkpoints, resume, DDP) run through :func:`flow_omni.training.train`;
+this is the loop without Lightning, used where a few hundred steps on a handful of samples are enough
+(the overfitting tests, quick notebooks). AdamW, linear warm-up then cosine decay
+(:mod:`flow_omni.training.schedule`), gradient clipping, and a NaN/Inf guard that stops with a clear message.
 """
 
 from __future__ import annotations
