@@ -40,13 +40,15 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 def _cmd_roundtrip(args: argparse.Namespace) -> None:
     from flow_omni.roundtrip import RoundTripConfig, run_roundtrip
+    from flow_omni.vocoder import GriffinLim, load_vocoder
 
     cfg = RoundTripConfig(seed=args.seed)
     if args.config:
         cfg = RoundTripConfig.load(args.config)
     if args.steps is not None:
         cfg = cfg.replace(train_steps=args.steps)
-    vocoder, name = _load_vocoder(args.vocoder)
+    vocoder = load_vocoder(args.vocoder, n_iter=cfg.griffin_lim_iters)
+    name = None if isinstance(vocoder, GriffinLim) else f"Vocos from {args.vocoder}"
     result = run_roundtrip(args.out, cfg, vocoder=vocoder, vocoder_name=name)
     print(f"\nround-trip finished: CFM loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}, "
           f"mel L1 generated vs original {result['mel_l1_generated_vs_original']} (temperature 0: {result['mel_l1_temperature0_vs_original']}) "
@@ -55,16 +57,6 @@ def _cmd_roundtrip(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.out) / 'report.md'}")
     for f in result["files"]:
         print(f"  {f}")
-
-
-def _load_vocoder(spec: str | None):
-    """``None``/"griffinlim" → (None, None) (the caller picks Griffin-Lim); else a Vocos path/id."""
-    if spec in (None, "griffinlim", "griffin-lim"):
-        return None, None
-    from flow_omni.vocoder import Vocoder
-
-    voc = Vocoder.from_pretrained(spec)
-    return voc.decode, f"Vocos from {spec}"
 
 
 def _cmd_mel(args: argparse.Namespace) -> None:
@@ -119,27 +111,23 @@ def _cmd_vocode(args: argparse.Namespace) -> None:
     import torch
 
     from flow_omni.audio import LogMel, load_audio, save_audio
+    from flow_omni.vocoder import GriffinLim, StreamingVocoder, load_vocoder
 
     audio = load_audio(args.audio)
     mel = LogMel()(audio)
     t0 = time.perf_counter()
-    if args.vocoder in ("griffinlim", "griffin-lim"):
-        from flow_omni.vocoder import GriffinLim
-
-        out = GriffinLim().decode(mel)
+    voc = load_vocoder(args.vocoder)
+    if isinstance(voc, GriffinLim):
+        out = voc.decode(mel)
         how = "Griffin-Lim"
+    elif args.chunk_frames:
+        stream = StreamingVocoder(voc)
+        pieces = [stream.push(mel[:, i : i + args.chunk_frames]) for i in range(0, mel.shape[-1], args.chunk_frames)]
+        out = torch.cat(pieces + [stream.flush()])
+        how = f"Vocos ({args.vocoder}), streamed in {args.chunk_frames}-frame chunks"
     else:
-        from flow_omni.vocoder import StreamingVocoder, Vocoder
-
-        voc = Vocoder.from_pretrained(args.vocoder)
-        if args.chunk_frames:
-            stream = StreamingVocoder(voc)
-            pieces = [stream.push(mel[:, i : i + args.chunk_frames]) for i in range(0, mel.shape[-1], args.chunk_frames)]
-            out = torch.cat(pieces + [stream.flush()])
-            how = f"Vocos ({args.vocoder}), streamed in {args.chunk_frames}-frame chunks"
-        else:
-            out = voc.decode(mel)
-            how = f"Vocos ({args.vocoder})"
+        out = voc.decode(mel)
+        how = f"Vocos ({args.vocoder})"
     secs = time.perf_counter() - t0
     save_audio(args.output, out)
     print(f"{how}: {out.shape[0] / 24000:.2f} s of audio in {secs:.2f} s -> {args.output}")

@@ -35,12 +35,10 @@ def _stream_to_wav(model, sample, out: Path, args) -> None:
     import torch
 
     from flow_omni.audio.io import TARGET_SAMPLE_RATE
+    from flow_omni.vocoder import GriffinLim, load_vocoder
 
-    vocoder = None
-    if args.vocoder not in (None, "griffinlim", "griffin-lim"):
-        from flow_omni.vocoder import Vocoder
-
-        vocoder = Vocoder.from_pretrained(args.vocoder)
+    vocoder = load_vocoder(args.vocoder)
+    streamed = None if isinstance(vocoder, GriffinLim) else vocoder  # Griffin-Lim needs the whole mel
     gen = dict(max_new_positions=args.max_positions, speech_temperature=args.temperature, seed=args.seed,
                steps=args.flow_steps)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +50,7 @@ def _stream_to_wav(model, sample, out: Path, args) -> None:
     mels, text = [], ""
     try:
         with sf.SoundFile(tmp, "w", samplerate=TARGET_SAMPLE_RATE, channels=1, subtype="PCM_16") as fh:
-            for ev in model.stream(sample, vocoder=vocoder, **gen):
+            for ev in model.stream(sample, vocoder=streamed, **gen):
                 if ev.kind == "text":
                     text += ev.text
                     if args.show_text:
@@ -63,10 +61,8 @@ def _stream_to_wav(model, sample, out: Path, args) -> None:
                     first = first if first is not None else time.perf_counter() - t0
                     fh.write(ev.audio.clamp(-1, 1).numpy())
                     seconds += ev.audio.shape[0] / TARGET_SAMPLE_RATE
-            if vocoder is None and mels:  # Griffin-Lim needs the whole mel: one write at the end
-                from flow_omni.vocoder import GriffinLim
-
-                audio = GriffinLim().decode(torch.cat(mels, dim=-1))
+            if streamed is None and mels:  # Griffin-Lim: one write at the end
+                audio = vocoder.decode(torch.cat(mels, dim=-1))
                 first = time.perf_counter() - t0
                 fh.write(audio.clamp(-1, 1).numpy())
                 seconds = audio.shape[0] / TARGET_SAMPLE_RATE
@@ -77,7 +73,7 @@ def _stream_to_wav(model, sample, out: Path, args) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     total = time.perf_counter() - t0
-    how = "Griffin-Lim (give --vocoder DIR for Vocos)" if vocoder is None else f"Vocos ({args.vocoder}), streamed"
+    how = "Griffin-Lim (give --vocoder DIR for Vocos)" if streamed is None else f"Vocos ({args.vocoder}), streamed"
     if args.show_text:
         print()
     print(f"text: {text!r}")

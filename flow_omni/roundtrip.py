@@ -20,7 +20,6 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -31,6 +30,7 @@ from flow_omni.audio.synth import synth_corpus
 from flow_omni.config import Config
 from flow_omni.models import FlowHead, FlowHeadConfig
 from flow_omni.plotting import plot_curve, plot_mels
+from flow_omni.vocoder import GriffinLim, Vocoder, load_vocoder
 
 
 @dataclasses.dataclass
@@ -92,11 +92,15 @@ def make_condition(tokens: torch.Tensor, r: int, bands: int) -> torch.Tensor:
 def run_roundtrip(
     out_dir: str | Path,
     config: RoundTripConfig | None = None,
-    vocoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    vocoder: Vocoder | GriffinLim | None = None,
     vocoder_name: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run the demo, write its artefacts into ``out_dir`` and return the measured numbers."""
+    """Run the demo, write its artefacts into ``out_dir`` and return the measured numbers.
+
+    ``vocoder``: what turns mels into the WAVs (default: Griffin-Lim with ``config.griffin_lim_iters``
+    iterations); ``vocoder_name`` names it in the report.
+    """
     cfg = config or RoundTripConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,13 +159,12 @@ def run_roundtrip(
     frame_l1 = mel_distance(test_mel[:, 1:], test_mel[:, :-1])
 
     if vocoder is None:
-        from flow_omni.vocoder import GriffinLim
-
-        gl = GriffinLim(mel_cfg, n_iter=cfg.griffin_lim_iters)
-        vocoder, vocoder_name = gl.decode, f"Griffin-Lim ({cfg.griffin_lim_iters} iterations; no trained Vocos given)"
+        vocoder = load_vocoder(None, mel_config=mel_cfg, n_iter=cfg.griffin_lim_iters)
+    if vocoder_name is None and isinstance(vocoder, GriffinLim):
+        vocoder_name = f"Griffin-Lim ({vocoder.n_iter} iterations; no trained Vocos given)"
     wav_orig = save_audio(out / "original.wav", audios[-1], mel_cfg.sample_rate)
-    wav_copy = save_audio(out / "resynth_original_mel.wav", vocoder(test_mel), mel_cfg.sample_rate)
-    wav_gen = save_audio(out / "flow_head_sample.wav", vocoder(gen_mel), mel_cfg.sample_rate)
+    wav_copy = save_audio(out / "resynth_original_mel.wav", vocoder.decode(test_mel), mel_cfg.sample_rate)
+    wav_gen = save_audio(out / "flow_head_sample.wav", vocoder.decode(gen_mel), mel_cfg.sample_rate)
     png = plot_mels(
         [("original log-mel (held-out utterance)", test_mel),
          (f"flow head sample (r={cfg.r}, {cfg.solver} x{cfg.sample_steps}, temperature {cfg.temperature})", gen_mel),

@@ -45,6 +45,7 @@ from flow_omni.eval.audio_metrics import mel_cepstral_distortion, mel_distance
 from flow_omni.eval.heldout import apply_condition, condition_seed, evaluate_asr, parse_condition
 from flow_omni.eval.text_metrics import cer, wer
 from flow_omni.layout import Sample
+from flow_omni.vocoder import load_vocoder
 
 TASKS = ("asr", "tts", "qa")
 UNSEEN = "unseen_voices"
@@ -168,9 +169,7 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
     """
     model.eval()
     if (external_asr is not None or (wav_dir is not None and sample_wavs)) and vocoder is None:
-        from flow_omni.vocoder import GriffinLim
-
-        vocoder = GriffinLim().decode
+        vocoder = load_vocoder(None).decode
     variant, seed = label
     rows: list[dict] = []
     sr = model.config.speech.mel.sample_rate
@@ -375,9 +374,7 @@ def _scorers(cfg: RobustnessConfig):
     """(external ASR or None, vocoder function or None = Griffin-Lim) for scoring and sample WAVs."""
     vocoder = asr = None
     if cfg.vocoder:
-        from flow_omni.vocoder import Vocoder
-
-        vocoder = Vocoder.from_pretrained(cfg.vocoder).decode
+        vocoder = load_vocoder(cfg.vocoder).decode
     if cfg.external_asr and ("tts" in cfg.tasks or "qa" in cfg.tasks):
         from flow_omni.eval.asr import WhisperASR
 
