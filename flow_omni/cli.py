@@ -19,12 +19,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _cmd_demo(args: argparse.Namespace) -> None:
     import time
 
+    from flow_omni.config import parse_overrides
     from flow_omni.eval.robustness import RobustnessConfig, run_robustness
-    from flow_omni.training.config import apply_overrides
 
-    cfg = RobustnessConfig.demo(args.out)
-    if args.set:
-        cfg = RobustnessConfig.from_dict(apply_overrides(cfg.to_dict(), args.set))
+    cfg = RobustnessConfig.demo(args.out).merged(parse_overrides(args.set or []))
     t0 = time.perf_counter()
     report = run_robustness(cfg, progress=not args.no_progress)
     out = report.parent
@@ -46,7 +44,7 @@ def _cmd_roundtrip(args: argparse.Namespace) -> None:
     if args.config:
         cfg = RoundTripConfig.load(args.config)
     if args.steps is not None:
-        cfg = cfg.replace(train_steps=args.steps)
+        cfg = cfg.merged({"train_steps": args.steps})
     vocoder = load_vocoder(args.vocoder, n_iter=cfg.griffin_lim_iters)
     name = None if isinstance(vocoder, GriffinLim) else f"Vocos from {args.vocoder}"
     result = run_roundtrip(args.out, cfg, vocoder=vocoder, vocoder_name=name)
@@ -145,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "clean / noisy / pitch-shifted / unseen-voice input) and write report.md, PNG plots, WAVs "
                        "and results.json/csv. The full benchmark is `flow-omni bench robustness`.")
     d.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    d.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override RobustnessConfig entries, e.g. seeds=[0,1]")
+    d.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
+                   help="override RobustnessConfig entries, e.g. seeds=[0,1]")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_cmd_demo)
 

@@ -7,17 +7,13 @@ from pathlib import Path
 
 
 def _cmd_bench_robustness(args: argparse.Namespace) -> None:
+    from flow_omni.config import parse_overrides
     from flow_omni.eval.robustness import RobustnessConfig, run_robustness
-    from flow_omni.training.config import apply_overrides
 
-    data = {}
-    if args.config:
-        import yaml
-
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
-    cfg = RobustnessConfig.from_dict(apply_overrides(data, args.set or []))
+    cfg = RobustnessConfig.load(args.config) if args.config else RobustnessConfig()
+    cfg = cfg.merged(parse_overrides(args.set or []))
     if args.out:
-        cfg = cfg.replace(out_dir=args.out)
+        cfg = cfg.merged({"out_dir": args.out})
     report = run_robustness(cfg, progress=not args.no_progress)
     print(f"\nreport:  {report}")
     print(f"numbers: {report.parent / 'results.json'}, {report.parent / 'results.csv'}")
@@ -133,7 +129,8 @@ def add_commands(sub) -> None:
                         "PNG plots, sample WAVs and results.json/csv. Finished runs are reused, so rerunning "
                         "the command resumes a long benchmark.")
     r.add_argument("--config", help="RobustnessConfig as YAML (default: the full benchmark)")
-    r.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override entries, e.g. seeds=[0] max_items=8")
+    r.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
+                   help="override entries, e.g. seeds=[0] max_items=8")
     r.add_argument("--out", help="output directory (overrides out_dir)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_bench_robustness)

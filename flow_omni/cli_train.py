@@ -8,14 +8,15 @@ from pathlib import Path
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from flow_omni.config import parse_overrides
     from flow_omni.training.config import TrainConfig
     from flow_omni.training.train import recipe_path, train
 
-    cfg = TrainConfig.load_with_overrides(recipe_path(args.config), args.set or [])
+    cfg = TrainConfig.load(recipe_path(args.config)).merged(parse_overrides(args.set or []))
     if args.out:
-        cfg = cfg.replace(out_dir=args.out)
+        cfg = cfg.merged({"out_dir": args.out})
     if args.no_progress:
-        cfg = cfg.replace(progress=False)
+        cfg = cfg.merged({"progress": False})
     result = train(cfg, resume=args.resume)
     if result.model_dir is None:  # not rank 0
         return
@@ -72,7 +73,7 @@ def _cmd_train_vocoder(args: argparse.Namespace) -> None:
         changes["train_manifests"] = list(args.manifest)
     if args.steps:
         changes["max_steps"] = args.steps
-    cfg = cfg.replace(**changes) if changes else cfg
+    cfg = cfg.merged(changes)
     out = train_vocoder(cfg, progress=not args.no_progress, resume=args.resume)
     print(f"vocoder: {out}  (use it with --vocoder {out})")
 
@@ -83,7 +84,7 @@ def _cmd_corpus(args: argparse.Namespace) -> None:
     cfg = CorpusConfig.load(args.config) if args.config else CorpusConfig()
     changes = {k: v for k, v in (("seed", args.seed), ("n_sentences", args.sentences), ("n_qa", args.qa),
                                  ("n_interleaved", args.interleaved)) if v is not None}
-    cfg = cfg.replace(**changes) if changes else cfg
+    cfg = cfg.merged(changes)
     report = build_corpus(cfg, args.out, progress=not args.quiet, overwrite=args.overwrite)
     print(report)
     out = Path(args.out)
@@ -95,7 +96,7 @@ def add_commands(sub) -> None:
                        description="Train from a YAML config or a built-in recipe name (stage1, stage2, stage2_lora, "
                        "noisy_finetune, …). Runs the same under `torchrun --nproc_per_node N` and `srun`.")
     t.add_argument("--config", required=True, help="YAML file or built-in recipe name")
-    t.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+    t.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
                    help="override config entries, e.g. --set max_steps=50 data.batch_size=4")
     t.add_argument("--out", help="output directory (overrides out_dir)")
     t.add_argument("--resume", nargs="?", const="last",

@@ -288,17 +288,10 @@ def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus
         "data": {"train": [str(corpus / "train.jsonl")], "valid": [str(corpus / "valid.jsonl")]},
         "val_every_steps": 10**9, "checkpoint_every_steps": 500,
     }
-    merged = _deep_merge(base, cfg.train)
-    merged["data"]["valid"] = []  # the benchmark measures on test sets; skip validation to save time
-    train(TrainConfig.from_dict(merged), resume="auto")
+    config = TrainConfig.from_dict(base).merged(cfg.train)
+    # The benchmark measures on test sets; no validation, to save time.
+    train(config.merged({"data": {"valid": []}}), resume="auto")
     return out / "model"
-
-
-def _deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
@@ -331,7 +324,7 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
         from concurrent.futures import as_completed
 
         threads = cfg.threads or max(1, (torch.get_num_threads() or 1) // jobs)
-        worker_cfg = dataclasses.replace(cfg, threads=threads).to_dict()
+        worker_cfg = cfg.merged({"threads": threads}).to_dict()
         with worker_pool(jobs) as pool:
             futures = {pool.submit(_run_in_worker, worker_cfg, v.to_dict(), s, str(corpus)): (v, s) for v, s in todo}
             for fut in tqdm(as_completed(futures), total=len(futures), desc=f"runs ({jobs} jobs)",

@@ -123,31 +123,5 @@ class TrainConfig(Config):
     def out(self) -> Path:
         return Path(self.out_dir)
 
-    @classmethod
-    def load_with_overrides(cls, path: str | Path, overrides: list[str] = ()) -> "TrainConfig":
-        """Load a YAML recipe, then apply ``key.sub=value`` overrides (values parsed as YAML)."""
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls.from_dict(apply_overrides(data, overrides))
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping, in place."""
-    import yaml
-
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
-        key, value = item.split("=", 1)
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(value)
-    return data
-
 
 __all__ = ["AugmentConfig", "EvalSpec", "GROUPS", "ModelSpec", "OptimConfig", "TrainConfig"]

@@ -59,14 +59,11 @@ def build_model(config: TrainConfig) -> FlowOmni:
     spec = config.model
     if spec.init_from:
         return FlowOmni.from_pretrained(spec.init_from).train()
-    overrides = dict(spec.overrides)
     if spec.backbone_path:
         cfg = FlowOmniConfig.from_pretrained_backbone(spec.backbone_path, gguf_file=spec.gguf_file, r=spec.r)
-        cfg = FlowOmniConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
     else:
         cfg = FlowOmniConfig.preset(spec.preset, r=spec.r)
-        cfg = FlowOmniConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
-    return FlowOmni(cfg)
+    return FlowOmni(cfg.merged(spec.overrides) if spec.overrides else cfg)
 
 
 def set_trainable(model: FlowOmni, config: TrainConfig) -> dict[str, int]:
