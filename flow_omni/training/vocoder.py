@@ -20,7 +20,7 @@ What had to change for Lightning 2.x (vocos 0.1.0 targets pytorch_lightning 1.8)
   own configs rely on that ("max_steps 2M = 1M generator + 1M discriminator steps"). Here the
   discriminator optimiser is stepped on *every* batch — during mel pre-training with no gradients,
   which leaves every weight and the AdamW state untouched — so ``global_step == 2 × batches``
-  always, and ``VocoderTrainConfig.max_steps`` / ``checkpoint_every_n_steps`` /
+  always, and ``VocoderTrainConfig.max_steps`` / ``checkpoint_every_steps`` /
   ``pretrain_mel_steps`` / schedules all count batches (= generator updates).
 * UTMOS / PESQ / periodicity need downloads or extra packages; validation logs the mel L1
   (vocos' ``val/mel_loss``) and a multi-resolution STFT distance instead.
@@ -96,10 +96,10 @@ class VocoderTrainConfig(Config):
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
-    log_every_n_steps: int = 100
-    checkpoint_every_n_steps: int = 10_000
+    log_every_steps: int = 100
+    checkpoint_every_steps: int = 10_000
     keep_checkpoints: int = 3
-    val_every_n_steps: int = 10_000
+    val_every_steps: int = 10_000
     val_max_batches: int | None = 100
 
     def __post_init__(self) -> None:
@@ -114,7 +114,7 @@ class VocoderTrainConfig(Config):
             shortest = max(v.n_fft, *self.mrd_fft_sizes) // 2
             if n <= shortest:
                 raise ConfigError(f"{name}={n} is too short: STFTs of size {2 * shortest} need more than {shortest}")
-        positive = ("batch_size", "max_steps", "log_every_n_steps", "checkpoint_every_n_steps", "val_every_n_steps")
+        positive = ("batch_size", "max_steps", "log_every_steps", "checkpoint_every_steps", "val_every_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -493,7 +493,7 @@ def train_vocoder(
         mode="max",
         save_top_k=config.keep_checkpoints,
         save_last=True,
-        every_n_train_steps=2 * config.checkpoint_every_n_steps,  # global_step counts both optimisers
+        every_n_train_steps=2 * config.checkpoint_every_steps,  # global_step counts both optimisers
     )
     trainer = L.Trainer(
         default_root_dir=out,
@@ -505,8 +505,8 @@ def train_vocoder(
         precision=config.precision,
         logger=CSVLogger(out, name="logs"),
         callbacks=[checkpoint, *callbacks],
-        log_every_n_steps=config.log_every_n_steps,
-        val_check_interval=config.val_every_n_steps if has_val else None,
+        log_every_n_steps=config.log_every_steps,
+        val_check_interval=config.val_every_steps if has_val else None,
         check_val_every_n_epoch=None if has_val else 1,
         limit_val_batches=(config.val_max_batches if config.val_max_batches is not None else 1.0) if has_val else 0,
         num_sanity_val_steps=1 if has_val else 0,
@@ -522,7 +522,7 @@ def train_vocoder(
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         trainer.fit(module, datamodule=data, **fit_kwargs)
     if not trainer.interrupted:
-        # ModelCheckpoint saves only every checkpoint_every_n_steps: make last.ckpt the end state.
+        # ModelCheckpoint saves only every checkpoint_every_steps: make last.ckpt the end state.
         last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(last, weights_only=False)
     target = out / "vocoder"
