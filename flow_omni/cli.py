@@ -20,7 +20,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     import time
 
     from flow_omni.config import parse_overrides
-    from flow_omni.eval.robustness import RobustnessConfig, run_robustness
+    from flow_omni.bench import RobustnessConfig, run_robustness
 
     cfg = RobustnessConfig.demo(args.out).merged(parse_overrides(args.set or []))
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _cmd_bench_robustness(args: argparse.Namespace) -> None:
     from flow_omni.config import parse_overrides
-    from flow_omni.eval.robustness import RobustnessConfig, run_robustness
+    from flow_omni.bench import RobustnessConfig, run_robustness
 
     cfg = RobustnessConfig.load(args.config) if args.config else RobustnessConfig()
     cfg = cfg.merged(parse_overrides(args.set or []))

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from flow_omni.eval.robustness import RobustnessConfig, aggregate
+from flow_omni.bench import RobustnessConfig
+from flow_omni.eval.robustness import aggregate
 
 
 def test_aggregate_mean_and_std_by_hand():
@@ -94,7 +95,7 @@ def test_workers_stop_when_the_benchmark_is_killed(tmp_path):
 
     parent = subprocess.Popen([sys.executable, "-c", (
         "import time\n"
-        "from flow_omni.eval.robustness import worker_pool\n"
+        "from flow_omni.bench.pool import worker_pool\n"
         "pool = worker_pool(1)\n"
         "print(pool.submit(__import__('os').getpid).result(), flush=True)\n"
         "pool.submit(time.sleep, 600)\n"

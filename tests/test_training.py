@@ -310,6 +310,7 @@ def test_cli_end_to_end_on_the_espeak_corpus(tmp_path, capsys):
 
 
 def test_inference_imports_without_lightning():
-    code = ("import sys, flow_omni, flow_omni.models.generation, flow_omni.data, flow_omni.eval.robustness, flow_omni.cli; "
+    code = ("import sys, flow_omni, flow_omni.models.generation, flow_omni.data, flow_omni.eval.robustness, "
+            "flow_omni.bench, flow_omni.cli; "
             "assert 'lightning' not in sys.modules and 'peft' not in sys.modules, 'lightning imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
