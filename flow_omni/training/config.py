@@ -37,7 +37,8 @@ class ModelSpec(Config):
     backbone_path: str | None = None  # a local Hugging Face causal LM (folder)
     gguf_file: str | None = None
     init_from: str | None = None  # a ``save_pretrained`` folder to continue from (fine-tuning)
-    overrides: dict = dataclasses.field(default_factory=dict)  # FlowOmniConfig fields, e.g. {layout: {...}}
+    #: FlowOmniConfig fields deep-merged into the preset's or backbone's config, e.g. {layout: {text_delay: 3}}
+    overrides: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.preset, self.backbone_path, self.init_from)) == 0:
