@@ -4,6 +4,9 @@ Every model config in flow_omni derives from :class:`Config`. Loading rejects un
 message that names them and suggests the closest valid key, because a silently ignored typo
 (``n_mel`` for ``n_mels``) is the most expensive kind of config bug: the run trains, just on the
 wrong thing.
+
+Configs are values: :meth:`Config.merged` returns a new config with overrides deep-merged in, and is
+the one way overrides are applied (``--set`` items go through :func:`parse_overrides` first).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import re
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterable, TypeVar
 
 import yaml
 
@@ -23,6 +26,56 @@ from flow_omni.errors import ConfigError
 _YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 C = TypeVar("C", bound="Config")
+
+
+class Whole(dict):
+    """A mapping that :meth:`Config.merged` puts in place as it is, instead of merging it key by key into
+    the mapping it overrides: ``--set data.task_weights={A2T: 1.0}`` sets exactly those weights."""
+
+
+def _merge(base: Any, overrides: dict) -> dict:
+    """``overrides`` deep-merged into the mapping ``base``, as a new mapping of base's type (neither changes).
+
+    A plain ``dict`` merges into a mapping key by key; anything else (a :class:`Whole`, a Config, a
+    list, a number, ...) replaces the entry.
+    """
+    out = type(base)(base)
+    for key, value in overrides.items():
+        old = out.get(key)
+        out[key] = _merge(old, value) if type(value) is dict and isinstance(old, dict) else value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every :class:`Whole` turned back into a plain dict (what the configs hold)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Command-line overrides ``["key.sub=value", ...]`` (values parsed as YAML) → a mapping for
+    :meth:`Config.merged`. Items apply in order, so a later one wins.
+
+    The dotted path merges (``optim.lr=1e-3`` changes only ``lr``); the value replaces the entry
+    whole, also when it is a mapping (``data.task_weights={A2T: 1.0}`` keeps no other weight).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
+        node: Any = Whole(value) if isinstance(value, dict) else value
+        for part in reversed(key.split(".")):
+            node = {part: node}
+        out = _merge(out, node)
+    return out
 
 
 def _resolve_types(cls: type) -> dict[str, Any]:
@@ -158,17 +211,24 @@ class Config:
 
     @classmethod
     def load(cls: type[C], path: str | Path) -> C:
-        """Read a ``.json`` or ``.yaml``/``.yml`` file."""
+        """Read a config file: JSON for ``.json``, YAML for any other name (``.yaml``, ``.yml``, ...)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            return cls.from_yaml(text)
-        return cls.from_json(text)
+        if path.suffix == ".json":
+            return cls.from_json(text)
+        return cls.from_yaml(text)
+
+    def merged(self: C, overrides: dict[str, Any]) -> C:
+        """A new config: this one with ``overrides`` deep-merged in (this one does not change).
+
+        A mapping merges into a nested config (or a mapping field) key by key; any other value, and a
+        :class:`Whole` mapping, replaces the field. The result is validated like a loaded config:
+        unknown keys and wrong types raise ConfigError.
+        """
+        return type(self).from_dict(_plain(_merge(self.to_dict(), overrides)))
 
     def replace(self: C, **changes: Any) -> C:
-        """A copy with some fields changed (unknown names raise ConfigError)."""
-        data = self.to_dict()
-        data.update(changes)
-        return type(self).from_dict(data)
+        """A copy with some fields set to new values, each taken whole (unknown names raise ConfigError)."""
+        return self.merged({k: Whole(v) if isinstance(v, dict) else v for k, v in changes.items()})

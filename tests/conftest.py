@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+# One torch thread for the whole session, set here once. Tests that need another count set it and
+# restore it themselves.
+torch.set_num_threads(1)
+
 
 def harmonic_tone(seconds: float = 1.0, sr: int = 24000, f0: float = 140.0, seed: int = 0) -> torch.Tensor:
     """A vibrato harmonic tone with a few partials: cheap, deterministic speech-like test audio."""

@@ -77,3 +77,21 @@ def test_augment_hits_requested_snr(tmp_path, wav, capsys):
                  "--pitch", "1", "--seed", "2"]) == 0
     assert "pink noise at 5.00 dB SNR" in capsys.readouterr().out
     assert (tmp_path / "n.wav").is_file()
+
+
+def test_repeated_set_flags_all_apply_in_order():
+    parser = build_parser()
+    for argv in (["train", "--config", "quickstart"], ["demo"], ["bench", "robustness"]):
+        args = parser.parse_args(argv + ["--set", "max_items=2", "seeds=[0]", "--set", "max_items=3"])
+        assert args.set == ["max_items=2", "seeds=[0]", "max_items=3"]
+
+
+def test_importing_the_cli_leaves_the_environment_alone():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    code = ("import os, sys, flow_omni.cli; "
+            "assert 'HF_HUB_OFFLINE' not in os.environ and 'lightning' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -19,8 +19,6 @@ from flow_omni.data.manifest import ManifestEntry, Segment
 from flow_omni.data.sampler import BucketBatchSampler, ItemKey
 from flow_omni.errors import ConfigError
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):

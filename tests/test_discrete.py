@@ -10,9 +10,8 @@ from flow_omni.audio.synth import synth_corpus
 from flow_omni.errors import ConfigError
 from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
-from flow_omni.quicktrain import quick_train
+from flow_omni.training.quicktrain import quick_train
 
-torch.set_num_threads(1)
 TEXTS = ["one two", "three four", "five six"]
 
 

@@ -13,7 +13,7 @@ from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.errors import CheckpointError, ConfigError, FlowOmniError
 from flow_omni.layout import STATE_GEN, STATE_STOP
-from flow_omni.quicktrain import quick_train
+from flow_omni.training.quicktrain import quick_train
 
 TEXTS = ["hello", "blue sky", "open door", "seven"]
 #: Mean |log-mel| error (nats, both sides floored at log 1e-5 = -11.5 so that digital silence does not

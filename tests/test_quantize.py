@@ -22,8 +22,6 @@ from flow_omni.quantize import (
     reconstruction_error,
 )
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def speech():

@@ -6,11 +6,9 @@ import csv
 import json
 
 import pytest
-import torch
 
-from flow_omni.eval.robustness import RobustnessConfig, aggregate
-
-torch.set_num_threads(1)
+from flow_omni.bench import RobustnessConfig
+from flow_omni.eval.robustness import aggregate
 
 
 def test_aggregate_mean_and_std_by_hand():
@@ -97,7 +95,7 @@ def test_workers_stop_when_the_benchmark_is_killed(tmp_path):
 
     parent = subprocess.Popen([sys.executable, "-c", (
         "import time\n"
-        "from flow_omni.eval.robustness import worker_pool\n"
+        "from flow_omni.bench.pool import worker_pool\n"
         "pool = worker_pool(1)\n"
         "print(pool.submit(__import__('os').getpid).result(), flush=True)\n"
         "pool.submit(time.sleep, 600)\n"

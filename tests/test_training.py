@@ -21,6 +21,7 @@ import torch
 from flow_omni import FlowOmni, Sample
 from flow_omni.audio.io import save_audio
 from flow_omni.audio.synth import synth_corpus
+from flow_omni.config import parse_overrides
 from flow_omni.data.manifest import ManifestEntry, write_manifest
 from flow_omni.models.lora import adapter_state_dict, load_adapter, merge_lora
 from flow_omni.training.config import TrainConfig
@@ -241,9 +242,7 @@ def test_config_errors_are_specific(tmp_path):
     with pytest.raises(ConfigError, match="built-in recipe"):
         recipe_path("no_such_recipe")
     # `--set optim.lr=2e-3` reaches us as the string '2e-3' (YAML 1.1); it is the number, other text is not
-    from flow_omni.training.config import apply_overrides
-
-    assert TrainConfig.from_dict(apply_overrides({}, ["optim.lr=2e-3"])).optim.lr == 0.002
+    assert TrainConfig().merged(parse_overrides(["optim.lr=2e-3"])).optim.lr == 0.002
     with pytest.raises(ConfigError, match="optim.lr: expected a number, got '2e-3x'"):
         TrainConfig.from_dict({"optim": {"lr": "2e-3x"}})
 
@@ -264,12 +263,12 @@ def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path):
     from flow_omni.training.train import recipe_path
 
     _, ref = straight
-    cfg = TrainConfig.load_with_overrides(recipe_path("noisy_finetune"), [
+    cfg = TrainConfig.load(recipe_path("noisy_finetune")).merged(parse_overrides([
         f"out_dir={tmp_path / 'ft'}", f"model.init_from={ref.model_dir}", "threads=1", "progress=false",
         f"data.train=[{data_dir / 'train.jsonl'}]", "data.valid=[]", "data.batch_size=4", "max_steps=4",
         "checkpoint_every_steps=2", "loggers=[csv]", f"eval.manifests={{held_out: {data_dir / 'valid.jsonl'}}}",
         "eval.conditions=[clean, white@5]", "eval.max_items=2",
-    ])
+    ]))
     res = train(cfg)
     report = res.eval_report.read_text()
     for cond in ("clean", "white@5"):
@@ -311,6 +310,7 @@ def test_cli_end_to_end_on_the_espeak_corpus(tmp_path, capsys):
 
 
 def test_inference_imports_without_lightning():
-    code = ("import sys, flow_omni, flow_omni.models.generation, flow_omni.data, flow_omni.eval.robustness, flow_omni.cli; "
+    code = ("import sys, flow_omni, flow_omni.models.generation, flow_omni.data, flow_omni.eval.robustness, "
+            "flow_omni.bench, flow_omni.cli; "
             "assert 'lightning' not in sys.modules and 'peft' not in sys.modules, 'lightning imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

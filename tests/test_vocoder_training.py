@@ -61,8 +61,8 @@ def _tiny_config(manifest: Path, out: Path, **changes) -> VocoderTrainConfig:
         vocoder={**base.vocoder.to_dict(), "dim": 32, "intermediate_dim": 64, "num_layers": 1},
         segment_samples=2048, val_segment_samples=4096, batch_size=2, num_workers=0, seed=0,
         max_steps=STEPS, pretrain_mel_steps=PRETRAIN, lr_generator=5e-3, warmup_steps=2,
-        mpd_periods=[2], mrd_fft_sizes=[512], log_every_n_steps=1, checkpoint_every_n_steps=12,
-        val_every_n_steps=STEPS, val_max_batches=2,
+        mpd_periods=[2], mrd_fft_sizes=[512], log_every_steps=1, checkpoint_every_steps=12,
+        val_every_steps=STEPS, val_max_batches=2,
     )
     return base.replace(**{**tiny, **changes})
 

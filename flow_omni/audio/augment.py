@@ -23,6 +23,7 @@ import torch
 
 from flow_omni.audio.noise import CLIP_PEAK, NOISE_KINDS, RngLike, as_rng, make_noise, mix_at_snr, require_mono
 from flow_omni.audio.perturb import add_reverb, pitch_shift, speed_perturb
+from flow_omni.audio.synth import synth_corpus
 from flow_omni.config import Config
 from flow_omni.errors import AudioError, ConfigError
 
@@ -100,8 +101,6 @@ class Augmenter:
     @property
     def babble_pool(self) -> list[torch.Tensor]:
         if self._babble_pool is None:
-            from flow_omni.audio.synth import synth_corpus  # lazy: only needed for babble
-
             self._babble_pool = synth_corpus(8, seed=12345, sample_rate=self.sample_rate)
         return self._babble_pool
 

@@ -115,7 +115,7 @@ class WhisperASR:
             model_dir = Path(model_dir)
             if not (model_dir / "model.bin").is_file():
                 raise ASRUnavailableError(f"{model_dir} is not a CTranslate2 Whisper folder (no model.bin)")
-        try:
+        try:  # here, not at the top: faster-whisper (and CTranslate2) is optional, flow_omni[eval]
             from faster_whisper import WhisperModel
         except ImportError as exc:
             raise ASRUnavailableError(f"faster-whisper cannot be imported ({exc}); {INSTALL_HINT}") from exc

@@ -20,9 +20,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from flow_omni.audio.io import load_audio
 from flow_omni.audio.noise import NOISE_KINDS, make_noise, mix_at_snr
 from flow_omni.audio.perturb import pitch_shift, speed_perturb
-from flow_omni.data.manifest import ManifestEntry
+from flow_omni.audio.synth import synth_corpus
+from flow_omni.data.manifest import ManifestEntry, read_manifest
 from flow_omni.errors import ConfigError
 from flow_omni.eval.audio_metrics import mel_distance
 from flow_omni.eval.text_metrics import cer, wer
@@ -60,8 +62,6 @@ def apply_condition(audio: torch.Tensor, cond: str, seed: int, sample_rate: int 
         return speed_perturb(audio, value, sample_rate)
     rng = np.random.default_rng(seed)
     if kind == "babble" and not babble_pool:
-        from flow_omni.audio.synth import synth_corpus
-
         babble_pool = synth_corpus(8, seed=12345, sample_rate=sample_rate)
     noise = make_noise(kind, audio.shape[0], rng, utterances=list(babble_pool) if kind == "babble" else None,
                        sample_rate=sample_rate)
@@ -126,9 +126,6 @@ def evaluate_heldout(model, manifests: dict[str, str], conditions: Sequence[str]
 
     Returns ``{manifest_name: {"asr": {cond: HeldoutResult as dict}, "tts_mel_l1": float | None}}``.
     """
-    from flow_omni.audio.io import load_audio
-    from flow_omni.data.manifest import read_manifest
-
     for c in conditions:
         parse_condition(c)
     results: dict = {}

@@ -40,7 +40,7 @@ class LoraSettings(Config):
             raise ConfigError(f"LoraSettings: need r >= 1, alpha > 0, dropout in [0, 1), target_modules; got {self}")
 
     def peft_config(self):
-        from peft import LoraConfig
+        from peft import LoraConfig  # PEFT is optional (flow_omni[train]): imported only when LoRA is used
 
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                           target_modules=list(self.target_modules), bias="none")
@@ -52,7 +52,7 @@ def has_lora(module: nn.Module) -> bool:
 
 def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     """Inject LoRA into ``model.backbone``; freeze the backbone's own weights. Returns adapter names."""
-    from peft import inject_adapter_in_model
+    from peft import inject_adapter_in_model  # optional dependency, as above
 
     if has_lora(model.backbone):
         raise ConfigError("the backbone already has LoRA layers")
@@ -105,7 +105,7 @@ def load_adapter(model: nn.Module, directory: str | Path) -> LoraSettings:
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA layer into its base Linear and remove it (in place); returns ``model``."""
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import LoraLayer  # optional dependency, as above
 
     for name, module in list(model.backbone.named_modules()):
         if isinstance(module, LoraLayer):

@@ -28,16 +28,9 @@ import torch
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer
 from flow_omni.checkpoint import CONFIG_NAME, read_checkpoint_config
 from flow_omni.errors import CheckpointError, ConfigError
-from flow_omni.quantize.kmeans import (
-    KMeansConfig,
-    KMeansQuantizer,
-    KMeansResult,
-    Quantizer,
-    QuantizerError,
-    TokenSource,
-    VQConfig,
-    kmeans,
-)
+from flow_omni.quantize.base import Quantizer, QuantizerError, TokenSource, VQConfig
+from flow_omni.quantize.build import QUANTIZER_KINDS, build_quantizer
+from flow_omni.quantize.kmeans import KMeansConfig, KMeansQuantizer, KMeansResult, kmeans
 from flow_omni.quantize.rvq import ResidualVQ, RVQConfig
 from flow_omni.quantize.stats import (
     ReconstructionError,
@@ -48,8 +41,7 @@ from flow_omni.quantize.stats import (
 )
 
 #: Class tag in ``config.json`` → quantiser class.
-QUANTIZER_CLASSES: dict[str, type[Quantizer]] = {"KMeansQuantizer": KMeansQuantizer, "ResidualVQ": ResidualVQ}
-_KINDS: dict[str, type[Quantizer]] = {"kmeans": KMeansQuantizer, "rvq": ResidualVQ}
+QUANTIZER_CLASSES: dict[str, type[Quantizer]] = {cls.__name__: cls for cls in QUANTIZER_KINDS.values()}
 
 
 def load_quantizer(directory: str | Path) -> Quantizer:
@@ -81,8 +73,8 @@ def fit_quantizer(
 
     ``dim`` defaults to the size of the tokens (peeked from the first chunk of an iterable).
     """
-    if kind not in _KINDS:
-        raise ConfigError(f"fit_quantizer: kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    if kind not in QUANTIZER_KINDS:
+        raise ConfigError(f"fit_quantizer: kind must be one of {sorted(QUANTIZER_KINDS)}, got {kind!r}")
     if "dim" not in config:
         if isinstance(tokens, torch.Tensor):
             first = tokens
@@ -96,13 +88,13 @@ def fit_quantizer(
         if not isinstance(first, torch.Tensor) or first.dim() < 1:
             raise QuantizerError(f"fit_quantizer: expected token tensors (..., D), got {type(first).__name__}")
         config["dim"] = int(first.shape[-1])
-    cls = _KINDS[kind]
-    model = cls(cls.config_class.from_dict(config))
+    model = build_quantizer(kind, config, dim=config["dim"])
     return model.fit(tokens, progress=progress, tokenizer=tokenizer)
 
 
 __all__ = [
     "QUANTIZER_CLASSES",
+    "QUANTIZER_KINDS",
     "KMeansConfig",
     "KMeansQuantizer",
     "KMeansResult",

@@ -23,7 +23,8 @@ import torch
 
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer
 from flow_omni.errors import ConfigError
-from flow_omni.quantize.kmeans import Quantizer, TokenSource, VQConfig, _progress, collect_tokens, kmeans
+from flow_omni.quantize.base import Quantizer, TokenSource, VQConfig
+from flow_omni.quantize.kmeans import _progress, collect_tokens, kmeans
 
 
 @dataclasses.dataclass

@@ -18,7 +18,7 @@ import torch
 
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer
 from flow_omni.errors import ConfigError, MelShapeError
-from flow_omni.quantize.kmeans import Quantizer, QuantizerError, TokenSource, check_tokens
+from flow_omni.quantize.base import Quantizer, QuantizerError, TokenSource, check_tokens
 
 
 def code_histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:

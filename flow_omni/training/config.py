@@ -40,7 +40,8 @@ class ModelSpec(Config):
     backbone_path: str | None = None  # a local Hugging Face causal LM (folder)
     gguf_file: str | None = None
     init_from: str | None = None  # a ``save_pretrained`` folder to continue from (fine-tuning)
-    overrides: dict = dataclasses.field(default_factory=dict)  # FlowOmniConfig fields, e.g. {layout: {...}}
+    #: FlowOmniConfig fields deep-merged into the preset's or backbone's config, e.g. {layout: {text_delay: 3}}
+    overrides: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.preset, self.backbone_path, self.init_from)) == 0:
@@ -125,32 +126,6 @@ class TrainConfig(Config):
     @property
     def out(self) -> Path:
         return Path(self.out_dir)
-
-    @classmethod
-    def load_with_overrides(cls, path: str | Path, overrides: list[str] = ()) -> "TrainConfig":
-        """Load a YAML recipe, then apply ``key.sub=value`` overrides (values parsed as YAML)."""
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls.from_dict(apply_overrides(data, overrides))
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping, in place."""
-    import yaml
-
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
-        key, value = item.split("=", 1)
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(value)
-    return data
 
 
 __all__ = ["AugmentConfig", "EvalSpec", "GROUPS", "ModelSpec", "OptimConfig", "TrainConfig"]

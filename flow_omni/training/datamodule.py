@@ -19,6 +19,7 @@ from flow_omni.data.dataset import Collator, DataConfig, SpeechDataset
 from flow_omni.data.features import FeatureCache
 from flow_omni.data.manifest import ManifestEntry
 from flow_omni.data.sampler import BucketBatchSampler
+from flow_omni.data.validate import validate_manifest
 from flow_omni.errors import FlowOmniError
 
 
@@ -29,8 +30,6 @@ def load_entries(paths: list[str], config: DataConfig, *, what: str = "train") -
     line each, or stop the run at the first, as ``config.on_error`` says; entries longer than
     ``max_seconds`` are skipped and reported too.
     """
-    from flow_omni.data.validate import validate_manifest
-
     entries: list[ManifestEntry] = []
     report: list[str] = []
     for path in paths:

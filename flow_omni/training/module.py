@@ -6,14 +6,15 @@ weight a rank's tokens by 1/(its own count); instead each rank scales its mean b
 ``n_rank * world / n_global`` (counts all-reduced), so the averaged gradient is exactly the
 gradient of the global per-token mean — N processes train like one process with the same global
 batch (tested). Every random draw comes from per-item seeds (see :mod:`flow_omni.data.sampler`)
-plus a per-step seed for anything else (e.g. LoRA dropout), which is what makes a resumed run
-repeat an uninterrupted one.
+plus a per-step seed for anything else (:meth:`FlowOmniModule.step_seed`: an explicit generator for
+the model's own draws, a seeded fork of torch's global RNG for dropout, e.g. LoRA's), which is what
+makes a resumed run repeat an uninterrupted one; the global RNG itself is never reseeded.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +25,7 @@ from flow_omni.errors import FlowOmniError
 from flow_omni.layout import Batch
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniOutput
 from flow_omni.training.config import TrainConfig
+from flow_omni.training.schedule import warmup_cosine
 
 TERMS = ("text", "state", "flow")
 
@@ -50,14 +52,8 @@ class FlowOmniModule(L.LightningModule):
         no_decay = [p for p in params if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
-        total, warm, floor = self.config.max_steps, o.warmup_steps, o.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            frac = min(1.0, (step - warm) / max(1, total - warm))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
-
+        factor = functools.partial(warmup_cosine, warmup=o.warmup_steps, total=self.config.max_steps,
+                                   min_ratio=o.min_lr_ratio)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -90,10 +86,20 @@ class FlowOmniModule(L.LightningModule):
             f"training stopped and nothing was saved after it; {keep}. Lower optim.lr, raise warmup_steps, "
             "or check the data of this step")
 
+    def step_seed(self) -> int:
+        """The seed of this training step's random draws: a function of (seed, step, rank) alone, so that a
+        resumed run draws what an uninterrupted one did."""
+        return self.config.seed * 1_000_003 + self.global_step * 101 + self.global_rank
+
     def training_step(self, batch: Batch, batch_idx: int):
-        # Anything that draws from the global RNG (dropout) gets a seed fixed by the step and rank.
-        torch.manual_seed(self.config.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
-        out = self.model(batch)
+        seed = self.step_seed()
+        generator = torch.Generator(device=self.model.device).manual_seed(seed)
+        # Dropout (LoRA's, a pretrained backbone's) can only draw from torch's global RNG: it gets a fork of
+        # it seeded for this step, and the global RNG is left as it was.
+        devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.model(batch, generator=generator)
         self._check_finite(out, "training")
         loss = self._normalised_loss(out)
         bs = batch.text.shape[0]

@@ -23,9 +23,11 @@ import torch
 
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.errors import CheckpointError, ConfigError
+from flow_omni.eval.heldout import evaluate_heldout
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
 from flow_omni.training.config import GROUPS, TrainConfig
+from flow_omni.training.report import write_eval_report
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -59,14 +61,11 @@ def build_model(config: TrainConfig) -> FlowOmni:
     spec = config.model
     if spec.init_from:
         return FlowOmni.from_pretrained(spec.init_from).train()
-    overrides = dict(spec.overrides)
     if spec.backbone_path:
         cfg = FlowOmniConfig.from_pretrained_backbone(spec.backbone_path, gguf_file=spec.gguf_file, r=spec.r)
-        cfg = FlowOmniConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
     else:
         cfg = FlowOmniConfig.preset(spec.preset, r=spec.r)
-        cfg = FlowOmniConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
-    return FlowOmni(cfg)
+    return FlowOmni(cfg.merged(spec.overrides) if spec.overrides else cfg)
 
 
 def _submodule(model: FlowOmni, path: str) -> torch.nn.Module | None:
@@ -97,7 +96,7 @@ def set_trainable(model: FlowOmni, config: TrainConfig) -> dict[str, int]:
 
 
 def _strategy(config: TrainConfig, model: FlowOmni):
-    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy  # Lightning only when training: see train()
 
     if config.strategy == "fsdp":
         # Wrap each decoder layer; with LoRA a wrapped unit mixes frozen base weights and trainable
@@ -136,6 +135,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
 
     ``callbacks``: extra Lightning callbacks (timers, custom logging) added to the run's own.
     """
+    # Lightning (flow_omni[train]) and our modules built on it are imported here, not at the top, so that
+    # importing flow_omni.training (configs, build_model, quick_train) works without it.
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -223,8 +224,6 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         model_dir = model.save_pretrained(out / "model")
     eval_report = None
     if config.eval is not None and config.eval.manifests and trainer.is_global_zero:
-        from flow_omni.training.report import write_eval_report
-
         if before is None and (out / "eval_before.json").exists():  # a resumed run: the first part measured it
             before = json.loads((out / "eval_before.json").read_text())
         if before is not None:
@@ -236,8 +235,6 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
 
 
 def _evaluate(model: FlowOmni, config: TrainConfig) -> dict:
-    from flow_omni.eval.heldout import evaluate_heldout
-
     spec = config.eval
     return evaluate_heldout(model, spec.manifests, spec.conditions, max_items=spec.max_items, tts=spec.tts,
                             seed=spec.seed)

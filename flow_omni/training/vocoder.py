@@ -20,7 +20,7 @@ What had to change for Lightning 2.x (vocos 0.1.0 targets pytorch_lightning 1.8)
   own configs rely on that ("max_steps 2M = 1M generator + 1M discriminator steps"). Here the
   discriminator optimiser is stepped on *every* batch — during mel pre-training with no gradients,
   which leaves every weight and the AdamW state untouched — so ``global_step == 2 × batches``
-  always, and ``VocoderTrainConfig.max_steps`` / ``checkpoint_every_n_steps`` /
+  always, and ``VocoderTrainConfig.max_steps`` / ``checkpoint_every_steps`` /
   ``pretrain_mel_steps`` / schedules all count batches (= generator updates).
 * UTMOS / PESQ / periodicity need downloads or extra packages; validation logs the mel L1
   (vocos' ``val/mel_loss``) and a multi-resolution STFT distance instead.
@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -53,6 +52,7 @@ from flow_omni.checkpoint import atomic_write_text
 from flow_omni.config import Config
 from flow_omni.data.manifest import read_manifest
 from flow_omni.errors import ConfigError
+from flow_omni.training.schedule import warmup_cosine
 from flow_omni.vocoder.vocos_vocoder import Vocoder, VocoderConfig
 
 #: Precisions that work: Vocos' ISTFT head builds a complex spectrum, which has no bf16/fp16 kernels,
@@ -96,10 +96,10 @@ class VocoderTrainConfig(Config):
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
-    log_every_n_steps: int = 100
-    checkpoint_every_n_steps: int = 10_000
+    log_every_steps: int = 100
+    checkpoint_every_steps: int = 10_000
     keep_checkpoints: int = 3
-    val_every_n_steps: int = 10_000
+    val_every_steps: int = 10_000
     val_max_batches: int | None = 100
 
     def __post_init__(self) -> None:
@@ -114,7 +114,7 @@ class VocoderTrainConfig(Config):
             shortest = max(v.n_fft, *self.mrd_fft_sizes) // 2
             if n <= shortest:
                 raise ConfigError(f"{name}={n} is too short: STFTs of size {2 * shortest} need more than {shortest}")
-        positive = ("batch_size", "max_steps", "log_every_n_steps", "checkpoint_every_n_steps", "val_every_n_steps")
+        positive = ("batch_size", "max_steps", "log_every_steps", "checkpoint_every_steps", "val_every_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -264,14 +264,6 @@ class VocoderDataModule(L.LightningDataModule):
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def cosine_with_warmup(step: int, *, warmup: int, total: int) -> float:
-    """LR factor of ``transformers.get_cosine_schedule_with_warmup`` (half cosine), as vocos uses."""
-    if step < warmup:
-        return step / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
 def multi_resolution_stft_distance(
     y_hat: torch.Tensor, y: torch.Tensor, fft_sizes: Sequence[int] = (512, 1024, 2048)
 ) -> torch.Tensor:
@@ -350,7 +342,8 @@ class VocosGAN(L.LightningModule):
         kw = dict(betas=tuple(c.betas), weight_decay=c.weight_decay)
         opt_disc = torch.optim.AdamW(disc_params, lr=c.lr_discriminator, **kw)
         opt_gen = torch.optim.AdamW(self.vocoder.parameters(), lr=c.lr_generator, **kw)
-        factor = functools.partial(cosine_with_warmup, warmup=c.warmup_steps, total=c.max_steps)
+        # transformers.get_cosine_schedule_with_warmup, as vocos uses: warm-up from 0, decay to 0.
+        factor = functools.partial(warmup_cosine, warmup=c.warmup_steps, total=c.max_steps, warmup_from_zero=True)
         scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_disc, opt_gen)]
         return [opt_disc, opt_gen], [{"scheduler": s, "interval": "step"} for s in scheds]
 
@@ -433,7 +426,7 @@ class VocosGAN(L.LightningModule):
         c = self.config
         if step < c.warmup_steps:
             return 1.0
-        return cosine_with_warmup(step, warmup=c.warmup_steps, total=c.max_steps)
+        return warmup_cosine(step, warmup=c.warmup_steps, total=c.max_steps)
 
     def on_train_start(self) -> None:
         if self.config.decay_mel_coeff:  # a resumed run continues the decay where it stopped
@@ -500,7 +493,7 @@ def train_vocoder(
         mode="max",
         save_top_k=config.keep_checkpoints,
         save_last=True,
-        every_n_train_steps=2 * config.checkpoint_every_n_steps,  # global_step counts both optimisers
+        every_n_train_steps=2 * config.checkpoint_every_steps,  # global_step counts both optimisers
     )
     trainer = L.Trainer(
         default_root_dir=out,
@@ -512,8 +505,8 @@ def train_vocoder(
         precision=config.precision,
         logger=CSVLogger(out, name="logs"),
         callbacks=[checkpoint, *callbacks],
-        log_every_n_steps=config.log_every_n_steps,
-        val_check_interval=config.val_every_n_steps if has_val else None,
+        log_every_n_steps=config.log_every_steps,
+        val_check_interval=config.val_every_steps if has_val else None,
         check_val_every_n_epoch=None if has_val else 1,
         limit_val_batches=(config.val_max_batches if config.val_max_batches is not None else 1.0) if has_val else 0,
         num_sanity_val_steps=1 if has_val else 0,
@@ -529,7 +522,7 @@ def train_vocoder(
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         trainer.fit(module, datamodule=data, **fit_kwargs)
     if not trainer.interrupted:
-        # ModelCheckpoint saves only every checkpoint_every_n_steps: make last.ckpt the end state.
+        # ModelCheckpoint saves only every checkpoint_every_steps: make last.ckpt the end state.
         last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(last, weights_only=False)
     target = out / "vocoder"
@@ -547,7 +540,6 @@ __all__ = [
     "VocoderTrainConfig",
     "VocosGAN",
     "build_training_module",
-    "cosine_with_warmup",
     "manifest_audio_files",
     "multi_resolution_stft_distance",
     "train_vocoder",

@@ -1,6 +1,6 @@
-"""The foundation round-trip: audio → log-mel → normalised r-frame tokens → flow head → vocoder.
+"""``flow-omni roundtrip``: audio → log-mel → normalised r-frame tokens → flow head → vocoder.
 
-This is what ``flow-omni roundtrip`` (and, until the full speech LLM exists, ``make demo``) runs:
+The foundation demo, without the LLM:
 
 1. synthesise a small corpus of speech-like audio (:mod:`flow_omni.audio.synth`),
 2. compute the Vocos-24k log-mel, fit per-bin statistics, normalise, group ``r`` frames a token,
@@ -8,7 +8,8 @@ This is what ``flow-omni roundtrip`` (and, until the full speech LLM exists, ``m
    and of its neighbours (band energies, ``3 * r * coarse_bands`` numbers): the head has to invent
    the fine spectral detail (harmonics, formant shapes), the job it does inside the speech LLM,
 4. sample every token of a held-out utterance with the ODE solver, ungroup, denormalise,
-5. vocode the original and the generated mel and write WAVs, a PNG and a Markdown report.
+5. vocode the original and the generated mel and write WAVs, a PNG and a Markdown report; mel
+   distances are :func:`flow_omni.eval.audio_metrics.mel_distance` (floored at the log-mel floor).
 
 Without a trained Vocos checkpoint the vocoder is Griffin-Lim, chosen explicitly and named in the
 report: a randomly initialised Vocos produces noise, and no Vocos weights ship offline.
@@ -16,21 +17,24 @@ report: a randomly initialised Vocos produces noise, and no Vocos weights ship o
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from flow_omni.audio import MelConfig, save_audio
+from flow_omni.audio.mel import LOG_MEL_FLOOR
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.config import Config
+from flow_omni.eval.audio_metrics import mel_distance
 from flow_omni.models import FlowHead, FlowHeadConfig
 from flow_omni.plotting import plot_curve, plot_mels
+from flow_omni.vocoder import GriffinLim, Vocoder, load_vocoder
 
 
 @dataclasses.dataclass
@@ -71,16 +75,6 @@ def spread_coarse(coarse: torch.Tensor, r: int, bands: int, n_mels: int) -> torc
     return frames.reshape(n, r * n_mels)
 
 
-#: Log-mel floor for distances: log(1e-5) ≈ -11.5 (about -100 dB). Vocos' own floor is log(1e-7);
-#: without this, differences between two kinds of near-silence would dominate the average.
-DISTANCE_FLOOR = -11.5
-
-
-def mel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean absolute log-mel difference in nats, both sides floored at :data:`DISTANCE_FLOOR`."""
-    return float((a.clamp_min(DISTANCE_FLOOR) - b.clamp_min(DISTANCE_FLOOR)).abs().mean())
-
-
 def make_condition(tokens: torch.Tensor, r: int, bands: int) -> torch.Tensor:
     """Condition of each token ``(N, D)`` → ``(N, 3*r*bands)``: the coarse views of the token and
     of its two neighbours (zeros past the ends), so the head sees the local spectral envelope."""
@@ -92,11 +86,15 @@ def make_condition(tokens: torch.Tensor, r: int, bands: int) -> torch.Tensor:
 def run_roundtrip(
     out_dir: str | Path,
     config: RoundTripConfig | None = None,
-    vocoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    vocoder: Vocoder | GriffinLim | None = None,
     vocoder_name: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run the demo, write its artefacts into ``out_dir`` and return the measured numbers."""
+    """Run the demo, write its artefacts into ``out_dir`` and return the measured numbers.
+
+    ``vocoder``: what turns mels into the WAVs (default: Griffin-Lim with ``config.griffin_lim_iters``
+    iterations); ``vocoder_name`` names it in the report.
+    """
     cfg = config or RoundTripConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,13 +153,12 @@ def run_roundtrip(
     frame_l1 = mel_distance(test_mel[:, 1:], test_mel[:, :-1])
 
     if vocoder is None:
-        from flow_omni.vocoder import GriffinLim
-
-        gl = GriffinLim(mel_cfg, n_iter=cfg.griffin_lim_iters)
-        vocoder, vocoder_name = gl.decode, f"Griffin-Lim ({cfg.griffin_lim_iters} iterations; no trained Vocos given)"
+        vocoder = load_vocoder(None, mel_config=mel_cfg, n_iter=cfg.griffin_lim_iters)
+    if vocoder_name is None and isinstance(vocoder, GriffinLim):
+        vocoder_name = f"Griffin-Lim ({vocoder.n_iter} iterations; no trained Vocos given)"
     wav_orig = save_audio(out / "original.wav", audios[-1], mel_cfg.sample_rate)
-    wav_copy = save_audio(out / "resynth_original_mel.wav", vocoder(test_mel), mel_cfg.sample_rate)
-    wav_gen = save_audio(out / "flow_head_sample.wav", vocoder(gen_mel), mel_cfg.sample_rate)
+    wav_copy = save_audio(out / "resynth_original_mel.wav", vocoder.decode(test_mel), mel_cfg.sample_rate)
+    wav_gen = save_audio(out / "flow_head_sample.wav", vocoder.decode(gen_mel), mel_cfg.sample_rate)
     png = plot_mels(
         [("original log-mel (held-out utterance)", test_mel),
          (f"flow head sample (r={cfg.r}, {cfg.solver} x{cfg.sample_steps}, temperature {cfg.temperature})", gen_mel),
@@ -203,7 +200,7 @@ def _write_report(path: Path, r: dict) -> None:
         f"- flow head: {r['head_parameters']:,} parameters, width {c['width']}, depth {c['depth']}, "
         f"{c['train_steps']} steps in {r['train_seconds']} s; CFM loss {r['first_loss']:.3f} → {r['final_loss']:.3f}",
         f"- sampling: {c['solver']} × {c['sample_steps']} steps, {r['test_tokens']} tokens in {r['sample_seconds']} s",
-        f"- mean |log-mel difference| (nats, floored at -11.5), generated vs original: "
+        f"- mean |log-mel difference| (nats, floored at log 1e-7 = {LOG_MEL_FLOOR:.1f}), generated vs original: "
         f"**{r['mel_l1_generated_vs_original']}** "
         f"(temperature 0: {r['mel_l1_temperature0_vs_original']}; the coarse condition alone, spread over its "
         f"bands: {r['mel_l1_coarse_only_vs_original']}; adjacent frames of the original differ by "
@@ -222,3 +219,35 @@ def _write_report(path: Path, r: dict) -> None:
         "`flow_head_sample.wav` (vocoder on the generated mel).",
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def roundtrip_command(args: argparse.Namespace) -> None:
+    """audio → mel tokens → flow head → vocoder round-trip (no LLM; ~90 s)
+
+    Synthesise speech, train a flow head on its mel tokens, generate a held-out utterance's mel, vocode it;
+    writes WAVs, PNGs and report.md.
+    """
+    cfg = RoundTripConfig(seed=args.seed)
+    if args.config:
+        cfg = RoundTripConfig.load(args.config)
+    if args.steps is not None:
+        cfg = cfg.merged({"train_steps": args.steps})
+    vocoder = load_vocoder(args.vocoder, n_iter=cfg.griffin_lim_iters)
+    name = None if isinstance(vocoder, GriffinLim) else f"Vocos from {args.vocoder}"
+    result = run_roundtrip(args.out, cfg, vocoder=vocoder, vocoder_name=name)
+    print(f"\nround-trip finished: CFM loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}, "
+          f"mel L1 generated vs original {result['mel_l1_generated_vs_original']} (temperature 0: {result['mel_l1_temperature0_vs_original']}) "
+          f"(coarse-only baseline {result['mel_l1_coarse_only_vs_original']})")
+    print(f"vocoder: {result['vocoder']}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    for f in result["files"]:
+        print(f"  {f}")
+
+
+def roundtrip_arguments(d: argparse.ArgumentParser) -> None:
+    d.add_argument("--out", default="roundtrip_out", help="output directory (default: roundtrip_out)")
+    d.add_argument("--config", help="RoundTripConfig as YAML/JSON")
+    d.add_argument("--steps", type=int, help="override the number of training steps")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--vocoder", default="griffinlim",
+                   help="'griffinlim' (default; no weights needed) or a Vocos checkpoint directory / hub id")

@@ -1,13 +1,14 @@
 """A plain-PyTorch training loop for small experiments, tests and benchmarks.
 
-The full recipes (Lightning, YAML, checkpoints, resume, DDP) live in ``flow_omni.training``; this is
-the dependency-free loop used where a few hundred steps on a handful of samples are enough (the
-overfitting tests, the generation benchmark, quick notebooks). AdamW, linear warm-up then cosine
-decay, gradient clipping, and a NaN/Inf guard that stops with a clear message.
+The full recipes (Lightning, YAML, checkpoints, resume, DDP) run through :func:`flow_omni.training.train`;
+this is the loop without Lightning, used where a few hundred steps on a handful of samples are enough
+(the overfitting tests, quick notebooks). AdamW, linear warm-up then cosine decay
+(:mod:`flow_omni.training.schedule`), gradient clipping, and a NaN/Inf guard that stops with a clear message.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from typing import Callable, Sequence
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import Sample
+from flow_omni.training.schedule import warmup_cosine
 
 
 def quick_train(
@@ -41,13 +43,7 @@ def quick_train(
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_frac = (step - warmup) / max(1, steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac))
-
+    lr_at = functools.partial(warmup_cosine, warmup=warmup, total=steps, min_ratio=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     model.train()
     history: list[dict[str, float]] = []

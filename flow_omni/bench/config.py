@@ -1,0 +1,103 @@
+"""What the robustness benchmark runs: the variants (speech tokenisations), seeds, budget and conditions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flow_omni.config import Config
+from flow_omni.errors import ConfigError
+from flow_omni.eval.heldout import parse_condition
+from flow_omni.eval.robustness import TASKS
+
+
+@dataclasses.dataclass
+class VariantSpec(Config):
+    """One speech tokenisation to compare (FlowOmniConfig fields that differ between variants)."""
+
+    name: str
+    tokens: str = "continuous"  # continuous | kmeans | rvq
+    quantizer: dict | None = None
+    r: int = 4
+    preset: str = "tiny"
+
+    def model_overrides(self) -> dict:
+        return {} if self.tokens == "continuous" else {"tokens": self.tokens, "quantizer": dict(self.quantizer or {})}
+
+
+def default_variants() -> list[VariantSpec]:
+    return [
+        VariantSpec("continuous"),
+        VariantSpec("kmeans", tokens="kmeans", quantizer={"codebook_size": 256}),
+        VariantSpec("rvq4", tokens="rvq", quantizer={"codebook_size": 256, "num_levels": 4}),
+        VariantSpec("kmeans_lowrate_r8", tokens="kmeans", quantizer={"codebook_size": 256}, r=8),
+    ]
+
+
+@dataclasses.dataclass
+class RobustnessConfig(Config):
+    out_dir: str = "bench_robustness"
+    corpus: str = "data/synth"  # a flow-omni corpus folder; built here if missing
+    corpus_config: dict = dataclasses.field(default_factory=dict)  # CorpusConfig overrides for that build
+    variants: list[VariantSpec] = dataclasses.field(default_factory=default_variants)
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    #: TrainConfig overrides shared by every variant and seed (the equal budget)
+    train: dict = dataclasses.field(default_factory=lambda: {
+        "max_steps": 1500, "data": {"batch_size": 8}, "optim": {"lr": 2e-3, "warmup_steps": 50}})
+    noise_kinds: list[str] = dataclasses.field(default_factory=lambda: ["white", "pink", "babble"])
+    snrs: list[float] = dataclasses.field(default_factory=lambda: [20.0, 10.0, 5.0, 0.0])
+    other_conditions: list[str] = dataclasses.field(
+        default_factory=lambda: ["pitch@3", "pitch@-3", "speed@1.15", "speed@0.85"])
+    unseen_voices: bool = True
+    tasks: list[str] = dataclasses.field(default_factory=lambda: list(TASKS))
+    max_items: int = 24  # test utterances (and QA questions) per condition
+    max_new_positions: int = 300
+    sample_wavs: int = 1  # example inputs/outputs written per condition (first seed)
+    vocoder: str | None = None  # a Vocos checkpoint folder for the sample WAVs; None = Griffin-Lim
+    #: also score TTS and spoken QA answers by Whisper tiny.en (flow_omni[eval]) on the vocoded output,
+    #: when installed; the spoken answers only under these conditions (Whisper costs ~1 s per answer)
+    external_asr: bool = True
+    speech_answer_conditions: list[str] = dataclasses.field(default_factory=lambda: ["clean"])
+    threads: int | None = None  # torch threads per run; None = all cores split evenly between `jobs`
+    #: (variant, seed) runs trained and scored side by side in separate processes; each finished run's
+    #: scores are kept in ``runs/<variant>-seed<k>/eval.json`` so a rerun (or an interrupted run) reuses them
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"RobustnessConfig.jobs must be >= 1, got {self.jobs}")
+        bad = sorted(set(self.tasks) - set(TASKS))
+        if bad:
+            raise ConfigError(f"RobustnessConfig.tasks: unknown {bad}; valid: {list(TASKS)}")
+        if not self.variants or not self.seeds:
+            raise ConfigError("RobustnessConfig: at least one variant and one seed are needed")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"RobustnessConfig.variants: names must be unique, got {names}")
+        for c in self.conditions():
+            parse_condition(c)
+
+    @classmethod
+    def demo(cls, out_dir: str = "demo_out") -> "RobustnessConfig":
+        """``make demo``: the benchmark reduced to fit ~15 minutes on 2 CPU cores.
+
+        A default-seed corpus with more short spoken questions than long sentences, the continuous
+        variant against one discrete variant (k-means, K = 256, same r), one seed, 300 training steps
+        each, and the conditions clean / white and babble noise at 10 and 0 dB / pitch +3 / unseen voices.
+        """
+        return cls(
+            out_dir=out_dir, corpus=f"{out_dir}/corpus",
+            corpus_config={"n_sentences": 120, "n_qa": 240, "n_interleaved": 0},
+            variants=[VariantSpec("continuous"),
+                      VariantSpec("kmeans", tokens="kmeans", quantizer={"codebook_size": 256})],
+            seeds=[0], train={"max_steps": 300, "data": {"batch_size": 8},
+                              "optim": {"lr": 2e-3, "warmup_steps": 30}},
+            noise_kinds=["white", "babble"], snrs=[10.0, 0.0], other_conditions=["pitch@3"],
+            max_items=8, max_new_positions=200)
+
+    def conditions(self) -> list[str]:
+        """Input conditions for ASR and QA, clean first."""
+        noisy = [f"{k}@{s:g}" for k in self.noise_kinds for s in self.snrs]
+        return ["clean"] + noisy + list(self.other_conditions)
+
+
+__all__ = ["RobustnessConfig", "VariantSpec", "default_variants"]

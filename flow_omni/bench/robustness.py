@@ -1,0 +1,180 @@
+"""The robustness benchmark: continuous vs discrete speech tokens, trained and tested on equal terms.
+
+Every *variant* (continuous flow head, k-means codes, RVQ codes with per-level delay, a low-rate
+single codebook, …) is the same tiny backbone, layout, data, mel space and vocoder; only the speech
+stream differs. Each variant is trained with the same budget on the same corpus for every seed, then
+scored under listening conditions by :func:`flow_omni.eval.robustness.evaluate_model` (ASR, TTS and
+spoken QA under noise, pitch and rate changes and unseen voices), and its streaming TTS latency is
+timed after the other tasks, one model at a time (:mod:`flow_omni.bench.latency`).
+
+Results are kept per seed and reported as mean ± std over seeds: ``report.md``, ``results.json``,
+``results.csv``, PNG plots of each metric against SNR (one line per variant), and sample WAVs per
+condition. Each finished run's scores stay in its folder (:mod:`flow_omni.bench.cache`), so a rerun
+resumes; with ``jobs > 1`` runs train side by side in worker processes (:mod:`flow_omni.bench.pool`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import as_completed
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from flow_omni.bench.cache import cached_run, eval_key, run_dir, write_keyed
+from flow_omni.bench.config import RobustnessConfig, VariantSpec
+from flow_omni.bench.latency import LATENCY_PROMPTS, run_latency
+from flow_omni.bench.pool import worker_pool
+from flow_omni.bench.results import write_results
+from flow_omni.checkpoint import atomic_write_text
+from flow_omni.data.corpus import CorpusConfig, build_corpus
+from flow_omni.data.manifest import read_manifest
+from flow_omni.eval.asr import WhisperASR
+from flow_omni.eval.report import write_robustness_report
+from flow_omni.eval.robustness import aggregate, evaluate_model
+from flow_omni.models.flow_omni import FlowOmni
+from flow_omni.training.config import TrainConfig
+from flow_omni.training.train import train
+from flow_omni.vocoder import load_vocoder
+
+
+def ensure_corpus(cfg: RobustnessConfig, progress: bool = True) -> Path:
+    """The corpus folder, built with ``corpus_config`` if it has no manifests yet."""
+    root = Path(cfg.corpus)
+    if not (root / "train.jsonl").is_file():
+        build_corpus(CorpusConfig.from_dict(cfg.corpus_config), root, progress=progress)
+    return root
+
+
+def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True) -> Path:
+    """Train one variant with the shared budget; reuses a finished run (the benchmark can be resumed)."""
+    out = run_dir(cfg, variant, seed)
+    if (out / "model" / "model.safetensors").is_file():
+        return out / "model"
+    base = {
+        "out_dir": str(out), "seed": seed, "progress": progress, "loggers": ["csv"], "threads": cfg.threads,
+        "model": {"preset": variant.preset, "r": variant.r, "overrides": variant.model_overrides()},
+        "data": {"train": [str(corpus / "train.jsonl")], "valid": [str(corpus / "valid.jsonl")]},
+        "val_every_steps": 10**9, "checkpoint_every_steps": 500,
+    }
+    config = TrainConfig.from_dict(base).merged(cfg.train)
+    # The benchmark measures on test sets; no validation, to save time.
+    train(config.merged({"data": {"valid": []}}), resume="auto")
+    return out / "model"
+
+
+def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
+    """Train every variant for every seed, evaluate, and write the report; returns ``report.md``.
+
+    Runs whose scores are already on disk for the same evaluation settings are reused, so an
+    interrupted benchmark resumes; with ``cfg.jobs > 1`` the remaining runs go to worker processes.
+    """
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    corpus = ensure_corpus(cfg, progress)
+    test, qa, unseen = _test_sets(cfg, corpus)
+    if cfg.threads:  # this process scores (jobs = 1) and times latency; workers set their own
+        torch.set_num_threads(cfg.threads)
+    runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
+    done: dict[tuple[str, int], tuple[list[dict], dict]] = {}
+    todo = []
+    for v, s in runs:
+        cached = cached_run(cfg, v, s)
+        if cached is not None:
+            done[(v.name, s)] = cached
+        else:
+            todo.append((v, s))
+
+    jobs = min(cfg.jobs, len(todo))
+    if jobs > 1:
+        threads = cfg.threads or max(1, (torch.get_num_threads() or 1) // jobs)
+        worker_cfg = cfg.merged({"threads": threads}).to_dict()
+        with worker_pool(jobs) as pool:
+            futures = {pool.submit(_run_in_worker, worker_cfg, v.to_dict(), s, str(corpus)): (v, s) for v, s in todo}
+            for fut in tqdm(as_completed(futures), total=len(futures), desc=f"runs ({jobs} jobs)",
+                            disable=not progress):
+                v, s = futures[fut]
+                try:
+                    done[(v.name, s)] = fut.result()
+                except Exception as exc:
+                    # Fail now, not after every queued run: finished runs are kept in their folders,
+                    # and workers still running stop with this process.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise RuntimeError(f"benchmark run {v.name}/seed{s} failed: {exc}") from exc
+    else:
+        asr, vocoder = _scorers(cfg)
+        for v, s in todo:
+            done[(v.name, s)] = run_one(cfg, v, s, corpus, (test, qa, unseen), asr=asr, vocoder=vocoder,
+                                        progress=progress)
+    latency: dict[tuple[str, int], list[dict]] = {}
+    if "tts" in cfg.tasks and test:
+        # After the pool has closed, one run at a time: streaming latency is wall-clock and must not
+        # be measured while other runs share the cores.
+        for v, s in tqdm(runs, desc="latency", disable=not progress):
+            latency[(v.name, s)] = run_latency(cfg, v, s, test[:LATENCY_PROMPTS])
+    rows = [r for v, s in runs for r in done[(v.name, s)][0] + latency.get((v.name, s), [])]
+    timings = {f"{v.name}/seed{s}": done[(v.name, s)][1] for v, s in runs}
+    write_results(out, rows, timings)
+    return write_robustness_report(out, cfg, rows, aggregate(rows), timings,
+                                   {"test": len(test), "qa": len(qa), "unseen": len(unseen)})
+
+
+def _test_sets(cfg: RobustnessConfig, corpus: Path):
+    test_all = read_manifest(corpus / "test.jsonl")
+    test = [e for e in test_all if not e.answer_text][: cfg.max_items]
+    qa = [e for e in test_all if e.answer_text][: cfg.max_items]
+    unseen = read_manifest(corpus / "test_unseen_voices.jsonl")[: cfg.max_items] if cfg.unseen_voices else []
+    return test, qa, unseen
+
+
+def _scorers(cfg: RobustnessConfig):
+    """(external ASR or None, vocoder function or None = Griffin-Lim) for scoring and sample WAVs."""
+    vocoder = asr = None
+    if cfg.vocoder:
+        vocoder = load_vocoder(cfg.vocoder).decode
+    if cfg.external_asr and ("tts" in cfg.tasks or "qa" in cfg.tasks):
+        asr = WhisperASR() if WhisperASR.available() else None
+    return asr, vocoder
+
+
+def run_one(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, sets, *, asr=None, vocoder=None,
+            progress: bool = True) -> tuple[list[dict], dict]:
+    """Train (or reuse) one variant for one seed and score it; keeps the scores in the run folder."""
+    run = run_dir(cfg, variant, seed)
+    trained_before = (run / "model" / "model.safetensors").is_file()
+    t0 = time.perf_counter()
+    model_dir = train_variant(cfg, variant, seed, corpus, progress)
+    train_s = time.perf_counter() - t0
+    if trained_before and (run / "train_time.json").is_file():
+        train_s = json.loads((run / "train_time.json").read_text())["train_s"]
+    else:
+        atomic_write_text(run / "train_time.json", json.dumps({"train_s": train_s}))
+    t1 = time.perf_counter()
+    model = FlowOmni.from_pretrained(model_dir)
+    wav_dir = Path(cfg.out_dir) / "wavs" / variant.name if seed == cfg.seeds[0] and cfg.sample_wavs else None
+    if wav_dir is not None:
+        wav_dir.mkdir(parents=True, exist_ok=True)
+    test, qa, unseen = sets
+    rows = evaluate_model(model, test, qa, cfg.conditions(), unseen=unseen, tasks=cfg.tasks,
+                          max_new_positions=cfg.max_new_positions, label=(variant.name, seed),
+                          wav_dir=wav_dir, sample_wavs=cfg.sample_wavs, vocoder=vocoder,
+                          external_asr=asr, speech_answer_conditions=cfg.speech_answer_conditions,
+                          progress=progress)
+    timing = {"train_s": train_s, "eval_s": time.perf_counter() - t1, "parameters": model.num_parameters()}
+    write_keyed(run / "eval.json", eval_key(cfg, model_dir), rows=rows, timing=timing)
+    return rows, timing
+
+
+def _run_in_worker(cfg_dict: dict, variant_dict: dict, seed: int, corpus: str) -> tuple[list[dict], dict]:
+    """One run in a worker process (top-level so that ``spawn`` can pickle it)."""
+    cfg = RobustnessConfig.from_dict(cfg_dict)
+    torch.set_num_threads(cfg.threads)
+    asr, vocoder = _scorers(cfg)
+    return run_one(cfg, VariantSpec.from_dict(variant_dict), seed, Path(corpus), _test_sets(cfg, Path(corpus)),
+                   asr=asr, vocoder=vocoder, progress=False)
+
+
+__all__ = ["RobustnessConfig", "VariantSpec", "ensure_corpus", "run_one", "run_robustness", "train_variant"]

@@ -1,0 +1,101 @@
+"""``flow-omni`` commands that run a trained model: ``speak`` (text → speech) and ``answer`` (speech → speech)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+from flow_omni.audio.io import TARGET_SAMPLE_RATE, load_audio
+from flow_omni.checkpoint import atomic_write
+from flow_omni.errors import FlowOmniError
+from flow_omni.eval.timing import real_time_factor
+from flow_omni.layout import Sample
+from flow_omni.models.flow_omni import FlowOmni
+from flow_omni.vocoder import GriffinLim, load_vocoder
+
+
+def stream_to_wav(model: FlowOmni, sample: Sample, out: Path, args: argparse.Namespace) -> None:
+    """Run ``model.stream`` and append audio to ``out`` as it arrives (renamed into place at the end)."""
+    vocoder = load_vocoder(args.vocoder)
+    streamed = None if isinstance(vocoder, GriffinLim) else vocoder  # Griffin-Lim needs the whole mel
+    gen = dict(max_new_positions=args.max_positions, speech_temperature=args.temperature, seed=args.seed,
+               steps=args.flow_steps)
+    t0 = time.perf_counter()
+    first = None
+    seconds = 0.0
+    text = ""
+
+    def write(tmp: Path) -> None:
+        nonlocal first, seconds, text
+        mels = []
+        with sf.SoundFile(tmp, "w", samplerate=TARGET_SAMPLE_RATE, channels=1, subtype="PCM_16", format="WAV") as fh:
+            for ev in model.stream(sample, vocoder=streamed, **gen):
+                if ev.kind == "text":
+                    text += ev.text
+                    if args.show_text:
+                        print(ev.text, end="", flush=True)
+                elif ev.kind == "mel":
+                    mels.append(ev.mel)
+                elif ev.kind == "audio":
+                    first = first if first is not None else time.perf_counter() - t0
+                    fh.write(ev.audio.clamp(-1, 1).numpy())
+                    seconds += ev.audio.shape[0] / TARGET_SAMPLE_RATE
+            if streamed is None and mels:  # Griffin-Lim: one write at the end
+                audio = vocoder.decode(torch.cat(mels, dim=-1))
+                first = time.perf_counter() - t0
+                fh.write(audio.clamp(-1, 1).numpy())
+                seconds = audio.shape[0] / TARGET_SAMPLE_RATE
+        if seconds == 0:
+            raise_no_speech(text)
+
+    atomic_write(out, write)
+    total = time.perf_counter() - t0
+    how = "Griffin-Lim (give --vocoder DIR for Vocos)" if streamed is None else f"Vocos ({args.vocoder}), streamed"
+    if args.show_text:
+        print()
+    print(f"text: {text!r}")
+    print(f"{seconds:.2f} s of audio in {total:.2f} s (RTF {real_time_factor(total, seconds):.2f}, first audio after "
+          f"{first:.2f} s); vocoder: {how} -> {out}")
+
+
+def raise_no_speech(text: str) -> None:
+    raise FlowOmniError(f"the model produced no speech (its text was {text!r}); is the checkpoint trained for "
+                        "speech output? raise --max-positions if it was cut short")
+
+
+def speak_command(args: argparse.Namespace) -> None:
+    """text → speech with a trained model, streamed to a WAV file"""
+    model = FlowOmni.from_pretrained(args.model)
+    stream_to_wav(model, Sample("T2A", prompt_text=args.text), Path(args.output), args)
+
+
+def speak_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("text")
+    _generation_arguments(s)
+
+
+def answer_command(args: argparse.Namespace) -> None:
+    """spoken question (audio file) → spoken answer, streamed to a WAV file"""
+    model = FlowOmni.from_pretrained(args.model)
+    audio = load_audio(args.question, max_seconds=60.0, allow_silent=False)
+    stream_to_wav(model, Sample("A2A", prompt_audio=model.prepare_audio(audio)), Path(args.output), args)
+
+
+def answer_arguments(a: argparse.ArgumentParser) -> None:
+    a.add_argument("question", help="audio file with the question")
+    _generation_arguments(a)
+
+
+def _generation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="WAV file to write (streamed as audio is produced)")
+    p.add_argument("--model", required=True, help="a trained FlowOmni folder (save_pretrained / train's model/)")
+    p.add_argument("--vocoder", default="griffinlim", help="Vocos checkpoint folder, or 'griffinlim' (default)")
+    p.add_argument("--temperature", type=float, default=0.0, help="speech sampling temperature (0 = greedy)")
+    p.add_argument("--flow-steps", type=int, default=10, help="ODE steps of the flow head per token")
+    p.add_argument("--max-positions", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show-text", action="store_true", help="print the text stream as it is generated")
