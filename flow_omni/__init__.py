@@ -7,10 +7,10 @@ Main objects::
 """
 
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
-from flow_omni.models.generation import GenerationConfig, Generated, StreamEvent
 from flow_omni.layout import LayoutConfig, Sample
 from flow_omni.models.flow_head import FlowHead, FlowHeadConfig
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
+from flow_omni.models.generation import Generated, GenerationConfig, StreamEvent
 from flow_omni.vocoder import GriffinLim, StreamingVocoder, Vocoder, VocoderConfig
 
 __version__ = "0.1.0"

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -77,7 +78,9 @@ def save_checkpoint(
     if extra:
         meta.update(extra)
     # Weights first, config last: a directory with a config.json always has complete weights.
-    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"flow_omni_class": class_name}))
+    atomic_write(
+        directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"flow_omni_class": class_name})
+    )
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2, sort_keys=True))
     return directory
 
@@ -119,7 +122,9 @@ def load_checkpoint(directory: str | Path, class_name: str) -> tuple[dict[str, A
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights} could not be read ({exc}); the file is truncated or not safetensors") from None
+        raise CheckpointError(
+            f"{weights} could not be read ({exc}); the file is truncated or not safetensors"
+        ) from None
     return meta, state
 
 

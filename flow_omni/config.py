@@ -16,8 +16,9 @@ import difflib
 import json
 import re
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -176,9 +177,7 @@ class Config:
             for key in unknown:
                 close = difflib.get_close_matches(str(key), list(fields), n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(hints)}; valid keys are {sorted(fields)}"
-            )
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(hints)}; valid keys are {sorted(fields)}")
         types = _resolve_types(cls)
         kwargs = {k: _convert(v, types.get(k, Any), f"{where}.{k}") for k, v in data.items()}
         try:

@@ -1,6 +1,6 @@
 """Sequence layouts: how text, speech states and speech tokens share one LLM sequence.
 
-Every position carries three parallel streams (DESIGN.md §3):
+Every position carries three parallel streams (docs/design.md, "The model in one paragraph"):
 
 * ``text``  — a text token id (``<tpad>`` where there is no text),
 * ``state`` — the speech state: ``PAD`` (no speech), ``START``, ``GEN`` (a speech token is here), ``STOP``,
@@ -40,8 +40,9 @@ document in either modality. It is a training format; generation takes the four 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -147,7 +148,12 @@ def build_prompt(
 
 
 def build_response(
-    cfg: LayoutConfig, task: str, text_ids: Sequence[int], speech: torch.Tensor | None, special: dict[str, int], token_dim: int
+    cfg: LayoutConfig,
+    task: str,
+    text_ids: Sequence[int],
+    speech: torch.Tensor | None,
+    special: dict[str, int],
+    token_dim: int,
 ) -> tuple[list[int], list[int], torch.Tensor]:
     """The response streams ``(text, state, speech (R, D))`` for the layout in ``cfg``."""
     eot, tpad = special["<eot>"], special["<tpad>"]
@@ -194,7 +200,9 @@ def build_response(
 
 
 def build_mix_response(
-    segments: Sequence[tuple[Sequence[int], torch.Tensor | None]], special: dict[str, int], token_dim: int,
+    segments: Sequence[tuple[Sequence[int], torch.Tensor | None]],
+    special: dict[str, int],
+    token_dim: int,
     speech_tail: int = 0,
 ) -> tuple[list[int], list[int], torch.Tensor]:
     """Response streams of a MIX sample: text spans as text, spoken spans as ``START GEN… STOP``."""
@@ -238,11 +246,24 @@ def layout_sample(
         if mix_segments is None:
             raise FlowOmniError("MIX is a training format (interleaved continuation); generation takes A2T/T2A/A2A/T2T")
         text, state, vec = build_mix_response(mix_segments, special, token_dim, cfg.speech_tail)
-        seq = Sequence3(seq.text + text, seq.state + state, torch.cat([seq.speech, vec]),
-                        seq.audio_in + [False] * len(text), seq.prompt_length)
+        seq = Sequence3(
+            seq.text + text,
+            seq.state + state,
+            torch.cat([seq.speech, vec]),
+            seq.audio_in + [False] * len(text),
+            seq.prompt_length,
+        )
     elif target_text_ids is not None or sample.target_speech is not None:
-        text, state, vec = build_response(cfg, sample.task, target_text_ids or [], sample.target_speech, special, token_dim)
-        seq = Sequence3(seq.text + text, seq.state + state, torch.cat([seq.speech, vec]), seq.audio_in + [False] * len(text), seq.prompt_length)
+        text, state, vec = build_response(
+            cfg, sample.task, target_text_ids or [], sample.target_speech, special, token_dim
+        )
+        seq = Sequence3(
+            seq.text + text,
+            seq.state + state,
+            torch.cat([seq.speech, vec]),
+            seq.audio_in + [False] * len(text),
+            seq.prompt_length,
+        )
     if len(seq.text) > cfg.max_length:
         raise FlowOmniError(
             f"a {sample.task} sequence needs {len(seq.text)} positions but max_length is {cfg.max_length} "
@@ -266,7 +287,7 @@ class Batch:
     tasks: list[str] = dataclasses.field(default_factory=list)
     seeds: torch.Tensor | None = None  # (B,) long: per-item seeds for the training noise (optional)
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         moved = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -29,8 +29,13 @@ def plot_mels(
     for ax, (name, _), arr in zip(axes[:, 0], mels, arrays):
         seconds = arr.shape[-1] / frame_rate
         im = ax.imshow(
-            arr.numpy(), origin="lower", aspect="auto", vmin=vmin, vmax=vmax,
-            extent=(0, seconds, 0, arr.shape[0]), cmap="magma",
+            arr.numpy(),
+            origin="lower",
+            aspect="auto",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(0, seconds, 0, arr.shape[0]),
+            cmap="magma",
         )
         ax.set_title(name, fontsize=10)
         ax.set_ylabel("mel bin")

@@ -8,7 +8,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import math
 
 import numpy as np
-
 import pytest
 import torch
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import harmonic_tone
 from vocos.feature_extractors import MelSpectrogramFeatures
 
-from conftest import harmonic_tone
 from flow_omni.audio import (
     LOG_MEL_FLOOR,
     LogMel,
@@ -176,7 +176,7 @@ def test_continuous_tokenizer_roundtrip_and_silent_tail():
     assert tokens.shape == (tok.num_tokens(audios[0].shape[0]), 400)
     assert torch.allclose(tok.decode(tokens, num_frames=mel.shape[-1]), mel, atol=2e-5)
     # Padded tail frames decode to exact silence in every bin.
-    tail = tok.decode(tokens)[:, mel.shape[-1]:]
+    tail = tok.decode(tokens)[:, mel.shape[-1] :]
     assert torch.allclose(tail, torch.full_like(tail, LOG_MEL_FLOOR), atol=2e-5)
     assert torch.allclose(tok.decode(tok.silence_token()[None]), torch.full((100, 4), LOG_MEL_FLOOR), atol=2e-5)
     with pytest.raises(MelShapeError, match="r=4 x 100 bins = 400"):
@@ -192,8 +192,11 @@ def test_decoded_tokens_stay_in_the_range_audio_can_produce():
     tok = ContinuousSpeechTokenizer(SpeechTokenConfig(r=4))
     ceiling = tok.logmel.ceiling()
     t = torch.arange(24000) / 24000
-    loud = [torch.sign(torch.randn(24000, generator=torch.Generator().manual_seed(0))),
-            torch.sin(2 * torch.pi * 3000 * t), torch.ones(24000)]
+    loud = [
+        torch.sign(torch.randn(24000, generator=torch.Generator().manual_seed(0))),
+        torch.sin(2 * torch.pi * 3000 * t),
+        torch.ones(24000),
+    ]
     for audio in loud:  # full-scale signals stay under the bound, so clamping never alters real audio
         assert float(tok.mel(audio).max()) < ceiling
     mel = tok.decode(torch.randn(6, 400) * 1e4)

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import autocorr_f0
 from scipy import signal
 
-from conftest import autocorr_f0
 from flow_omni.audio.augment import AugmentConfig, Augmenter
 from flow_omni.audio.noise import (
     NOISE_KINDS,

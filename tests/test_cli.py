@@ -17,8 +17,7 @@ def wav(tmp_path):
 
 def test_every_command_has_help(capsys):
     parser = build_parser()
-    for cmd in ("demo", "roundtrip", "mel", "augment", "vocode", "corpus", "train", "train-vocoder", "speak",
-                "answer"):
+    for cmd in ("demo", "roundtrip", "mel", "augment", "vocode", "corpus", "train", "train-vocoder", "speak", "answer"):
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([cmd, "--help"])
         assert exc.value.code == 0
@@ -55,8 +54,21 @@ def test_vocode_streams_with_a_vocos_checkpoint(tmp_path, wav):
     torch.manual_seed(0)
     voc = Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=2))
     voc.save_pretrained(tmp_path / "voc")
-    assert main(["vocode", str(wav), "-o", str(tmp_path / "a.wav"), "--vocoder", str(tmp_path / "voc"),
-                 "--chunk-frames", "7"]) == 0
+    assert (
+        main(
+            [
+                "vocode",
+                str(wav),
+                "-o",
+                str(tmp_path / "a.wav"),
+                "--vocoder",
+                str(tmp_path / "voc"),
+                "--chunk-frames",
+                "7",
+            ]
+        )
+        == 0
+    )
     assert main(["vocode", str(wav), "-o", str(tmp_path / "b.wav"), "--vocoder", str(tmp_path / "voc")]) == 0
     a, b = load_audio(tmp_path / "a.wav"), load_audio(tmp_path / "b.wav")
     assert a.shape == b.shape and (a - b).abs().max() < 1e-3  # streamed == offline (16-bit files)
@@ -73,8 +85,25 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_augment_hits_requested_snr(tmp_path, wav, capsys):
-    assert main(["augment", str(wav), "-o", str(tmp_path / "n.wav"), "--noise", "pink", "--snr", "5",
-                 "--pitch", "1", "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "augment",
+                str(wav),
+                "-o",
+                str(tmp_path / "n.wav"),
+                "--noise",
+                "pink",
+                "--snr",
+                "5",
+                "--pitch",
+                "1",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "pink noise at 5.00 dB SNR" in capsys.readouterr().out
     assert (tmp_path / "n.wav").is_file()
 
@@ -92,6 +121,5 @@ def test_importing_the_cli_leaves_the_environment_alone():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    code = ("import os, sys, flow_omni.cli; "
-            "assert 'HF_HUB_OFFLINE' not in os.environ and 'lightning' not in sys.modules")
+    code = "import os, sys, flow_omni.cli; assert 'HF_HUB_OFFLINE' not in os.environ and 'lightning' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -29,21 +29,30 @@ def test_replace_sets_fields_whole():
 
 
 def test_set_items_apply_in_order_paths_merge_values_replace():
-    cfg = TrainConfig.from_dict({"data": {"task_weights": {"A2T": 1.0, "T2A": 0.5}},
-                                 "eval": {"manifests": {"a": "a.jsonl", "b": "b.jsonl"}}})
-    new = cfg.merged(parse_overrides([
-        "optim.lr=2e-3", "max_steps=5", "max_steps=9",  # a later item wins
-        "data.task_weights={T2T: 1.0}",  # a mapping value is the whole entry
-        "eval.manifests.b=c.jsonl",  # a dotted path walks into a mapping
-        "lora.r=4", "trainable=[heads]",  # a path into an unset (None) entry creates it
-    ]))
+    cfg = TrainConfig.from_dict(
+        {"data": {"task_weights": {"A2T": 1.0, "T2A": 0.5}}, "eval": {"manifests": {"a": "a.jsonl", "b": "b.jsonl"}}}
+    )
+    new = cfg.merged(
+        parse_overrides(
+            [
+                "optim.lr=2e-3",
+                "max_steps=5",
+                "max_steps=9",  # a later item wins
+                "data.task_weights={T2T: 1.0}",  # a mapping value is the whole entry
+                "eval.manifests.b=c.jsonl",  # a dotted path walks into a mapping
+                "lora.r=4",
+                "trainable=[heads]",  # a path into an unset (None) entry creates it
+            ]
+        )
+    )
     assert new.optim.lr == 0.002 and new.max_steps == 9
     assert new.data.task_weights == {"T2T": 1.0}
     assert new.eval.manifests == {"a": "a.jsonl", "b": "c.jsonl"}
     assert new.lora.r == 4
     assert parse_overrides(["x={a: 1}", "x.b=2"]) == {"x": {"a": 1, "b": 2}}
-    assert TrainConfig().merged(parse_overrides(["model.overrides={layout: {delay: 2}}", "model.overrides.r=8"])) \
-        .model.overrides == {"layout": {"delay": 2}, "r": 8}
+    assert TrainConfig().merged(
+        parse_overrides(["model.overrides={layout: {delay: 2}}", "model.overrides.r=8"])
+    ).model.overrides == {"layout": {"delay": 2}, "r": 8}
     with pytest.raises(ConfigError, match="expected key.sub=value"):
         parse_overrides(["max_steps"])
     with pytest.raises(ConfigError, match="not valid YAML"):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import autocorr_f0
+
 from flow_omni.data.corpus import (
     HELDOUT_VARIANTS,
     HELDOUT_VOICES,
@@ -22,9 +22,9 @@ from flow_omni.data.corpus import (
     make_plan,
 )
 from flow_omni.data.espeak import (
-    ESPEAK_SAMPLE_RATE,
     ENGLISH_LANGUAGES,
     ENGLISH_VARIANTS,
+    ESPEAK_SAMPLE_RATE,
     Espeak,
     EspeakError,
     UnknownVoiceError,
@@ -33,7 +33,6 @@ from flow_omni.data.espeak import (
     get_espeak,
 )
 from flow_omni.data.manifest import read_manifest
-from flow_omni.data.validate import validate_manifest
 from flow_omni.data.texts import (
     DAYS,
     FACTS,
@@ -47,6 +46,7 @@ from flow_omni.data.texts import (
     score_answer,
     words_to_number,
 )
+from flow_omni.data.validate import validate_manifest
 from flow_omni.errors import ConfigError, FlowOmniError
 
 SR = 24000
@@ -180,7 +180,13 @@ def test_qa_answers_are_correct():
 
 def test_normalize_and_score_answer():
     assert normalize_text("It's 7!  The   Answer-is: 21, (café) 250") == "its seven the answer is twenty one cafe 250"
-    assert [number_to_words(n) for n in (0, 13, 40, 99, 100)] == ["zero", "thirteen", "forty", "ninety nine", "one hundred"]
+    assert [number_to_words(n) for n in (0, 13, 40, 99, 100)] == [
+        "zero",
+        "thirteen",
+        "forty",
+        "ninety nine",
+        "one hundred",
+    ]
     assert all(words_to_number(number_to_words(n)) == n for n in range(101))
     for hyp in ["seven", "Seven.", "7", "the answer is seven", "It's 7!", "i think it is seven", "um, seven"]:
         assert score_answer(hyp, "seven"), hyp
@@ -343,8 +349,9 @@ def test_speech_targets_are_in_one_voice_and_inputs_keep_theirs(built, es):
         assert e.t2a_audio == e.target_audio
     # ... while the input side (A2T, A2A questions) keeps its many voices, rates and pitches.
     for e in entries:
-        assert np.array_equal(wav_pcm(e.audio), pcm(es, e.text, e.speaker, e.meta["rate"], e.meta["pitch"],
-                                                     e.meta["intonation"])), e.id
+        assert np.array_equal(
+            wav_pcm(e.audio), pcm(es, e.text, e.speaker, e.meta["rate"], e.meta["pitch"], e.meta["intonation"])
+        ), e.id
     assert len({e.speaker for e in sentences}) >= 3 and cfg.answer_voice not in {e.speaker for e in entries}
     # Spoken spans of interleaved documents (MIX targets) are in the answer voice too.
     spans = [s for e in entries if e.segments for s in e.segments if s.audio]
@@ -373,7 +380,9 @@ def test_equal_texts_share_one_target_wav(monkeypatch):
 def test_one_output_voice_moves_nothing_else_and_can_be_turned_off(built, tmp_path):
     out, _ = built
     on, off = make_plan(small_config()), make_plan(small_config(one_output_voice=False))
-    assert [(e.id, e.split, e.main, e.answer) for e in on.entries] == [(e.id, e.split, e.main, e.answer) for e in off.entries]
+    assert [(e.id, e.split, e.main, e.answer) for e in on.entries] == [
+        (e.id, e.split, e.main, e.answer) for e in off.entries
+    ]
     assert all(e.target is None for e in off.entries)
     for a, b in zip(on.entries, off.entries):
         if a.segments is not None:

@@ -57,8 +57,16 @@ def test_feature_cache_hits_and_invalidates(files, tmp_path):
 def make_sampler(n=40, bs=4, world=1, rank=0, seed=0, weights=None):
     eligible = [["A2T", "T2A"] + (["A2A", "T2T"] if i % 2 else []) for i in range(n)]
     cost = lambda i, t: (i * 7919) % 97 + (50 if t == "A2A" else 0)  # noqa: E731
-    return BucketBatchSampler(eligible, cost, weights or {"A2T": 1, "T2A": 1, "A2A": 1, "T2T": 1}, bs,
-                              bucket_size=4, seed=seed, rank=rank, world_size=world)
+    return BucketBatchSampler(
+        eligible,
+        cost,
+        weights or {"A2T": 1, "T2A": 1, "A2A": 1, "T2T": 1},
+        bs,
+        bucket_size=4,
+        seed=seed,
+        rank=rank,
+        world_size=world,
+    )
 
 
 def test_plan_is_deterministic_and_buckets_by_length():
@@ -92,7 +100,7 @@ def test_resume_continues_the_stream():
     stream = list(s) + list(s)  # epochs 0 and 1
     r = make_sampler()
     r.resume_at(per_epoch + 3)
-    assert list(r) == stream[per_epoch + 3:]
+    assert list(r) == stream[per_epoch + 3 :]
     assert list(r) == list(make_sampler(seed=0).plan(2))  # then epoch 2 from its start
 
 
@@ -106,9 +114,16 @@ def test_no_batches_is_a_clear_error():
 def test_dataset_builds_every_task_and_augments_only_inputs(files, tmp_path):
     _, paths, audios = files
     model = FlowOmni(FlowOmniConfig.preset("tiny"))
-    entry = ManifestEntry("q", str(paths[0]), "what is one plus one", duration=audios[0].shape[0] / 24000,
-                          answer_audio=str(paths[1]), answer_text="two", answer_duration=audios[1].shape[0] / 24000,
-                          segments=[Segment("what is", None), Segment("one plus one", str(paths[2]))])
+    entry = ManifestEntry(
+        "q",
+        str(paths[0]),
+        "what is one plus one",
+        duration=audios[0].shape[0] / 24000,
+        answer_audio=str(paths[1]),
+        answer_text="two",
+        answer_duration=audios[1].shape[0] / 24000,
+        segments=[Segment("what is", None), Segment("one plus one", str(paths[2]))],
+    )
     cache = FeatureCache(tmp_path / "c")
     clean = SpeechDataset([entry], model, DataConfig(), cache)
     noisy = SpeechDataset([entry], model, DataConfig(p_augment=1.0), cache)
@@ -134,8 +149,16 @@ def test_t2a_targets_come_from_the_output_voice_and_a2t_inputs_from_the_many(tmp
     from flow_omni.data.corpus import CorpusConfig, build_corpus
     from flow_omni.data.manifest import read_manifest
 
-    cfg = CorpusConfig(n_sentences=4, n_qa=2, n_interleaved=1, valid_fraction=0, test_fraction=0,
-                       unseen_fraction=0, voices=["en-us+m1", "en+f2", "en-gb-x-rp+klatt"], answer_voice="en-us+m3")
+    cfg = CorpusConfig(
+        n_sentences=4,
+        n_qa=2,
+        n_interleaved=1,
+        valid_fraction=0,
+        test_fraction=0,
+        unseen_fraction=0,
+        voices=["en-us+m1", "en+f2", "en-gb-x-rp+klatt"],
+        answer_voice="en-us+m3",
+    )
     build_corpus(cfg, tmp_path / "c", progress=False)
     entries = read_manifest(tmp_path / "c" / "train.jsonl")
     model = FlowOmni(FlowOmniConfig.preset("tiny"))
@@ -162,7 +185,9 @@ def test_t2a_targets_come_from_the_output_voice_and_a2t_inputs_from_the_many(tmp
     e = entries[a]
     assert ds.cost(a, "T2A") == len(e.text) + max(len(e.text), e.target_duration * tok.config.token_rate)
     # An entry without target_audio (an imported corpus) still trains T2A on its own audio.
-    plain = SpeechDataset([dataclasses.replace(ea, target_audio=None, target_duration=None)], model, DataConfig(), cache)
+    plain = SpeechDataset(
+        [dataclasses.replace(ea, target_audio=None, target_duration=None)], model, DataConfig(), cache
+    )
     assert torch.equal(plain[ItemKey(0, "T2A", 5)].sample.target_speech, tok.encode_mel(cache.mel(ea.audio)))
     # The token statistics (and a discrete model's codebooks) are fitted on the output voice too.
     from flow_omni.training.datamodule import FlowOmniDataModule

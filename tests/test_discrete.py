@@ -8,8 +8,8 @@ import torch
 from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.errors import ConfigError
-from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
+from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.training.quicktrain import quick_train
 
 TEXTS = ["one two", "three four", "five six"]
@@ -45,14 +45,14 @@ def test_payloads_delay_levels_and_round_trip(corpus):
     tokens = model.encode_speech(corpus[0])[:5]  # (5, D)
     n, tail = tokens.shape[0], 2
     speech = torch.zeros(1, n + tail + 3, tokens.shape[1])
-    speech[0, 1:1 + n] = tokens
+    speech[0, 1 : 1 + n] = tokens
     state = torch.tensor([[STATE_START] + [STATE_GEN] * (n + tail) + [STATE_STOP, STATE_PAD]])
     pay = model.speech.payloads(speech, state)[0]
     codes = model.speech.quantizer.encode(tokens)
     for lvl in range(3):  # level l of token t sits at speech position t + l
-        assert torch.equal(pay[1 + lvl:1 + lvl + n, lvl], codes[:, lvl])
-        assert (pay[1:1 + lvl, lvl] == model.speech.pad).all()
-    gen_rows = pay[1:1 + n + tail]
+        assert torch.equal(pay[1 + lvl : 1 + lvl + n, lvl], codes[:, lvl])
+        assert (pay[1 : 1 + lvl, lvl] == model.speech.pad).all()
+    gen_rows = pay[1 : 1 + n + tail]
     assert torch.equal(model.speech.to_tokens(gen_rows), model.speech.quantizer(tokens))  # exact reassembly
     assert model.speech.to_tokens(gen_rows[:3]).shape[0] == 1  # streaming: only complete tokens
 
@@ -66,22 +66,32 @@ def test_discrete_variant_trains_and_generates(corpus, kind, q, tmp_path):
         samples.append(Sample("A2T", prompt_audio=model.prepare_audio(a), target_text=t))
     hist = quick_train(model, samples, steps=60, batch_size=6, lr=3e-3)
     assert hist[-1]["flow"] < 0.5 * hist[0]["flow"] and hist[-1]["loss"] < 0.5 * hist[0]["loss"]
-    out = model.generate([Sample("T2A", prompt_text=TEXTS[0]), Sample("A2T", prompt_audio=model.prepare_audio(corpus[1]))],
-                         speech_temperature=0.0, max_new_positions=60)
+    out = model.generate(
+        [Sample("T2A", prompt_text=TEXTS[0]), Sample("A2T", prompt_audio=model.prepare_audio(corpus[1]))],
+        speech_temperature=0.0,
+        max_new_positions=60,
+    )
     tts = out[0]
     if tts.speech_tokens.shape[0]:
         # every generated token is a codebook point: decode(encode(x)) == x
         assert torch.allclose(model.speech.quantizer(tts.speech_tokens), tts.speech_tokens, atol=1e-5)
         assert tts.mel.shape[0] == 100
-    streamed = [e.tokens for e in model.stream(Sample("T2A", prompt_text=TEXTS[0]), speech_temperature=0.0,
-                                               max_new_positions=60) if e.kind == "mel"]
+    streamed = [
+        e.tokens
+        for e in model.stream(Sample("T2A", prompt_text=TEXTS[0]), speech_temperature=0.0, max_new_positions=60)
+        if e.kind == "mel"
+    ]
     got = torch.cat(streamed) if streamed else torch.zeros(0, tts.speech_tokens.shape[1])
     assert torch.equal(got, tts.speech_tokens)
     model.save_pretrained(tmp_path / "m")
     again = FlowOmni.from_pretrained(tmp_path / "m")
     assert again.speech.needs_fit and again.speech.quantizer.is_fitted
-    assert torch.equal(again.generate([Sample("T2A", prompt_text=TEXTS[0])], speech_temperature=0.0,
-                                      max_new_positions=60)[0].speech_tokens, tts.speech_tokens)
+    assert torch.equal(
+        again.generate([Sample("T2A", prompt_text=TEXTS[0])], speech_temperature=0.0, max_new_positions=60)[
+            0
+        ].speech_tokens,
+        tts.speech_tokens,
+    )
     model.train()
     batch = model.collate(samples[:2])
     with torch.no_grad():

@@ -8,9 +8,15 @@ import torch
 
 from flow_omni.audio.mel import LOG_MEL_FLOOR
 from flow_omni.errors import FlowOmniError, MelShapeError
-from flow_omni.eval.audio_metrics import (MCD_CONSTANT, dtw_path, mel_cepstral_distortion, mel_cepstrum,
-                                          mel_distance, qa_accuracy)
 from flow_omni.eval.asr import ASRUnavailableError, WhisperASR
+from flow_omni.eval.audio_metrics import (
+    MCD_CONSTANT,
+    dtw_path,
+    mel_cepstral_distortion,
+    mel_cepstrum,
+    mel_distance,
+    qa_accuracy,
+)
 from flow_omni.eval.timing import Latency, measure_latency, real_time_factor
 
 # ---- mel distance ----------------------------------------------------------------------------
@@ -77,7 +83,10 @@ def test_mcd_hand_computed_four_bins_two_frames():
     b = torch.zeros(4, 2)
     b[0, 0] = 1.0  # frame 0: an impulse in bin 0
     b[:, 1] = torch.tensor([1.0, 1.0, -1.0, -1.0])  # frame 1: a step
-    c = lambda x, k: math.sqrt(0.5) * sum(x[n] * math.cos(math.pi * k * (2 * n + 1) / 8) for n in range(4))
+
+    def c(x, k):
+        return math.sqrt(0.5) * sum(x[n] * math.cos(math.pi * k * (2 * n + 1) / 8) for n in range(4))
+
     d0 = math.sqrt(sum(c([1, 0, 0, 0], k) ** 2 for k in (1, 2)))
     d1 = math.sqrt(sum(c([1, 1, -1, -1], k) ** 2 for k in (1, 2)))
     expected = 10 / math.log(10) * math.sqrt(2) * (d0 + d1) / 2
@@ -166,8 +175,15 @@ def test_latency_fields_are_consistent(speaking_model, with_vocoder):
     from flow_omni.vocoder import Vocoder, VocoderConfig
 
     voc = Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=1)).eval() if with_vocoder else None
-    lat = measure_latency(speaking_model, Sample("T2A", prompt_text="hello"), vocoder=voc, chunk_tokens=2,
-                          max_new_positions=12, seed=0, steps=2)
+    lat = measure_latency(
+        speaking_model,
+        Sample("T2A", prompt_text="hello"),
+        vocoder=voc,
+        chunk_tokens=2,
+        max_new_positions=12,
+        seed=0,
+        steps=2,
+    )
     assert isinstance(lat, Latency)
     assert lat.first_text_s is not None and lat.first_audio_s is not None
     assert 0 < lat.first_text_s <= lat.total_s

@@ -121,8 +121,9 @@ def test_save_load_bit_identical(trained, corpus, tmp_path):
         assert x.text_ids == y.text_ids and x.states == y.states
         assert torch.equal(x.speech_tokens, y.speech_tokens)
     batch = model.collate(samples[:4])
-    assert torch.equal(model(batch, torch.Generator().manual_seed(0)).loss,
-                       loaded(batch, torch.Generator().manual_seed(0)).loss)
+    assert torch.equal(
+        model(batch, torch.Generator().manual_seed(0)).loss, loaded(batch, torch.Generator().manual_seed(0)).loss
+    )
 
 
 def test_streaming_equals_generate(trained, corpus):
@@ -167,8 +168,10 @@ def test_interleaved_layout_trains_and_generates(corpus):
     cfg.layout = dataclasses.replace(cfg.layout, kind="interleaved", text_chunk=2, speech_chunk=4)
     model = FlowOmni(cfg)
     model.fit_speech_stats(corpus)
-    samples = [Sample("T2A", prompt_text=t, target_text=t, target_speech=model.encode_speech(a))
-               for t, a in zip(TEXTS[:2], corpus[:2])]
+    samples = [
+        Sample("T2A", prompt_text=t, target_text=t, target_speech=model.encode_speech(a))
+        for t, a in zip(TEXTS[:2], corpus[:2])
+    ]
     history = quick_train(model, samples, steps=150, batch_size=2, lr=3e-3)
     assert history[-1]["loss"] < history[0]["loss"]
     out = model.generate([Sample("T2A", prompt_text=TEXTS[0])], max_new_positions=80)[0]
@@ -217,14 +220,40 @@ def test_cli_speak_and_answer_stream_to_wav(trained, corpus, tmp_path, capsys):
     model.save_pretrained(tmp_path / "model")
     Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=1)).save_pretrained(tmp_path / "vocos")
     ref = model.generate([Sample("T2A", prompt_text="seven")], speech_temperature=0.0)[0]
-    assert main(["speak", "seven", "-o", str(tmp_path / "seven.wav"), "--model", str(tmp_path / "model"),
-                 "--vocoder", str(tmp_path / "vocos")]) == 0
+    assert (
+        main(
+            [
+                "speak",
+                "seven",
+                "-o",
+                str(tmp_path / "seven.wav"),
+                "--model",
+                str(tmp_path / "model"),
+                "--vocoder",
+                str(tmp_path / "vocos"),
+            ]
+        )
+        == 0
+    )
     assert "streamed" in capsys.readouterr().out
     info = sf.info(str(tmp_path / "seven.wav"))
     assert info.samplerate == 24000 and info.frames == (ref.mel.shape[-1] - 1) * 256  # center-padded Vocos length
     save_audio(tmp_path / "q.wav", corpus[1])
     # This model never trained A2A, so it answers in text only: a clear error, and no partial WAV left behind.
-    assert main(["answer", str(tmp_path / "q.wav"), "-o", str(tmp_path / "a.wav"), "--model", str(tmp_path / "model"),
-                 "--max-positions", "40"]) == 2
+    assert (
+        main(
+            [
+                "answer",
+                str(tmp_path / "q.wav"),
+                "-o",
+                str(tmp_path / "a.wav"),
+                "--model",
+                str(tmp_path / "model"),
+                "--max-positions",
+                "40",
+            ]
+        )
+        == 2
+    )
     assert "produced no speech" in capsys.readouterr().err
     assert not list(tmp_path.glob("*a.wav*"))

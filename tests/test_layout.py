@@ -5,9 +5,18 @@ import torch
 
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import (
-    IGNORE, STATE_GEN, STATE_PAD, STATE_START, STATE_STOP, LayoutConfig, Sample, build_response, collate, layout_sample,
+    IGNORE,
+    STATE_GEN,
+    STATE_PAD,
+    STATE_START,
+    STATE_STOP,
+    LayoutConfig,
+    Sample,
+    build_response,
+    collate,
+    layout_sample,
 )
-from flow_omni.text import CharTokenizer, SPECIAL_TOKENS
+from flow_omni.text import SPECIAL_TOKENS, CharTokenizer
 
 TOK = CharTokenizer()
 SP = {t: TOK.special_id(t) for t in SPECIAL_TOKENS}
@@ -37,8 +46,10 @@ def test_interleaved_response_chunks():
 def test_targets_are_next_position_in_response():
     s1 = Sample("T2T", prompt_text="ab", target_text="xyz")
     s2 = Sample("T2A", prompt_text="q", target_text="k", target_speech=torch.randn(3, D))
-    seqs = [layout_sample(LayoutConfig(text_delay=1), s, TOK.encode(s.prompt_text), TOK.encode(s.target_text), 0, SP, D)
-            for s in (s1, s2)]
+    seqs = [
+        layout_sample(LayoutConfig(text_delay=1), s, TOK.encode(s.prompt_text), TOK.encode(s.target_text), 0, SP, D)
+        for s in (s1, s2)
+    ]
     b = collate(seqs, SP["<pad>"])
     text_t, state_t, speech_mask = b.targets()
     p1 = seqs[0].prompt_length
@@ -54,7 +65,10 @@ def test_targets_are_next_position_in_response():
 
 
 def test_left_padding_positions():
-    seqs = [layout_sample(LayoutConfig(), Sample("T2T", prompt_text=t), TOK.encode(t), None, 0, SP, D) for t in ("a", "abcd")]
+    seqs = [
+        layout_sample(LayoutConfig(), Sample("T2T", prompt_text=t), TOK.encode(t), None, 0, SP, D)
+        for t in ("a", "abcd")
+    ]
     b = collate(seqs, SP["<pad>"], left_pad=True)
     assert b.attention_mask[0, :3].sum() == 0 and b.attention_mask[0, -1] == 1
     # Both items' last positions carry the position id of their own length - 1.
@@ -69,7 +83,9 @@ def test_bad_samples():
     with pytest.raises(FlowOmniError, match="needs prompt_audio"):
         Sample("A2T")
     with pytest.raises(FlowOmniError, match="max_length is 8"):
-        layout_sample(LayoutConfig(max_length=8), Sample("T2T", prompt_text="x" * 20), TOK.encode("x" * 20), None, 0, SP, D)
+        layout_sample(
+            LayoutConfig(max_length=8), Sample("T2T", prompt_text="x" * 20), TOK.encode("x" * 20), None, 0, SP, D
+        )
 
 
 def test_mix_sample_interleaves_text_and_speech_spans():
@@ -80,8 +96,9 @@ def test_mix_sample_interleaves_text_and_speech_spans():
     assert seq.text[:3] == [SP["<bos>"], SP["<MIX>"], SP["<sep>"]] and seq.prompt_length == 3
     resp_text, resp_state = seq.text[3:], seq.state[3:]
     assert resp_text[:2] == TOK.encode("ab")
-    assert resp_state == [STATE_PAD] * 2 + [STATE_START] + [STATE_GEN] * 3 + [STATE_STOP] + [STATE_PAD] \
-        + [STATE_START] + [STATE_GEN] * 2 + [STATE_STOP] + [STATE_PAD]
+    assert resp_state == [STATE_PAD] * 2 + [STATE_START] + [STATE_GEN] * 3 + [STATE_STOP] + [STATE_PAD] + [
+        STATE_START
+    ] + [STATE_GEN] * 2 + [STATE_STOP] + [STATE_PAD]
     assert resp_text[-1] == SP["<eot>"] and resp_text[7] == TOK.encode("e")[0]
     gen = torch.tensor(seq.state) == STATE_GEN
     assert torch.equal(seq.speech[gen], torch.cat([sp1, sp2]))

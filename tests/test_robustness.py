@@ -12,8 +12,10 @@ from flow_omni.eval.robustness import aggregate
 
 
 def test_aggregate_mean_and_std_by_hand():
-    rows = [{"variant": "a", "seed": s, "task": "asr", "condition": "clean", "metric": "cer", "value": v, "n": 2}
-            for s, v in ((0, 0.2), (1, 0.4), (2, 0.6))]
+    rows = [
+        {"variant": "a", "seed": s, "task": "asr", "condition": "clean", "metric": "cer", "value": v, "n": 2}
+        for s, v in ((0, 0.2), (1, 0.4), (2, 0.6))
+    ]
     (agg,) = aggregate(rows)
     assert agg["mean"] == pytest.approx(0.4) and agg["std"] == pytest.approx(0.2) and agg["seeds"] == 3
 
@@ -33,11 +35,26 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     from flow_omni.cli import main
 
     out, corpus = tmp_path / "bench", tmp_path / "corpus"
-    args = ["bench", "robustness", "--out", str(out), "--no-progress", "--set", f"corpus={corpus}",
-            "corpus_config={n_sentences: 12, n_qa: 16, n_interleaved: 0, test_fraction: 0.25}",
-            "variants=[{name: continuous}, {name: kmeans, tokens: kmeans, quantizer: {codebook_size: 16, iterations: 5}}]",
-            "seeds=[0, 1]", "train={max_steps: 3, data: {batch_size: 4}}", "noise_kinds=[white, babble]",
-            "snrs=[10, 0]", "other_conditions=[pitch@2]", "max_items=2", "max_new_positions=16", "threads=1", "jobs=2"]
+    args = [
+        "bench",
+        "robustness",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        f"corpus={corpus}",
+        "corpus_config={n_sentences: 12, n_qa: 16, n_interleaved: 0, test_fraction: 0.25}",
+        "variants=[{name: continuous}, {name: kmeans, tokens: kmeans, quantizer: {codebook_size: 16, iterations: 5}}]",
+        "seeds=[0, 1]",
+        "train={max_steps: 3, data: {batch_size: 4}}",
+        "noise_kinds=[white, babble]",
+        "snrs=[10, 0]",
+        "other_conditions=[pitch@2]",
+        "max_items=2",
+        "max_new_positions=16",
+        "threads=1",
+        "jobs=2",
+    ]
     assert main(args) == 0
     assert "report:" in capsys.readouterr().out
     report = (out / "report.md").read_text()
@@ -58,7 +75,8 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
         scored = {(r["condition"], r["metric"]) for r in data["rows"] if r["task"] == "qa"}
         assert ("clean", "speech_accuracy") in scored and ("white@0", "speech_accuracy") not in scored
         assert any(r["metric"] == "whisper_wer" for r in data["rows"]) or all(
-            r["value"] == 0 for r in data["rows"] if r["metric"] == "spoke")
+            r["value"] == 0 for r in data["rows"] if r["metric"] == "spoke"
+        )
     # Streaming latency, measured after the runs one at a time; a model that spoke has a positive time.
     for v, k in per_model:
         lat = json.loads((out / "runs" / f"{v}-seed{k}" / "latency.json").read_text())["rows"]
@@ -70,7 +88,8 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     for variant in ("continuous", "kmeans"):
         wavs = {p.name for p in (out / "wavs" / variant).glob("*.wav")}
         assert {f"input_{c.replace('@', '_')}" for c in conditions} <= {w.rsplit("_", 1)[0] for w in wavs} | {
-            "_".join(w.split("_")[:3]) for w in wavs} | {"_".join(w.split("_")[:2]) for w in wavs}
+            "_".join(w.split("_")[:3]) for w in wavs
+        } | {"_".join(w.split("_")[:2]) for w in wavs}
     # Rerunning reuses the trained models and, with the same settings, their scores (a long benchmark resumes).
     stamp = (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns
     scored = (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns
@@ -93,13 +112,22 @@ def test_workers_stop_when_the_benchmark_is_killed(tmp_path):
     import sys
     import time
 
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import time\n"
-        "from flow_omni.bench.pool import worker_pool\n"
-        "pool = worker_pool(1)\n"
-        "print(pool.submit(__import__('os').getpid).result(), flush=True)\n"
-        "pool.submit(time.sleep, 600)\n"
-        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time\n"
+                "from flow_omni.bench.pool import worker_pool\n"
+                "pool = worker_pool(1)\n"
+                "print(pool.submit(__import__('os').getpid).result(), flush=True)\n"
+                "pool.submit(time.sleep, 600)\n"
+                "time.sleep(600)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     worker = int(parent.stdout.readline())
     os.kill(worker, 0)  # alive
     parent.kill()

@@ -32,8 +32,11 @@ def test_warmup_cosine_equals_the_schedules_it_replaced():
             for step in range(total + 1):
                 for floor in (0.0, 0.1, 0.5, 1.0):
                     assert warmup_cosine(step, warmup=warm, total=total, min_ratio=floor) == _lightning_module(
-                        step, warm, total, floor)
+                        step, warm, total, floor
+                    )
                 assert warmup_cosine(step, warmup=warm, total=total, min_ratio=0.1) == _quick_train(step, warm, total)
                 assert warmup_cosine(step, warmup=warm, total=total, warmup_from_zero=True) == _vocos(step, warm, total)
             # past the end the factor stays at the floor
-            assert warmup_cosine(total + 5, warmup=0, total=total, min_ratio=0.1) == _lightning_module(total, 0, total, 0.1)
+            assert warmup_cosine(total + 5, warmup=0, total=total, min_ratio=0.1) == _lightning_module(
+                total, 0, total, 0.1
+            )

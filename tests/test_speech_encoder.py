@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from conftest import harmonic_tone
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-from conftest import harmonic_tone
 from flow_omni.audio.io import resample
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer
 from flow_omni.errors import AudioError, CheckpointError, ConfigError, MelShapeError
@@ -96,10 +96,23 @@ def test_too_long_audio_is_rejected(tok):
 
 def tiny_whisper(max_source_positions: int = 150) -> WhisperModel:
     torch.manual_seed(1)
-    cfg = WhisperConfig(d_model=64, encoder_layers=1, encoder_attention_heads=4, encoder_ffn_dim=128,
-                        decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=128, num_mel_bins=80,
-                        max_source_positions=max_source_positions, max_target_positions=16, vocab_size=64,
-                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    cfg = WhisperConfig(
+        d_model=64,
+        encoder_layers=1,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=128,
+        num_mel_bins=80,
+        max_source_positions=max_source_positions,
+        max_target_positions=16,
+        vocab_size=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     return WhisperModel(cfg).eval()
 
 

@@ -37,12 +37,12 @@ def test_every_head_honours_the_contract(kind, tone):
     n, P, W = tokens.shape[0], head.payload_dim, model.width
     L = n + head.tail + 3
     speech = torch.zeros(1, L, tokens.shape[1])
-    speech[0, 1:1 + n] = tokens
+    speech[0, 1 : 1 + n] = tokens
     state = torch.tensor([[STATE_START] + [STATE_GEN] * (n + head.tail) + [STATE_STOP, STATE_PAD]])
     pay = head.payloads(speech, state)
     assert pay.shape == (1, L, P)
     assert head.embed(pay).shape == (1, L, W)
-    run = pay[0, 1:1 + n + head.tail].float()
+    run = pay[0, 1 : 1 + n + head.tail].float()
     # The run's payloads give back its tokens: exactly for continuous ones, as quantised for codes.
     expected = tokens if kind == "continuous" else head.quantizer(tokens)
     assert torch.allclose(head.to_tokens(run), expected, atol=1e-5)
@@ -54,8 +54,15 @@ def test_every_head_honours_the_contract(kind, tone):
     gens = [torch.Generator().manual_seed(i) for i in range(n)]
     nxt = head.sample(cond, run[:n], gens, temperature=1.0, steps=2, solver="euler", cfg_scale=1.0)
     assert nxt.shape == (n, P) and nxt.dtype == torch.float32
-    again = head.sample(cond, run[:n], [torch.Generator().manual_seed(i) for i in range(n)], temperature=1.0,
-                        steps=2, solver="euler", cfg_scale=1.0)
+    again = head.sample(
+        cond,
+        run[:n],
+        [torch.Generator().manual_seed(i) for i in range(n)],
+        temperature=1.0,
+        steps=2,
+        solver="euler",
+        cfg_scale=1.0,
+    )
     assert torch.equal(nxt, again)  # each row's draws come from its own generator
 
 
@@ -83,11 +90,14 @@ def test_checkpoint_with_the_old_speech_names_loads(kind, tone, tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     old = {}
     for key, value in state.items():
-        for new, was in (("speech.input_layer.tables.", "codes.embeds."), ("speech.quantizer.", "codes.quantizer."),
-                         ("speech.input_layer.", "speech_in." if kind == "continuous" else "codes.embeds."),
-                         ("speech.output_head.", "flow_head." if kind == "continuous" else "codes.head.")):
+        for new, was in (
+            ("speech.input_layer.tables.", "codes.embeds."),
+            ("speech.quantizer.", "codes.quantizer."),
+            ("speech.input_layer.", "speech_in." if kind == "continuous" else "codes.embeds."),
+            ("speech.output_head.", "flow_head." if kind == "continuous" else "codes.head."),
+        ):
             if key.startswith(new):
-                key = was + key[len(new):]
+                key = was + key[len(new) :]
                 break
         old[key] = value
     assert not any(k.startswith("speech.") for k in old)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import autocorr_f0
+
 from flow_omni.audio.synth import VOWEL_FORMANTS, synth_corpus, synth_speech
 
 SR = 24000

@@ -42,9 +42,17 @@ def data_dir(tmp_path_factory) -> Path:
     for i, (text, q, a) in enumerate(zip(TEXTS, questions, answers)):
         save_audio(out / f"wavs/q{i}.wav", q)
         save_audio(out / f"wavs/a{i}.wav", a)
-        entries.append(ManifestEntry(f"u{i}", f"wavs/q{i}.wav", text, duration=q.shape[0] / 24000,
-                                     answer_audio=f"wavs/a{i}.wav", answer_text=TEXTS[(i + 1) % len(TEXTS)],
-                                     answer_duration=a.shape[0] / 24000))
+        entries.append(
+            ManifestEntry(
+                f"u{i}",
+                f"wavs/q{i}.wav",
+                text,
+                duration=q.shape[0] / 24000,
+                answer_audio=f"wavs/a{i}.wav",
+                answer_text=TEXTS[(i + 1) % len(TEXTS)],
+                answer_duration=a.shape[0] / 24000,
+            )
+        )
     write_manifest(out / "train.jsonl", entries)
     write_manifest(out / "valid.jsonl", entries[:4])
     return out
@@ -52,11 +60,18 @@ def data_dir(tmp_path_factory) -> Path:
 
 def config(data_dir: Path, out: Path, **overrides) -> TrainConfig:
     base = {
-        "out_dir": str(out), "seed": 0, "threads": 1, "progress": False, "loggers": ["csv"],
+        "out_dir": str(out),
+        "seed": 0,
+        "threads": 1,
+        "progress": False,
+        "loggers": ["csv"],
         "model": {"preset": "tiny", "r": 4},
         "data": {"train": [str(data_dir / "train.jsonl")], "batch_size": 4},
         "optim": {"lr": 2e-3, "warmup_steps": 4},
-        "max_steps": 12, "checkpoint_every_steps": 4, "log_every_steps": 1, "val_every_steps": 6,
+        "max_steps": 12,
+        "checkpoint_every_steps": 4,
+        "log_every_steps": 1,
+        "val_every_steps": 6,
     }
     for key, value in overrides.items():
         node = base
@@ -139,8 +154,20 @@ def test_ddp_two_processes_match_one(data_dir, tmp_path):
     one = train(config(data_dir, tmp_path / "one", max_steps=6))
     yaml_path = tmp_path / "ddp.yaml"
     yaml_path.write_text(config(data_dir, tmp_path / "two", max_steps=6, devices=2, strategy="ddp").to_yaml())
-    proc = run_cli([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "flow-omni"), "train",
-                    "--config", str(yaml_path), "--no-progress"], tmp_path)
+    proc = run_cli(
+        [
+            str(BIN / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--no-python",
+            str(BIN / "flow-omni"),
+            "train",
+            "--config",
+            str(yaml_path),
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-3000:]
     assert "trained 6 steps" in log
@@ -149,8 +176,9 @@ def test_ddp_two_processes_match_one(data_dir, tmp_path):
 
 
 def test_lora_changes_only_the_adapter(data_dir, tmp_path):
-    cfg = config(data_dir, tmp_path / "lora", max_steps=6, trainable=[], lora={"r": 4, "alpha": 8},
-                 **{"optim.lr": 5e-3})
+    cfg = config(
+        data_dir, tmp_path / "lora", max_steps=6, trainable=[], lora={"r": 4, "alpha": 8}, **{"optim.lr": 5e-3}
+    )
     res = train(cfg)
     assert res.adapter_dir is not None and (res.adapter_dir / "model.safetensors").is_file()
     adapter_bytes = (res.adapter_dir / "model.safetensors").stat().st_size
@@ -176,8 +204,13 @@ def test_lora_changes_only_the_adapter(data_dir, tmp_path):
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
-    cfg = config(data_dir, tmp_path / "nan", max_steps=30, checkpoint_every_steps=1,
-                 **{"optim.lr": 1e30, "optim.warmup_steps": 0, "optim.grad_clip": 0.0})
+    cfg = config(
+        data_dir,
+        tmp_path / "nan",
+        max_steps=30,
+        checkpoint_every_steps=1,
+        **{"optim.lr": 1e30, "optim.warmup_steps": 0, "optim.grad_clip": 0.0},
+    )
     with pytest.raises(NonFiniteLossError, match="last good checkpoint is kept") as info:
         train(cfg)
     msg = str(info.value)
@@ -196,8 +229,16 @@ def test_bad_lines_are_reported_and_skipped(data_dir, tmp_path):
         json.dumps({"id": "silent_text", "audio": str(data_dir / "wavs" / "q0.wav"), "text": "  "}),
         json.dumps({"id": "broken", "audio": str(tmp_path / "corrupt.wav"), "text": "y"}),
     ]
-    good = [json.dumps({**json.loads(x), "audio": str(data_dir / json.loads(x)["audio"]),
-                        "answer_audio": str(data_dir / json.loads(x)["answer_audio"])}) for x in lines]
+    good = [
+        json.dumps(
+            {
+                **json.loads(x),
+                "audio": str(data_dir / json.loads(x)["audio"]),
+                "answer_audio": str(data_dir / json.loads(x)["answer_audio"]),
+            }
+        )
+        for x in lines
+    ]
     (tmp_path / "mixed.jsonl").write_text("\n".join(good[:4] + bad + good[4:]) + "\n")
     res = train(config(data_dir, tmp_path / "run", max_steps=2, **{"data.train": [str(tmp_path / "mixed.jsonl")]}))
     report = (tmp_path / "run" / "data_report.txt").read_text().splitlines()
@@ -205,8 +246,14 @@ def test_bad_lines_are_reported_and_skipped(data_dir, tmp_path):
     for ident, word in (("gone", "missing"), ("silent_text", "empty"), ("broken", "audio")):
         assert any(ident in line and word in line.lower() for line in report), report
     with pytest.raises(Exception, match="mixed.jsonl:5"):
-        train(config(data_dir, tmp_path / "stop", max_steps=2,
-                     **{"data.train": [str(tmp_path / "mixed.jsonl")], "data.on_error": "stop"}))
+        train(
+            config(
+                data_dir,
+                tmp_path / "stop",
+                max_steps=2,
+                **{"data.train": [str(tmp_path / "mixed.jsonl")], "data.on_error": "stop"},
+            )
+        )
 
 
 @pytest.mark.parametrize("name", ["quickstart", "stage1", "stage2", "stage2_lora", "noisy_finetune", "vocoder"])
@@ -263,12 +310,25 @@ def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path):
     from flow_omni.training.train import recipe_path
 
     _, ref = straight
-    cfg = TrainConfig.load(recipe_path("noisy_finetune")).merged(parse_overrides([
-        f"out_dir={tmp_path / 'ft'}", f"model.init_from={ref.model_dir}", "threads=1", "progress=false",
-        f"data.train=[{data_dir / 'train.jsonl'}]", "data.valid=[]", "data.batch_size=4", "max_steps=4",
-        "checkpoint_every_steps=2", "loggers=[csv]", f"eval.manifests={{held_out: {data_dir / 'valid.jsonl'}}}",
-        "eval.conditions=[clean, white@5]", "eval.max_items=2",
-    ]))
+    cfg = TrainConfig.load(recipe_path("noisy_finetune")).merged(
+        parse_overrides(
+            [
+                f"out_dir={tmp_path / 'ft'}",
+                f"model.init_from={ref.model_dir}",
+                "threads=1",
+                "progress=false",
+                f"data.train=[{data_dir / 'train.jsonl'}]",
+                "data.valid=[]",
+                "data.batch_size=4",
+                "max_steps=4",
+                "checkpoint_every_steps=2",
+                "loggers=[csv]",
+                f"eval.manifests={{held_out: {data_dir / 'valid.jsonl'}}}",
+                "eval.conditions=[clean, white@5]",
+                "eval.max_items=2",
+            ]
+        )
+    )
     res = train(cfg)
     report = res.eval_report.read_text()
     for cond in ("clean", "white@5"):
@@ -284,15 +344,35 @@ def test_cli_end_to_end_on_the_espeak_corpus(tmp_path, capsys):
     from flow_omni.cli import main
 
     corpus = tmp_path / "corpus"
-    assert main(["corpus", "--out", str(corpus), "--sentences", "0", "--qa", "16", "--interleaved", "0",
-                 "--quiet"]) == 0
+    assert (
+        main(["corpus", "--out", str(corpus), "--sentences", "0", "--qa", "16", "--interleaved", "0", "--quiet"]) == 0
+    )
     assert (corpus / "train.jsonl").is_file()
     out = tmp_path / "run"
-    assert main(["train", "--config", "quickstart", "--out", str(out), "--no-progress", "--set",
-                 f"data.train=[{corpus / 'train.jsonl'}]", f"data.valid=[{corpus / 'valid.jsonl'}]",
-                 "data.task_weights={A2T: 1.0, T2A: 1.0, A2A: 1.0}", "data.batch_size=4", "max_steps=30",
-                 "optim.warmup_steps=5", "val_every_steps=15", "checkpoint_every_steps=15", "threads=1",
-                 "loggers=[csv]"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "quickstart",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--set",
+                f"data.train=[{corpus / 'train.jsonl'}]",
+                f"data.valid=[{corpus / 'valid.jsonl'}]",
+                "data.task_weights={A2T: 1.0, T2A: 1.0, A2A: 1.0}",
+                "data.batch_size=4",
+                "max_steps=30",
+                "optim.warmup_steps=5",
+                "val_every_steps=15",
+                "checkpoint_every_steps=15",
+                "threads=1",
+                "loggers=[csv]",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "trained 30 steps" in printed and str(out / "model") in printed
     from flow_omni.training.module import read_loss_log
@@ -304,13 +384,16 @@ def test_cli_end_to_end_on_the_espeak_corpus(tmp_path, capsys):
     from flow_omni.data.manifest import read_manifest
 
     entry = read_manifest(corpus / "valid.jsonl")[0]
-    got = model.generate([Sample("A2A", prompt_audio=model.prepare_audio(load_audio(entry.audio)))],
-                         max_new_positions=30)[0]
+    got = model.generate(
+        [Sample("A2A", prompt_audio=model.prepare_audio(load_audio(entry.audio)))], max_new_positions=30
+    )[0]
     assert got.positions > 0
 
 
 def test_inference_imports_without_lightning():
-    code = ("import sys, flow_omni, flow_omni.models.generation, flow_omni.data, flow_omni.eval.robustness, "
-            "flow_omni.bench, flow_omni.cli; "
-            "assert 'lightning' not in sys.modules and 'peft' not in sys.modules, 'lightning imported'")
+    code = (
+        "import sys, flow_omni, flow_omni.models.generation, flow_omni.data, flow_omni.eval.robustness, "
+        "flow_omni.bench, flow_omni.cli; "
+        "assert 'lightning' not in sys.modules and 'peft' not in sys.modules, 'lightning imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -193,13 +193,22 @@ def _write_vocos_dir(vocoder: Vocoder, directory, weights: str = "bin"):
     cfg = {
         "feature_extractor": {
             "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-            "init_args": {"sample_rate": c.sample_rate, "n_fft": c.n_fft, "hop_length": c.hop_length,
-                          "n_mels": c.n_mels, "padding": c.padding},
+            "init_args": {
+                "sample_rate": c.sample_rate,
+                "n_fft": c.n_fft,
+                "hop_length": c.hop_length,
+                "n_mels": c.n_mels,
+                "padding": c.padding,
+            },
         },
         "backbone": {
             "class_path": "vocos.models.VocosBackbone",
-            "init_args": {"input_channels": c.n_mels, "dim": c.dim, "intermediate_dim": c.intermediate_dim,
-                          "num_layers": c.num_layers},
+            "init_args": {
+                "input_channels": c.n_mels,
+                "dim": c.dim,
+                "intermediate_dim": c.intermediate_dim,
+                "num_layers": c.num_layers,
+            },
         },
         "head": {
             "class_path": "vocos.heads.ISTFTHead",
@@ -213,7 +222,9 @@ def _write_vocos_dir(vocoder: Vocoder, directory, weights: str = "bin"):
     else:
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in vocoder.vocos.state_dict().items()}, str(directory / "model.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in vocoder.vocos.state_dict().items()}, str(directory / "model.safetensors")
+        )
     return directory
 
 

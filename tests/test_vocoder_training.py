@@ -32,7 +32,7 @@ from flow_omni.training.vocoder import (  # noqa: E402
     multi_resolution_stft_distance,
     train_vocoder,
 )
-from flow_omni.vocoder import Vocoder, VocoderConfig, build_vocos  # noqa: E402
+from flow_omni.vocoder import Vocoder, build_vocos  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "flow_omni" / "training" / "recipes" / "vocoder.yaml"
 PRETRAIN, STEPS = 24, 30
@@ -57,12 +57,25 @@ def _corpus(root: Path) -> tuple[Path, list[Path]]:
 def _tiny_config(manifest: Path, out: Path, **changes) -> VocoderTrainConfig:
     base = VocoderTrainConfig.load(RECIPE)  # the recipe with tiny overrides, as a user would do
     tiny = dict(
-        train_manifests=[str(manifest)], val_manifests=[str(manifest)], out_dir=str(out),
+        train_manifests=[str(manifest)],
+        val_manifests=[str(manifest)],
+        out_dir=str(out),
         vocoder={**base.vocoder.to_dict(), "dim": 32, "intermediate_dim": 64, "num_layers": 1},
-        segment_samples=2048, val_segment_samples=4096, batch_size=2, num_workers=0, seed=0,
-        max_steps=STEPS, pretrain_mel_steps=PRETRAIN, lr_generator=5e-3, warmup_steps=2,
-        mpd_periods=[2], mrd_fft_sizes=[512], log_every_steps=1, checkpoint_every_steps=12,
-        val_every_steps=STEPS, val_max_batches=2,
+        segment_samples=2048,
+        val_segment_samples=4096,
+        batch_size=2,
+        num_workers=0,
+        seed=0,
+        max_steps=STEPS,
+        pretrain_mel_steps=PRETRAIN,
+        lr_generator=5e-3,
+        warmup_steps=2,
+        mpd_periods=[2],
+        mrd_fft_sizes=[512],
+        log_every_steps=1,
+        checkpoint_every_steps=12,
+        val_every_steps=STEPS,
+        val_max_batches=2,
     )
     return base.replace(**{**tiny, **changes})
 
@@ -160,9 +173,15 @@ def test_losses_are_logged_per_term(run):
     rows = list(csv.DictReader(metrics.open()))
     train = [r for r in rows if r.get("generator/mel_loss")]
     assert [int(r["step"]) for r in train] == list(range(STEPS))
-    gan_terms = ["discriminator/total", "discriminator/multi_period_loss", "discriminator/multi_res_loss",
-                 "generator/multi_period_loss", "generator/multi_res_loss",
-                 "generator/feature_matching_mp", "generator/feature_matching_mrd"]
+    gan_terms = [
+        "discriminator/total",
+        "discriminator/multi_period_loss",
+        "discriminator/multi_res_loss",
+        "generator/multi_period_loss",
+        "generator/multi_res_loss",
+        "generator/feature_matching_mp",
+        "generator/feature_matching_mrd",
+    ]
     for r in train:
         assert all(bool(r[k]) == (int(r["step"]) >= PRETRAIN) for k in gan_terms)
         assert float(r["mel_loss_coeff"]) == 45.0

@@ -117,8 +117,14 @@ def test_reader_rejects_damaged_files(tmp_path):
 @needs_ct2
 def test_encoder_matches_ctranslate2(ct2_model, ct2_whisper, clip, full_encoder):
     config, state = ww.ct2_to_hf_encoder(ct2_model)
-    assert config == dict(d_model=384, num_mel_bins=80, encoder_layers=4, encoder_attention_heads=6,
-                          encoder_ffn_dim=1536, max_source_positions=1500)
+    assert config == dict(
+        d_model=384,
+        num_mel_bins=80,
+        encoder_layers=4,
+        encoder_attention_heads=6,
+        encoder_ffn_dim=1536,
+        max_source_positions=1500,
+    )
     encoder = WhisperEncoder(WhisperConfig(**config)).eval()
     encoder.load_state_dict(state, strict=True)
     feats = whisper_features(clip)
@@ -142,13 +148,20 @@ def test_encoder_matches_ctranslate2(ct2_model, ct2_whisper, clip, full_encoder)
 def test_converted_decoder_greedy_matches_ctranslate2(cache_root, ct2_whisper, clip):
     import ctranslate2  # needs_ct2 guarantees it
 
-    model = WhisperForConditionalGeneration.from_pretrained(ww.builtin_whisper("tiny.en", cache_dir=cache_root),
-                                                            local_files_only=True).eval()
+    model = WhisperForConditionalGeneration.from_pretrained(
+        ww.builtin_whisper("tiny.en", cache_dir=cache_root), local_files_only=True
+    ).eval()
     assert model.dtype == torch.float32
     feats = whisper_features(clip)
     # Plain greedy on both sides: no token suppression, so that argmax is the whole rule.
-    result = ct2_whisper.generate(ctranslate2.StorageView.from_array(feats), [[SOT, NO_TIMESTAMPS]], beam_size=1,
-                                  suppress_blank=False, suppress_tokens=[], max_length=40)
+    result = ct2_whisper.generate(
+        ctranslate2.StorageView.from_array(feats),
+        [[SOT, NO_TIMESTAMPS]],
+        beam_size=1,
+        suppress_blank=False,
+        suppress_tokens=[],
+        max_length=40,
+    )
     ids = [SOT, NO_TIMESTAMPS]
     with torch.no_grad():
         memory = model.model.encoder(torch.from_numpy(feats)).last_hidden_state
@@ -230,7 +243,7 @@ def test_speech_encoder_builtin_builds_runs_and_rebuilds(clip, full_encoder, mon
     enc, cfg = full_encoder
     assert enc.max_seconds == pytest.approx(30.0) and enc.body.out_dim == 384
     assert cfg.whisper_config["max_source_positions"] == 1500 and cfg.whisper_config["d_model"] == 384
-    emb, out_len = _batched_equals_single(enc, [clip, clip[: 24000]])
+    emb, out_len = _batched_equals_single(enc, [clip, clip[:24000]])
     assert emb.shape[-1] == 32 and out_len[1] == enc.output_length(100)
 
     # A checkpoint rebuilds from the recorded config alone: no package, no cache needed.
@@ -252,7 +265,7 @@ def test_short_window(clip, full_encoder):
     assert enc.body.encoder.embed_positions.weight.shape == (500, 384)
     torch.testing.assert_close(enc.body.encoder.embed_positions.weight, full.body.encoder.embed_positions.weight[:500])
     assert enc.config.whisper_config["max_source_positions"] == 1500  # the full table: rebuilds slice it again
-    _batched_equals_single(enc, [clip, clip[: 30000]])
+    _batched_equals_single(enc, [clip, clip[:30000]])
 
     x = enc.featurize(clip)
     with torch.no_grad():
@@ -272,8 +285,14 @@ def test_short_window(clip, full_encoder):
 
 
 def test_window_on_random_whisper():
-    cfg = SpeechEncoderConfig(kind="whisper", whisper_d_model=64, whisper_layers=1, whisper_heads=4,
-                              whisper_max_seconds=4.0, whisper_window_seconds=2.0)
+    cfg = SpeechEncoderConfig(
+        kind="whisper",
+        whisper_d_model=64,
+        whisper_layers=1,
+        whisper_heads=4,
+        whisper_max_seconds=4.0,
+        whisper_window_seconds=2.0,
+    )
     enc = SpeechEncoder(cfg, 400, 32)
     assert enc.max_seconds == pytest.approx(2.0)
     assert enc.body.encoder.embed_positions.weight.shape == (100, 64)

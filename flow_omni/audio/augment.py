@@ -86,7 +86,12 @@ class Augmenter:
             first use, so babble works out of the box; pass real speech for realistic babble.
     """
 
-    def __init__(self, config: AugmentConfig | None = None, sample_rate: int = 24000, babble_pool: list[torch.Tensor] | None = None):
+    def __init__(
+        self,
+        config: AugmentConfig | None = None,
+        sample_rate: int = 24000,
+        babble_pool: list[torch.Tensor] | None = None,
+    ):
         self.config = config if config is not None else AugmentConfig()
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")

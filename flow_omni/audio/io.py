@@ -1,7 +1,7 @@
 """Reading, writing, validating, mixing down and resampling audio.
 
 Audio goes through ``soundfile`` (``torchaudio.load`` needs torchcodec, which does not load on the
-reference machine; DESIGN.md §4). In memory, audio is a float32 tensor of shape ``(T,)`` (mono)
+pinned install). In memory, audio is a float32 tensor of shape ``(T,)`` (mono)
 or ``(C, T)`` (channels first), in [-1, 1].
 """
 

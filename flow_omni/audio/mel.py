@@ -1,7 +1,7 @@
 """The Vocos-24k log-mel spectrogram, computed by Vocos' own feature extractor.
 
 Using ``vocos.feature_extractors.MelSpectrogramFeatures`` (rather than a look-alike) is a design
-decision (DESIGN.md §3): any Vocos checkpoint trained on this mel then decodes our speech tokens
+decision (docs/design.md, "Speech tokens"): any Vocos checkpoint trained on this mel then decodes our speech tokens
 exactly. Defaults are those of ``charactr/vocos-mel-24khz``: 24 kHz, n_fft 1024, hop 256, 100 bins,
 center padding, magnitude (power 1), natural log clamped at 1e-7 → 93.75 frames per second.
 
@@ -41,7 +41,9 @@ class MelConfig(Config):
         if self.hop_length <= 0 or self.n_fft < self.hop_length:
             raise ConfigError(f"MelConfig: need 0 < hop_length <= n_fft, got hop {self.hop_length}, n_fft {self.n_fft}")
         if self.n_mels <= 0 or self.sample_rate <= 0:
-            raise ConfigError(f"MelConfig: n_mels and sample_rate must be positive, got {self.n_mels}, {self.sample_rate}")
+            raise ConfigError(
+                f"MelConfig: n_mels and sample_rate must be positive, got {self.n_mels}, {self.sample_rate}"
+            )
 
     @property
     def frame_rate(self) -> float:

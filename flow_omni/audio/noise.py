@@ -1,6 +1,6 @@
 """Additive noise: coloured noise, babble, SNR measurement and mixing at a requested SNR.
 
-No noise recordings ship on the reference machine (DESIGN.md §4), so noise is generated: white,
+No noise recordings ship offline (docs/design.md, "Offline assets"), so noise is generated: white,
 pink (1/f power, -10 dB/decade), brown (1/f², -20 dB/decade) and babble (several other talkers).
 
 Randomness convention for all of ``flow_omni.audio``: every random function takes
@@ -14,7 +14,6 @@ included, which is what most robustness benchmarks report.
 from __future__ import annotations
 
 import math
-from typing import Union
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ import torch
 from flow_omni.audio.io import SILENCE_PEAK, validate_audio
 from flow_omni.errors import AudioError
 
-RngLike = Union[np.random.Generator, int, None]
+RngLike = np.random.Generator | int | None
 
 #: Noise kinds understood by :func:`make_noise`.
 NOISE_KINDS = ("white", "pink", "brown", "babble")
@@ -90,12 +89,16 @@ def _power_law_noise(n: int, exponent: float, rng: RngLike, sample_rate: int, mi
     return _unit_rms(np.fft.irfft(spec * gain, n=n))
 
 
-def pink_noise(num_samples: int, rng: RngLike = None, *, sample_rate: int = 24000, min_freq: float = 20.0) -> torch.Tensor:
+def pink_noise(
+    num_samples: int, rng: RngLike = None, *, sample_rate: int = 24000, min_freq: float = 20.0
+) -> torch.Tensor:
     """1/f ("pink") noise, -10 dB/decade PSD, zero mean, unit RMS: ``(num_samples,)`` float32."""
     return _power_law_noise(_check_num_samples(num_samples), 1.0, rng, sample_rate, min_freq)
 
 
-def brown_noise(num_samples: int, rng: RngLike = None, *, sample_rate: int = 24000, min_freq: float = 20.0) -> torch.Tensor:
+def brown_noise(
+    num_samples: int, rng: RngLike = None, *, sample_rate: int = 24000, min_freq: float = 20.0
+) -> torch.Tensor:
     """1/f² ("brown") noise, -20 dB/decade PSD, zero mean, unit RMS: ``(num_samples,)`` float32."""
     return _power_law_noise(_check_num_samples(num_samples), 2.0, rng, sample_rate, min_freq)
 

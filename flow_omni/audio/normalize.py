@@ -10,7 +10,7 @@ saved inside every checkpoint config.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -37,7 +37,7 @@ class MelStats(Config):
             raise ConfigError("MelStats: every std must be positive")
 
     @classmethod
-    def identity(cls, n_mels: int) -> "MelStats":
+    def identity(cls, n_mels: int) -> MelStats:
         return cls(mean=[0.0] * n_mels, std=[1.0] * n_mels, count=0)
 
     @property

@@ -15,7 +15,7 @@ Shapes: audio ``(T,)``/``(B, T)`` → tokens ``(N, r*n_mels)``/``(B, N, r*n_mels
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F

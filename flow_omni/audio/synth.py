@@ -138,7 +138,9 @@ def _ramp_envelope(n: int, ramp: int) -> np.ndarray:
     return env
 
 
-def _plan_segments(n: int, sample_rate: int, vowels: str, rng: np.random.Generator, rate: float) -> list[tuple[str, int, int]]:
+def _plan_segments(
+    n: int, sample_rate: int, vowels: str, rng: np.random.Generator, rate: float
+) -> list[tuple[str, int, int]]:
     """Lay out ``(kind, start, stop)`` segments covering ``n`` samples; kind is a vowel, fricative or "pause"."""
     sr = sample_rate
     segs: list[tuple[str, int, int]] = []

@@ -28,12 +28,19 @@ def weights_stamp(model_dir: Path) -> list[int]:
 
 def eval_key(cfg: RobustnessConfig, model_dir: Path) -> dict:
     """Everything a run's scores depend on besides the model weights (identified by size and mtime)."""
-    return {"weights": weights_stamp(model_dir), "corpus": str(Path(cfg.corpus).resolve()),
-            "conditions": cfg.conditions(), "unseen_voices": cfg.unseen_voices, "tasks": list(cfg.tasks),
-            "max_items": cfg.max_items, "max_new_positions": cfg.max_new_positions,
-            "sample_wavs": cfg.sample_wavs, "vocoder": cfg.vocoder,
-            "external_asr": bool(cfg.external_asr and WhisperASR.available()),
-            "speech_answer_conditions": list(cfg.speech_answer_conditions)}
+    return {
+        "weights": weights_stamp(model_dir),
+        "corpus": str(Path(cfg.corpus).resolve()),
+        "conditions": cfg.conditions(),
+        "unseen_voices": cfg.unseen_voices,
+        "tasks": list(cfg.tasks),
+        "max_items": cfg.max_items,
+        "max_new_positions": cfg.max_new_positions,
+        "sample_wavs": cfg.sample_wavs,
+        "vocoder": cfg.vocoder,
+        "external_asr": bool(cfg.external_asr and WhisperASR.available()),
+        "speech_answer_conditions": list(cfg.speech_answer_conditions),
+    }
 
 
 def read_keyed(path: Path, key: dict) -> dict | None:

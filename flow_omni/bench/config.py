@@ -40,13 +40,22 @@ class RobustnessConfig(Config):
     corpus_config: dict = dataclasses.field(default_factory=dict)  # CorpusConfig overrides for that build
     variants: list[VariantSpec] = dataclasses.field(default_factory=default_variants)
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    #: the training recipe (name or YAML path) every run starts from, before the variant's model fields
+    #: and ``train``; None = TrainConfig's defaults
+    recipe: str | None = None
     #: TrainConfig overrides shared by every variant and seed (the equal budget)
-    train: dict = dataclasses.field(default_factory=lambda: {
-        "max_steps": 1500, "data": {"batch_size": 8}, "optim": {"lr": 2e-3, "warmup_steps": 50}})
+    train: dict = dataclasses.field(
+        default_factory=lambda: {
+            "max_steps": 1500,
+            "data": {"batch_size": 8},
+            "optim": {"lr": 2e-3, "warmup_steps": 50},
+        }
+    )
     noise_kinds: list[str] = dataclasses.field(default_factory=lambda: ["white", "pink", "babble"])
     snrs: list[float] = dataclasses.field(default_factory=lambda: [20.0, 10.0, 5.0, 0.0])
     other_conditions: list[str] = dataclasses.field(
-        default_factory=lambda: ["pitch@3", "pitch@-3", "speed@1.15", "speed@0.85"])
+        default_factory=lambda: ["pitch@3", "pitch@-3", "speed@1.15", "speed@0.85"]
+    )
     unseen_voices: bool = True
     tasks: list[str] = dataclasses.field(default_factory=lambda: list(TASKS))
     max_items: int = 24  # test utterances (and QA questions) per condition
@@ -77,7 +86,7 @@ class RobustnessConfig(Config):
             parse_condition(c)
 
     @classmethod
-    def demo(cls, out_dir: str = "demo_out") -> "RobustnessConfig":
+    def demo(cls, out_dir: str = "demo_out") -> RobustnessConfig:
         """``make demo``: the benchmark reduced to fit ~15 minutes on 2 CPU cores.
 
         A default-seed corpus with more short spoken questions than long sentences, the continuous
@@ -85,14 +94,21 @@ class RobustnessConfig(Config):
         each, and the conditions clean / white and babble noise at 10 and 0 dB / pitch +3 / unseen voices.
         """
         return cls(
-            out_dir=out_dir, corpus=f"{out_dir}/corpus",
+            out_dir=out_dir,
+            corpus=f"{out_dir}/corpus",
             corpus_config={"n_sentences": 120, "n_qa": 240, "n_interleaved": 0},
-            variants=[VariantSpec("continuous"),
-                      VariantSpec("kmeans", tokens="kmeans", quantizer={"codebook_size": 256})],
-            seeds=[0], train={"max_steps": 300, "data": {"batch_size": 8},
-                              "optim": {"lr": 2e-3, "warmup_steps": 30}},
-            noise_kinds=["white", "babble"], snrs=[10.0, 0.0], other_conditions=["pitch@3"],
-            max_items=8, max_new_positions=200)
+            variants=[
+                VariantSpec("continuous"),
+                VariantSpec("kmeans", tokens="kmeans", quantizer={"codebook_size": 256}),
+            ],
+            seeds=[0],
+            train={"max_steps": 300, "data": {"batch_size": 8}, "optim": {"lr": 2e-3, "warmup_steps": 30}},
+            noise_kinds=["white", "babble"],
+            snrs=[10.0, 0.0],
+            other_conditions=["pitch@3"],
+            max_items=8,
+            max_new_positions=200,
+        )
 
     def conditions(self) -> list[str]:
         """Input conditions for ASR and QA, clean first."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,16 +26,29 @@ def run_latency(cfg: RobustnessConfig, variant: VariantSpec, seed: int, test: Se
     also run once untimed. Kept in ``runs/<run>/latency.json`` for the same weights, prompts and threads.
     """
     run = run_dir(cfg, variant, seed)
-    key = {"weights": weights_stamp(run / "model"), "prompts": [e.id for e in test],
-           "max_new_positions": cfg.max_new_positions, "threads": torch.get_num_threads()}
+    key = {
+        "weights": weights_stamp(run / "model"),
+        "prompts": [e.id for e in test],
+        "max_new_positions": cfg.max_new_positions,
+        "threads": torch.get_num_threads(),
+    }
     path = run / "latency.json"
     cached = read_keyed(path, key)
     if cached is not None:
         return cached["rows"]
     model = FlowOmni.from_pretrained(run / "model")
-    lats = [measure_latency(model, Sample("T2A", prompt_text=e.text), warmup=int(i == 0), seed=0,
-                            text_temperature=0.0, speech_temperature=0.0, max_new_positions=cfg.max_new_positions)
-            for i, e in enumerate(test)]
+    lats = [
+        measure_latency(
+            model,
+            Sample("T2A", prompt_text=e.text),
+            warmup=int(i == 0),
+            seed=0,
+            text_temperature=0.0,
+            speech_temperature=0.0,
+            max_new_positions=cfg.max_new_positions,
+        )
+        for i, e in enumerate(test)
+    ]
     first = [x.first_audio_s for x in lats if x.first_audio_s is not None]
     rtf = [x.rtf for x in lats if math.isfinite(x.rtf)]
     metrics = {"first_audio_s": float(np.median(first))} if first else {}  # a silent model has no latency

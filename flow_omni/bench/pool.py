@@ -12,8 +12,9 @@ from concurrent.futures import ProcessPoolExecutor
 def worker_pool(jobs: int) -> ProcessPoolExecutor:
     """Processes for benchmark runs: spawned (forking a process whose torch thread pools already ran
     can deadlock) and stopping when this process dies, so a killed benchmark leaves no orphans training on."""
-    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)
+    )
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -15,8 +15,9 @@ COLUMNS = ["variant", "seed", "task", "condition", "metric", "value", "n"]
 
 def write_results(out: Path, rows: list[dict], timings: dict) -> None:
     """Write ``out/results.json`` (rows, mean ± std over seeds, timings) and ``out/results.csv`` (rows)."""
-    atomic_write_text(out / "results.json", json.dumps({"rows": rows, "aggregate": aggregate(rows),
-                                                        "timings": timings}, indent=1))
+    atomic_write_text(
+        out / "results.json", json.dumps({"rows": rows, "aggregate": aggregate(rows), "timings": timings}, indent=1)
+    )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()

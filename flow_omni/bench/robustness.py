@@ -30,13 +30,15 @@ from flow_omni.bench.pool import worker_pool
 from flow_omni.bench.results import write_results
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.data.corpus import CorpusConfig, build_corpus
+from flow_omni.data.dataset import whisper_features
+from flow_omni.data.features import FeatureCache
 from flow_omni.data.manifest import read_manifest
 from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.report import write_robustness_report
 from flow_omni.eval.robustness import aggregate, evaluate_model
 from flow_omni.models.flow_omni import FlowOmni
 from flow_omni.training.config import TrainConfig
-from flow_omni.training.train import train
+from flow_omni.training.train import build_model, recipe_path, train
 from flow_omni.vocoder import load_vocoder
 
 
@@ -48,18 +50,44 @@ def ensure_corpus(cfg: RobustnessConfig, progress: bool = True) -> Path:
     return root
 
 
+def _recipe(cfg: RobustnessConfig) -> TrainConfig:
+    return TrainConfig.load(recipe_path(cfg.recipe)) if cfg.recipe else TrainConfig()
+
+
+def fill_feature_cache(cfg: RobustnessConfig, corpus: Path, progress: bool = True) -> int:
+    """Compute the frozen speech encoder's features of every training input once, before the runs.
+
+    Runs in parallel would otherwise each encode the same files during their first epoch. Returns
+    how many files were encoded (0 when the recipe's encoder is not a frozen Whisper).
+    """
+    config = _recipe(cfg).merged({"data": {"train": [str(corpus / "train.jsonl")], "valid": []}})
+    model = build_model(config.merged({"model": {"overrides": cfg.variants[0].model_overrides()}}))
+    if not model.encoder.frozen:
+        return 0
+    cache = FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel)
+    paths = sorted({e.audio for name in ("train", "valid") for e in read_manifest(corpus / f"{name}.jsonl")})
+    for path in tqdm(paths, desc="speech encoder features", disable=not progress):
+        whisper_features(cache, model.encoder, path)
+    return cache.stats.misses
+
+
 def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True) -> Path:
     """Train one variant with the shared budget; reuses a finished run (the benchmark can be resumed)."""
     out = run_dir(cfg, variant, seed)
     if (out / "model" / "model.safetensors").is_file():
         return out / "model"
     base = {
-        "out_dir": str(out), "seed": seed, "progress": progress, "loggers": ["csv"], "threads": cfg.threads,
+        "out_dir": str(out),
+        "seed": seed,
+        "progress": progress,
+        "loggers": ["csv"],
+        "threads": cfg.threads,
         "model": {"preset": variant.preset, "r": variant.r, "overrides": variant.model_overrides()},
         "data": {"train": [str(corpus / "train.jsonl")], "valid": [str(corpus / "valid.jsonl")]},
-        "val_every_steps": 10**9, "checkpoint_every_steps": 500,
+        "val_every_steps": 10**9,
+        "checkpoint_every_steps": 500,
     }
-    config = TrainConfig.from_dict(base).merged(cfg.train)
+    config = _recipe(cfg).merged(base).merged(cfg.train)
     # The benchmark measures on test sets; no validation, to save time.
     train(config.merged({"data": {"valid": []}}), resume="auto")
     return out / "model"
@@ -76,6 +104,8 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
     corpus = ensure_corpus(cfg, progress)
     test, qa, unseen = _test_sets(cfg, corpus)
+    if any(cached_run(cfg, v, s) is None for v in cfg.variants for s in cfg.seeds):
+        fill_feature_cache(cfg, corpus, progress)
     if cfg.threads:  # this process scores (jobs = 1) and times latency; workers set their own
         torch.set_num_threads(cfg.threads)
     runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
@@ -94,8 +124,9 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
         worker_cfg = cfg.merged({"threads": threads}).to_dict()
         with worker_pool(jobs) as pool:
             futures = {pool.submit(_run_in_worker, worker_cfg, v.to_dict(), s, str(corpus)): (v, s) for v, s in todo}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc=f"runs ({jobs} jobs)",
-                            disable=not progress):
+            for fut in tqdm(
+                as_completed(futures), total=len(futures), desc=f"runs ({jobs} jobs)", disable=not progress
+            ):
                 v, s = futures[fut]
                 try:
                     done[(v.name, s)] = fut.result()
@@ -107,8 +138,9 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
     else:
         asr, vocoder = _scorers(cfg)
         for v, s in todo:
-            done[(v.name, s)] = run_one(cfg, v, s, corpus, (test, qa, unseen), asr=asr, vocoder=vocoder,
-                                        progress=progress)
+            done[(v.name, s)] = run_one(
+                cfg, v, s, corpus, (test, qa, unseen), asr=asr, vocoder=vocoder, progress=progress
+            )
     latency: dict[tuple[str, int], list[dict]] = {}
     if "tts" in cfg.tasks and test:
         # After the pool has closed, one run at a time: streaming latency is wall-clock and must not
@@ -118,8 +150,9 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
     rows = [r for v, s in runs for r in done[(v.name, s)][0] + latency.get((v.name, s), [])]
     timings = {f"{v.name}/seed{s}": done[(v.name, s)][1] for v, s in runs}
     write_results(out, rows, timings)
-    return write_robustness_report(out, cfg, rows, aggregate(rows), timings,
-                                   {"test": len(test), "qa": len(qa), "unseen": len(unseen)})
+    return write_robustness_report(
+        out, cfg, rows, aggregate(rows), timings, {"test": len(test), "qa": len(qa), "unseen": len(unseen)}
+    )
 
 
 def _test_sets(cfg: RobustnessConfig, corpus: Path):
@@ -140,8 +173,17 @@ def _scorers(cfg: RobustnessConfig):
     return asr, vocoder
 
 
-def run_one(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, sets, *, asr=None, vocoder=None,
-            progress: bool = True) -> tuple[list[dict], dict]:
+def run_one(
+    cfg: RobustnessConfig,
+    variant: VariantSpec,
+    seed: int,
+    corpus: Path,
+    sets,
+    *,
+    asr=None,
+    vocoder=None,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
     """Train (or reuse) one variant for one seed and score it; keeps the scores in the run folder."""
     run = run_dir(cfg, variant, seed)
     trained_before = (run / "model" / "model.safetensors").is_file()
@@ -158,11 +200,22 @@ def run_one(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path
     if wav_dir is not None:
         wav_dir.mkdir(parents=True, exist_ok=True)
     test, qa, unseen = sets
-    rows = evaluate_model(model, test, qa, cfg.conditions(), unseen=unseen, tasks=cfg.tasks,
-                          max_new_positions=cfg.max_new_positions, label=(variant.name, seed),
-                          wav_dir=wav_dir, sample_wavs=cfg.sample_wavs, vocoder=vocoder,
-                          external_asr=asr, speech_answer_conditions=cfg.speech_answer_conditions,
-                          progress=progress)
+    rows = evaluate_model(
+        model,
+        test,
+        qa,
+        cfg.conditions(),
+        unseen=unseen,
+        tasks=cfg.tasks,
+        max_new_positions=cfg.max_new_positions,
+        label=(variant.name, seed),
+        wav_dir=wav_dir,
+        sample_wavs=cfg.sample_wavs,
+        vocoder=vocoder,
+        external_asr=asr,
+        speech_answer_conditions=cfg.speech_answer_conditions,
+        progress=progress,
+    )
     timing = {"train_s": train_s, "eval_s": time.perf_counter() - t1, "parameters": model.num_parameters()}
     write_keyed(run / "eval.json", eval_key(cfg, model_dir), rows=rows, timing=timing)
     return rows, timing
@@ -173,8 +226,16 @@ def _run_in_worker(cfg_dict: dict, variant_dict: dict, seed: int, corpus: str) -
     cfg = RobustnessConfig.from_dict(cfg_dict)
     torch.set_num_threads(cfg.threads)
     asr, vocoder = _scorers(cfg)
-    return run_one(cfg, VariantSpec.from_dict(variant_dict), seed, Path(corpus), _test_sets(cfg, Path(corpus)),
-                   asr=asr, vocoder=vocoder, progress=False)
+    return run_one(
+        cfg,
+        VariantSpec.from_dict(variant_dict),
+        seed,
+        Path(corpus),
+        _test_sets(cfg, Path(corpus)),
+        asr=asr,
+        vocoder=vocoder,
+        progress=False,
+    )
 
 
 __all__ = ["RobustnessConfig", "VariantSpec", "ensure_corpus", "run_one", "run_robustness", "train_variant"]

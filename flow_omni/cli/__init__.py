@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-from typing import Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
 from flow_omni.cli import audio, bench, data, roundtrip, speak, train
 from flow_omni.errors import FlowOmniError
@@ -21,13 +22,13 @@ class Group(NamedTuple):
     """A command with subcommands (``flow-omni manifest validate``)."""
 
     help: str
-    commands: dict[str, "Entry"]
+    commands: dict[str, Entry]
 
 
 #: A command: (run it with the parsed arguments, add its arguments to its parser). The run function's
 #: docstring is the command's help: its first paragraph the one-line help, the rest the description.
 Command = tuple[Callable[[argparse.Namespace], None], Callable[[argparse.ArgumentParser], None]]
-Entry = Union[Command, Group]
+Entry = Command | Group
 
 #: Every command of ``flow-omni``, in the order ``--help`` lists them.
 COMMANDS: dict[str, Entry] = {
@@ -39,15 +40,21 @@ COMMANDS: dict[str, Entry] = {
     "train": (train.train_command, train.train_arguments),
     "train-vocoder": (train.train_vocoder_command, train.train_vocoder_arguments),
     "corpus": (data.corpus_command, data.corpus_arguments),
-    "manifest": Group("import corpora into JSONL manifests and validate manifests", {
-        "validate": (data.manifest_validate_command, data.manifest_validate_arguments),
-        "import": (data.manifest_import_command, data.manifest_import_arguments),
-    }),
+    "manifest": Group(
+        "import corpora into JSONL manifests and validate manifests",
+        {
+            "validate": (data.manifest_validate_command, data.manifest_validate_arguments),
+            "import": (data.manifest_import_command, data.manifest_import_arguments),
+        },
+    ),
     "speak": (speak.speak_command, speak.speak_arguments),
     "answer": (speak.answer_command, speak.answer_arguments),
-    "bench": Group("benchmarks that train and evaluate models (robustness)", {
-        "robustness": (bench.robustness_command, bench.robustness_arguments),
-    }),
+    "bench": Group(
+        "benchmarks that train and evaluate models (robustness)",
+        {
+            "robustness": (bench.robustness_command, bench.robustness_arguments),
+        },
+    ),
 }
 
 

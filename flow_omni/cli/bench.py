@@ -22,20 +22,29 @@ def demo_command(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     report = run_robustness(cfg, progress=not args.no_progress)
     out = report.parent
-    print(f"\ndemo finished in {(time.perf_counter() - t0) / 60:.1f} min: continuous vs discrete speech tokens, "
-          f"{len(cfg.variants)} variants x {len(cfg.conditions()) + 1} conditions")
+    print(
+        f"\ndemo finished in {(time.perf_counter() - t0) / 60:.1f} min: continuous vs discrete speech tokens, "
+        f"{len(cfg.variants)} variants x {len(cfg.conditions()) + 1} conditions"
+    )
     print(f"report:  {report}")
     print(f"plots:   {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
     print(f"audio:   {out / 'wavs'}  (inputs as heard, spoken answers, TTS outputs)")
     print(f"numbers: {out / 'results.json'}, {out / 'results.csv'}")
-    print(f"models:  {out / 'runs'}  (try: flow-omni speak \"what is two plus three\" -o hi.wav "
-          f"--model {out / 'runs' / 'continuous-seed0' / 'model'})")
+    print(
+        f'models:  {out / "runs"}  (try: flow-omni speak "what is two plus three" -o hi.wav '
+        f"--model {out / 'runs' / 'continuous-seed0' / 'model'})"
+    )
 
 
 def demo_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    d.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
-                   help="override RobustnessConfig entries, e.g. seeds=[0,1]")
+    d.add_argument(
+        "--set",
+        nargs="*",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="override RobustnessConfig entries, e.g. seeds=[0,1]",
+    )
     d.add_argument("--no-progress", action="store_true")
 
 
@@ -59,7 +68,8 @@ def robustness_command(args: argparse.Namespace) -> None:
 
 def robustness_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--config", help="RobustnessConfig as YAML (default: the full benchmark)")
-    r.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
-                   help="override entries, e.g. seeds=[0] max_items=8")
+    r.add_argument(
+        "--set", nargs="*", action="extend", metavar="KEY=VALUE", help="override entries, e.g. seeds=[0] max_items=8"
+    )
     r.add_argument("--out", help="output directory (overrides out_dir)")
     r.add_argument("--no-progress", action="store_true")

@@ -1,4 +1,4 @@
-"""``flow-omni`` commands for data: ``corpus`` (the synthetic corpus) and ``manifest validate`` / ``manifest import``."""
+"""``flow-omni`` commands for data: ``corpus`` (the synthetic corpus), ``manifest validate`` and ``manifest import``."""
 
 from __future__ import annotations
 
@@ -19,8 +19,16 @@ def corpus_command(args: argparse.Namespace) -> None:
     Deterministic for a seed; rerun the same command to resume.
     """
     cfg = CorpusConfig.load(args.config) if args.config else CorpusConfig()
-    changes = {k: v for k, v in (("seed", args.seed), ("n_sentences", args.sentences), ("n_qa", args.qa),
-                                 ("n_interleaved", args.interleaved)) if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("seed", args.seed),
+            ("n_sentences", args.sentences),
+            ("n_qa", args.qa),
+            ("n_interleaved", args.interleaved),
+        )
+        if v is not None
+    }
     report = build_corpus(cfg.merged(changes), args.out, progress=not args.quiet, overwrite=args.overwrite)
     print(report)
     out = Path(args.out)
@@ -40,8 +48,13 @@ def corpus_arguments(c: argparse.ArgumentParser) -> None:
 
 def manifest_validate_command(args: argparse.Namespace) -> None:
     """check every line: files exist and decode, text is not empty, …"""
-    rep = validate_manifest(args.manifest, on_error=args.on_error, check_audio="full" if args.full else True,
-                            max_duration=args.max_seconds, progress=not args.quiet)
+    rep = validate_manifest(
+        args.manifest,
+        on_error=args.on_error,
+        check_audio="full" if args.full else True,
+        max_duration=args.max_seconds,
+        progress=not args.quiet,
+    )
     print(rep.summary())
     if args.write_clean:
         write_manifest(args.write_clean, rep.entries)
@@ -52,8 +65,12 @@ def manifest_validate_command(args: argparse.Namespace) -> None:
 
 def manifest_validate_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("manifest")
-    v.add_argument("--on-error", choices=["skip", "stop"], default="skip",
-                   help="skip: report every bad line (exit 1 if any); stop: fail at the first")
+    v.add_argument(
+        "--on-error",
+        choices=["skip", "stop"],
+        default="skip",
+        help="skip: report every bad line (exit 1 if any); stop: fail at the first",
+    )
     v.add_argument("--full", action="store_true", help="decode every file completely (slower, finds mid-file damage)")
     v.add_argument("--max-seconds", type=float, help="report entries longer than this")
     v.add_argument("--write-clean", help="write the good entries to this manifest")
@@ -65,8 +82,9 @@ def manifest_import_command(args: argparse.Namespace) -> None:
     if args.kind == "wav-txt":
         res = import_wav_txt(args.root, out=args.output, progress=not args.quiet)
     else:
-        res = import_librispeech(args.root, out=args.output, style=args.kind if args.kind != "libri" else "auto",
-                                 progress=not args.quiet)
+        res = import_librispeech(
+            args.root, out=args.output, style=args.kind if args.kind != "libri" else "auto", progress=not args.quiet
+        )
     print(res.summary())
     print(f"manifest -> {args.output}")
 

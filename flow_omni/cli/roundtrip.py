@@ -110,9 +110,7 @@ def run_roundtrip(
     x1 = torch.cat(train_tokens, 0)
     z = torch.cat([make_condition(t, cfg.r, cfg.coarse_bands) for t in train_tokens], 0)
 
-    head = FlowHead(
-        FlowHeadConfig(token_dim=x1.shape[1], cond_dim=z.shape[1], width=cfg.width, depth=cfg.depth)
-    )
+    head = FlowHead(FlowHeadConfig(token_dim=x1.shape[1], cond_dim=z.shape[1], width=cfg.width, depth=cfg.depth))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.train_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -137,8 +135,9 @@ def run_roundtrip(
     coarse = coarse_view(test_tokens, cfg.r, cfg.coarse_bands)
     test_cond = make_condition(test_tokens, cfg.r, cfg.coarse_bands)
     t1 = time.perf_counter()
-    gen_tokens = head.sample(test_cond, steps=cfg.sample_steps, solver=cfg.solver, temperature=cfg.temperature,
-                             generator=gen)
+    gen_tokens = head.sample(
+        test_cond, steps=cfg.sample_steps, solver=cfg.solver, temperature=cfg.temperature, generator=gen
+    )
     sample_seconds = time.perf_counter() - t1
     # The same ODE from the prior's mean (temperature 0): a single "typical" sample, no noise.
     mean_tokens = head.sample(test_cond, steps=cfg.sample_steps, solver=cfg.solver, temperature=0.0)
@@ -160,15 +159,24 @@ def run_roundtrip(
     wav_copy = save_audio(out / "resynth_original_mel.wav", vocoder.decode(test_mel), mel_cfg.sample_rate)
     wav_gen = save_audio(out / "flow_head_sample.wav", vocoder.decode(gen_mel), mel_cfg.sample_rate)
     png = plot_mels(
-        [("original log-mel (held-out utterance)", test_mel),
-         (f"flow head sample (r={cfg.r}, {cfg.solver} x{cfg.sample_steps}, temperature {cfg.temperature})", gen_mel),
-         ("flow head, temperature 0 (ODE from the prior mean)", mean_mel),
-         ("baseline: the coarse condition alone, spread over its bands", coarse_mel)],
+        [
+            ("original log-mel (held-out utterance)", test_mel),
+            (f"flow head sample (r={cfg.r}, {cfg.solver} x{cfg.sample_steps}, temperature {cfg.temperature})", gen_mel),
+            ("flow head, temperature 0 (ODE from the prior mean)", mean_mel),
+            ("baseline: the coarse condition alone, spread over its bands", coarse_mel),
+        ],
         out / "mel.png",
         frame_rate=mel_cfg.frame_rate,
     )
-    loss_png = plot_curve(range(1, len(losses) + 1), {"CFM loss": losses}, out / "loss.png",
-                          xlabel="step", ylabel="loss", title="flow head training", logy=True)
+    loss_png = plot_curve(
+        range(1, len(losses) + 1),
+        {"CFM loss": losses},
+        out / "loss.png",
+        xlabel="step",
+        ylabel="loss",
+        title="flow head training",
+        logy=True,
+    )
     result = {
         "config": cfg.to_dict(),
         "train_tokens": int(x1.shape[0]),
@@ -235,9 +243,12 @@ def roundtrip_command(args: argparse.Namespace) -> None:
     vocoder = load_vocoder(args.vocoder, n_iter=cfg.griffin_lim_iters)
     name = None if isinstance(vocoder, GriffinLim) else f"Vocos from {args.vocoder}"
     result = run_roundtrip(args.out, cfg, vocoder=vocoder, vocoder_name=name)
-    print(f"\nround-trip finished: CFM loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}, "
-          f"mel L1 generated vs original {result['mel_l1_generated_vs_original']} (temperature 0: {result['mel_l1_temperature0_vs_original']}) "
-          f"(coarse-only baseline {result['mel_l1_coarse_only_vs_original']})")
+    print(
+        f"\nround-trip finished: CFM loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}, "
+        f"mel L1 generated vs original {result['mel_l1_generated_vs_original']} "
+        f"(temperature 0: {result['mel_l1_temperature0_vs_original']}) "
+        f"(coarse-only baseline {result['mel_l1_coarse_only_vs_original']})"
+    )
     print(f"vocoder: {result['vocoder']}")
     print(f"report: {Path(args.out) / 'report.md'}")
     for f in result["files"]:
@@ -249,5 +260,8 @@ def roundtrip_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("--config", help="RoundTripConfig as YAML/JSON")
     d.add_argument("--steps", type=int, help="override the number of training steps")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--vocoder", default="griffinlim",
-                   help="'griffinlim' (default; no weights needed) or a Vocos checkpoint directory / hub id")
+    d.add_argument(
+        "--vocoder",
+        default="griffinlim",
+        help="'griffinlim' (default; no weights needed) or a Vocos checkpoint directory / hub id",
+    )

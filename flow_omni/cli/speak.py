@@ -22,8 +22,9 @@ def stream_to_wav(model: FlowOmni, sample: Sample, out: Path, args: argparse.Nam
     """Run ``model.stream`` and append audio to ``out`` as it arrives (renamed into place at the end)."""
     vocoder = load_vocoder(args.vocoder)
     streamed = None if isinstance(vocoder, GriffinLim) else vocoder  # Griffin-Lim needs the whole mel
-    gen = dict(max_new_positions=args.max_positions, speech_temperature=args.temperature, seed=args.seed,
-               steps=args.flow_steps)
+    gen = dict(
+        max_new_positions=args.max_positions, speech_temperature=args.temperature, seed=args.seed, steps=args.flow_steps
+    )
     t0 = time.perf_counter()
     first = None
     seconds = 0.0
@@ -58,13 +59,17 @@ def stream_to_wav(model: FlowOmni, sample: Sample, out: Path, args: argparse.Nam
     if args.show_text:
         print()
     print(f"text: {text!r}")
-    print(f"{seconds:.2f} s of audio in {total:.2f} s (RTF {real_time_factor(total, seconds):.2f}, first audio after "
-          f"{first:.2f} s); vocoder: {how} -> {out}")
+    print(
+        f"{seconds:.2f} s of audio in {total:.2f} s (RTF {real_time_factor(total, seconds):.2f}, first audio after "
+        f"{first:.2f} s); vocoder: {how} -> {out}"
+    )
 
 
 def raise_no_speech(text: str) -> None:
-    raise FlowOmniError(f"the model produced no speech (its text was {text!r}); is the checkpoint trained for "
-                        "speech output? raise --max-positions if it was cut short")
+    raise FlowOmniError(
+        f"the model produced no speech (its text was {text!r}); is the checkpoint trained for "
+        "speech output? raise --max-positions if it was cut short"
+    )
 
 
 def speak_command(args: argparse.Namespace) -> None:

@@ -39,12 +39,21 @@ def train_command(args: argparse.Namespace) -> None:
 
 def train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", required=True, help="YAML file or built-in recipe name")
-    t.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
-                   help="override config entries, e.g. --set max_steps=50 data.batch_size=4")
+    t.add_argument(
+        "--set",
+        nargs="*",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="override config entries, e.g. --set max_steps=50 data.batch_size=4",
+    )
     t.add_argument("--out", help="output directory (overrides out_dir)")
-    t.add_argument("--resume", nargs="?", const="last",
-                   help="resume from a checkpoint: 'last' (default when given without a value), 'auto' "
-                   "(last if it exists, else start fresh) or a .ckpt path")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        help="resume from a checkpoint: 'last' (default when given without a value), 'auto' "
+        "(last if it exists, else start fresh) or a .ckpt path",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 

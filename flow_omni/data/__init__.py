@@ -5,6 +5,15 @@ from flow_omni.data.manifest import ManifestEntry, ManifestError, Segment, iter_
 from flow_omni.data.validate import ValidationReport, validate_manifest
 
 __all__ = [
-    "ImportResult", "ManifestEntry", "ManifestError", "Segment", "ValidationReport", "import_librispeech",
-    "import_wav_txt", "iter_manifest", "read_manifest", "validate_manifest", "write_manifest",
+    "ImportResult",
+    "ManifestEntry",
+    "ManifestError",
+    "Segment",
+    "ValidationReport",
+    "import_librispeech",
+    "import_wav_txt",
+    "iter_manifest",
+    "read_manifest",
+    "validate_manifest",
+    "write_manifest",
 ]

@@ -85,7 +85,8 @@ HELDOUT_VOICES = ("en-us+m7", "en+f5", "en-gb-x-rp+klatt4", "en-us+f5", "en-gb-x
 ANSWER_VOICE = "en-us+m5"
 #: Question/sentence voices: every accent x non-held-out variant, minus the answer voice (59).
 TRAIN_VOICES = tuple(
-    v for v in default_voices(ENGLISH_LANGUAGES, [x for x in ENGLISH_VARIANTS if x not in HELDOUT_VARIANTS])
+    v
+    for v in default_voices(ENGLISH_LANGUAGES, [x for x in ENGLISH_VARIANTS if x not in HELDOUT_VARIANTS])
     if v != ANSWER_VOICE
 )
 
@@ -96,7 +97,9 @@ class CorpusError(FlowOmniError, ValueError):
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
     if len(value) != 2 or not lo <= value[0] <= value[1] <= hi:
-        raise ConfigError(f"CorpusConfig.{name}: expected [min, max] with {lo} <= min <= max <= {hi}, got {list(value)}")
+        raise ConfigError(
+            f"CorpusConfig.{name}: expected [min, max] with {lo} <= min <= max <= {hi}, got {list(value)}"
+        )
 
 
 @dataclass
@@ -147,7 +150,8 @@ class CorpusConfig(Config):
         if self.valid_fraction + self.test_fraction + self.unseen_fraction >= 1.0:
             raise ConfigError(
                 "CorpusConfig: valid_fraction + test_fraction + unseen_fraction must be < 1 so that "
-                f"something is left for train, got {self.valid_fraction} + {self.test_fraction} + {self.unseen_fraction}"
+                f"something is left for train, got {self.valid_fraction} + {self.test_fraction} "
+                f"+ {self.unseen_fraction}"
             )
         if not self.voices:
             raise ConfigError("CorpusConfig.voices is empty; expected voice specs like 'en-us+f3'")

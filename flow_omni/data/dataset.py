@@ -1,6 +1,6 @@
 """Manifest entries → training :class:`~flow_omni.layout.Sample` s in the four task formats.
 
-Task formats (DESIGN §3, Mini-Omni / Flow-Omni):
+Task formats (Mini-Omni / Flow-Omni; docs/design.md, "Layouts"):
 
 ========  =========================  ==================================  ===========================
 task      prompt                     target                              entries that support it
@@ -26,9 +26,9 @@ hear ``audio``, in whatever voice it is. MIX targets are the segments' own audio
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,11 @@ from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import Batch, Sample
 
 
+def whisper_features(cache: FeatureCache, encoder, path: str) -> torch.Tensor:
+    """A Whisper speech encoder's input features of a file ``(F, C)``, from the disk cache when there."""
+    return cache.get(path, "whisper", encoder.feature_spec(), encoder.featurize)
+
+
 @dataclasses.dataclass
 class DataConfig(Config):
     """Where the data comes from and how items are drawn (the ``data:`` block of a training YAML)."""
@@ -50,7 +55,8 @@ class DataConfig(Config):
     train: list[str] = dataclasses.field(default_factory=list)  # manifest paths
     valid: list[str] = dataclasses.field(default_factory=list)
     task_weights: dict = dataclasses.field(
-        default_factory=lambda: {"A2T": 1.0, "T2A": 1.0, "A2A": 1.0, "T2T": 0.5, "MIX": 0.5})
+        default_factory=lambda: {"A2T": 1.0, "T2A": 1.0, "A2A": 1.0, "T2T": 0.5, "MIX": 0.5}
+    )
     batch_size: int = 8  # global: split over DDP ranks
     bucket_size: int = 16  # batches per length-sorting window
     #: folder of the feature cache; "auto" = ``feature_cache/`` next to the first train manifest; null = off
@@ -125,8 +131,9 @@ class SpeechDataset(Dataset):
         self.cache = cache
         self.tokenizer = model.speech_tokenizer
         self.encoder = model.encoder
-        self.augmenter = Augmenter(config.augment, sample_rate=cache.mel_config.sample_rate) \
-            if config.p_augment > 0 else None
+        self.augmenter = (
+            Augmenter(config.augment, sample_rate=cache.mel_config.sample_rate) if config.p_augment > 0 else None
+        )
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -157,8 +164,7 @@ class SpeechDataset(Dataset):
             audio, info = self.augmenter(self.cache.load_audio(path), int(rng.integers(2**62)))
             return self.encoder.featurize(audio, self.tokenizer), info
         if self.encoder.config.kind == "whisper":
-            feats = self.cache.get(path, "whisper", self.encoder.feature_spec(), self.encoder.featurize)
-            return feats, {"applied": []}
+            return whisper_features(self.cache, self.encoder, path), {"applied": []}
         return self.tokenizer.encode_mel(self.cache.mel(path)), {"applied": []}
 
     def _target_speech(self, path: str, rng: np.random.Generator) -> torch.Tensor:
@@ -179,12 +185,20 @@ class SpeechDataset(Dataset):
                     feats, info = self._input_features(e.audio, rng)
                     sample = Sample("A2T", prompt_audio=feats, target_text=e.text)
                 elif key.task == "T2A":
-                    sample = Sample("T2A", prompt_text=e.text, target_text=e.text,
-                                    target_speech=self._target_speech(e.t2a_audio, rng))
+                    sample = Sample(
+                        "T2A",
+                        prompt_text=e.text,
+                        target_text=e.text,
+                        target_speech=self._target_speech(e.t2a_audio, rng),
+                    )
                 elif key.task == "A2A":
                     feats, info = self._input_features(e.audio, rng)
-                    sample = Sample("A2A", prompt_audio=feats, target_text=e.answer_text,
-                                    target_speech=self._target_speech(e.answer_audio, rng))
+                    sample = Sample(
+                        "A2A",
+                        prompt_audio=feats,
+                        target_text=e.answer_text,
+                        target_speech=self._target_speech(e.answer_audio, rng),
+                    )
                 elif key.task == "T2T":
                     sample = Sample("T2T", prompt_text=e.text, target_text=e.answer_text)
                 else:

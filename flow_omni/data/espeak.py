@@ -1,7 +1,7 @@
 """Offline text-to-speech with the libespeak-ng that the ``espeakng-loader`` wheel ships (ctypes).
 
 No apt package, no subprocess: the shared library and its ``espeak-ng-data`` folder come from the
-``espeakng-loader`` wheel (DESIGN.md §4) and are driven through the C API in synchronous retrieval
+``espeakng-loader`` wheel (docs/design.md, "Offline assets") and are driven through the C API in synchronous retrieval
 mode (``AUDIO_OUTPUT_SYNCHRONOUS``), where a callback receives the int16 samples.
 
 Voices are written ``language[+variant]``, as on the ``espeak-ng`` command line: ``en-us``,
@@ -112,7 +112,7 @@ class VoiceSpec:
     variant: str | None = None
 
     @classmethod
-    def parse(cls, spec: str, variant: str | None = None) -> "VoiceSpec":
+    def parse(cls, spec: str, variant: str | None = None) -> VoiceSpec:
         """``"en-us+f3"`` → ``VoiceSpec("en-us", "f3")``; ``variant`` may be given separately."""
         if not isinstance(spec, str) or not spec.strip():
             raise UnknownVoiceError(f"voice must be a non-empty string like 'en-us' or 'en-us+f3', got {spec!r}")
@@ -171,7 +171,9 @@ class Espeak:
         self.library_path = Path(library_path)
         self.data_path = Path(data_path)
         if not self.library_path.is_file():
-            raise EspeakError(f"libespeak-ng not found at {self.library_path}; expected the .so shipped by espeakng-loader")
+            raise EspeakError(
+                f"libespeak-ng not found at {self.library_path}; expected the .so shipped by espeakng-loader"
+            )
         if not (self.data_path / "phontab").is_file():
             raise EspeakError(f"{self.data_path} is not an espeak-ng-data folder (no 'phontab' file in it)")
         self._tmpdir = Path(tempfile.mkdtemp(prefix="flow_omni_espeak_"))

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -62,8 +62,14 @@ class FeatureCache:
         """The file as a 24 kHz mono waveform ``(T,)`` (the rate of the mel config)."""
         return load_audio(path, sample_rate=self.mel_config.sample_rate)
 
-    def get(self, path: str | Path, kind: str, spec: dict, compute: Callable[[torch.Tensor], torch.Tensor],
-            audio: torch.Tensor | None = None) -> torch.Tensor:
+    def get(
+        self,
+        path: str | Path,
+        kind: str,
+        spec: dict,
+        compute: Callable[[torch.Tensor], torch.Tensor],
+        audio: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Cached ``compute(audio)`` for the file; ``audio`` may be passed when it is already loaded."""
         entry = None
         if self.root is not None:

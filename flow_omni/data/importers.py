@@ -27,9 +27,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import soundfile as sf
 from tqdm.auto import tqdm
@@ -172,9 +172,7 @@ def _finish(
     if not unique:
         shown = "; ".join(str(p) for p in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise CorpusError(
-            f"no usable utterance in {root} ({style} layout): {len(problems)} problem(s): {shown}{more}"
-        )
+        raise CorpusError(f"no usable utterance in {root} ({style} layout): {len(problems)} problem(s): {shown}{more}")
     result = ImportResult(unique, problems, style)
     if out is not None:
         out = Path(out).expanduser().resolve()
@@ -194,8 +192,9 @@ def _relative_to(entry: ManifestEntry, folder: Path) -> ManifestEntry:
         except ValueError:
             return p
 
-    return dataclasses.replace(entry, audio=rel(entry.audio), answer_audio=rel(entry.answer_audio),
-                               target_audio=rel(entry.target_audio))
+    return dataclasses.replace(
+        entry, audio=rel(entry.audio), answer_audio=rel(entry.answer_audio), target_audio=rel(entry.target_audio)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +233,8 @@ def _librispeech(root: Path, progress: bool) -> tuple[list[ManifestEntry], list[
     entries: list[ManifestEntry] = []
     problems: list[ImportProblem] = []
     chapters = [
-        (d, names) for d, names in _walk(root)
+        (d, names)
+        for d, names in _walk(root)
         if any(n.endswith(_LS_TRANS) or os.path.splitext(n)[1].lower() in (".flac", ".wav") for n in names)
     ]
     for folder, names in tqdm(chapters, desc="librispeech chapters", disable=not progress):
@@ -266,16 +266,25 @@ def _librispeech(root: Path, progress: bool) -> tuple[list[ManifestEntry], list[
                 audio = audio_by_id.get(utt)
                 if audio is None:
                     problems.append(
-                        ImportProblem(folder / f"{utt}.flac", "missing_audio",
-                                      f"{where} transcribes {utt} but there is no {utt}.flac (or .wav)")
+                        ImportProblem(
+                            folder / f"{utt}.flac",
+                            "missing_audio",
+                            f"{where} transcribes {utt} but there is no {utt}.flac (or .wav)",
+                        )
                     )
                     continue
                 dur = _duration(audio, problems)
                 if dur is None:
                     continue
                 entries.append(
-                    ManifestEntry(id=utt, audio=str(audio), text=text, speaker=_speaker_of(audio), duration=dur,
-                                  meta={"chapter": folder.name})
+                    ManifestEntry(
+                        id=utt,
+                        audio=str(audio),
+                        text=text,
+                        speaker=_speaker_of(audio),
+                        duration=dur,
+                        meta={"chapter": folder.name},
+                    )
                 )
         for utt, audio in audio_by_id.items():
             if utt not in transcribed:
@@ -296,8 +305,10 @@ def _libritts(root: Path, progress: bool) -> tuple[list[ManifestEntry], list[Imp
             for suffix in _TTS_TEXTS:
                 orphan = n[: -len(suffix)]
                 # One report per utterance even when both .normalized.txt and .original.txt exist.
-                if n.endswith(suffix) and orphan not in wav_stems and (
-                    suffix == _TTS_TEXTS[0] or orphan + _TTS_TEXTS[0] not in present
+                if (
+                    n.endswith(suffix)
+                    and orphan not in wav_stems
+                    and (suffix == _TTS_TEXTS[0] or orphan + _TTS_TEXTS[0] not in present)
                 ):
                     problems.append(ImportProblem(folder / n, "missing_audio", f"transcript with no {orphan}.wav"))
             stem, ext = os.path.splitext(n)
@@ -323,8 +334,9 @@ def _libritts(root: Path, progress: bool) -> tuple[list[ManifestEntry], list[Imp
             meta = {"chapter": folder.name}
             if text_file.endswith(_TTS_TEXTS[1]):
                 meta["text_source"] = "original"  # unnormalised: numbers and abbreviations as written
-            entries.append(ManifestEntry(id=stem, audio=str(audio), text=text, speaker=_speaker_of(audio),
-                                         duration=dur, meta=meta))
+            entries.append(
+                ManifestEntry(id=stem, audio=str(audio), text=text, speaker=_speaker_of(audio), duration=dur, meta=meta)
+            )
     return entries, problems
 
 

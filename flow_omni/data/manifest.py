@@ -26,9 +26,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.errors import FlowOmniError
@@ -86,7 +87,7 @@ class ManifestEntry:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> "ManifestEntry":
+    def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> ManifestEntry:
         if not isinstance(data, dict):
             raise ManifestError(f"{where}: expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -107,7 +108,7 @@ class ManifestEntry:
             data["segments"] = [Segment(text=s["text"], audio=s.get("audio")) for s in segs]
         return cls(**data)
 
-    def resolve(self, root: str | Path) -> "ManifestEntry":
+    def resolve(self, root: str | Path) -> ManifestEntry:
         """A copy whose relative audio paths are made absolute against ``root``."""
 
         def fix(p: str | None) -> str | None:
@@ -116,8 +117,13 @@ class ManifestEntry:
             return str(Path(root) / p)
 
         segs = None if self.segments is None else [Segment(s.text, fix(s.audio)) for s in self.segments]
-        return dataclasses.replace(self, audio=fix(self.audio), answer_audio=fix(self.answer_audio),
-                                   target_audio=fix(self.target_audio), segments=segs)
+        return dataclasses.replace(
+            self,
+            audio=fix(self.audio),
+            answer_audio=fix(self.answer_audio),
+            target_audio=fix(self.target_audio),
+            segments=segs,
+        )
 
 
 def iter_manifest(path: str | Path) -> Iterator[tuple[int, ManifestEntry | ManifestError]]:

@@ -14,8 +14,8 @@ cuts the windows into global batches and shuffles the batch order. Everything is
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
 
 from torch.utils.data import Sampler
 
@@ -57,16 +57,29 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
         shuffle: False gives a fixed plan (validation): epoch 0's draws, batches in length order.
     """
 
-    def __init__(self, eligible: Sequence[Sequence[str]], cost, weights: Mapping[str, float], batch_size: int, *,
-                 bucket_size: int = 16, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        eligible: Sequence[Sequence[str]],
+        cost,
+        weights: Mapping[str, float],
+        batch_size: int,
+        *,
+        bucket_size: int = 16,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"bad rank {rank} for world_size {world_size}")
         if batch_size % world_size:
-            raise ConfigError(f"the global batch_size {batch_size} must be divisible by the number of processes "
-                              f"({world_size}) so that every rank gets the same share")
+            raise ConfigError(
+                f"the global batch_size {batch_size} must be divisible by the number of processes "
+                f"({world_size}) so that every rank gets the same share"
+            )
         unknown = sorted(set(weights) - set(TASK_ORDER))
         if unknown:
             raise ConfigError(f"unknown task(s) {unknown} in task_weights; valid: {list(TASK_ORDER)}")
@@ -102,9 +115,9 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
         window = self.batch_size * self.bucket_size if self.shuffle else max(1, len(items))
         batches: list[list[ItemKey]] = []
         for start in range(0, len(items), window):
-            chunk = sorted(items[start:start + window], key=lambda k: (self.cost(k.index, k.task), k.index))
+            chunk = sorted(items[start : start + window], key=lambda k: (self.cost(k.index, k.task), k.index))
             for b in range(0, len(chunk), self.batch_size):
-                batch = chunk[b:b + self.batch_size]
+                batch = chunk[b : b + self.batch_size]
                 if len(batch) == self.batch_size or not self.drop_last:
                     batches.append(batch)
         if self.shuffle:
@@ -117,7 +130,7 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
             return batch
         if len(batch) % self.world_size:  # only a last, partial batch (drop_last=False)
             batch = batch[: len(batch) - len(batch) % self.world_size] or batch[:1] * self.world_size
-        return batch[self.rank::self.world_size]
+        return batch[self.rank :: self.world_size]
 
     @property
     def batches_per_epoch(self) -> int:

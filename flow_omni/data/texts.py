@@ -72,15 +72,20 @@ def words_to_number(text: str) -> int | None:
 # ---- vocabulary ------------------------------------------------------------------------------
 
 # (singular, plural) so number agreement is always right. Animate nouns can be subjects.
-_ANIMATE = [tuple(p.split("/")) for p in """
+_ANIMATE = [
+    tuple(p.split("/"))
+    for p in """
 cat/cats dog/dogs horse/horses cow/cows sheep/sheep goat/goats rabbit/rabbits mouse/mice
 bird/birds duck/ducks fish/fish frog/frogs bear/bears fox/foxes wolf/wolves lion/lions
 tiger/tigers monkey/monkeys elephant/elephants owl/owls bee/bees spider/spiders
 child/children teacher/teachers farmer/farmers doctor/doctors baker/bakers driver/drivers
 sailor/sailors singer/singers painter/painters student/students neighbour/neighbours
 friend/friends brother/brothers sister/sisters king/kings queen/queens woman/women man/men
-""".split()]
-_THINGS = [tuple(p.split("/")) for p in """
+""".split()
+]
+_THINGS = [
+    tuple(p.split("/"))
+    for p in """
 book/books letter/letters cup/cups plate/plates chair/chairs table/tables window/windows
 door/doors box/boxes bag/bags hat/hats coat/coats shoe/shoes key/keys lamp/lamps clock/clocks
 ball/balls kite/kites boat/boats train/trains bicycle/bicycles car/cars bus/buses
@@ -88,7 +93,8 @@ apple/apples orange/oranges lemon/lemons carrot/carrots potato/potatoes cake/cak
 egg/eggs sandwich/sandwiches flower/flowers tree/trees leaf/leaves stone/stones shell/shells
 candle/candles blanket/blankets basket/baskets bottle/bottles pencil/pencils map/maps
 song/songs story/stories picture/pictures drum/drums guitar/guitars
-""".split()]
+""".split()
+]
 _NOUNS = _ANIMATE + _THINGS
 _ADJECTIVES = """
 big small tall short old young new little happy sad quiet loud brave clever lazy busy
@@ -121,9 +127,24 @@ anna ben clara david emma frank grace henry isla jack kate leo maria noah olivia
 sam tina victor william zoe lucy oscar ruby felix hannah tom alice george
 """.split()
 _TIMES = [
-    "yesterday", "today", "last night", "this morning", "on sunday", "on monday", "in the evening",
-    "at noon", "after lunch", "before dinner", "every day", "last week", "in the spring",
-    "in the winter", "at midnight", "on friday", "in the afternoon", "after school",
+    "yesterday",
+    "today",
+    "last night",
+    "this morning",
+    "on sunday",
+    "on monday",
+    "in the evening",
+    "at noon",
+    "after lunch",
+    "before dinner",
+    "every day",
+    "last week",
+    "in the spring",
+    "in the winter",
+    "at midnight",
+    "on friday",
+    "in the afternoon",
+    "after school",
 ]
 _CONNECTIVES = ["and then", "but later", "so", "because", "while", "and"]
 
@@ -131,9 +152,7 @@ COLOURS = "red blue green yellow white black brown orange purple pink grey gold"
 ANIMALS = "cat dog horse cow sheep goat rabbit mouse bird duck fish frog bear fox wolf lion".split()
 FRUITS = "apple orange lemon banana pear plum cherry grape peach melon mango lime".split()
 DAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
-MONTHS = (
-    "january february march april may june july august september october november december"
-).split()
+MONTHS = ("january february march april may june july august september october november december").split()
 
 #: (question, answer): answers are single lowercase words.
 FACTS: tuple[tuple[str, str], ...] = (
@@ -180,7 +199,9 @@ def _noun_phrase(
 ) -> str:
     sing, plur = rng.choice(nouns)
     adj = rng.choice(_ADJECTIVES) + " " if rng.random() < adjective_p else ""
-    det = rng.choice(["the", "the", "some", "those"]) if plural else rng.choice(["the", "the", "a", "my", "our", "that"])
+    det = (
+        rng.choice(["the", "the", "some", "those"]) if plural else rng.choice(["the", "the", "a", "my", "our", "that"])
+    )
     if det == "a" and (adj or sing)[0] in "aeiou":
         det = "an"
     return f"{det} {adj}{plur if plural else sing}"

@@ -268,8 +268,14 @@ def validate_manifest(
     path = Path(path)
     if not path.is_file():
         raise ManifestNotFoundError(f"manifest {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
-    checker = _Checker(path, on_error=on_error, check_audio=check_audio, sample_rate=sample_rate,
-                       max_duration=max_duration, min_duration=min_duration)
+    checker = _Checker(
+        path,
+        on_error=on_error,
+        check_audio=check_audio,
+        sample_rate=sample_rate,
+        max_duration=max_duration,
+        min_duration=min_duration,
+    )
     # A second reader walks the file in step with iter_manifest, so a rejected line can be
     # classified (and its id shown) without holding the whole manifest in memory.
     with open(path, encoding="utf-8") as raw_fh:
@@ -290,8 +296,16 @@ def validate_manifest(
 class _Checker:
     """The per-line checks of :func:`validate_manifest`, accumulating a :class:`ValidationReport`."""
 
-    def __init__(self, path: Path, *, on_error: str, check_audio: bool | str, sample_rate: int | None,
-                 max_duration: float | None, min_duration: float | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_error: str,
+        check_audio: bool | str,
+        sample_rate: int | None,
+        max_duration: float | None,
+        min_duration: float | None,
+    ) -> None:
         self.path = path
         self.root = path.resolve().parent
         self.on_error = on_error
@@ -316,7 +330,7 @@ class _Checker:
         kind, ident = _schema_kind(raw)
         msg, prefix = str(error), f"{self.path}:{lineno}: "  # iter_manifest's own "where" prefix
         self.here = []
-        self.flag(Problem(lineno, ident, kind, msg[len(prefix):] if msg.startswith(prefix) else msg))
+        self.flag(Problem(lineno, ident, kind, msg[len(prefix) :] if msg.startswith(prefix) else msg))
         self.report.problems += self.here
 
     def entry(self, lineno: int, e: ManifestEntry) -> None:
@@ -344,8 +358,9 @@ class _Checker:
         durations: dict[str, float | None] = {}
         for name in ("duration", "answer_duration", "target_duration"):
             value = getattr(e, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value < 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            ):
                 flag("bad_schema", f"{name!r} must be a non-negative number of seconds, got {value!r}")
                 value = None
             durations[name] = value
@@ -403,8 +418,11 @@ class _Checker:
                 flag("wrong_sample_rate", f"{label} {raw} is at {res.samplerate} Hz; expected {self.sample_rate} Hz")
             if declared is not None and abs(declared - res.duration) > DURATION_TOLERANCE:
                 name = {"audio": "duration", "answer_audio": "answer_duration"}.get(label, "target_duration")
-                flag("duration_mismatch", f"{name} says {declared:.2f} s but {raw} is {res.duration:.2f} s long "
-                                          f"(tolerance {DURATION_TOLERANCE} s)")
+                flag(
+                    "duration_mismatch",
+                    f"{name} says {declared:.2f} s but {raw} is {res.duration:.2f} s long "
+                    f"(tolerance {DURATION_TOLERANCE} s)",
+                )
         if limited and length is not None:
             if self.max_duration is not None and length > self.max_duration:
                 flag("too_long", f"{label} {raw} is {length:.2f} s long; max_duration is {self.max_duration:g} s")

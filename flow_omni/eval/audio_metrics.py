@@ -23,7 +23,8 @@ so compare MCDs computed here with each other, not with numbers from other toolk
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import scipy.fft
@@ -114,8 +115,9 @@ def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx[:, 0], idx[:, 1]
 
 
-def mel_cepstral_distortion(mel_a: ArrayLike, mel_b: ArrayLike, n_coeffs: int = 13, *,
-                            align: Literal["truncate", "dtw"] = "truncate") -> float:
+def mel_cepstral_distortion(
+    mel_a: ArrayLike, mel_b: ArrayLike, n_coeffs: int = 13, *, align: Literal["truncate", "dtw"] = "truncate"
+) -> float:
     """Mean mel-cepstral distortion in dB between two ``(n_mels, F)`` log-mels (see module doc).
 
     Args:
@@ -127,8 +129,10 @@ def mel_cepstral_distortion(mel_a: ArrayLike, mel_b: ArrayLike, n_coeffs: int = 
     """
     a, b = _as_tensor(mel_a, "mel_a"), _as_tensor(mel_b, "mel_b")
     if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[0]:
-        raise MelShapeError(f"mel_cepstral_distortion: expected two (n_mels, F) mels with the same n_mels, "
-                            f"got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise MelShapeError(
+            f"mel_cepstral_distortion: expected two (n_mels, F) mels with the same n_mels, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.shape[1] == 0 or b.shape[1] == 0:
         raise MelShapeError("mel_cepstral_distortion: a mel has no frames")
     ca, cb = mel_cepstrum(a, n_coeffs)[:, 1:], mel_cepstrum(b, n_coeffs)[:, 1:]

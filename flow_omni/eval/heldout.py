@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,8 +37,9 @@ def parse_condition(cond: str) -> tuple[str, float | None]:
         return "clean", None
     kind, sep, value = cond.partition("@")
     if not sep:
-        raise ConfigError(f"condition {cond!r}: expected 'clean', '<noise>@<snr_db>', 'pitch@<semitones>' "
-                          "or 'speed@<factor>'")
+        raise ConfigError(
+            f"condition {cond!r}: expected 'clean', '<noise>@<snr_db>', 'pitch@<semitones>' or 'speed@<factor>'"
+        )
     try:
         v = float(value)
     except ValueError:
@@ -50,8 +51,13 @@ def parse_condition(cond: str) -> tuple[str, float | None]:
     return kind, v
 
 
-def apply_condition(audio: torch.Tensor, cond: str, seed: int, sample_rate: int = 24000,
-                    babble_pool: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+def apply_condition(
+    audio: torch.Tensor,
+    cond: str,
+    seed: int,
+    sample_rate: int = 24000,
+    babble_pool: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """The input audio ``(T,)`` as heard under ``cond`` (deterministic for a seed)."""
     kind, value = parse_condition(cond)
     if kind == "clean":
@@ -63,8 +69,9 @@ def apply_condition(audio: torch.Tensor, cond: str, seed: int, sample_rate: int 
     rng = np.random.default_rng(seed)
     if kind == "babble" and not babble_pool:
         babble_pool = synth_corpus(8, seed=12345, sample_rate=sample_rate)
-    noise = make_noise(kind, audio.shape[0], rng, utterances=list(babble_pool) if kind == "babble" else None,
-                       sample_rate=sample_rate)
+    noise = make_noise(
+        kind, audio.shape[0], rng, utterances=list(babble_pool) if kind == "babble" else None, sample_rate=sample_rate
+    )
     return mix_at_snr(audio, noise, value, rng=rng)
 
 
@@ -83,16 +90,28 @@ class HeldoutResult:
 
 
 @torch.no_grad()
-def evaluate_asr(model, entries: Sequence[ManifestEntry], audios: Sequence[torch.Tensor], cond: str, *,
-                 seed: int = 0, batch_size: int = 8, max_new_positions: int = 200) -> HeldoutResult:
+def evaluate_asr(
+    model,
+    entries: Sequence[ManifestEntry],
+    audios: Sequence[torch.Tensor],
+    cond: str,
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_new_positions: int = 200,
+) -> HeldoutResult:
     """Greedy A→T transcription of every entry's audio under ``cond``; CER/WER against its text."""
     model.eval()
     hyps, refs, examples = [], [], []
     for start in range(0, len(entries), batch_size):
-        chunk = list(zip(entries[start:start + batch_size], audios[start:start + batch_size]))
-        prompts = [Sample("A2T", prompt_audio=model.prepare_audio(
-            apply_condition(a, cond, condition_seed(e.id, cond, seed)))) for e, a in chunk]
-        out = model.generate(prompts, text_temperature=0.0, speech_temperature=0.0, max_new_positions=max_new_positions, seed=seed)
+        chunk = list(zip(entries[start : start + batch_size], audios[start : start + batch_size]))
+        prompts = [
+            Sample("A2T", prompt_audio=model.prepare_audio(apply_condition(a, cond, condition_seed(e.id, cond, seed))))
+            for e, a in chunk
+        ]
+        out = model.generate(
+            prompts, text_temperature=0.0, speech_temperature=0.0, max_new_positions=max_new_positions, seed=seed
+        )
         for (e, _), g in zip(chunk, out):
             hyps.append(g.text)
             refs.append(e.text)
@@ -102,15 +121,24 @@ def evaluate_asr(model, entries: Sequence[ManifestEntry], audios: Sequence[torch
 
 
 @torch.no_grad()
-def evaluate_tts(model, entries: Sequence[ManifestEntry], audios: Sequence[torch.Tensor], *, seed: int = 0,
-                 batch_size: int = 8, max_new_positions: int = 400) -> float:
+def evaluate_tts(
+    model,
+    entries: Sequence[ManifestEntry],
+    audios: Sequence[torch.Tensor],
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_new_positions: int = 400,
+) -> float:
     """Greedy T→A on every entry's text; mean log-mel distance to the entry's own audio."""
     model.eval()
     dists = []
     for start in range(0, len(entries), batch_size):
-        chunk = list(zip(entries[start:start + batch_size], audios[start:start + batch_size]))
+        chunk = list(zip(entries[start : start + batch_size], audios[start : start + batch_size]))
         prompts = [Sample("T2A", prompt_text=e.text) for e, _ in chunk]
-        out = model.generate(prompts, text_temperature=0.0, speech_temperature=0.0, max_new_positions=max_new_positions, seed=seed)
+        out = model.generate(
+            prompts, text_temperature=0.0, speech_temperature=0.0, max_new_positions=max_new_positions, seed=seed
+        )
         for (_, a), g in zip(chunk, out):
             ref = model.speech_tokenizer.mel(a)
             if g.mel is None or g.mel.shape[-1] == 0:
@@ -120,8 +148,9 @@ def evaluate_tts(model, entries: Sequence[ManifestEntry], audios: Sequence[torch
     return float(np.mean(dists)) if dists else float("nan")
 
 
-def evaluate_heldout(model, manifests: dict[str, str], conditions: Sequence[str], *, max_items: int = 16,
-                     tts: bool = True, seed: int = 0) -> dict:
+def evaluate_heldout(
+    model, manifests: dict[str, str], conditions: Sequence[str], *, max_items: int = 16, tts: bool = True, seed: int = 0
+) -> dict:
     """Every manifest × every condition: ASR CER/WER; and clean TTS mel distance per manifest.
 
     Returns ``{manifest_name: {"asr": {cond: HeldoutResult as dict}, "tts_mel_l1": float | None}}``.
@@ -133,6 +162,9 @@ def evaluate_heldout(model, manifests: dict[str, str], conditions: Sequence[str]
         entries = read_manifest(path)[:max_items]
         audios = [load_audio(e.audio) for e in entries]
         asr = {c: dataclasses.asdict(evaluate_asr(model, entries, audios, c, seed=seed)) for c in conditions}
-        results[name] = {"asr": asr, "tts_mel_l1": evaluate_tts(model, entries, audios, seed=seed) if tts else None,
-                         "n": len(entries)}
+        results[name] = {
+            "asr": asr,
+            "tts_mel_l1": evaluate_tts(model, entries, audios, seed=seed) if tts else None,
+            "n": len(entries),
+        }
     return results

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.plotting import plot_curve
@@ -21,50 +21,117 @@ def _cell(agg: dict[tuple, dict], key: tuple) -> str:
     return f"{a['mean']:.3f} ± {a['std']:.3f}" if a["seeds"] > 1 else f"{a['mean']:.3f}"
 
 
-def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Sequence[dict], timings: dict,
-                            sizes: dict) -> Path:
+#: What counts as learned, for the report's plain-words summary (the learning issue's bars).
+LISTENS_CER = 0.5  # clean ASR CER at or below this: the model transcribes
+ANSWERS_ACC = 0.5  # clean spoken-QA accuracy at or above this: the model answers
+SPEAKS_RATIO = 1.5  # Whisper WER of its speech within this factor of the resynthesis ceiling: intelligible
+
+
+def learned(agg: dict[tuple, dict], v: str) -> str:
+    """One line on what variant ``v`` learned, judged against the bars above on the clean condition."""
+
+    def get(task, metric):
+        a = agg.get((v, task, "clean", metric))
+        return None if a is None else a["mean"]
+
+    parts = []
+    cer = get("asr", "cer")
+    if cer is not None:
+        verdict = "transcribes" if cer <= LISTENS_CER else f"does not transcribe yet (bar: CER ≤ {LISTENS_CER})"
+        parts.append(f"ASR CER {cer:.2f}, {verdict}")
+    acc = get("qa", "accuracy")
+    if acc is not None:
+        verdict = "answers" if acc >= ANSWERS_ACC else f"does not answer yet (bar: ≥ {ANSWERS_ACC})"
+        parts.append(f"spoken-QA accuracy {acc:.2f}, {verdict}")
+    heard, ceiling = get("tts", "whisper_wer"), get("tts", "whisper_wer_ceiling")
+    if heard is not None and ceiling is not None:
+        ok = heard <= SPEAKS_RATIO * max(ceiling, 1e-9)
+        verdict = "intelligible" if ok else f"not yet intelligible (bar: ≤ {SPEAKS_RATIO}× the ceiling)"
+        parts.append(f"TTS Whisper WER {heard:.2f} against {ceiling:.2f} for the resynthesised reference, {verdict}")
+    return "; ".join(parts) if parts else "not scored"
+
+
+def write_robustness_report(
+    out: Path, cfg, rows: Sequence[dict], aggregate: Sequence[dict], timings: dict, sizes: dict
+) -> Path:
     out = Path(out)
     agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate}
     variants = [v.name for v in cfg.variants]
     conditions = cfg.conditions()
     lines = [
-        "# Robustness: continuous vs discrete speech tokens", "",
+        "# Robustness: continuous vs discrete speech tokens",
+        "",
         f"Variants {', '.join(variants)}; seeds {cfg.seeds} (cells are mean ± std over seeds); the same tiny "
         f"backbone, layout, data, mel space and training budget for every variant ({_budget(cfg)}).",
         f"Test sets: {sizes['test']} utterances (ASR, TTS), {sizes['qa']} spoken questions (QA), "
-        f"{sizes['unseen']} utterances in voices unseen in training.", "",
+        f"{sizes['unseen']} utterances in voices unseen in training.",
+        "",
         "Metrics: ASR = the model's own greedy A→T, CER/WER after normalisation (lower is better); TTS = greedy "
         "T→A from text, mean |Δ log-mel| to the reference recording over the common length (lower is better; a "
         "model that stays silent is scored against the log-mel floor), `spoke` = share of prompts that produced "
-        "speech, `self_asr_cer` = the model's own ASR of its generated tokens, `mcd_db` = mel-cepstral distortion "
-        "(DTW-aligned, c1–c12 of the DCT of the 100-bin natural-log mel; not SPTK mel-cepstra, so compare variants "
-        "with each other, not with published MCDs), `whisper_wer` = Whisper tiny.en's WER on the vocoded output (when installed); QA = share of spoken questions whose "
-        "text answer is right (`score_answer`); `speech_accuracy` = the same for the spoken answer, vocoded and "
-        "transcribed by Whisper (a silent answer is wrong). Noise is seeded per utterance and condition, so every variant "
-        "hears identical audio.", "",
-        "## Summary", "",
+        "speech, `self_asr_cer` = the model's own ASR of what it said (its generated tokens for a conv encoder, "
+        "the vocoded audio for a Whisper encoder), `mcd_db` = mel-cepstral distortion (DTW-aligned, c1–c12 of the "
+        "DCT of the 100-bin natural-log mel; not SPTK mel-cepstra, so compare variants with each other, not with "
+        "published MCDs), `whisper_wer` = Whisper tiny.en's WER on the vocoded output (when installed), "
+        "`whisper_wer_ceiling` = the same for the reference mel through the same vocoder; QA = share of spoken "
+        "questions whose text answer is right (`score_answer`); `speech_accuracy` = the same for the spoken answer, "
+        "vocoded and transcribed by Whisper (a silent answer is wrong). Noise is seeded per utterance and condition, "
+        "so every variant hears identical audio.",
+        "",
+        "## Summary",
+        "",
     ]
     worst = [c for c in conditions if c.endswith("@0")] or conditions[-1:]
-    head = ["variant", "ASR CER clean", f"ASR CER @0 dB (mean of {len(worst)})", "ASR CER unseen voices",
-            "TTS mel L1", "TTS spoke", "QA acc clean", "QA acc @0 dB"]
+    head = [
+        "variant",
+        "ASR CER clean",
+        f"ASR CER @0 dB (mean of {len(worst)})",
+        "ASR CER unseen voices",
+        "TTS mel L1",
+        "TTS spoke",
+        "QA acc clean",
+        "QA acc @0 dB",
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
+
         def avg(task, metric, conds):
             vals = [agg[(v, task, c, metric)]["mean"] for c in conds if (v, task, c, metric) in agg]
             return f"{sum(vals) / len(vals):.3f}" if vals else "—"
-        lines.append("| " + " | ".join([
-            v, _cell(agg, (v, "asr", "clean", "cer")), avg("asr", "cer", worst),
-            _cell(agg, (v, "asr", "unseen_voices", "cer")), _cell(agg, (v, "tts", "clean", "mel_l1")),
-            _cell(agg, (v, "tts", "clean", "spoke")), _cell(agg, (v, "qa", "clean", "accuracy")),
-            avg("qa", "accuracy", worst)]) + " |")
+
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    v,
+                    _cell(agg, (v, "asr", "clean", "cer")),
+                    avg("asr", "cer", worst),
+                    _cell(agg, (v, "asr", "unseen_voices", "cer")),
+                    _cell(agg, (v, "tts", "clean", "mel_l1")),
+                    _cell(agg, (v, "tts", "clean", "spoke")),
+                    _cell(agg, (v, "qa", "clean", "accuracy")),
+                    avg("qa", "accuracy", worst),
+                ]
+            )
+            + " |"
+        )
     lines.append("")
+    lines += ["## What was learned", ""] + [f"- {v}: {learned(agg, v)}" for v in variants] + [""]
     plots = []
-    for task, metric, title in (("asr", "cer", "ASR CER"), ("asr", "wer", "ASR WER"), ("qa", "accuracy", "QA accuracy"),
-                                ("qa", "speech_accuracy", "QA accuracy of the spoken answer (Whisper)")):
+    for task, metric, title in (
+        ("asr", "cer", "ASR CER"),
+        ("asr", "wer", "ASR WER"),
+        ("qa", "accuracy", "QA accuracy"),
+        ("qa", "speech_accuracy", "QA accuracy of the spoken answer (Whisper)"),
+    ):
         if not any(k[1] == task and k[3] == metric for k in agg):
             continue
-        lines += [f"## {title} by condition", "", "| condition | " + " | ".join(variants) + " |",
-                  "|---|" + "---|" * len(variants)]
+        lines += [
+            f"## {title} by condition",
+            "",
+            "| condition | " + " | ".join(variants) + " |",
+            "|---|" + "---|" * len(variants),
+        ]
         extra = ["unseen_voices"] if task == "asr" else []
         for c in conditions + extra:
             lines.append(f"| {c} | " + " | ".join(_cell(agg, (v, task, c, metric)) for v in variants) + " |")
@@ -78,12 +145,23 @@ def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Seq
                     series[v] = [agg[k]["mean"] for k in keys]
             if series:
                 name = f"{task}_{metric}_vs_snr_{kind}.png"
-                plot_curve(xs, series, out / name, xlabel=f"SNR (dB), {kind} noise; clean drawn at {CLEAN_X:g}",
-                           ylabel=title, title=f"{title} vs SNR ({kind})")
+                plot_curve(
+                    xs,
+                    series,
+                    out / name,
+                    xlabel=f"SNR (dB), {kind} noise; clean drawn at {CLEAN_X:g}",
+                    ylabel=title,
+                    title=f"{title} vs SNR ({kind})",
+                )
                 plots.append(name)
-    for task, title in (("tts", "## TTS (clean text in)"),
-                        ("latency", "## Streaming TTS latency (generation only, median of the first test "
-                                    "prompts, one run at a time; seconds, RTF = compute / audio duration)")):
+    for task, title in (
+        ("tts", "## TTS (clean text in)"),
+        (
+            "latency",
+            "## Streaming TTS latency (generation only, median of the first test "
+            "prompts, one run at a time; seconds, RTF = compute / audio duration)",
+        ),
+    ):
         task_metrics = sorted({k[3] for k in agg if k[1] == task})
         if task_metrics:
             lines += [title, "", "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
@@ -92,21 +170,36 @@ def write_robustness_report(out: Path, cfg, rows: Sequence[dict], aggregate: Seq
             lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    lines += ["## Cost", "", f"Wall-clock seconds per run, {cfg.jobs} run(s) at a time"
-              + (f" with {cfg.threads} torch thread(s) each." if cfg.threads else "."), "",
-              "| model | parameters | train (s) | eval (s) |", "|---|---|---|---|"]
+    lines += [
+        "## Cost",
+        "",
+        f"Wall-clock seconds per run, {cfg.jobs} run(s) at a time"
+        + (f" with {cfg.threads} torch thread(s) each." if cfg.threads else "."),
+        "",
+        "| model | parameters | train (s) | eval (s) |",
+        "|---|---|---|---|",
+    ]
     for name, t in timings.items():
         lines.append(f"| {name} | {t['parameters'] / 1e6:.2f} M | {t['train_s']:.0f} | {t['eval_s']:.0f} |")
     wavs = sorted((out / "wavs").rglob("*.wav")) if (out / "wavs").is_dir() else []
     if wavs:
         vocoder = f"Vocos from {cfg.vocoder}" if cfg.vocoder else "Griffin-Lim (no Vocos weights given)"
-        lines += ["", "## Sample audio", "",
-                  f"First seed of each variant: `input_*` = ASR input as heard, `qa_question_*` / `qa_answer_*` = a "
-                  f"spoken question and the model's spoken answer, `tts_output_*` = TTS output; vocoder: {vocoder}.", ""]
+        lines += [
+            "",
+            "## Sample audio",
+            "",
+            f"First seed of each variant: `input_*` = ASR input as heard, `qa_question_*` / `qa_answer_*` = a "
+            f"spoken question and the model's spoken answer, `tts_output_*` = TTS output; vocoder: {vocoder}.",
+            "",
+        ]
         for w in wavs:
             rel = w.relative_to(out)
             lines.append(f"- [{rel}]({rel})")
-    lines += ["", "Raw numbers: `results.json`, `results.csv` (one row per variant, seed, task, condition, metric).", ""]
+    lines += [
+        "",
+        "Raw numbers: `results.json`, `results.csv` (one row per variant, seed, task, condition, metric).",
+        "",
+    ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

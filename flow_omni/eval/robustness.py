@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,15 +40,18 @@ UNSEEN = "unseen_voices"
 # ----------------------------------------------------------------------------------- scoring
 def metric_rows(variant: str, seed: int, task: str, condition: str, metrics: dict[str, float], n: int) -> list[dict]:
     """One long-format row per metric of one (variant, seed, task, condition), measured on ``n`` items."""
-    return [{"variant": variant, "seed": seed, "task": task, "condition": condition, "metric": k, "value": float(v),
-             "n": n} for k, v in metrics.items()]
+    return [
+        {"variant": variant, "seed": seed, "task": task, "condition": condition, "metric": k, "value": float(v), "n": n}
+        for k, v in metrics.items()
+    ]
 
 
 def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8):
     out = []
     for i in range(0, len(prompts), batch_size):
-        out += model.generate(prompts[i:i + batch_size], text_temperature=0.0, speech_temperature=0.0,
-                              max_new_positions=max_new, seed=0)
+        out += model.generate(
+            prompts[i : i + batch_size], text_temperature=0.0, speech_temperature=0.0, max_new_positions=max_new, seed=0
+        )
     return out
 
 
@@ -58,11 +61,23 @@ def _within(audio: torch.Tensor, seconds: float | None, sr: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEntry], conditions: Sequence[str], *,
-                   unseen: Sequence[ManifestEntry] = (), tasks: Sequence[str] = TASKS, max_new_positions: int = 300,
-                   label: tuple[str, int] = ("model", 0), wav_dir: Path | None = None,
-                   sample_wavs: int = 0, vocoder=None, external_asr=None,
-                   speech_answer_conditions: Sequence[str] = ("clean",), progress: bool = False) -> list[dict]:
+def evaluate_model(
+    model,
+    test: Sequence[ManifestEntry],
+    qa: Sequence[ManifestEntry],
+    conditions: Sequence[str],
+    *,
+    unseen: Sequence[ManifestEntry] = (),
+    tasks: Sequence[str] = TASKS,
+    max_new_positions: int = 300,
+    label: tuple[str, int] = ("model", 0),
+    wav_dir: Path | None = None,
+    sample_wavs: int = 0,
+    vocoder=None,
+    external_asr=None,
+    speech_answer_conditions: Sequence[str] = ("clean",),
+    progress: bool = False,
+) -> list[dict]:
     """Score one model; returns long-format rows ``{variant, seed, task, condition, metric, value, n}``.
 
     With ``wav_dir``, the first ``sample_wavs`` inputs of every condition are written as heard, and the
@@ -77,8 +92,12 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
     sr = model.config.speech.mel.sample_rate
     test_audio = [load_audio(e.audio) for e in test]
     qa_audio = [load_audio(e.audio) for e in qa]
-    bar = tqdm(total=len(conditions) * (("asr" in tasks) + ("qa" in tasks)) + ("tts" in tasks) + bool(unseen),
-               desc=f"eval {variant}/{seed}", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(conditions) * (("asr" in tasks) + ("qa" in tasks)) + ("tts" in tasks) + bool(unseen),
+        desc=f"eval {variant}/{seed}",
+        disable=not progress,
+        leave=False,
+    )
 
     def heard(entries, audios, cond):
         return [apply_condition(a, cond, condition_seed(e.id, cond, 0), sr) for e, a in zip(entries, audios)]
@@ -118,8 +137,14 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
                 heard_text.append((e.text, external_asr.transcribe(vocoder(g.mel), sr)))
             # Intelligibility by the model's own ASR: a conv encoder reads the generated tokens directly,
             # a Whisper encoder hears them vocoded.
-            said.append(Sample("A2T", prompt_audio=g.speech_tokens if model.config.encoder.kind == "conv"
-                               else model.prepare_audio(_within(vocoder(g.mel), model.encoder.max_seconds, sr))))
+            said.append(
+                Sample(
+                    "A2T",
+                    prompt_audio=g.speech_tokens
+                    if model.config.encoder.kind == "conv"
+                    else model.prepare_audio(_within(vocoder(g.mel), model.encoder.max_seconds, sr)),
+                )
+            )
             refs.append(e.text)
             if wav_dir is not None and sample_wavs and spoke <= sample_wavs:
                 save_audio(wav_dir / f"tts_output_{e.id}.wav", vocoder(g.mel), sr)
@@ -138,14 +163,18 @@ def evaluate_model(model, test: Sequence[ManifestEntry], qa: Sequence[ManifestEn
     if "qa" in tasks and qa:
         for cond in conditions:
             noisy = heard(qa, qa_audio, cond)
-            out = _generate(model, [Sample("A2A", prompt_audio=model.prepare_audio(a)) for a in noisy], max_new_positions)
+            out = _generate(
+                model, [Sample("A2A", prompt_audio=model.prepare_audio(a)) for a in noisy], max_new_positions
+            )
             refs = [e.answer_text for e in qa]
             metrics = {"accuracy": qa_accuracy([g.text for g in out], refs)}
             if external_asr is not None and cond in speech_answer_conditions:
                 # The spoken answer, as a listener hears it: vocoded, transcribed by Whisper, then scored.
                 # A silent answer counts as wrong.
-                heard_answers = [external_asr.transcribe(vocoder(g.mel), sr) if g.mel is not None and g.mel.shape[-1]
-                                 else "" for g in out]
+                heard_answers = [
+                    external_asr.transcribe(vocoder(g.mel), sr) if g.mel is not None and g.mel.shape[-1] else ""
+                    for g in out
+                ]
                 metrics["speech_accuracy"] = qa_accuracy(heard_answers, refs)
             rows.extend(metric_rows(variant, seed, "qa", cond, metrics, len(qa)))
             if wav_dir is not None and sample_wavs:
@@ -168,6 +197,15 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (v, t, c, m), vals in groups.items():
         arr = np.asarray(vals, dtype=float)
-        out.append({"variant": v, "task": t, "condition": c, "metric": m, "mean": float(arr.mean()),
-                    "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "seeds": len(arr)})
+        out.append(
+            {
+                "variant": v,
+                "task": t,
+                "condition": c,
+                "metric": m,
+                "mean": float(arr.mean()),
+                "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+                "seeds": len(arr),
+            }
+        )
     return out

@@ -8,7 +8,7 @@ reference length), the usual definition, rather than a mean of per-utterance rat
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jiwer
 

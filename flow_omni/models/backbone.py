@@ -29,15 +29,27 @@ from flow_omni.errors import CheckpointError, ConfigError
 #: Qwen2 shapes of the presets (vocab size is filled in from the tokenizer).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "backbone": dict(model_type="qwen2", hidden_size=256, intermediate_size=704, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2),
+        "backbone": dict(
+            model_type="qwen2",
+            hidden_size=256,
+            intermediate_size=704,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        ),
         "flow": dict(width=256, depth=3, prior="previous", prior_std=0.5),
         "postnet_layers": 1,
         "encoder": dict(kind="conv", channels=128, conv_layers=2, transformer_layers=1, heads=4),
     },
     "small": {
-        "backbone": dict(model_type="qwen2", hidden_size=512, intermediate_size=1152, num_hidden_layers=8,
-                         num_attention_heads=8, num_key_value_heads=4),
+        "backbone": dict(
+            model_type="qwen2",
+            hidden_size=512,
+            intermediate_size=1152,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+        ),
         "flow": dict(width=512, depth=3, prior="previous", prior_std=0.5),
         "postnet_layers": 1,
         "encoder": dict(kind="conv", channels=256, conv_layers=2, transformer_layers=2, heads=4),
@@ -56,7 +68,9 @@ class BackboneConfig(Config):
 
     def __post_init__(self) -> None:
         if self.path is None and not self.hf_config:
-            raise ConfigError("BackboneConfig: give either 'path' (a local causal LM) or 'hf_config' (with a model_type)")
+            raise ConfigError(
+                "BackboneConfig: give either 'path' (a local causal LM) or 'hf_config' (with a model_type)"
+            )
         if self.hf_config and "model_type" not in self.hf_config:
             raise ConfigError("BackboneConfig.hf_config needs a 'model_type' key (e.g. 'qwen2', 'llama')")
 
@@ -82,7 +96,9 @@ def build_backbone(cfg: BackboneConfig, from_checkpoint: bool = False) -> nn.Mod
     from transformers import AutoModelForCausalLM
 
     if cfg.path is not None and not from_checkpoint:
-        kwargs: dict[str, Any] = dict(local_files_only=True, dtype=torch.float32, attn_implementation=cfg.attn_implementation)
+        kwargs: dict[str, Any] = dict(
+            local_files_only=True, dtype=torch.float32, attn_implementation=cfg.attn_implementation
+        )
         if cfg.gguf_file:
             kwargs["gguf_file"] = cfg.gguf_file
         try:
@@ -110,10 +126,18 @@ def build_postnet(layers: int, width: int, heads: int | None = None, attn: str =
         heads = max(1, width // 64)
     while width % heads:
         heads -= 1
-    cfg = LlamaConfig(hidden_size=width, intermediate_size=3 * width, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=heads, vocab_size=1,
-                      max_position_embeddings=1 << 16, bos_token_id=None, eos_token_id=None,
-                      pad_token_id=None)
+    cfg = LlamaConfig(
+        hidden_size=width,
+        intermediate_size=3 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        vocab_size=1,
+        max_position_embeddings=1 << 16,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
     cfg._attn_implementation = attn
     model = LlamaModel(cfg)
     # The token embedding is never used (we feed inputs_embeds); keep it out of the optimiser.

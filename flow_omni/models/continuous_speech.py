@@ -14,7 +14,7 @@ training decides their balance.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -49,31 +49,51 @@ class ContinuousSpeech(SpeechHead):
     def embed(self, payloads: torch.Tensor) -> torch.Tensor:
         return self.input_layer(payloads)
 
-    def perturb(self, payloads: torch.Tensor, item_gens: Sequence[torch.Generator] | None,
-                generator: torch.Generator | None) -> torch.Tensor:
+    def perturb(
+        self, payloads: torch.Tensor, item_gens: Sequence[torch.Generator] | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
         if not self.training or self.input_noise <= 0:
             return payloads
         if item_gens is None:
             noise = torch.randn(payloads.shape, generator=generator, device=payloads.device)
         else:
-            noise = torch.stack([torch.randn(payloads.shape[1:], generator=g, device=payloads.device)
-                                 for g in item_gens])
+            noise = torch.stack(
+                [torch.randn(payloads.shape[1:], generator=g, device=payloads.device) for g in item_gens]
+            )
         return payloads + self.input_noise * noise
 
-    def loss(self, cond: torch.Tensor, target: torch.Tensor, prev: torch.Tensor, *,
-             item_rows: ItemRows | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        cond: torch.Tensor,
+        target: torch.Tensor,
+        prev: torch.Tensor,
+        *,
+        item_rows: ItemRows | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         noise = None
         if item_rows is not None:
-            noise = FlowNoise.cat([self.output_head.draw_noise(n, generator=g, device=cond.device)
-                                   for n, g in item_rows])
+            noise = FlowNoise.cat(
+                [self.output_head.draw_noise(n, generator=g, device=cond.device) for n, g in item_rows]
+            )
         return self.output_head.loss(target, cond, prev=prev, generator=generator, noise=noise)
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, prev: torch.Tensor, generators: Sequence[torch.Generator], *,
-               temperature: float, steps: int, solver: str, cfg_scale: float) -> torch.Tensor:
+    def sample(
+        self,
+        cond: torch.Tensor,
+        prev: torch.Tensor,
+        generators: Sequence[torch.Generator],
+        *,
+        temperature: float,
+        steps: int,
+        solver: str,
+        cfg_scale: float,
+    ) -> torch.Tensor:
         noise = torch.stack([torch.randn(self.payload_dim, generator=g) for g in generators]).to(cond.device)
-        return self.output_head.sample(cond, prev=prev, steps=steps, solver=solver, temperature=temperature,
-                                       cfg_scale=cfg_scale, noise=noise)
+        return self.output_head.sample(
+            cond, prev=prev, steps=steps, solver=solver, temperature=temperature, cfg_scale=cfg_scale, noise=noise
+        )
 
     def to_tokens(self, payloads: torch.Tensor) -> torch.Tensor:
         return payloads

@@ -6,7 +6,7 @@ sinusoidal embedding of the flow time through an MLP, condition ``y = time_emb +
 Linear-SiLU-Linear → gated residual) and an AdaLN final layer. Modulation and output layers start
 at zero, so a fresh head predicts ``v = 0`` and every block starts as the identity.
 
-Training objective (conditional flow matching on the linear path, DESIGN §3)::
+Training objective (conditional flow matching on the linear path)::
 
     x_t = (1 - (1 - σ_min) t) x0 + t x1,    u = x1 - (1 - σ_min) x0,    loss = ||v(x_t, t, z) - u||²
 
@@ -86,9 +86,10 @@ class FlowNoise:
     drop: torch.Tensor
 
     @staticmethod
-    def cat(parts: list["FlowNoise"]) -> "FlowNoise":
-        return FlowNoise(torch.cat([p.t for p in parts]), torch.cat([p.x0 for p in parts]),
-                         torch.cat([p.drop for p in parts]))
+    def cat(parts: list[FlowNoise]) -> FlowNoise:
+        return FlowNoise(
+            torch.cat([p.t for p in parts]), torch.cat([p.x0 for p in parts]), torch.cat([p.drop for p in parts])
+        )
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -221,14 +222,18 @@ class FlowHead(nn.Module):
         return self._forward(x, self.time_embed(t), self.cond_embed(z))
 
     # ------------------------------------------------------------------------------------- training
-    def draw_noise(self, n: int, generator: torch.Generator | None = None, device=None,
-                   dtype: torch.dtype = torch.float32) -> FlowNoise:
+    def draw_noise(
+        self, n: int, generator: torch.Generator | None = None, device=None, dtype: torch.dtype = torch.float32
+    ) -> FlowNoise:
         """The random draws of :meth:`loss` for ``n`` rows: ``t`` and unit-variance ``x0`` for each
         of the ``repeats`` copies (row-major), and the CFG drop decision of each row."""
         cfg = self.config
         # Draw the drop decisions only when they are used, so runs without CFG keep their stream.
-        drop = (torch.rand(n, generator=generator, device=device) < cfg.cfg_dropout) if cfg.cfg_dropout > 0 \
+        drop = (
+            (torch.rand(n, generator=generator, device=device) < cfg.cfg_dropout)
+            if cfg.cfg_dropout > 0
             else torch.zeros(n, dtype=torch.bool, device=device)
+        )
         t = torch.rand(n * cfg.repeats, generator=generator, dtype=dtype, device=device)
         x0 = torch.randn(n * cfg.repeats, cfg.token_dim, generator=generator, dtype=dtype, device=device)
         return FlowNoise(t, x0, drop)
@@ -265,8 +270,9 @@ class FlowHead(nn.Module):
         if noise is None:
             noise = self.draw_noise(n, generator=generator, device=target.device, dtype=target.dtype)
         elif noise.t.shape != (n * cfg.repeats,) or noise.x0.shape != (n * cfg.repeats, cfg.token_dim):
-            raise MelShapeError(f"FlowHead: noise was drawn for {noise.t.shape[0] // cfg.repeats} rows, "
-                                f"the batch has {n}")
+            raise MelShapeError(
+                f"FlowHead: noise was drawn for {noise.t.shape[0] // cfg.repeats} rows, the batch has {n}"
+            )
         if self.training and cfg.cfg_dropout > 0:
             z = torch.where(noise.drop[:, None], self.null_cond.to(z.dtype).expand_as(z), z)
         # Embed the condition once per row, then repeat: the Linear is the same for every draw.

@@ -19,9 +19,10 @@ term is returned separately. Generation lives in :mod:`flow_omni.models.generati
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -80,8 +81,10 @@ class FlowOmniConfig(Config):
     def __post_init__(self) -> None:
         if self.tokens != "continuous":
             if not self.quantizer:
-                raise ConfigError(f"FlowOmniConfig: tokens={self.tokens!r} needs a quantizer config "
-                                  "(e.g. {'codebook_size': 256}; for rvq also 'num_levels')")
+                raise ConfigError(
+                    f"FlowOmniConfig: tokens={self.tokens!r} needs a quantizer config "
+                    "(e.g. {'codebook_size': 256}; for rvq also 'num_levels')"
+                )
             qcfg = quantizer_config(self.tokens, self.quantizer, dim=self.speech.token_dim)
             self.quantizer = qcfg.to_dict()
             tail = qcfg.levels - 1 if (self.level_delay and qcfg.levels > 1) else 0
@@ -98,7 +101,7 @@ class FlowOmniConfig(Config):
             )
 
     @classmethod
-    def preset(cls, name: str = "tiny", *, r: int = 4, **overrides) -> "FlowOmniConfig":
+    def preset(cls, name: str = "tiny", *, r: int = 4, **overrides) -> FlowOmniConfig:
         """A CPU-trainable configuration: ``tiny`` (≈5 M parameters) or ``small`` (≈30 M)."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
@@ -120,8 +123,17 @@ class FlowOmniConfig(Config):
         return cls(**data)
 
     @classmethod
-    def from_pretrained_backbone(cls, path: str, *, gguf_file: str | None = None, r: int = 4, flow_width: int = 512,
-                                 flow_depth: int = 3, postnet_layers: int = 1, **overrides) -> "FlowOmniConfig":
+    def from_pretrained_backbone(
+        cls,
+        path: str,
+        *,
+        gguf_file: str | None = None,
+        r: int = 4,
+        flow_width: int = 512,
+        flow_depth: int = 3,
+        postnet_layers: int = 1,
+        **overrides,
+    ) -> FlowOmniConfig:
         """Config around a local pretrained causal LM; its own tokenizer becomes the text tokenizer."""
         from transformers import AutoConfig
 
@@ -155,14 +167,20 @@ class FlowOmniOutput:
     # discrete baselines (kept under one name so logs and plots compare the variants directly).
 
     def as_dict(self) -> dict[str, float]:
-        return {"loss": self.loss.item(), "text": self.text_loss.item(), "state": self.state_loss.item(),
-                "flow": self.flow_loss.item()}
+        return {
+            "loss": self.loss.item(),
+            "text": self.text_loss.item(),
+            "state": self.state_loss.item(),
+            "flow": self.flow_loss.item(),
+        }
 
 
 class FlowOmni(nn.Module):
     """The speech LLM. Build with ``FlowOmni(FlowOmniConfig.preset("tiny"))`` or ``from_pretrained``."""
 
-    def __init__(self, config: FlowOmniConfig, *, _from_checkpoint: bool = False, _tokenizer_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: FlowOmniConfig, *, _from_checkpoint: bool = False, _tokenizer_dir: Path | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.text_tokenizer = self._build_text_tokenizer(config, _tokenizer_dir)
@@ -173,7 +191,8 @@ class FlowOmni(nn.Module):
         # Record the exact architecture so that from_pretrained rebuilds it without the source files
         # (in a new config: the caller's stays as it was).
         self.config = config = dataclasses.replace(
-            config, backbone=dataclasses.replace(config.backbone, hf_config=self.backbone.config.to_dict()))
+            config, backbone=dataclasses.replace(config.backbone, hf_config=self.backbone.config.to_dict())
+        )
         width = hidden_size(self.backbone)
         if config.flow.cond_dim != width:
             raise ConfigError(f"FlowOmniConfig: flow.cond_dim={config.flow.cond_dim} but the backbone width is {width}")
@@ -191,8 +210,9 @@ class FlowOmni(nn.Module):
     def _build_speech_head(config: FlowOmniConfig, width: int) -> SpeechHead:
         """The one place that maps ``config.tokens`` to a :class:`SpeechHead`."""
         if config.tokens == "continuous":
-            return ContinuousSpeech(config.flow, width, input_noise=config.speech_input_noise,
-                                    input_norm=config.speech_input_norm)
+            return ContinuousSpeech(
+                config.flow, width, input_noise=config.speech_input_noise, input_norm=config.speech_input_norm
+            )
         quantizer = build_quantizer(config.tokens, config.quantizer, dim=config.speech.token_dim)
         return CodeSpeech(quantizer, width, delay=config.level_delay)
 
@@ -213,8 +233,9 @@ class FlowOmni(nn.Module):
         """24 kHz waveform ``(T,)`` → encoder input features ``(F, C)`` for :class:`Sample.prompt_audio`."""
         return self.encoder.featurize(audio, self.speech_tokenizer)
 
-    def fit_speech_stats(self, audios: Iterable[torch.Tensor] | None = None, *,
-                         mels: Iterable[torch.Tensor] | None = None) -> MelStats:
+    def fit_speech_stats(
+        self, audios: Iterable[torch.Tensor] | None = None, *, mels: Iterable[torch.Tensor] | None = None
+    ) -> MelStats:
         """Fit the speech tokens' per-bin normalisation on waveforms ``(T,)`` or raw log-mels
         ``(n_mels, F)`` and record it in ``config.speech`` (so checkpoints carry it)."""
         if (audios is None) == (mels is None):
@@ -257,16 +278,31 @@ class FlowOmni(nn.Module):
             n_audio = self.encoder.output_length(s.prompt_audio.shape[0]) if s.prompt_audio is not None else 0
             target = None
             if with_targets:
-                target = self._text_ids(s.target_text, f"target_text of a {s.task} sample") if s.target_text is not None else []
+                target = (
+                    self._text_ids(s.target_text, f"target_text of a {s.task} sample")
+                    if s.target_text is not None
+                    else []
+                )
             sample = s if with_targets else dataclasses.replace(s, target_speech=None)
             mix = None
             if s.task == "MIX" and with_targets:
                 mix = [(self._text_ids(t, "a MIX text span"), sp) for t, sp in s.segments]
-            seqs.append(layout_sample(self.config.layout, sample, self._text_ids(s.prompt_text, "prompt_text"),
-                                      target if with_targets else None, n_audio, self.special, D, mix))
+            seqs.append(
+                layout_sample(
+                    self.config.layout,
+                    sample,
+                    self._text_ids(s.prompt_text, "prompt_text"),
+                    target if with_targets else None,
+                    n_audio,
+                    self.special,
+                    D,
+                    mix,
+                )
+            )
             feats.append(s.prompt_audio)
-        return collate(seqs, self.special["<pad>"], left_pad=left_pad, audio_features=feats,
-                       tasks=[s.task for s in samples])
+        return collate(
+            seqs, self.special["<pad>"], left_pad=left_pad, audio_features=feats, tasks=[s.task for s in samples]
+        )
 
     # ------------------------------------------------------------------------------- embeddings
     def embed(self, text: torch.Tensor, state: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
@@ -293,13 +329,24 @@ class FlowOmni(nn.Module):
         extra = torch.zeros_like(emb).index_put((batch.audio_in.nonzero(as_tuple=True)), enc[valid])
         return emb + extra
 
-    def condition(self, hidden: torch.Tensor, mask: torch.Tensor | None = None, position_ids=None,
-                  past=None, use_cache: bool = False):
+    def condition(
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        position_ids=None,
+        past=None,
+        use_cache: bool = False,
+    ):
         """Post-net over hidden states ``(B, L, W)`` → flow-head conditions ``(B, L, W)`` (and its cache)."""
         if self.postnet is None:
             return hidden, None
-        out = self.postnet(inputs_embeds=hidden, attention_mask=mask, position_ids=position_ids,
-                           past_key_values=past, use_cache=use_cache)
+        out = self.postnet(
+            inputs_embeds=hidden,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=past,
+            use_cache=use_cache,
+        )
         return out.last_hidden_state, (out.past_key_values if use_cache else None)
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -318,29 +365,38 @@ class FlowOmni(nn.Module):
             item_gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in batch.seeds]
         payloads = self.speech.payloads(batch.speech, batch.state)
         emb = self.embed_batch(batch, self.speech.perturb(payloads, item_gens, generator))
-        hidden = self.backbone.base_model(inputs_embeds=emb, attention_mask=batch.attention_mask,
-                                          position_ids=pos).last_hidden_state
+        hidden = self.backbone.base_model(
+            inputs_embeds=emb, attention_mask=batch.attention_mask, position_ids=pos
+        ).last_hidden_state
         text_t, state_t, speech_mask = batch.targets()
         has_text = text_t != IGNORE
         # The LM head is the largest matrix of a pretrained backbone: apply it only where it counts.
-        text_loss = F.cross_entropy(self.text_logits(hidden[has_text]), text_t[has_text]) if has_text.any() \
+        text_loss = (
+            F.cross_entropy(self.text_logits(hidden[has_text]), text_t[has_text])
+            if has_text.any()
             else hidden.sum() * 0
+        )
         has_state = state_t != IGNORE
-        state_loss = F.cross_entropy(self.state_head(hidden[has_state]), state_t[has_state]) if has_state.any() \
+        state_loss = (
+            F.cross_entropy(self.state_head(hidden[has_state]), state_t[has_state])
+            if has_state.any()
             else hidden.sum() * 0
+        )
         if speech_mask.any():
             cond, _ = self.condition(hidden, batch.attention_mask, pos)
             nxt = torch.full_like(payloads, self.speech.pad_value)
             nxt[:, :-1] = payloads[:, 1:]
             rows = None if item_gens is None else list(zip(speech_mask.sum(1).tolist(), item_gens))
-            flow_loss = self.speech.loss(cond[speech_mask], nxt[speech_mask], payloads[speech_mask],
-                                         item_rows=rows, generator=generator)
+            flow_loss = self.speech.loss(
+                cond[speech_mask], nxt[speech_mask], payloads[speech_mask], item_rows=rows, generator=generator
+            )
         else:
             flow_loss = hidden.sum() * 0
         w = self.config.loss_weights
         loss = w.text * text_loss + w.state * state_loss + w.flow * flow_loss
-        return FlowOmniOutput(loss, text_loss, state_loss, flow_loss, int(has_text.sum()), int(speech_mask.sum()),
-                              int(has_state.sum()))
+        return FlowOmniOutput(
+            loss, text_loss, state_loss, flow_loss, int(has_text.sum()), int(speech_mask.sum()), int(has_state.sum())
+        )
 
     # ----------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -351,7 +407,7 @@ class FlowOmni(nn.Module):
         return save_checkpoint(directory, "FlowOmni", self.config.to_dict(), self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "FlowOmni":
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> FlowOmni:
         """Rebuild a model saved by :meth:`save_pretrained`; foreign or damaged dirs raise CheckpointError."""
         directory = Path(directory)
         meta, state = load_checkpoint(directory, "FlowOmni")
@@ -381,9 +437,13 @@ class FlowOmni(nn.Module):
 
 
 #: Checkpoints written before the speech head had one interface named its parts differently.
-_OLD_SPEECH_KEYS = (("speech_in.", "speech.input_layer."), ("flow_head.", "speech.output_head."),
-                    ("codes.embeds.", "speech.input_layer.tables."), ("codes.head.", "speech.output_head."),
-                    ("codes.quantizer.", "speech.quantizer."))
+_OLD_SPEECH_KEYS = (
+    ("speech_in.", "speech.input_layer."),
+    ("flow_head.", "speech.output_head."),
+    ("codes.embeds.", "speech.input_layer.tables."),
+    ("codes.head.", "speech.output_head."),
+    ("codes.quantizer.", "speech.quantizer."),
+)
 
 
 def _renamed_speech_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -392,7 +452,7 @@ def _renamed_speech_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     for key, value in state.items():
         for old, new in _OLD_SPEECH_KEYS:
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         out[key] = value
     return out

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -220,9 +220,15 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
         rows = (nxt_state == STATE_GEN).nonzero(as_tuple=True)[0].tolist()
         nxt_speech = torch.zeros(B, P, device=device)
         if rows:
-            nxt_speech[rows] = head.sample(c[rows], cur_speech[rows], [gens[i] for i in rows],
-                                           temperature=cfg.speech_temperature, steps=cfg.steps, solver=cfg.solver,
-                                           cfg_scale=cfg.cfg_scale)
+            nxt_speech[rows] = head.sample(
+                c[rows],
+                cur_speech[rows],
+                [gens[i] for i in rows],
+                temperature=cfg.speech_temperature,
+                steps=cfg.steps,
+                solver=cfg.solver,
+                cfg_scale=cfg.cfg_scale,
+            )
         for i, t in enumerate(tracks):
             if not t.done:
                 t.done = t.text_done and (not t.speaks or t.phase is Phase.STOPPED)
@@ -236,8 +242,9 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
         new_pos = pos[:, -1:] + 1
         pos = torch.cat([pos, new_pos], 1)
         if cfg.use_cache:
-            out = base(inputs_embeds=new_emb, attention_mask=mask, position_ids=new_pos, past_key_values=past,
-                       use_cache=True)
+            out = base(
+                inputs_embeds=new_emb, attention_mask=mask, position_ids=new_pos, past_key_values=past, use_cache=True
+            )
             past = out.past_key_values
             cond, post_past = model.condition(out.last_hidden_state, mask, new_pos, past=post_past, use_cache=True)
         else:
@@ -250,8 +257,11 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
 def _next_state(t: _Track, layout, logits: torch.Tensor, wrote_text: bool) -> int:
     """Greedy state restricted to legal transitions; updates the track's phase/mode."""
     if layout.kind == "parallel":
-        allowed = {Phase.BEFORE: (STATE_PAD, STATE_START), Phase.SPEAKING: (STATE_GEN, STATE_STOP),
-                   Phase.STOPPED: (STATE_PAD,)}[t.phase]
+        allowed = {
+            Phase.BEFORE: (STATE_PAD, STATE_START),
+            Phase.SPEAKING: (STATE_GEN, STATE_STOP),
+            Phase.STOPPED: (STATE_PAD,),
+        }[t.phase]
         s = _pick_state(logits, allowed)
         if s == STATE_START:
             t.phase = Phase.SPEAKING
@@ -301,8 +311,18 @@ def generate(model: nn.Module, samples: Sequence[Sample], cfg: GenerationConfig 
     for i, s in enumerate(samples):
         tokens = model.speech.to_tokens(torch.stack(speech[i])) if speech[i] else torch.zeros(0, D)
         mel = model.speech_tokenizer.decode(tokens) if s.speaks and tokens.shape[0] else None
-        results.append(Generated(s.task, model.text_tokenizer.decode(text_ids[i]), text_ids[i], states[i], tokens,
-                                 mel, finished[i], positions[i]))
+        results.append(
+            Generated(
+                s.task,
+                model.text_tokenizer.decode(text_ids[i]),
+                text_ids[i],
+                states[i],
+                tokens,
+                mel,
+                finished[i],
+                positions[i],
+            )
+        )
     return results
 
 
@@ -317,8 +337,9 @@ class StreamEvent:
     tokens: torch.Tensor | None = None  # (n, token_dim) for "mel" events
 
 
-def stream(model: nn.Module, sample: Sample, cfg: GenerationConfig | None = None, *, vocoder=None,
-           chunk_tokens: int = 4) -> Iterator[StreamEvent]:
+def stream(
+    model: nn.Module, sample: Sample, cfg: GenerationConfig | None = None, *, vocoder=None, chunk_tokens: int = 4
+) -> Iterator[StreamEvent]:
     """Yield text pieces, mel chunks (every ``chunk_tokens`` speech tokens) and, with a vocoder,
     audio chunks as they are produced. Concatenating the "mel" events gives :attr:`Generated.mel`."""
     cfg = cfg or GenerationConfig()
@@ -350,7 +371,7 @@ def stream(model: nn.Module, sample: Sample, cfg: GenerationConfig | None = None
             ids.append(int(step.text[0]))
             text = model.text_tokenizer.decode(ids)
             if len(text) > len(said):
-                yield StreamEvent("text", text=text[len(said):])
+                yield StreamEvent("text", text=text[len(said) :])
                 said = text
         if int(step.state[0]) == STATE_GEN:
             # A token is complete once its deepest (most delayed) level has arrived. Only the

@@ -33,7 +33,8 @@ class LoraSettings(Config):
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: list[str] = dataclasses.field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0 or not self.target_modules:
@@ -42,8 +43,13 @@ class LoraSettings(Config):
     def peft_config(self):
         from peft import LoraConfig  # PEFT is optional (flow_omni[train]): imported only when LoRA is used
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=list(self.target_modules), bias="none")
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+        )
 
 
 def has_lora(module: nn.Module) -> bool:
@@ -59,7 +65,9 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     names = {n.rsplit(".", 1)[-1] for n, m in model.backbone.named_modules() if isinstance(m, nn.Linear)}
     missing = sorted(set(settings.target_modules) - names)
     if missing:
-        raise ConfigError(f"LoRA target module(s) {missing} are not in this backbone; its linear layers are {sorted(names)}")
+        raise ConfigError(
+            f"LoRA target module(s) {missing} are not in this backbone; its linear layers are {sorted(names)}"
+        )
     inject_adapter_in_model(settings.peft_config(), model.backbone)
     for name, p in model.backbone.named_parameters():
         p.requires_grad_(LORA_MARK in name)
@@ -92,13 +100,18 @@ def load_adapter(model: nn.Module, directory: str | Path) -> LoraSettings:
     expected = set(adapter_names(model))
     unexpected, missing = sorted(set(state) - expected), sorted(expected - set(state))
     if unexpected or missing:
-        raise CheckpointError(f"{directory}: the adapter does not fit this model "
-                              f"(missing {missing[:3]}…, unexpected {unexpected[:3]}…)" if (missing or unexpected) else "")
+        raise CheckpointError(
+            f"{directory}: the adapter does not fit this model (missing {missing[:3]}…, unexpected {unexpected[:3]}…)"
+            if (missing or unexpected)
+            else ""
+        )
     with torch.no_grad():
         for name, value in state.items():
             if own[name].shape != value.shape:
-                raise CheckpointError(f"{directory}: adapter weight {name} has shape {tuple(value.shape)}, "
-                                      f"the model expects {tuple(own[name].shape)} (different base model or rank?)")
+                raise CheckpointError(
+                    f"{directory}: adapter weight {name} has shape {tuple(value.shape)}, "
+                    f"the model expects {tuple(own[name].shape)} (different base model or rank?)"
+                )
             own[name].copy_(value)
     return settings
 

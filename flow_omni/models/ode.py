@@ -21,7 +21,7 @@ tensor shaped like ``x0`` and returns the velocity shaped like ``x0``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

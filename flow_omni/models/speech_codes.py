@@ -18,7 +18,7 @@ that the same tensors carry continuous tokens for the flow model). Runs of speec
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ class CodeSpeech(SpeechHead):
         n = codes.shape[0]
         for lvl in range(self.levels):
             shift = lvl if self.tail else 0
-            out[shift:shift + n, lvl] = codes[:, lvl]
+            out[shift : shift + n, lvl] = codes[:, lvl]
         return out
 
     def payloads(self, speech: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -84,8 +84,10 @@ class CodeSpeech(SpeechHead):
                     run = rows[run_id[b, rows] == r]
                     n = run.numel() - self.tail
                     if n < 1:
-                        raise FlowOmniError(f"a speech run of {run.numel()} positions is too short for "
-                                            f"{self.levels} delayed levels (needs >= {self.tail + 1})")
+                        raise FlowOmniError(
+                            f"a speech run of {run.numel()} positions is too short for "
+                            f"{self.levels} delayed levels (needs >= {self.tail + 1})"
+                        )
                     codes = self.quantizer.encode(speech[b, run[:n]].float())
                     out[b, run] = self._shift(codes, run.numel())
         return out
@@ -98,15 +100,31 @@ class CodeSpeech(SpeechHead):
         """``(N, W)`` → ``(N, levels, K + 1)``."""
         return self.output_head(cond).view(cond.shape[0], self.levels, self.K + 1)
 
-    def loss(self, cond: torch.Tensor, target: torch.Tensor, prev: torch.Tensor, *,
-             item_rows: ItemRows | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        cond: torch.Tensor,
+        target: torch.Tensor,
+        prev: torch.Tensor,
+        *,
+        item_rows: ItemRows | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Mean cross-entropy over rows and levels (no random draws); ``target`` ``(N, levels)`` payloads."""
         logits = self.logits(cond)
         return F.cross_entropy(logits.reshape(-1, self.K + 1).float(), target.long().reshape(-1))
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, prev: torch.Tensor, generators: Sequence[torch.Generator], *,
-               temperature: float, steps: int = 0, solver: str = "", cfg_scale: float = 1.0) -> torch.Tensor:
+    def sample(
+        self,
+        cond: torch.Tensor,
+        prev: torch.Tensor,
+        generators: Sequence[torch.Generator],
+        *,
+        temperature: float,
+        steps: int = 0,
+        solver: str = "",
+        cfg_scale: float = 1.0,
+    ) -> torch.Tensor:
         """One payload per row ``(n, levels)`` (codes as floats); temperature 0 = greedy."""
         logits = self.logits(cond).float()
         if temperature == 0:
@@ -124,8 +142,9 @@ class CodeSpeech(SpeechHead):
         n = p.shape[0] - self.tail
         if n <= 0:
             return torch.zeros(0, self.quantizer.dim, device=p.device)
-        codes = torch.stack([p[(lvl if self.tail else 0):(lvl if self.tail else 0) + n, lvl]
-                             for lvl in range(self.levels)], dim=-1)
+        codes = torch.stack(
+            [p[(lvl if self.tail else 0) : (lvl if self.tail else 0) + n, lvl] for lvl in range(self.levels)], dim=-1
+        )
         codes = torch.where(codes >= self.K, torch.zeros_like(codes), codes)
         return self.quantizer.decode(codes)
 

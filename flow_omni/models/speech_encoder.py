@@ -1,6 +1,6 @@
 """Speech input: an audio encoder + a 2-layer MLP adapter producing LLM-width embeddings.
 
-Two backends behind one module, :class:`SpeechEncoder` (DESIGN §3 "Speech input"):
+Two backends behind one module, :class:`SpeechEncoder`:
 
 - ``kind="conv"``: a light encoder over the model's own continuous speech tokens
   (``ContinuousSpeechTokenizer.encode``, ``(F, r*n_mels)`` at ~23.4 Hz for r=4): masked same-padding
@@ -83,8 +83,16 @@ class SpeechEncoderConfig(Config):
     def __post_init__(self) -> None:
         if self.kind not in ("conv", "whisper"):
             raise ConfigError(f"SpeechEncoderConfig.kind must be 'conv' or 'whisper', got {self.kind!r}")
-        for name in ("channels", "conv_layers", "kernel_size", "heads", "whisper_d_model", "whisper_layers",
-                     "whisper_heads", "downsample"):
+        for name in (
+            "channels",
+            "conv_layers",
+            "kernel_size",
+            "heads",
+            "whisper_d_model",
+            "whisper_layers",
+            "whisper_heads",
+            "downsample",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"SpeechEncoderConfig.{name} must be an integer >= 1, got {value!r}")
@@ -99,23 +107,29 @@ class SpeechEncoderConfig(Config):
         if self.transformer_layers and self.channels % self.heads:
             raise ConfigError(f"SpeechEncoderConfig: channels={self.channels} is not divisible by heads={self.heads}")
         if self.whisper_d_model % self.whisper_heads:
-            raise ConfigError(f"SpeechEncoderConfig: whisper_d_model={self.whisper_d_model} is not divisible by "
-                              f"whisper_heads={self.whisper_heads}")
+            raise ConfigError(
+                f"SpeechEncoderConfig: whisper_d_model={self.whisper_d_model} is not divisible by "
+                f"whisper_heads={self.whisper_heads}"
+            )
         s = self.whisper_max_seconds
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0.02 <= s <= 600:
             raise ConfigError(f"SpeechEncoderConfig.whisper_max_seconds must be within [0.02, 600], got {s!r}")
         if self.whisper_path is not None and not str(self.whisper_path).strip():
             raise ConfigError("SpeechEncoderConfig.whisper_path is empty; use null for a randomly initialised Whisper")
         if self.whisper_path is not None and str(self.whisper_path).startswith(BUILTIN_PREFIX):
-            name = str(self.whisper_path)[len(BUILTIN_PREFIX):]
+            name = str(self.whisper_path)[len(BUILTIN_PREFIX) :]
             if name not in BUILTIN_WHISPER:
-                raise ConfigError(f"SpeechEncoderConfig.whisper_path: unknown builtin Whisper {name!r}; available: "
-                                  f"{[BUILTIN_PREFIX + n for n in BUILTIN_WHISPER]}")
+                raise ConfigError(
+                    f"SpeechEncoderConfig.whisper_path: unknown builtin Whisper {name!r}; available: "
+                    f"{[BUILTIN_PREFIX + n for n in BUILTIN_WHISPER]}"
+                )
         w = self.whisper_window_seconds
-        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
-                              or not 0.02 <= w <= 600):
-            raise ConfigError("SpeechEncoderConfig.whisper_window_seconds must be null or within [0.02, 600], "
-                              f"got {w!r}")
+        if w is not None and (
+            isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0.02 <= w <= 600
+        ):
+            raise ConfigError(
+                f"SpeechEncoderConfig.whisper_window_seconds must be null or within [0.02, 600], got {w!r}"
+            )
 
 
 def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
@@ -137,10 +151,12 @@ class _ConvBody(nn.Module):
         )
         self.transformer = None
         if cfg.transformer_layers:
-            layer = nn.TransformerEncoderLayer(ch, cfg.heads, 4 * ch, dropout=0.0, activation="gelu",
-                                               batch_first=True, norm_first=True)
-            self.transformer = nn.TransformerEncoder(layer, cfg.transformer_layers, norm=nn.LayerNorm(ch),
-                                                     enable_nested_tensor=False)
+            layer = nn.TransformerEncoderLayer(
+                ch, cfg.heads, 4 * ch, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            )
+            self.transformer = nn.TransformerEncoder(
+                layer, cfg.transformer_layers, norm=nn.LayerNorm(ch), enable_nested_tensor=False
+            )
 
     def out_frames(self, num_frames: int) -> int:
         return num_frames
@@ -187,29 +203,42 @@ class _WhisperBody(nn.Module):
             from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
             d = cfg.whisper_d_model
-            self.encoder = WhisperEncoder(WhisperConfig(
-                d_model=d, encoder_layers=cfg.whisper_layers, encoder_attention_heads=cfg.whisper_heads,
-                encoder_ffn_dim=4 * d, num_mel_bins=80,
-                max_source_positions=max(1, round(WHISPER_FRAME_RATE * cfg.whisper_max_seconds)),
-            ))
+            self.encoder = WhisperEncoder(
+                WhisperConfig(
+                    d_model=d,
+                    encoder_layers=cfg.whisper_layers,
+                    encoder_attention_heads=cfg.whisper_heads,
+                    encoder_ffn_dim=4 * d,
+                    num_mel_bins=80,
+                    max_source_positions=max(1, round(WHISPER_FRAME_RATE * cfg.whisper_max_seconds)),
+                )
+            )
         if cfg.whisper_window_seconds is not None:
             # After whisper_config is recorded (full table), so a checkpoint rebuilds the same way.
             full = int(self.encoder.config.max_source_positions)
             positions = max(1, round(WHISPER_FRAME_RATE * cfg.whisper_window_seconds))
             if positions > full:
-                raise ConfigError(f"SpeechEncoderConfig.whisper_window_seconds={cfg.whisper_window_seconds} exceeds "
-                                  f"this Whisper's window of {full / WHISPER_FRAME_RATE:g} s")
+                raise ConfigError(
+                    f"SpeechEncoderConfig.whisper_window_seconds={cfg.whisper_window_seconds} exceeds "
+                    f"this Whisper's window of {full / WHISPER_FRAME_RATE:g} s"
+                )
             set_encoder_window(self.encoder, positions)
         self.num_mel_bins = int(self.encoder.config.num_mel_bins)
         self.n_frames = 2 * int(self.encoder.config.max_source_positions)  # exact input length Whisper takes
         self.out_dim = int(self.encoder.config.d_model)
         if extractor is None:
-            extractor = WhisperFeatureExtractor(feature_size=self.num_mel_bins, sampling_rate=WHISPER_SAMPLE_RATE,
-                                                hop_length=WHISPER_HOP, n_fft=WHISPER_N_FFT)
+            extractor = WhisperFeatureExtractor(
+                feature_size=self.num_mel_bins,
+                sampling_rate=WHISPER_SAMPLE_RATE,
+                hop_length=WHISPER_HOP,
+                n_fft=WHISPER_N_FFT,
+            )
         got = (extractor.feature_size, extractor.sampling_rate, extractor.hop_length, extractor.n_fft)
         if got != (self.num_mel_bins, WHISPER_SAMPLE_RATE, WHISPER_HOP, WHISPER_N_FFT):
-            raise CheckpointError(f"{cfg.whisper_path}: unsupported Whisper feature extractor (mels, sr, hop, n_fft)"
-                                  f"={got}; expected ({self.num_mel_bins}, 16000, 160, 400)")
+            raise CheckpointError(
+                f"{cfg.whisper_path}: unsupported Whisper feature extractor (mels, sr, hop, n_fft)"
+                f"={got}; expected ({self.num_mel_bins}, 16000, 160, 400)"
+            )
         self.feature_extractor = extractor
 
     @staticmethod
@@ -226,11 +255,14 @@ class _WhisperBody(nn.Module):
             # ... or an encoder saved on its own.
             encoder, info = WhisperEncoder.from_pretrained(path, **kwargs)
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"could not load a Whisper model from {path!r} offline "
-                                  f"({str(exc).splitlines()[0]}); pass a local Whisper directory") from None
+            raise CheckpointError(
+                f"could not load a Whisper model from {path!r} offline "
+                f"({str(exc).splitlines()[0]}); pass a local Whisper directory"
+            ) from None
         if info["missing_keys"]:
-            raise CheckpointError(f"{path!r} holds no complete Whisper encoder (missing e.g. "
-                                  f"{sorted(info['missing_keys'])[:3]})")
+            raise CheckpointError(
+                f"{path!r} holds no complete Whisper encoder (missing e.g. {sorted(info['missing_keys'])[:3]})"
+            )
         return encoder.train()
 
     @property
@@ -244,13 +276,21 @@ class _WhisperBody(nn.Module):
         """24 kHz ``(T,)`` → Whisper log-mel ``(ceil(T16/160), n_mels)`` of the real audio only."""
         seconds = audio.shape[-1] / TARGET_SAMPLE_RATE
         if seconds > self.max_seconds:
-            raise AudioError(f"audio is {seconds:.2f} s long but this Whisper speech encoder takes at most "
-                             f"{self.max_seconds:.2f} s (whisper_window_seconds, whisper_max_seconds, or 30 s for "
-                             "pretrained Whisper); cut it into shorter segments")
+            raise AudioError(
+                f"audio is {seconds:.2f} s long but this Whisper speech encoder takes at most "
+                f"{self.max_seconds:.2f} s (whisper_window_seconds, whisper_max_seconds, or 30 s for "
+                "pretrained Whisper); cut it into shorter segments"
+            )
         x16 = resample(audio.detach().float().cpu(), TARGET_SAMPLE_RATE, WHISPER_SAMPLE_RATE)
         n_samples = self.n_frames * WHISPER_HOP
-        feats = self.feature_extractor(x16.numpy(), sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt",
-                                       padding="max_length", max_length=n_samples, truncation=True).input_features
+        feats = self.feature_extractor(
+            x16.numpy(),
+            sampling_rate=WHISPER_SAMPLE_RATE,
+            return_tensors="pt",
+            padding="max_length",
+            max_length=n_samples,
+            truncation=True,
+        ).input_features
         num = min(-(-x16.shape[-1] // WHISPER_HOP), self.n_frames)
         return feats[0, :, :num].T.contiguous().float().to(audio.device)
 
@@ -268,8 +308,10 @@ class _WhisperBody(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, F, n_mels)`` → ``(B, ceil(F/2), d_model)``; rows of empty items are zero."""
         if int(lengths.max()) > self.n_frames:
-            raise MelShapeError(f"Whisper features have {int(lengths.max())} frames; this encoder takes at most "
-                                f"{self.n_frames} ({self.max_seconds:.2f} s)")
+            raise MelShapeError(
+                f"Whisper features have {int(lengths.max())} frames; this encoder takes at most "
+                f"{self.n_frames} ({self.max_seconds:.2f} s)"
+            )
         B, n_in = x.shape[0], x.shape[1]
         x = x[:, : self.n_frames]
         valid = _valid_mask(lengths, x.shape[1])[..., None]
@@ -290,8 +332,9 @@ class _WhisperBody(nn.Module):
 class SpeechEncoder(nn.Module):
     """Audio features → LLM-width embeddings (encoder body + frame stacking + MLP adapter)."""
 
-    def __init__(self, config: SpeechEncoderConfig, token_dim: int, llm_width: int, *,
-                 from_checkpoint: bool = False) -> None:
+    def __init__(
+        self, config: SpeechEncoderConfig, token_dim: int, llm_width: int, *, from_checkpoint: bool = False
+    ) -> None:
         """``from_checkpoint=True``: build a pretrained Whisper from ``config.whisper_config`` (weights come
         from the caller's checkpoint) instead of reading ``whisper_path``."""
         super().__init__()
@@ -310,8 +353,9 @@ class SpeechEncoder(nn.Module):
         self._fingerprint: float | None = None
         self.downsample = self.body.downsample
         hidden = config.adapter_hidden or llm_width
-        self.adapter = nn.Sequential(nn.Linear(self.body.out_dim * self.downsample, hidden), nn.GELU(),
-                                     nn.Linear(hidden, llm_width))
+        self.adapter = nn.Sequential(
+            nn.Linear(self.body.out_dim * self.downsample, hidden), nn.GELU(), nn.Linear(hidden, llm_width)
+        )
 
     @property
     def feature_dim(self) -> int:
@@ -351,7 +395,9 @@ class SpeechEncoder(nn.Module):
         if tokenizer is None:
             raise ValueError("the conv speech encoder featurizes with the model's ContinuousSpeechTokenizer; pass it")
         if tokenizer.token_dim != self.token_dim:
-            raise MelShapeError(f"tokenizer makes {tokenizer.token_dim}-dim tokens; this encoder takes {self.token_dim}")
+            raise MelShapeError(
+                f"tokenizer makes {tokenizer.token_dim}-dim tokens; this encoder takes {self.token_dim}"
+            )
         return tokenizer.encode(audio)
 
     def output_length(self, num_frames: int) -> int:
@@ -362,15 +408,21 @@ class SpeechEncoder(nn.Module):
         return -(-frames // self.downsample)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features ``(B, F, C)`` (padded) and ``lengths`` ``(B,)`` → embeddings ``(B, M, W)``, ``out_lengths`` ``(B,)``.
+        """Features ``(B, F, C)`` (padded), ``lengths`` ``(B,)`` → embeddings ``(B, M, W)``, ``out_lengths`` ``(B,)``.
 
         ``M = output_length(F)``; ``out_lengths[i] = output_length(lengths[i])``; positions at or beyond
         ``out_lengths[i]`` are zero. Items may have length 0 (no audio).
         """
         if features.dim() != 3 or features.shape[-1] != self.feature_dim:
-            raise MelShapeError(f"speech encoder features must be (B, F, {self.feature_dim}), got {tuple(features.shape)}")
+            raise MelShapeError(
+                f"speech encoder features must be (B, F, {self.feature_dim}), got {tuple(features.shape)}"
+            )
         lengths = lengths.to(device=features.device, dtype=torch.long)
-        if lengths.shape != (features.shape[0],) or bool((lengths < 0).any()) or bool((lengths > features.shape[1]).any()):
+        if (
+            lengths.shape != (features.shape[0],)
+            or bool((lengths < 0).any())
+            or bool((lengths > features.shape[1]).any())
+        ):
             raise MelShapeError(f"lengths {lengths.tolist()} do not fit features of shape {tuple(features.shape)}")
         if self.frozen:  # the features are the body's outputs already (featurize ran it)
             h, n_len = features, lengths
@@ -396,7 +448,8 @@ class SpeechEncoder(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
-def build_speech_encoder(config: SpeechEncoderConfig, token_dim: int, llm_width: int, *,
-                         from_checkpoint: bool = False) -> SpeechEncoder:
+def build_speech_encoder(
+    config: SpeechEncoderConfig, token_dim: int, llm_width: int, *, from_checkpoint: bool = False
+) -> SpeechEncoder:
     """Factory alias of :class:`SpeechEncoder` (both backends live behind one class)."""
     return SpeechEncoder(config, token_dim, llm_width, from_checkpoint=from_checkpoint)

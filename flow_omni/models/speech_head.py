@@ -25,7 +25,7 @@ Shapes: ``B`` batch, ``L`` positions, ``N`` rows (speech positions gathered), ``
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -62,14 +62,22 @@ class SpeechHead(nn.Module):
         """Payloads ``(…, P)`` → LLM input embeddings ``(…, W)``."""
         raise NotImplementedError
 
-    def perturb(self, payloads: torch.Tensor, item_gens: Sequence[torch.Generator] | None,
-                generator: torch.Generator | None) -> torch.Tensor:
+    def perturb(
+        self, payloads: torch.Tensor, item_gens: Sequence[torch.Generator] | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
         """Training-time corruption of the payloads the LLM reads ``(B, L, P)``; none by default."""
         return payloads
 
     # ------------------------------------------------------------------------------ outputs
-    def loss(self, cond: torch.Tensor, target: torch.Tensor, prev: torch.Tensor, *,
-             item_rows: ItemRows | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        cond: torch.Tensor,
+        target: torch.Tensor,
+        prev: torch.Tensor,
+        *,
+        item_rows: ItemRows | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Scalar loss of predicting ``target`` payloads ``(N, P)`` from conditions ``(N, W)``.
 
         ``prev`` ``(N, P)`` holds each row's previous payload. Random draws come from
@@ -77,8 +85,17 @@ class SpeechHead(nn.Module):
         """
         raise NotImplementedError
 
-    def sample(self, cond: torch.Tensor, prev: torch.Tensor, generators: Sequence[torch.Generator], *,
-               temperature: float, steps: int, solver: str, cfg_scale: float) -> torch.Tensor:
+    def sample(
+        self,
+        cond: torch.Tensor,
+        prev: torch.Tensor,
+        generators: Sequence[torch.Generator],
+        *,
+        temperature: float,
+        steps: int,
+        solver: str,
+        cfg_scale: float,
+    ) -> torch.Tensor:
         """One next payload per row: conditions ``(n, W)``, previous payloads ``(n, P)`` → ``(n, P)`` float.
 
         Row ``i`` draws from ``generators[i]``. ``steps``, ``solver`` and ``cfg_scale`` are the ODE

@@ -86,8 +86,10 @@ class _Reader:
 
     def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.data):
-            raise CheckpointError(f"{self.path} is truncated (wanted {n} bytes at offset {self.pos} of "
-                                  f"{len(self.data)}); reinstall the package that ships it")
+            raise CheckpointError(
+                f"{self.path} is truncated (wanted {n} bytes at offset {self.pos} of "
+                f"{len(self.data)}); reinstall the package that ships it"
+            )
         view = memoryview(self.data)[self.pos : self.pos + n]
         self.pos += n
         return view
@@ -112,8 +114,10 @@ def read_ct2(path: str | Path) -> CT2Model:
     r = _Reader(path.read_bytes(), path)
     version = r.unpack("I")
     if version not in _SUPPORTED_BINARY_VERSIONS:
-        raise CheckpointError(f"{path}: CTranslate2 binary version {version} is not supported "
-                              f"(supported: {list(_SUPPORTED_BINARY_VERSIONS)})")
+        raise CheckpointError(
+            f"{path}: CTranslate2 binary version {version} is not supported "
+            f"(supported: {list(_SUPPORTED_BINARY_VERSIONS)})"
+        )
     spec, revision = r.string(), r.unpack("I")
     variables: dict[str, np.ndarray] = {}
     for _ in range(r.unpack("I")):
@@ -228,8 +232,11 @@ def _special_ids(vocabulary: list[str]) -> dict:
     return dict(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, decoder_start_token_id=sot)
 
 
-def ct2_to_hf_whisper(model: CT2Model, vocabulary: list[str], ct2_config: dict | None = None,
-                      ) -> tuple[dict, dict[str, torch.Tensor]]:
+def ct2_to_hf_whisper(
+    model: CT2Model,
+    vocabulary: list[str],
+    ct2_config: dict | None = None,
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """CTranslate2 Whisper → (``WhisperConfig`` kwargs, ``WhisperForConditionalGeneration`` state dict).
 
     ``vocabulary``: the model's ``vocabulary.txt`` lines (for the special token ids);
@@ -267,7 +274,8 @@ def ct2_to_hf_whisper(model: CT2Model, vocabulary: list[str], ct2_config: dict |
         decoder_attention_heads=int(model["decoder/num_heads"]),
         decoder_ffn_dim=int(model["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
         max_target_positions=int(model["decoder/position_encodings/encodings"].shape[0]),
-        scale_embedding=bool(model["decoder/scale_embeddings"]) if "decoder/scale_embeddings" in model.variables
+        scale_embedding=bool(model["decoder/scale_embeddings"])
+        if "decoder/scale_embeddings" in model.variables
         else False,
         tie_word_embeddings=True,
         suppress_tokens=list(ct2_config.get("suppress_ids", [])),
@@ -288,8 +296,9 @@ def ct2_source(name: str = "tiny.en") -> Path:
         raise ConfigError(f"unknown builtin Whisper {name!r}; available: {sorted(BUILTIN_WHISPER)}")
     package, folder, dist = BUILTIN_WHISPER[name]
     if importlib.util.find_spec(package) is None:
-        raise WeightsUnavailableError(f"the Whisper {name} weights need the package {dist!r}, which is not "
-                                      f"installed; {INSTALL_HINT}")
+        raise WeightsUnavailableError(
+            f"the Whisper {name} weights need the package {dist!r}, which is not installed; {INSTALL_HINT}"
+        )
     path = Path(str(importlib.resources.files(package) / folder))
     missing = [f for f in ("model.bin", "vocabulary.txt") if not (path / f).is_file()]
     if missing:
@@ -305,8 +314,12 @@ def default_cache_root() -> Path:
 
 def _stamp(source: Path) -> dict:
     st = (source / "model.bin").stat()
-    return {"converter": CONVERTER_VERSION, "source": str(source / "model.bin"), "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns}
+    return {
+        "converter": CONVERTER_VERSION,
+        "source": str(source / "model.bin"),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
 
 
 def _read_stamp(folder: Path) -> dict | None:
@@ -342,8 +355,12 @@ def builtin_whisper(name: str = "tiny.en", cache_dir: str | Path | None = None) 
     # Written by hand rather than through transformers.WhisperConfig, which would put transformers on this
     # module's import path; from_pretrained fills in defaults for anything not given. dtype: the weights
     # are stored as float16 (exact, half the size) but transformers 5 would otherwise load them as such.
-    hf_config = {"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"], "dtype": "float32",
-                 **config}
+    hf_config = {
+        "model_type": "whisper",
+        "architectures": ["WhisperForConditionalGeneration"],
+        "dtype": "float32",
+        **config,
+    }
     try:
         # Invalidate first: a crash between the writes below must not leave an old stamp beside new files.
         (folder / STAMP_NAME).unlink(missing_ok=True)
@@ -351,8 +368,10 @@ def builtin_whisper(name: str = "tiny.en", cache_dir: str | Path | None = None) 
         atomic_write_text(folder / HF_CONFIG_NAME, json.dumps(hf_config, indent=2, sort_keys=True))
         atomic_write_text(folder / STAMP_NAME, json.dumps(stamp, indent=2, sort_keys=True))
     except OSError as exc:
-        raise CheckpointError(f"cannot write the converted Whisper {name} to {folder} ({exc.strerror or exc}); "
-                              "set FLOW_OMNI_CACHE to a writable folder") from None
+        raise CheckpointError(
+            f"cannot write the converted Whisper {name} to {folder} ({exc.strerror or exc}); "
+            "set FLOW_OMNI_CACHE to a writable folder"
+        ) from None
     return folder
 
 
@@ -363,7 +382,7 @@ BUILTIN_PREFIX = "builtin:"
 def resolve_whisper_path(path: str) -> str:
     """``"builtin:<name>"`` → the converted folder (:func:`builtin_whisper`); any other path unchanged."""
     if path.startswith(BUILTIN_PREFIX):
-        return str(builtin_whisper(path[len(BUILTIN_PREFIX):]))
+        return str(builtin_whisper(path[len(BUILTIN_PREFIX) :]))
     return path
 
 

@@ -15,8 +15,9 @@ and residual VQ share one API and a model can embed codes as a sum over levels.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -70,7 +71,9 @@ class VQConfig(Config):
         if not self.tol >= 0:
             raise ConfigError(f"{name}.tol must be >= 0, got {self.tol}")
         if self.max_tokens and self.max_tokens < self.codebook_size:
-            raise ConfigError(f"{name}.max_tokens={self.max_tokens} keeps fewer tokens than codebook_size={self.codebook_size}")
+            raise ConfigError(
+                f"{name}.max_tokens={self.max_tokens} keeps fewer tokens than codebook_size={self.codebook_size}"
+            )
         if self.token_space is not None and self.token_space.token_dim != self.dim:
             raise ConfigError(
                 f"{name}: dim={self.dim} but token_space has r={self.token_space.r} x "
@@ -82,13 +85,14 @@ class VQConfig(Config):
         return 1
 
 
-
 def _chunk_rows(k: int, dim: int) -> int:
     """Rows per chunk so that both the (rows, K) distances and a (rows, D) float64 copy stay bounded."""
     return max(1, CHUNK_ELEMENTS // max(k, dim, 1))
 
 
-def nearest(x: torch.Tensor, codebook: torch.Tensor, sq_norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(
+    x: torch.Tensor, codebook: torch.Tensor, sq_norms: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest codeword of each row: ``x (n, D)``, ``codebook (K, D)`` → ``(idx (n,), sq_dist (n,))``.
 
     ``||c||² - 2 x·c`` is minimised (``||x||²`` is constant per row), in row chunks of
@@ -137,7 +141,9 @@ class Quantizer(nn.Module):
     def __init__(self, config: VQConfig) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
-            raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+            raise ConfigError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+            )
         self.config = config
         self.register_buffer("codebooks", torch.zeros(config.levels, config.codebook_size, config.dim))
         # Tokens the codebooks were fitted on (0 = not fitted); a buffer so it survives load_state_dict.
@@ -195,7 +201,7 @@ class Quantizer(nn.Module):
         return codes.reshape(*x.shape[:-1], self.num_levels)
 
     def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Raise :class:`QuantizerError` unless ``codes`` is an integer ``(…, l)`` with ``1 <= l <= L``, in ``[0, K)``."""
+        """Raise :class:`QuantizerError` unless ``codes`` is an integer ``(…, l)``, ``1 <= l <= L``, in ``[0, K)``."""
         if not isinstance(codes, torch.Tensor) or codes.dim() < 1:
             raise QuantizerError(f"codes: expected an integer tensor (..., levels), got {type(codes).__name__}")
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
@@ -209,7 +215,10 @@ class Quantizer(nn.Module):
         if codes.numel():
             lo, hi = int(codes.min()), int(codes.max())
             if lo < 0 or hi >= self.codebook_size:
-                raise QuantizerError(f"codes: values span [{lo}, {hi}] but codebook_size={self.codebook_size} allows [0, {self.codebook_size - 1}]")
+                raise QuantizerError(
+                    f"codes: values span [{lo}, {hi}] but codebook_size={self.codebook_size} "
+                    f"allows [0, {self.codebook_size - 1}]"
+                )
         return codes
 
     @torch.no_grad()
@@ -231,11 +240,12 @@ class Quantizer(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` (class tag, config, fit facts) + ``model.safetensors`` (codebooks)."""
         self._require_fitted()
-        return save_checkpoint(directory, type(self).__name__, self.config.to_dict(), self.state_dict(),
-                               extra={"fit": self.fit_info})
+        return save_checkpoint(
+            directory, type(self).__name__, self.config.to_dict(), self.state_dict(), extra={"fit": self.fit_info}
+        )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "Quantizer":
+    def from_pretrained(cls, directory: str | Path) -> Quantizer:
         """Rebuild a quantiser written by :meth:`save_pretrained`; foreign/damaged dirs raise CheckpointError."""
         meta, state = load_checkpoint(directory, cls.__name__)
         try:

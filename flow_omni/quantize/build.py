@@ -1,4 +1,4 @@
-"""Quantiser construction from a kind name (``"kmeans"`` / ``"rvq"``) and a config dict, as a FlowOmni config gives them."""
+"""Quantiser construction from a kind name (``"kmeans"`` / ``"rvq"``) and a config dict, as FlowOmniConfig has them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """K-means on continuous speech tokens, and :class:`KMeansQuantizer` (one codebook).
 
-Discrete baselines (DESIGN.md §3) need codes for the *same* normalised mel tokens the continuous
+Discrete baselines (docs/design.md, "Speech tokens") need codes for the *same* normalised mel tokens the continuous
 model uses, so the quantisers here are fitted by the library itself, on CPU, in float32:
 
 * :func:`kmeans`: greedy k-means++ initialisation on a seeded subsample, then Lloyd iterations
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -215,7 +216,9 @@ def collect_tokens(tokens: TokenSource, dim: int, *, max_tokens: int = 0, seed: 
     return rows[0] if len(rows) == 1 else torch.cat(rows)
 
 
-def _keep_top(rows: list[torch.Tensor], keys: list[torch.Tensor], k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _keep_top(
+    rows: list[torch.Tensor], keys: list[torch.Tensor], k: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     all_keys = torch.cat(keys)
     sel = all_keys.topk(k).indices.sort().values
     return [torch.cat(rows)[sel]], [all_keys[sel]]
@@ -235,8 +238,9 @@ class KMeansQuantizer(Quantizer):
         super().__init__(config.replace(**overrides) if overrides else config)
 
     @torch.no_grad()
-    def fit(self, tokens: TokenSource, *, progress: bool = True,
-            tokenizer: ContinuousSpeechTokenizer | None = None) -> "KMeansQuantizer":
+    def fit(
+        self, tokens: TokenSource, *, progress: bool = True, tokenizer: ContinuousSpeechTokenizer | None = None
+    ) -> KMeansQuantizer:
         """Fit on tokens ``(…, D)`` or an iterable of ``(n_i, D)`` chunks; returns ``self``.
 
         ``tokenizer`` (optional) records the token space in the config, so that mel-domain
@@ -245,11 +249,24 @@ class KMeansQuantizer(Quantizer):
         cfg = self._fit_config(tokenizer)
         x = collect_tokens(tokens, cfg.dim, max_tokens=cfg.max_tokens, seed=cfg.seed)
         with _progress(cfg.iterations, f"k-means K={cfg.codebook_size}", progress) as bar:
-            res = kmeans(x, cfg.codebook_size, iterations=cfg.iterations, tol=cfg.tol, init=cfg.init,
-                         init_sample=cfg.init_sample, batch_size=cfg.batch_size, seed=cfg.seed, bar=bar)
+            res = kmeans(
+                x,
+                cfg.codebook_size,
+                iterations=cfg.iterations,
+                tol=cfg.tol,
+                init=cfg.init,
+                init_sample=cfg.init_sample,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                bar=bar,
+            )
         self.config = cfg
         self.codebooks = res.centroids[None].to(self.codebooks.device)
         self.fitted_tokens.fill_(x.shape[0])
-        self.fit_info = {"tokens": x.shape[0], "mse": [res.mse], "iterations": [res.iterations],
-                         "reseeded": [res.reseeded]}
+        self.fit_info = {
+            "tokens": x.shape[0],
+            "mse": [res.mse],
+            "iterations": [res.iterations],
+            "reseeded": [res.reseeded],
+        }
         return self

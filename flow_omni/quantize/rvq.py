@@ -53,8 +53,9 @@ class ResidualVQ(Quantizer):
         super().__init__(config.replace(**overrides) if overrides else config)
 
     @torch.no_grad()
-    def fit(self, tokens: TokenSource, *, progress: bool = True,
-            tokenizer: ContinuousSpeechTokenizer | None = None) -> "ResidualVQ":
+    def fit(
+        self, tokens: TokenSource, *, progress: bool = True, tokenizer: ContinuousSpeechTokenizer | None = None
+    ) -> ResidualVQ:
         """Fit level by level on tokens ``(…, D)`` or an iterable of ``(n_i, D)`` chunks; returns ``self``."""
         cfg = self._fit_config(tokenizer)
         x = collect_tokens(tokens, cfg.dim, max_tokens=cfg.max_tokens, seed=cfg.seed)
@@ -63,9 +64,18 @@ class ResidualVQ(Quantizer):
         desc = f"RVQ L={cfg.num_levels} K={cfg.codebook_size}"
         with _progress(cfg.iterations * cfg.num_levels, desc, progress) as bar:
             for level in range(cfg.num_levels):
-                res = kmeans(residual, cfg.codebook_size, iterations=cfg.iterations, tol=cfg.tol, init=cfg.init,
-                             init_sample=cfg.init_sample, batch_size=cfg.batch_size, seed=cfg.seed + level,
-                             bar=bar, level=level)
+                res = kmeans(
+                    residual,
+                    cfg.codebook_size,
+                    iterations=cfg.iterations,
+                    tol=cfg.tol,
+                    init=cfg.init,
+                    init_sample=cfg.init_sample,
+                    batch_size=cfg.batch_size,
+                    seed=cfg.seed + level,
+                    bar=bar,
+                    level=level,
+                )
                 books.append(res.centroids)
                 mses.append(res.mse)
                 iters.append(res.iterations)

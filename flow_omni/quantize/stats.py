@@ -36,7 +36,7 @@ def code_histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
     single = codes.dim() == 1
     flat = codes.reshape(-1, 1) if single else codes.reshape(-1, codes.shape[-1])
     flat = flat.long().cpu()
-    hist = torch.stack([torch.bincount(flat[:, l], minlength=codebook_size) for l in range(flat.shape[1])])
+    hist = torch.stack([torch.bincount(flat[:, lvl], minlength=codebook_size) for lvl in range(flat.shape[1])])
     return hist[0] if single else hist
 
 
@@ -84,13 +84,16 @@ class ReconstructionError:
         return dataclasses.asdict(self)
 
 
-def _resolve_tokenizer(quantizer: Quantizer, tokenizer: ContinuousSpeechTokenizer | None) -> ContinuousSpeechTokenizer | None:
+def _resolve_tokenizer(
+    quantizer: Quantizer, tokenizer: ContinuousSpeechTokenizer | None
+) -> ContinuousSpeechTokenizer | None:
     space = quantizer.config.token_space
     if tokenizer is None:
         return quantizer.tokenizer()
     if tokenizer.token_dim != quantizer.dim:
         raise MelShapeError(
-            f"tokenizer makes {tokenizer.token_dim}-dim tokens (r={tokenizer.r}) but the quantiser has dim={quantizer.dim}"
+            f"tokenizer makes {tokenizer.token_dim}-dim tokens (r={tokenizer.r}) "
+            f"but the quantiser has dim={quantizer.dim}"
         )
     if space is not None and space.to_dict() != tokenizer.config.to_dict():
         raise ConfigError(

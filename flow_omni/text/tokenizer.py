@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import string
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from flow_omni.errors import ConfigError
 
@@ -95,7 +96,7 @@ class HFTokenizer(_SpecialTokens):
         self._special_ids = set(self._special.values())
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs) -> "HFTokenizer":
+    def from_pretrained(cls, path: str | Path, **kwargs) -> HFTokenizer:
         from transformers import AutoTokenizer
 
         return cls(AutoTokenizer.from_pretrained(str(path), **kwargs))

@@ -1,7 +1,7 @@
 """Training: Lightning wrappers, recipes and the entry point (the only package that imports Lightning).
 
-    from flow_omni.training import TrainConfig, train
-    result = train(TrainConfig.load("run.yaml"))        # or: flow-omni train --config run.yaml
+from flow_omni.training import TrainConfig, train
+result = train(TrainConfig.load("run.yaml"))        # or: flow-omni train --config run.yaml
 """
 
 from flow_omni.training.config import EvalSpec, ModelSpec, OptimConfig, TrainConfig

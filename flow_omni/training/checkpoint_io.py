@@ -24,12 +24,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"checkpoint not found: {path}")
         try:
             return torch.load(path, map_location=map_location or "cpu", weights_only=True)
         except Exception as exc:  # truncated, foreign or not a torch file at all
-            raise CheckpointError(f"{path} is not a readable training checkpoint ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:200]})") from None
+            raise CheckpointError(
+                f"{path} is not a readable training checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            ) from None

@@ -61,7 +61,9 @@ class OptimConfig(Config):
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.grad_clip < 0:
-            raise ConfigError(f"optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1, grad_clip >= 0; got {self}")
+            raise ConfigError(
+                f"optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1, grad_clip >= 0; got {self}"
+            )
 
 
 @dataclasses.dataclass
@@ -108,11 +110,18 @@ class TrainConfig(Config):
         if unknown:
             raise ConfigError(f"trainable: unknown group(s) {unknown}; valid: {sorted(GROUPS)}")
         if self.lora is not None and "backbone" in self.trainable_modules():
-            raise ConfigError("trainable includes the backbone and lora is set: with LoRA the backbone's own weights "
-                              "stay frozen; list the other groups (e.g. [adapters, heads]) instead of 'all'/'backbone'")
+            raise ConfigError(
+                "trainable includes the backbone and lora is set: with LoRA the backbone's own weights "
+                "stay frozen; list the other groups (e.g. [adapters, heads]) instead of 'all'/'backbone'"
+            )
         if not self.trainable and self.lora is None:
             raise ConfigError("nothing to train: trainable is empty and lora is not set")
-        if self.max_steps < 1 or self.checkpoint_every_steps < 1 or self.log_every_steps < 1 or self.val_every_steps < 1:
+        if (
+            self.max_steps < 1
+            or self.checkpoint_every_steps < 1
+            or self.log_every_steps < 1
+            or self.val_every_steps < 1
+        ):
             raise ConfigError("max_steps, checkpoint_every_steps, log_every_steps and val_every_steps must be >= 1")
         if self.strategy not in ("auto", "ddp", "fsdp"):
             raise ConfigError(f"strategy must be auto, ddp or fsdp, got {self.strategy!r}")

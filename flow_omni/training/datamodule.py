@@ -9,8 +9,6 @@ same batches with the same noise as an uninterrupted one.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
@@ -33,8 +31,9 @@ def load_entries(paths: list[str], config: DataConfig, *, what: str = "train") -
     entries: list[ManifestEntry] = []
     report: list[str] = []
     for path in paths:
-        rep = validate_manifest(path, on_error=config.on_error, check_audio=config.check_audio,
-                                max_duration=config.max_seconds)
+        rep = validate_manifest(
+            path, on_error=config.on_error, check_audio=config.check_audio, max_duration=config.max_seconds
+        )
         report += rep.lines()
         got = rep.entries[: config.max_items] if config.max_items else rep.entries
         entries += got
@@ -85,13 +84,21 @@ class FlowOmniDataModule(L.LightningDataModule):
         rank, world = self._world()
         bs = self.config.batch_size if shuffle else max(world, min(self.config.batch_size, len(entries)))
         bs -= bs % world
-        sampler = BucketBatchSampler(ds.eligible(), ds.cost, self.config.task_weights, bs,
-                                     bucket_size=self.config.bucket_size, seed=self.seed, shuffle=shuffle,
-                                     drop_last=shuffle, rank=rank, world_size=world)
+        sampler = BucketBatchSampler(
+            ds.eligible(),
+            ds.cost,
+            self.config.task_weights,
+            bs,
+            bucket_size=self.config.bucket_size,
+            seed=self.seed,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            rank=rank,
+            world_size=world,
+        )
         kwargs = {}
         if self.config.num_workers > 0:
-            kwargs = {"num_workers": self.config.num_workers, "persistent_workers": True,
-                      "worker_init_fn": _one_thread}
+            kwargs = {"num_workers": self.config.num_workers, "persistent_workers": True, "worker_init_fn": _one_thread}
         return DataLoader(ds, batch_sampler=sampler, collate_fn=Collator(self.model), **kwargs)
 
     def train_dataloader(self) -> DataLoader:

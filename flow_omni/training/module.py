@@ -50,18 +50,25 @@ class FlowOmniModule(L.LightningModule):
         # No weight decay on biases, norms and embeddings-as-vectors (the usual GPT recipe).
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
-        factor = functools.partial(warmup_cosine, warmup=o.warmup_steps, total=self.config.max_steps,
-                                   min_ratio=o.min_lr_ratio)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr,
+            betas=tuple(o.betas),
+        )
+        factor = functools.partial(
+            warmup_cosine, warmup=o.warmup_steps, total=self.config.max_steps, min_ratio=o.min_lr_ratio
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --------------------------------------------------------------------------------- losses
     def _normalised_loss(self, out: FlowOmniOutput) -> torch.Tensor:
         w = self.model.config.loss_weights
-        terms = {"text": (out.text_loss, out.num_text, w.text), "state": (out.state_loss, out.num_state, w.state),
-                 "flow": (out.flow_loss, out.num_speech, w.flow)}
+        terms = {
+            "text": (out.text_loss, out.num_text, w.text),
+            "state": (out.state_loss, out.num_state, w.state),
+            "flow": (out.flow_loss, out.num_speech, w.flow),
+        }
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1 or not dist.is_available() or not dist.is_initialized():
             return out.loss
@@ -84,7 +91,8 @@ class FlowOmniModule(L.LightningModule):
             f"{where}: the loss became {out.loss.item()} at step {self.global_step} "
             f"(text {out.text_loss.item():.4g}, state {out.state_loss.item():.4g}, flow {out.flow_loss.item():.4g}); "
             f"training stopped and nothing was saved after it; {keep}. Lower optim.lr, raise warmup_steps, "
-            "or check the data of this step")
+            "or check the data of this step"
+        )
 
     def step_seed(self) -> int:
         """The seed of this training step's random draws: a function of (seed, step, rank) alone, so that a
@@ -117,13 +125,17 @@ class FlowOmniModule(L.LightningModule):
         if norms:
             total = torch.stack(norms).norm()
             if not torch.isfinite(total):
-                raise NonFiniteLossError(f"the gradient norm became {float(total)} at step {self.global_step}; "
-                                         "training stopped without saving. Lower optim.lr or check the data")
+                raise NonFiniteLossError(
+                    f"the gradient norm became {float(total)} at step {self.global_step}; "
+                    "training stopped without saving. Lower optim.lr or check the data"
+                )
             self.log("train/grad_norm", total, batch_size=1)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         if self.config.optim.grad_clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.config.optim.grad_clip, gradient_clip_algorithm="norm")
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.config.optim.grad_clip, gradient_clip_algorithm="norm"
+            )
 
     def validation_step(self, batch: Batch, batch_idx: int):
         out = self.model(batch)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -58,8 +58,10 @@ def quick_train(
         batch = model.collate([samples[i] for i in idx])
         out = model(batch, generator=gen)
         if not torch.isfinite(out.loss):
-            raise FlowOmniError(f"loss became {float(out.loss)} at step {step} ({out.as_dict()}); "
-                                "lower the learning rate or check the data")
+            raise FlowOmniError(
+                f"loss became {float(out.loss)} at step {step} ({out.as_dict()}); "
+                "lower the learning rate or check the data"
+            )
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)

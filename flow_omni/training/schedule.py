@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, *, warmup: int, total: int, min_ratio: float = 0.0, warmup_from_zero: bool = False) -> float:
+def warmup_cosine(
+    step: int, *, warmup: int, total: int, min_ratio: float = 0.0, warmup_from_zero: bool = False
+) -> float:
     """LR factor at ``step`` (0-based): linear warm-up over ``warmup`` steps, then a half cosine from 1 down to
     ``min_ratio`` at step ``total``, held there after it.
 

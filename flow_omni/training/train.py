@@ -103,8 +103,9 @@ def _strategy(config: TrainConfig, model: FlowOmni):
         # adapters, which FSDP only allows with use_orig_params=True (flat parameters must otherwise
         # share requires_grad).
         layer_cls = {type(layer) for layer in model.backbone.base_model.layers}
-        return FSDPStrategy(auto_wrap_policy=layer_cls, use_orig_params=config.lora is not None,
-                            sharding_strategy="FULL_SHARD")
+        return FSDPStrategy(
+            auto_wrap_policy=layer_cls, use_orig_params=config.lora is not None, sharding_strategy="FULL_SHARD"
+        )
     if config.strategy == "ddp":
         # A rank whose shard has no speech (or no audio input) leaves the flow head (or encoder)
         # without gradients for that step; DDP must be told to expect that.
@@ -184,29 +185,54 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         loggers.append(CSVLogger(out, name="logs", version="csv"))
     if "tensorboard" in config.loggers:
         loggers.append(TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False))
-    extra_callbacks, callbacks = callbacks, [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=config.checkpoint_every_steps, save_top_k=1, save_last=True,
-                                 save_on_train_epoch_end=False)]
+    extra_callbacks, callbacks = (
+        callbacks,
+        [
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="step{step:07d}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=config.checkpoint_every_steps,
+                save_top_k=1,
+                save_last=True,
+                save_on_train_epoch_end=False,
+            )
+        ],
+    )
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     callbacks += list(extra_callbacks)
     has_val = bool(data.valid_entries)
     trainer = L.Trainer(
-        accelerator=config.accelerator, devices=_devices(config), num_nodes=config.num_nodes,
-        strategy=_strategy(config, model), precision=config.precision, max_steps=config.max_steps,
-        max_epochs=-1, accumulate_grad_batches=config.accumulate_grad_batches,
+        accelerator=config.accelerator,
+        devices=_devices(config),
+        num_nodes=config.num_nodes,
+        strategy=_strategy(config, model),
+        precision=config.precision,
+        max_steps=config.max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=config.accumulate_grad_batches,
         val_check_interval=config.val_every_steps if has_val else None,
-        check_val_every_n_epoch=None if has_val else 1, limit_val_batches=None if has_val else 0,
-        log_every_n_steps=config.log_every_steps, logger=loggers or False, callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=config.progress, enable_model_summary=False,
+        check_val_every_n_epoch=None if has_val else 1,
+        limit_val_batches=None if has_val else 0,
+        log_every_n_steps=config.log_every_steps,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
         use_distributed_sampler=False,  # our batch sampler shards global batches itself
-        num_sanity_val_steps=0, deterministic=False, default_root_dir=out,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        default_root_dir=out,
     )
     if trainer.is_global_zero:
         summary = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items() if v)
-        print(f"[flow-omni] training {summary} of {model.num_parameters() / 1e6:.2f}M parameters; "
-              f"{len(data.train_entries)} train / {len(data.valid_entries)} valid entries; "
-              f"{len(data.report)} skipped (see {out / 'data_report.txt'})")
+        print(
+            f"[flow-omni] training {summary} of {model.num_parameters() / 1e6:.2f}M parameters; "
+            f"{len(data.train_entries)} train / {len(data.valid_entries)} valid entries; "
+            f"{len(data.report)} skipped (see {out / 'data_report.txt'})"
+        )
     before = None
     if config.eval is not None and config.eval.manifests and trainer.is_global_zero and ckpt_path is None:
         before = _evaluate(model, config)
@@ -230,14 +256,24 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
             eval_report = write_eval_report(out, before, _evaluate(model, config))
     history = read_loss_log(module.loss_log) if module.loss_log.exists() else []
     last = ckpt_dir / "last.ckpt"
-    return TrainResult(out, model_dir, adapter_dir, last if last.exists() else None, trainer.global_step,
-                       seconds, history, data.report, eval_report)
+    return TrainResult(
+        out,
+        model_dir,
+        adapter_dir,
+        last if last.exists() else None,
+        trainer.global_step,
+        seconds,
+        history,
+        data.report,
+        eval_report,
+    )
 
 
 def _evaluate(model: FlowOmni, config: TrainConfig) -> dict:
     spec = config.eval
-    return evaluate_heldout(model, spec.manifests, spec.conditions, max_items=spec.max_items, tts=spec.tts,
-                            seed=spec.seed)
+    return evaluate_heldout(
+        model, spec.manifests, spec.conditions, max_items=spec.max_items, tts=spec.tts, seed=spec.seed
+    )
 
 
 __all__ = ["TrainResult", "build_model", "recipe_path", "set_trainable", "train"]

@@ -1,6 +1,6 @@
 """Train a Vocos vocoder on your own audio: vocos' own GAN recipe under Lightning 2.x.
 
-No vocoder weights ship anywhere (DESIGN.md §4), so the library trains its own. This module is
+No vocoder weights ship offline (docs/design.md, "Offline assets"), so the library trains its own. This module is
 ``vocos.experiment.VocosExp`` (vocos 0.1.0) ported to Lightning 2.x, with the same generator
 (:func:`~flow_omni.vocoder.build_vocos`, any size), the same discriminators
 (``MultiPeriodDiscriminator`` + ``MultiResolutionDiscriminator``), the same losses (hinge
@@ -35,8 +35,9 @@ import dataclasses
 import functools
 import inspect
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -109,8 +110,10 @@ class VocoderTrainConfig(Config):
         for name in ("segment_samples", "val_segment_samples"):
             n = getattr(self, name)
             if n <= 0 or n % hop:
-                raise ConfigError(f"{name} must be a positive multiple of hop_length {hop} (so the vocoder "
-                                  f"returns exactly that many samples), got {n}")
+                raise ConfigError(
+                    f"{name} must be a positive multiple of hop_length {hop} (so the vocoder "
+                    f"returns exactly that many samples), got {n}"
+                )
             shortest = max(v.n_fft, *self.mrd_fft_sizes) // 2
             if n <= shortest:
                 raise ConfigError(f"{name}={n} is too short: STFTs of size {2 * shortest} need more than {shortest}")
@@ -253,8 +256,14 @@ class VocoderDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         c = self.config
         sampler = SeededEpochSampler(len(self.train_set), c.seed, min_items=c.batch_size)
-        return DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=c.num_workers, persistent_workers=c.num_workers > 0)
+        return DataLoader(
+            self.train_set,
+            batch_size=c.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=c.num_workers,
+            persistent_workers=c.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
@@ -297,7 +306,7 @@ class VocosGAN(L.LightningModule):
     def __init__(self, config: VocoderTrainConfig) -> None:
         super().__init__()
         self.config = config
-        # Plain types only: resumable with torch.load(weights_only=True) (DESIGN.md §3).
+        # Plain types only: resumable with torch.load(weights_only=True) (docs/design.md, "Checkpoints and safety").
         self.save_hyperparameters({"config": config.to_dict()})
         self.automatic_optimization = False
         self.vocoder = Vocoder(config.vocoder).train()  # Vocoder() starts in eval mode
@@ -395,8 +404,9 @@ class VocosGAN(L.LightningModule):
                 loss_gen_mrd = loss_gen_mrd.squeeze() / len(list_mrd)
                 loss_fm_mp = self.feat_matching_loss(fmap_r=fmap_r_mp, fmap_g=fmap_g_mp).squeeze() / len(fmap_r_mp)
                 loss_fm_mrd = self.feat_matching_loss(fmap_r=fmap_r_mrd, fmap_g=fmap_g_mrd).squeeze() / len(fmap_r_mrd)
-                loss_g = (loss_g + loss_gen_mp + c.mrd_loss_coeff * loss_gen_mrd
-                          + loss_fm_mp + c.mrd_loss_coeff * loss_fm_mrd)
+                loss_g = (
+                    loss_g + loss_gen_mp + c.mrd_loss_coeff * loss_gen_mrd + loss_fm_mp + c.mrd_loss_coeff * loss_fm_mrd
+                )
                 log("generator/multi_period_loss", loss_gen_mp)
                 log("generator/multi_res_loss", loss_gen_mrd)
                 log("generator/feature_matching_mp", loss_fm_mp)
@@ -515,7 +525,7 @@ def train_vocoder(
     )
     fit_kwargs: dict[str, Any] = {"ckpt_path": str(resume) if resume is not None else None}
     if resume is not None and "weights_only" in inspect.signature(trainer.fit).parameters:
-        fit_kwargs["weights_only"] = True  # never unpickle arbitrary objects (DESIGN.md §3)
+        fit_kwargs["weights_only"] = True  # never unpickle arbitrary objects (docs/design.md)
     with warnings.catch_warnings():
         # Lightning 2.6 warns that manual-optimisation checkpoints hold the post-step weights: that
         # is what resuming needs (the loops' state also says "this batch is done").

@@ -30,7 +30,7 @@ made 1-frame streaming ~35× faster than 2 threads (measured), as small ops stop
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 

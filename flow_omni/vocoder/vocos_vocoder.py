@@ -2,7 +2,7 @@
 
 :class:`Vocoder` wraps a ``vocos.Vocos`` (mel feature extractor + ConvNeXt backbone + ISTFT head)
 built from a :class:`VocoderConfig`. The defaults are the architecture of
-``charactr/vocos-mel-24khz`` (DESIGN.md §2): 100 mel bins, n_fft 1024, hop 256, center padding,
+``charactr/vocos-mel-24khz``: 100 mel bins, n_fft 1024, hop 256, center padding,
 backbone dim 512 / 1536 / 8 layers, 13.5 M parameters.
 
 No Vocos weights ship with the library and the hub is usually unreachable here, so a
@@ -195,7 +195,9 @@ class Vocoder(nn.Module):
         repo_id = str(path_or_repo_id)
         if _looks_like_repo_id(repo_id):
             return cls._from_vocos_dir(_download_from_hub(repo_id, revision))
-        raise VocoderUnavailableError(f"{repo_id!r} is neither an existing directory nor a hub repo id. {_HOW_TO_SUPPLY}")
+        raise VocoderUnavailableError(
+            f"{repo_id!r} is neither an existing directory nor a hub repo id. {_HOW_TO_SUPPLY}"
+        )
 
     @classmethod
     def _from_local(cls, directory: Path) -> Vocoder:
@@ -239,7 +241,9 @@ def vocoder_config_from_vocos_yaml(path: str | Path) -> VocoderConfig:
         raise CheckpointError(f"{path} is not readable YAML ({exc})") from None
     if isinstance(raw, dict) and "model" in raw:  # a Lightning training config wraps the parts
         raw = (raw.get("model") or {}).get("init_args", {})
-    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), dict) for k in ("feature_extractor", "backbone", "head")):
+    if not isinstance(raw, dict) or not all(
+        isinstance(raw.get(k), dict) for k in ("feature_extractor", "backbone", "head")
+    ):
         raise CheckpointError(f"{path} is not a Vocos config (needs feature_extractor, backbone and head sections)")
 
     def part(name: str, cls_name: str) -> dict[str, Any]:
@@ -249,7 +253,11 @@ def vocoder_config_from_vocos_yaml(path: str | Path) -> VocoderConfig:
             raise CheckpointError(f"{path}: {name} is {found or 'unspecified'}; only {cls_name} is supported")
         return dict(section.get("init_args") or {})
 
-    fe, bb, hd = part("feature_extractor", "MelSpectrogramFeatures"), part("backbone", "VocosBackbone"), part("head", "ISTFTHead")
+    fe, bb, hd = (
+        part("feature_extractor", "MelSpectrogramFeatures"),
+        part("backbone", "VocosBackbone"),
+        part("head", "ISTFTHead"),
+    )
     if bb.get("adanorm_num_embeddings") is not None:
         raise CheckpointError(f"{path}: conditional (AdaLayerNorm) backbones are not supported")
     try:
@@ -285,7 +293,7 @@ def _load_vocos_weights(directory: Path) -> dict[str, torch.Tensor]:
     bin_path, st_path = directory / VOCOS_WEIGHTS_NAME, directory / WEIGHTS_NAME
     if bin_path.is_file():
         try:
-            # weights_only: never unpickle arbitrary objects from a downloaded file (DESIGN.md §3).
+            # weights_only: never unpickle arbitrary objects from a downloaded file (docs/design.md).
             state = torch.load(bin_path, weights_only=True, map_location="cpu")
         except Exception as exc:  # truncated zip, pickle refused, ... all mean "bad file"
             raise CheckpointError(f"{bin_path} could not be read ({type(exc).__name__}: {exc})") from None
@@ -298,7 +306,9 @@ def _load_vocos_weights(directory: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{st_path} could not be read ({exc}); truncated or not safetensors") from None
     else:
-        raise CheckpointError(f"{directory} has {VOCOS_CONFIG_NAME} but neither {VOCOS_WEIGHTS_NAME} nor {WEIGHTS_NAME}")
+        raise CheckpointError(
+            f"{directory} has {VOCOS_CONFIG_NAME} but neither {VOCOS_WEIGHTS_NAME} nor {WEIGHTS_NAME}"
+        )
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning .ckpt renamed
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
