@@ -89,25 +89,29 @@ class RobustnessConfig(Config):
     def demo(cls, out_dir: str = "demo_out") -> RobustnessConfig:
         """``make demo``: the benchmark reduced to fit ~15 minutes on 2 CPU cores.
 
-        A default-seed corpus with more short spoken questions than long sentences, the continuous
-        variant against one discrete variant (k-means, K = 256, same r), one seed, 300 training steps
-        each, and the conditions clean / white and babble noise at 10 and 0 dB / pitch +3 / unseen voices.
+        The ``learn`` recipe (the pretrained Whisper tiny.en encoder, frozen, with cached features; one
+        output voice) on a corpus of short sentences and spoken questions; the continuous variant
+        against one discrete variant (k-means, K = 256, same r), trained side by side (one core each)
+        with the same budget; one seed; the conditions clean / white and babble noise at 10 and 0 dB /
+        pitch +3 / unseen voices.
         """
         return cls(
             out_dir=out_dir,
             corpus=f"{out_dir}/corpus",
-            corpus_config={"n_sentences": 120, "n_qa": 240, "n_interleaved": 0},
+            corpus_config={"n_sentences": 1500, "n_qa": 800, "n_interleaved": 0},
             variants=[
                 VariantSpec("continuous"),
                 VariantSpec("kmeans", tokens="kmeans", quantizer={"codebook_size": 256}),
             ],
             seeds=[0],
-            train={"max_steps": 300, "data": {"batch_size": 8}, "optim": {"lr": 2e-3, "warmup_steps": 30}},
+            recipe="learn",
+            train={"max_steps": 500, "optim": {"warmup_steps": 50}},
             noise_kinds=["white", "babble"],
             snrs=[10.0, 0.0],
             other_conditions=["pitch@3"],
             max_items=8,
             max_new_positions=200,
+            jobs=2,
         )
 
     def conditions(self) -> list[str]:

@@ -207,6 +207,10 @@ def write_robustness_report(
 
 def _budget(cfg) -> str:
     t = cfg.train
-    steps = t.get("max_steps", "default")
-    bs = t.get("data", {}).get("batch_size", "default")
-    return f"{steps} steps, batch {bs}"
+    recipe = f"recipe {cfg.recipe}" if getattr(cfg, "recipe", None) else "default training settings"
+    parts = [recipe]
+    if "max_steps" in t:
+        parts.append(f"{t['max_steps']} steps")
+    if "batch_size" in t.get("data", {}):
+        parts.append(f"batch {t['data']['batch_size']}")
+    return ", ".join(parts)
