@@ -241,12 +241,17 @@ def report(args) -> None:
         },
         "settings": {v: {k: s[k] for k in ("corpus", "items", "minutes", "eval_steps")} for v, s in settings.items()},
         "recipe": {v: s["train_config"] for v, s in settings.items()},
+        "note": args.note,
         "curves": curves,
     }
     dest = Path(args.json)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\ntable: {out / 'learning.md'}\nplots: {out}/learning_*.png\nresults: {dest}")
+    for png in out.glob("learning_*.png"):  # the plots beside the JSON, for the README
+        (dest.parent / dest.stem).mkdir(exist_ok=True)
+        (dest.parent / dest.stem / png.name).write_bytes(png.read_bytes())
+    print(f"\ntable: {out / 'learning.md'}\nplots: {out}/learning_*.png (copied to {dest.parent / dest.stem})")
+    print(f"results: {dest}")
 
 
 def main(argv=None) -> int:
@@ -264,6 +269,7 @@ def main(argv=None) -> int:
     p.add_argument("--items", type=int, default=16, help="test items per set")
     p.add_argument("--max-new", type=int, default=300, help="generated positions at most")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--note", default="", help="--report: how the runs were made (stored in the JSON)")
     p.add_argument("--set", nargs="*", default=[], help="recipe overrides key.sub=value")
     args = p.parse_args(argv)
     if args.report:
