@@ -76,7 +76,7 @@ def test_sets(corpus: Path, items: int):
 class Scorer(Callback):
     """Scores the model at the listed steps and at the end; stops training after ``minutes`` of it."""
 
-    def __init__(self, out: Path, steps: list[int], minutes: float, sets, items: int, max_new: int) -> None:
+    def __init__(self, out: Path, steps: list[int], minutes: float, sets, max_new: int) -> None:
         self.curve = out / "curve.jsonl"
         self.done = (
             {json.loads(line)["step"] for line in self.curve.read_text().splitlines()} if self.curve.exists() else set()
@@ -171,7 +171,7 @@ def run_variant(args) -> None:
     )
     resume = out / "run" / "checkpoints" / "last.ckpt"
     sets = test_sets(corpus, args.items)
-    scorer = Scorer(out, [int(s) for s in args.eval_steps.split(",")], args.minutes, sets, args.items, args.max_new)
+    scorer = Scorer(out, [int(s) for s in args.eval_steps.split(",")], args.minutes, sets, args.max_new)
     (out / "settings.json").write_text(
         json.dumps(
             {

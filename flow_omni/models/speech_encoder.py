@@ -350,7 +350,7 @@ class SpeechEncoder(nn.Module):
         self.frozen = config.frozen
         if self.frozen:
             self.body.requires_grad_(False)
-        self._fingerprint: float | None = None
+        self._spec: dict | None = None
         self.downsample = self.body.downsample
         hidden = config.adapter_hidden or llm_width
         self.adapter = nn.Sequential(
@@ -365,13 +365,17 @@ class SpeechEncoder(nn.Module):
         return self.body.out_dim if self.frozen else self.body.num_mel_bins
 
     def feature_spec(self) -> dict:
-        """What the features depend on, for a disk cache key: the config, and a frozen body's weights."""
-        spec = self.config.to_dict()
-        if self.frozen:
-            if self._fingerprint is None:  # the body never changes while frozen: read it once
-                self._fingerprint = float(sum(p.double().abs().sum() for p in self.body.parameters()))
-            spec["weights"] = self._fingerprint
-        return spec
+        """What the features depend on, for a disk cache key: the config, and a frozen body's weights.
+
+        Built on the first call (after any checkpoint load) and kept: the data loader asks per item,
+        and neither the config nor a frozen body changes.
+        """
+        if self._spec is None:
+            spec = self.config.to_dict()
+            if self.frozen:
+                spec["weights"] = float(sum(p.double().abs().sum() for p in self.body.parameters()))
+            self._spec = spec
+        return self._spec
 
     @property
     def max_seconds(self) -> float | None:

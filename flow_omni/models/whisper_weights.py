@@ -285,8 +285,9 @@ def ct2_to_hf_whisper(
     return config, _to_torch(out)
 
 
-def ct2_source(name: str = "tiny.en") -> Path:
-    """The CTranslate2 folder (``model.bin``, ``config.json``, ``vocabulary.txt``) of a builtin Whisper.
+def ct2_source(name: str = "tiny.en", files: tuple[str, ...] = ("model.bin", "vocabulary.txt")) -> Path:
+    """The CTranslate2 folder (``model.bin``, ``config.json``, ``vocabulary.txt``, …) of a builtin Whisper,
+    checked to hold ``files``.
 
     Raises:
         ConfigError: ``name`` is not a builtin Whisper.
@@ -300,7 +301,7 @@ def ct2_source(name: str = "tiny.en") -> Path:
             f"the Whisper {name} weights need the package {dist!r}, which is not installed; {INSTALL_HINT}"
         )
     path = Path(str(importlib.resources.files(package) / folder))
-    missing = [f for f in ("model.bin", "vocabulary.txt") if not (path / f).is_file()]
+    missing = [f for f in files if not (path / f).is_file()]
     if missing:
         raise WeightsUnavailableError(f"{dist} is installed but {path} lacks {missing}; reinstall it: {INSTALL_HINT}")
     return path

@@ -70,10 +70,10 @@ def build_model(config: TrainConfig) -> FlowOmni:
 
 def _submodule(model: FlowOmni, path: str) -> torch.nn.Module | None:
     """``model.get_submodule(path)``, or None for an optional part the model does not have (postnet)."""
-    module = model
-    for name in path.split("."):
-        module = getattr(module, name, None)
-    return module
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
 
 
 def set_trainable(model: FlowOmni, config: TrainConfig) -> dict[str, int]:
