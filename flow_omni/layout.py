@@ -96,6 +96,9 @@ class Sample:
     target_speech: torch.Tensor | None = None
     #: MIX only: the spans of the document, ``(text, speech tokens (n, D) or None)``
     segments: list[tuple[str, torch.Tensor | None]] | None = None
+    #: training only: the words spoken in ``prompt_audio`` (A2T: the target; A2A: the question), the
+    #: target of the auxiliary CTC loss on the speech encoder's output (``LossWeights.ctc``)
+    prompt_transcript: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -286,6 +289,10 @@ class Batch:
     audio_lengths: torch.Tensor | None = None  # (B,) frames of each item's encoder input
     tasks: list[str] = dataclasses.field(default_factory=list)
     seeds: torch.Tensor | None = None  # (B,) long: per-item seeds for the training noise (optional)
+    # The prompt audio's transcripts as text ids, for the auxiliary CTC loss: (B, S) long, padded, and
+    # (B,) long lengths (0 = the item has none). Only when the samples carry prompt_transcript.
+    transcripts: torch.Tensor | None = None
+    transcript_lengths: torch.Tensor | None = None
 
     def to(self, device) -> Batch:
         moved = {}

@@ -13,6 +13,7 @@ from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.errors import CheckpointError, ConfigError, FlowOmniError
 from flow_omni.layout import STATE_GEN, STATE_STOP
+from flow_omni.models.flow_omni import LossWeights
 from flow_omni.training.quicktrain import quick_train
 
 TEXTS = ["hello", "blue sky", "open door", "seven"]
@@ -257,3 +258,42 @@ def test_cli_speak_and_answer_stream_to_wav(trained, corpus, tmp_path, capsys):
     )
     assert "produced no speech" in capsys.readouterr().err
     assert not list(tmp_path.glob("*a.wav*"))
+
+
+def test_ctc_auxiliary_loss(corpus):
+    """The CTC term spells the prompt audio's transcript from the encoder output: it is the textbook
+    CTC of (LM-head logits, blank), it is off (no parameters, no term) by default, and it learns."""
+    torch.manual_seed(0)
+    plain = FlowOmni(tiny_config())
+    assert plain.ctc_blank is None and "ctc_blank.weight" not in plain.state_dict()
+    model = FlowOmni(tiny_config(loss_weights=LossWeights(ctc=0.5)))
+    model.fit_speech_stats(corpus)
+    samples = [
+        Sample("A2T", prompt_audio=model.prepare_audio(a), target_text=t, prompt_transcript=t)
+        for t, a in zip(TEXTS, corpus)
+    ]
+    batch = model.collate(samples)
+    out = model(batch)
+    # The same number by hand, item by item.
+    enc, enc_len = model.encoder(batch.audio_features, batch.audio_lengths)
+    V = model.text_logits(enc).shape[-1]
+    per_item = []
+    for i, t in enumerate(TEXTS):
+        logp = torch.cat([model.text_logits(enc[i : i + 1]), model.ctc_blank(enc[i : i + 1])], -1).log_softmax(-1)
+        ids = torch.tensor([model.text_tokenizer.encode(t)])
+        n = enc_len[i : i + 1]
+        per_item.append(
+            # reduction="mean" divides by the transcript length
+            torch.nn.functional.ctc_loss(
+                logp[:, : n.item()].transpose(0, 1), ids, n, torch.tensor([ids.shape[1]]), blank=V
+            )
+        )
+    assert out.num_ctc == len(TEXTS)
+    torch.testing.assert_close(out.ctc_loss, torch.stack(per_item).mean(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.loss, out.text_loss + out.state_loss + out.flow_loss + 0.5 * out.ctc_loss)
+    # Without transcripts (generation, T2A) there is no term; the model without it ignores them.
+    assert model(model.collate([dataclasses.replace(s, prompt_transcript=None) for s in samples])).ctc_loss is None
+    assert plain(plain.collate(samples)).ctc_loss is None
+    history = quick_train(model, samples, steps=120, batch_size=4, lr=3e-3, seed=0)
+    first, last = history[0]["ctc"], sum(h["ctc"] for h in history[-10:]) / 10
+    assert last < 0.5 * first, (first, last)

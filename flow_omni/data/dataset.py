@@ -183,7 +183,7 @@ class SpeechDataset(Dataset):
             with torch.no_grad():
                 if key.task == "A2T":
                     feats, info = self._input_features(e.audio, rng)
-                    sample = Sample("A2T", prompt_audio=feats, target_text=e.text)
+                    sample = Sample("A2T", prompt_audio=feats, target_text=e.text, prompt_transcript=e.text)
                 elif key.task == "T2A":
                     sample = Sample(
                         "T2A",
@@ -198,6 +198,7 @@ class SpeechDataset(Dataset):
                         prompt_audio=feats,
                         target_text=e.answer_text,
                         target_speech=self._target_speech(e.answer_audio, rng),
+                        prompt_transcript=e.text,
                     )
                 elif key.task == "T2T":
                     sample = Sample("T2T", prompt_text=e.text, target_text=e.answer_text)

@@ -12,8 +12,11 @@ Output side: from the backbone's last hidden state ``h`` (B, L, W)
   head trained with conditional flow matching on the next continuous token, or the code softmax of
   a discrete baseline. The model only talks to the :class:`SpeechHead` interface.
 
-Loss = ``w_text * CE_text + w_state * CE_state + w_flow * L_speech`` (weights in the config); each
-term is returned separately. Generation lives in :mod:`flow_omni.models.generation`.
+Loss = ``w_text * CE_text + w_state * CE_state + w_flow * L_speech + w_ctc * CTC`` (weights in the
+config); each term is returned separately. The optional CTC term reads the speech encoder's output
+at the LLM's rate through the LM head (plus a blank logit) and spells the prompt audio's transcript,
+which pushes the encoder output towards the text embeddings the LLM already reads.
+Generation lives in :mod:`flow_omni.models.generation`.
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ class LossWeights(Config):
     text: float = 1.0
     state: float = 1.0
     flow: float = 1.0
+    #: auxiliary CTC loss of the speech encoder's output (at the LLM's rate) against the transcript of
+    #: the prompt audio, through the backbone's own LM head plus a blank logit; 0 = off (no blank head)
+    ctc: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("text", "state", "flow", "ctc"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"LossWeights.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass
@@ -162,6 +173,8 @@ class FlowOmniOutput:
     num_text: int  # positions that count in each term's mean
     num_speech: int
     num_state: int = 0
+    ctc_loss: torch.Tensor | None = None  # None when the CTC term is off or the batch has no transcripts
+    num_ctc: int = 0  # items with a transcript
 
     # ``flow_loss`` is the speech-token term: CFM for continuous tokens, code cross-entropy for the
     # discrete baselines (kept under one name so logs and plots compare the variants directly).
@@ -172,6 +185,7 @@ class FlowOmniOutput:
             "text": self.text_loss.item(),
             "state": self.state_loss.item(),
             "flow": self.flow_loss.item(),
+            **({} if self.ctc_loss is None else {"ctc": self.ctc_loss.item()}),
         }
 
 
@@ -204,6 +218,9 @@ class FlowOmni(nn.Module):
         self.postnet = build_postnet(config.postnet_layers, width, attn=config.backbone.attn_implementation)
         nn.init.normal_(self.state_embed.weight, std=0.02)
         self.speech = self._build_speech_head(config, width)
+        # The CTC term's blank logit (its other logits are the LM head's): only when the term is on, so
+        # that models without it keep their exact parameter set.
+        self.ctc_blank = nn.Linear(width, 1) if config.loss_weights.ctc > 0 else None
         self.special = {t: self.text_tokenizer.special_id(t) for t in SPECIAL_TOKENS}
 
     @staticmethod
@@ -300,9 +317,19 @@ class FlowOmni(nn.Module):
                 )
             )
             feats.append(s.prompt_audio)
-        return collate(
+        batch = collate(
             seqs, self.special["<pad>"], left_pad=left_pad, audio_features=feats, tasks=[s.task for s in samples]
         )
+        if with_targets and self.ctc_blank is not None and any(s.prompt_transcript for s in samples):
+            ids = [
+                self._text_ids(s.prompt_transcript, "prompt_transcript") if s.prompt_transcript else [] for s in samples
+            ]
+            lengths = torch.tensor([len(i) for i in ids], dtype=torch.long)
+            padded = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+            for row, i in enumerate(ids):
+                padded[row, : len(i)] = torch.tensor(i, dtype=torch.long)
+            batch = dataclasses.replace(batch, transcripts=padded, transcript_lengths=lengths)
+        return batch
 
     # ------------------------------------------------------------------------------- embeddings
     def embed(self, text: torch.Tensor, state: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
@@ -314,14 +341,23 @@ class FlowOmni(nn.Module):
         gen = (state == STATE_GEN).unsqueeze(-1).to(text_emb.dtype)
         return text_emb + self.state_embed(state) + self.speech.embed(speech) * gen
 
-    def embed_batch(self, batch: Batch, payloads: torch.Tensor | None = None) -> torch.Tensor:
-        """Embeddings of a whole batch, with encoder outputs added at the ``audio_in`` positions."""
+    def embed_batch(
+        self,
+        batch: Batch,
+        payloads: torch.Tensor | None = None,
+        encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Embeddings of a whole batch, with encoder outputs added at the ``audio_in`` positions.
+
+        ``encoded`` is ``self.encoder``'s ``(B, N, W)`` output and ``(B,)`` lengths when the caller already
+        has them (the CTC term reads them too).
+        """
         if payloads is None:
             payloads = self.speech.payloads(batch.speech, batch.state)
         emb = self.embed(batch.text, batch.state, payloads)
         if batch.audio_features is None:
             return emb
-        enc, enc_len = self.encoder(batch.audio_features, batch.audio_lengths)
+        enc, enc_len = encoded if encoded is not None else self.encoder(batch.audio_features, batch.audio_lengths)
         valid = torch.arange(enc.shape[1], device=enc.device)[None, :] < enc_len[:, None]
         n_slots, n_enc = int(batch.audio_in.sum()), int(valid.sum())
         if n_slots != n_enc:
@@ -352,6 +388,23 @@ class FlowOmni(nn.Module):
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_output_embeddings()(hidden)
 
+    def ctc_loss(self, enc: torch.Tensor, enc_len: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
+        """CTC of the encoder output ``(B, N, W)`` (lengths ``(B,)``) against the batch's transcripts; the
+        mean over the items that have one (per item, the loss is divided by its transcript length), and
+        how many they were. Alignments that cannot exist (a transcript longer than its audio) count 0."""
+        has = batch.transcript_lengths > 0
+        logits = torch.cat([self.text_logits(enc[has]), self.ctc_blank(enc[has])], dim=-1)
+        log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (N, B', V + 1)
+        loss = F.ctc_loss(
+            log_probs,
+            batch.transcripts[has],
+            enc_len[has],
+            batch.transcript_lengths[has],
+            blank=logits.shape[-1] - 1,
+            zero_infinity=True,
+        )
+        return loss, int(has.sum())
+
     # ---------------------------------------------------------------------------------- forward
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> FlowOmniOutput:
         """Teacher-forced losses on a right-padded training batch."""
@@ -364,7 +417,8 @@ class FlowOmni(nn.Module):
         if batch.seeds is not None:
             item_gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in batch.seeds]
         payloads = self.speech.payloads(batch.speech, batch.state)
-        emb = self.embed_batch(batch, self.speech.perturb(payloads, item_gens, generator))
+        encoded = None if batch.audio_features is None else self.encoder(batch.audio_features, batch.audio_lengths)
+        emb = self.embed_batch(batch, self.speech.perturb(payloads, item_gens, generator), encoded)
         hidden = self.backbone.base_model(
             inputs_embeds=emb, attention_mask=batch.attention_mask, position_ids=pos
         ).last_hidden_state
@@ -394,8 +448,21 @@ class FlowOmni(nn.Module):
             flow_loss = hidden.sum() * 0
         w = self.config.loss_weights
         loss = w.text * text_loss + w.state * state_loss + w.flow * flow_loss
+        ctc, num_ctc = None, 0
+        if self.ctc_blank is not None and encoded is not None and batch.transcript_lengths is not None:
+            if bool((batch.transcript_lengths > 0).any()):
+                ctc, num_ctc = self.ctc_loss(*encoded, batch)
+                loss = loss + w.ctc * ctc
         return FlowOmniOutput(
-            loss, text_loss, state_loss, flow_loss, int(has_text.sum()), int(speech_mask.sum()), int(has_state.sum())
+            loss,
+            text_loss,
+            state_loss,
+            flow_loss,
+            int(has_text.sum()),
+            int(speech_mask.sum()),
+            int(has_state.sum()),
+            ctc,
+            num_ctc,
         )
 
     # ----------------------------------------------------------------------------- checkpoints

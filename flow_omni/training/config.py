@@ -16,7 +16,7 @@ from flow_omni.models.lora import LoraSettings
 #: them (the flow head, or a discrete model's code softmax), whatever the kind of speech token.
 GROUPS = {
     "backbone": ["backbone"],
-    "encoder": ["encoder"],
+    "encoder": ["encoder", "ctc_blank"],  # the CTC term's blank logit reads the encoder output
     "speech_in": ["speech.input_layer"],
     "state_embed": ["state_embed"],
     "state_head": ["state_head"],
@@ -25,9 +25,18 @@ GROUPS = {
     # aliases
     "flow_head": ["speech.output_head"],  # the continuous model's name for its speech head
     "codes": ["speech.input_layer", "speech.output_head"],  # discrete models: code embeddings + heads
-    "adapters": ["encoder", "speech.input_layer", "state_embed"],
+    "adapters": ["encoder", "ctc_blank", "speech.input_layer", "state_embed"],
     "heads": ["state_head", "postnet", "speech.output_head"],
-    "all": ["backbone", "encoder", "speech.input_layer", "state_embed", "state_head", "postnet", "speech.output_head"],
+    "all": [
+        "backbone",
+        "encoder",
+        "ctc_blank",
+        "speech.input_layer",
+        "state_embed",
+        "state_head",
+        "postnet",
+        "speech.output_head",
+    ],
 }
 
 

@@ -27,7 +27,7 @@ from flow_omni.models.flow_omni import FlowOmni, FlowOmniOutput
 from flow_omni.training.config import TrainConfig
 from flow_omni.training.schedule import warmup_cosine
 
-TERMS = ("text", "state", "flow")
+TERMS = ("text", "state", "flow", "ctc")
 
 
 class NonFiniteLossError(FlowOmniError, FloatingPointError):
@@ -68,6 +68,7 @@ class FlowOmniModule(L.LightningModule):
             "text": (out.text_loss, out.num_text, w.text),
             "state": (out.state_loss, out.num_state, w.state),
             "flow": (out.flow_loss, out.num_speech, w.flow),
+            "ctc": (out.loss.new_zeros(()) if out.ctc_loss is None else out.ctc_loss, out.num_ctc, w.ctc),
         }
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1 or not dist.is_available() or not dist.is_initialized():
