@@ -260,6 +260,32 @@ def test_cli_speak_and_answer_stream_to_wav(trained, corpus, tmp_path, capsys):
     assert not list(tmp_path.glob("*a.wav*"))
 
 
+def test_cli_transcribe(trained, corpus, tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from flow_omni.cli import main
+
+    model, _, _ = trained
+    model.save_pretrained(tmp_path / "model")
+    paths = []
+    for i in (0, 2):
+        # Float WAV: the exact samples. (This 4-utterance model was fit on digital silence, so 16-bit
+        # quantisation noise in the silent frames is enough to change its transcripts.)
+        sf.write(tmp_path / f"u{i}.wav", corpus[i].numpy(), 24000, subtype="FLOAT")
+        paths.append(str(tmp_path / f"u{i}.wav"))
+    expected = [TEXTS[0], TEXTS[2]]  # the trained model transcribes these two exactly
+    assert main(["transcribe", *paths, "--model", str(tmp_path / "model"), "--batch-size", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{p}\t{t}" for p, t in zip(paths, expected)]
+    assert main(["transcribe", *paths, "--model", str(tmp_path / "model"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"audio": p, "text": t} for p, t in zip(paths, expected)]
+    # A missing file is refused before the model runs, in one line.
+    assert main(["transcribe", paths[0], str(tmp_path / "nope.wav"), "--model", str(tmp_path / "model")]) == 2
+    captured = capsys.readouterr()
+    assert "nope.wav" in captured.err and "Traceback" not in captured.err and captured.out == ""
+
+
 def test_ctc_auxiliary_loss(corpus):
     """The CTC term spells the prompt audio's transcript from the encoder output: it is the textbook
     CTC of (LM-head logits, blank), it is off (no parameters, no term) by default, and it learns."""

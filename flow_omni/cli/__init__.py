@@ -49,6 +49,7 @@ COMMANDS: dict[str, Entry] = {
     ),
     "speak": (speak.speak_command, speak.speak_arguments),
     "answer": (speak.answer_command, speak.answer_arguments),
+    "transcribe": (speak.transcribe_command, speak.transcribe_arguments),
     "bench": Group(
         "benchmarks that train and evaluate models (robustness)",
         {

@@ -1,8 +1,10 @@
-"""``flow-omni`` commands that run a trained model: ``speak`` (text → speech) and ``answer`` (speech → speech)."""
+"""``flow-omni`` commands that run a trained model: ``speak`` (text → speech), ``answer`` (speech → speech)
+and ``transcribe`` (speech → text)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -93,6 +95,42 @@ def answer_command(args: argparse.Namespace) -> None:
 def answer_arguments(a: argparse.ArgumentParser) -> None:
     a.add_argument("question", help="audio file with the question")
     _generation_arguments(a)
+
+
+def transcribe_command(args: argparse.Namespace) -> None:
+    """speech → text (ASR) with a trained model: greedy transcripts of one or more audio files
+
+    Prints one line per file (``path<TAB>text``), or with ``--json`` one JSON list of
+    ``{"audio", "text"}``. Every file is read and checked before the model runs.
+    """
+    if args.batch_size < 1 or args.max_positions < 1:
+        raise FlowOmniError(
+            f"--batch-size and --max-positions must be >= 1, got {args.batch_size} and {args.max_positions}"
+        )
+    model = FlowOmni.from_pretrained(args.model)
+    audios = [load_audio(path, max_seconds=60.0, allow_silent=False) for path in args.audio]
+    features = [model.prepare_audio(a) for a in audios]
+    texts: list[str] = []
+    for start in range(0, len(features), args.batch_size):
+        out = model.generate(
+            [Sample("A2T", prompt_audio=f) for f in features[start : start + args.batch_size]],
+            text_temperature=0.0,
+            max_new_positions=args.max_positions,
+        )
+        texts += [g.text for g in out]
+    if args.json:
+        print(json.dumps([{"audio": a, "text": t} for a, t in zip(args.audio, texts)], ensure_ascii=False))
+    else:
+        for a, t in zip(args.audio, texts):
+            print(f"{a}\t{t}")
+
+
+def transcribe_arguments(t: argparse.ArgumentParser) -> None:
+    t.add_argument("audio", nargs="+", help="audio files to transcribe")
+    t.add_argument("--model", required=True, help="a trained FlowOmni folder (save_pretrained / train's model/)")
+    t.add_argument("--json", action="store_true", help="print a JSON list of {audio, text} instead of lines")
+    t.add_argument("--batch-size", type=int, default=8, help="files transcribed together")
+    t.add_argument("--max-positions", type=int, default=300, help="generated text positions at most")
 
 
 def _generation_arguments(p: argparse.ArgumentParser) -> None:

@@ -114,7 +114,8 @@ class FlowOmniModule(L.LightningModule):
         bs = batch.text.shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=False)
         for t in TERMS:
-            self.log(f"train/{t}", getattr(out, f"{t}_loss"), batch_size=bs)
+            if getattr(out, f"{t}_loss") is not None:  # the CTC term is None when off or without transcripts
+                self.log(f"train/{t}", getattr(out, f"{t}_loss"), batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
         if self.global_rank == 0 and self.loss_log is not None:
             with open(self.loss_log, "a") as fh:
@@ -144,7 +145,11 @@ class FlowOmniModule(L.LightningModule):
         bs = batch.text.shape[0]
         self.log("val/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for t in TERMS:
-            self.log(f"val/{t}", getattr(out, f"{t}_loss"), batch_size=bs, sync_dist=True)
+            value = getattr(out, f"{t}_loss")
+            if value is not None:
+                # Not synced: a rank whose batch has no transcripts has no CTC term, and a synced log
+                # would wait for it forever; the other terms exist on every rank.
+                self.log(f"val/{t}", value, batch_size=bs, sync_dist=t != "ctc")
 
     # ------------------------------------------------------------------------------- resuming
     def on_load_checkpoint(self, checkpoint: dict) -> None:
