@@ -223,6 +223,23 @@ def test_cached_time_embeddings_follow_the_weights(trained, mixture):
     assert fast.dtype == torch.float64 and (fast - ref).abs().max().item() < 1e-12
 
 
+def test_compiled_sampler_equals_eager(trained, mixture):
+    """``compile=True`` runs each evaluation through torch.compile (inductor, which needs a C
+    compiler): same samples as eager, for CFG too and for a second head of the same shape (its
+    weights must not be baked into the first head's compiled code)."""
+    zs, _, _ = mixture
+    other = _perturbed(trained, seed=2)
+    noise = torch.randn(3, D, generator=torch.Generator().manual_seed(6))
+    # Else the second head would prove nothing.
+    assert not torch.allclose(trained.sample(zs, steps=3, noise=noise), other.sample(zs, steps=3, noise=noise))
+    for head in (trained, other):
+        for solver, cfg_scale in (("euler", 1.0), ("heun", 2.0)):
+            kw = dict(steps=3, solver=solver, noise=noise, cfg_scale=cfg_scale)
+            eager = head.sample(zs, **kw)
+            compiled = head.sample(zs, compile=True, **kw)
+            assert (compiled - eager).abs().max().item() < 1e-5, (solver, cfg_scale)
+
+
 def test_loss_overfits_fixed_batch():
     head = _tiny()
     g = torch.Generator().manual_seed(0)

@@ -24,6 +24,7 @@ Shapes: ``N`` rows (tokens), ``D = token_dim`` (``r * n_mels``), ``C = cond_dim`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from typing import Literal
@@ -347,6 +348,7 @@ class FlowHead(nn.Module):
         rtol: float = 1e-5,
         atol: float = 1e-5,
         noise: torch.Tensor | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """Draw one token per row: z ``(N, C)`` (prev ``(N, D)``) → ``(N, D)``.
 
@@ -359,7 +361,10 @@ class FlowHead(nn.Module):
         ``torchdiffeq.odeint`` with the same updates at the same times, but the time embeddings
         of the grid are computed once per (grid, weights) and the adaLN modulations of all its
         times once per call, so an evaluation runs only the input projection, the blocks' MLPs and
-        the output layer. ``fast=False`` forces ``torchdiffeq.odeint`` (the reference).
+        the output layer. ``fast=False`` forces ``torchdiffeq.odeint`` (the reference). ``compile``
+        runs each evaluation through ``torch.compile``; it is off by default because the first call
+        of each new shape compiles for seconds, and whether it then pays off on a CPU is for
+        ``benchmarks/flow_sampler.py`` to say.
         """
         cfg = self.config
         self._check("z", z, cfg.cond_dim, None)
@@ -386,7 +391,7 @@ class FlowHead(nn.Module):
             # CFG evaluates [cond; uncond] rows in one forward (see _guided_velocity).
             z = torch.cat([z, self.null_cond.expand_as(z)], dim=0)
         c_emb = self.cond_embed(z)  # constant over the trajectory: embed once
-        velocity = FlowHead._guided_velocity
+        velocity = _compiled_guided_velocity() if compile else FlowHead._guided_velocity
         nfe = 0
         was_training = self.training
         self.eval()
@@ -457,3 +462,11 @@ class FlowHead(nn.Module):
 
 #: Elements of adaLN modulations the fixed-grid sampler forms at once (8 MB in float32).
 _MODULATION_BUDGET = 1 << 21
+
+
+@functools.cache
+def _compiled_guided_velocity():
+    """``torch.compile`` of :meth:`FlowHead._guided_velocity`, built on first use (compiling is the
+    slow part) and shared by all heads: the head is an argument, so a head of the same structure
+    reuses the compiled code and another shape or structure compiles anew."""
+    return torch.compile(FlowHead._guided_velocity)
