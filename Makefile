@@ -40,6 +40,7 @@ test-pretrained: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/flow_head.py --threads 1
+	$(PY) benchmarks/flow_sampler.py
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/training.py
 

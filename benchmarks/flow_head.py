@@ -1,16 +1,13 @@
-"""Benchmark of FlowHead sampling: ODE solver × steps → NFE, time, error; fast Euler vs odeint.
+"""Benchmark of FlowHead sampling: ODE solver × steps → NFE, time, error against a reference.
 
 Builds a FlowHead (default: 400-dim tokens = r 4 × 100 mels, width 512, depth 3, cond 512), trains
 it briefly on a toy conditional two-mode target so that its velocity field is not the trivial
-zero of a fresh head, then prints two Markdown tables measured in this one run:
+zero of a fresh head, then prints a Markdown table: solver (euler, midpoint, heun, rk4, dopri5) ×
+steps → NFE, sampling time per 1000 tokens (each solver by its default route), and RMS distance to a
+float64 dopri5 reference (rtol = atol = 1e-7) started from the same noise.
 
-1. solver (euler, midpoint, rk4, dopri5) × steps → NFE, sampling time per 1000 tokens, and RMS
-   distance to a float64 dopri5 reference (rtol = atol = 1e-7) started from the same noise;
-2. hand-written Euler loop vs ``torchdiffeq.odeint`` Euler at equal steps, for 1 row (batch-1
-   autoregressive decoding) and for ``--rows`` rows: median times and their ratio.
-
-Times: ``time.perf_counter``, one warm-up call, median of ``--repeats`` calls; the two Euler
-routes are timed alternately so that load from other processes hits both alike.
+Times: ``time.perf_counter``, one warm-up call, median of ``--repeats`` calls. The fast fixed-grid
+loop against torchdiffeq and torch.compile, per NFE at batch 1 and 8, is ``benchmarks/flow_sampler.py``.
 
     python benchmarks/flow_head.py --help
 """
@@ -108,7 +105,7 @@ def solver_table(head: FlowHead, args: argparse.Namespace) -> None:
         f"{time.perf_counter() - t0:.1f} s; RMS of the reference samples {ref.pow(2).mean().sqrt().item():.3f}\n"
     )
 
-    runs = [(s, n, {}) for s in ("euler", "midpoint", "rk4") for n in args.steps]
+    runs = [(s, n, {}) for s in ("euler", "midpoint", "heun", "rk4") for n in args.steps]
     runs += [("dopri5", f"tol {tol:g}", {"rtol": tol, "atol": tol}) for tol in args.dopri_tols]
     print(
         f"### Solver x steps ({args.rows} rows per call, D={args.token_dim}, width {args.width}, depth {args.depth})\n"
@@ -124,34 +121,6 @@ def solver_table(head: FlowHead, args: argparse.Namespace) -> None:
     print()
 
 
-def euler_table(head: FlowHead, args: argparse.Namespace) -> None:
-    print("### Hand-written Euler loop vs torchdiffeq.odeint Euler (equal steps, same noise)\n")
-    print("| rows | steps | odeint ms | fast ms | fast / odeint | max abs diff |")
-    print("|---|---|---|---|---|---|")
-    g = torch.Generator().manual_seed(args.seed + 3)
-    for rows in sorted({1, args.rows}):
-        z = torch.randn(rows, args.cond_dim, generator=g)
-        noise = torch.randn(rows, args.token_dim, generator=g)
-        for steps in args.steps:
-
-            def run(fast: bool) -> torch.Tensor:
-                return head.sample(z, steps=steps, solver="euler", fast=fast, noise=noise)
-
-            diff = (run(True) - run(False)).abs().max().item()
-            # Alternate the two routes so that background load is shared between them.
-            t_fast, t_slow = [], []
-            reps = args.repeats * (5 if rows == 1 else 1)  # 1-row calls are short and noisy
-            for _ in range(reps):
-                t_slow.append(timed(lambda: run(False), 1))
-                t_fast.append(timed(lambda: run(True), 1))
-            slow, fast = statistics.median(t_slow), statistics.median(t_fast)
-            print(
-                f"| {rows} | {steps} | {1000 * slow:.2f} | {1000 * fast:.2f} | {fast / slow:.2f} | {diff:.1e} |",
-                flush=True,
-            )
-    print()
-
-
 def main() -> None:
     args = parse_args()
     if args.threads > 0:
@@ -164,7 +133,6 @@ def main() -> None:
     n_params = sum(p.numel() for p in head.parameters())
     print(f"FlowHead: {n_params / 1e6:.2f} M parameters, time_scale {args.time_scale:g}\n")
     solver_table(head, args)
-    euler_table(head, args)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -26,17 +26,15 @@ With ``--json PATH`` it also writes the settings, commit, machine and every per-
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import random
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from record import write_result  # benchmarks/record.py, beside this script
 from tokenizers import Tokenizer
 from transformers import WhisperForConditionalGeneration
 
@@ -98,22 +96,6 @@ def greedy(model: WhisperForConditionalGeneration, memory: torch.Tensor, tokeniz
 def whisper_pad(feats: torch.Tensor, n_frames: int) -> torch.Tensor:
     """``(F, 80)`` → ``(n_frames, 80)`` padded with the log-mel of silence (item max - 2), as SpeechEncoder pads."""
     return torch.cat([feats, (feats.max() - 2.0).expand(n_frames - feats.shape[0], feats.shape[1])])
-
-
-def git_commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return sha.strip() + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -202,26 +184,7 @@ def main() -> None:
             f"{s['encoder_ms']:.0f} | {s['same_transcript']}/{len(r)} | {s['wer']:.3f} |"
         )
     if args.json is not None:
-        # uname -m and nproc (the CPUs this process may use), and how busy the machine was (1/5/15 min).
-        nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        machine = dict(
-            machine=platform.machine(),
-            nproc=nproc,
-            python=platform.python_version(),
-            torch=torch.__version__,
-            load_avg_at_start=load_at_start,
-            load_avg_at_end=os.getloadavg(),
-        )
-        result = dict(
-            benchmark="whisper_window",
-            commit=git_commit(),
-            settings=vars(args) | {"json": str(args.json)},
-            machine=machine,
-            summary=summary,
-            per_utterance=rows,
-        )
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.json, "whisper_window", args, load_at_start, summary=summary, per_utterance=rows)
 
 
 if __name__ == "__main__":

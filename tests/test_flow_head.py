@@ -9,12 +9,14 @@ non-trivial velocity field (a fresh head predicts v = 0 everywhere because of it
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 from flow_omni.errors import ConfigError, MelShapeError
 from flow_omni.models import SOLVERS, FlowHead, FlowHeadConfig, integrate
+from flow_omni.models import flow_head as flow_head_module
 
 # ---------------------------------------------------------------------------- the mixture task
 D, C, K = 64, 16, 3  # token dims, condition dims, number of conditions
@@ -140,14 +142,102 @@ def test_euler_error_falls_with_more_steps(trained, mixture):
     assert (rk4 - ref).pow(2).mean().sqrt().item() < errs[2], "rk4 with 8 steps should beat euler with 32"
 
 
-def test_fast_euler_matches_odeint_euler(trained, mixture):
+def _with_previous_prior(head: FlowHead) -> FlowHead:
+    """The trained field with FELLE's prior centred on the previous token (what the presets use)."""
+    head = copy.deepcopy(head)
+    head.config = dataclasses.replace(head.config, prior="previous", prior_std=0.5)
+    return head
+
+
+@pytest.mark.parametrize("solver", ["euler", "midpoint", "heun"])
+@pytest.mark.parametrize("prior", ["gaussian", "previous"])
+def test_fast_sampler_equals_odeint(trained, mixture, solver, prior):
+    """The fixed-grid sampler (cached time embeddings, modulations of the whole grid at once) is the
+    ODE torchdiffeq integrates: same updates at the same times, equal output up to float rounding."""
+    zs, means, _ = mixture
+    head = trained if prior == "gaussian" else _with_previous_prior(trained)
+    z = zs.repeat_interleave(4, dim=0)  # (12, C)
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(z.shape[0], D, generator=g)
+    prev = means[:, 0].repeat_interleave(4, dim=0) + 0.3 * torch.randn(z.shape[0], D, generator=g)
+    for steps in (1, 3, 7):
+        for temperature in (0.0, 0.8):
+            for cfg_scale in (1.0, 2.5):
+                kw = dict(steps=steps, solver=solver, temperature=temperature, cfg_scale=cfg_scale, noise=noise)
+                fast = head.sample(z, prev, **kw)
+                nfe = head.nfe
+                ref = head.sample(z, prev, fast=False, **kw)
+                assert nfe == head.nfe == steps * SOLVERS[solver]
+                err = (fast - ref).abs().max().item()
+                assert err < 1e-5, f"{solver} {steps} steps, T={temperature}, cfg {cfg_scale}: {err:.2e}"
+
+
+def test_fast_sampler_is_the_default_and_skips_torchdiffeq(trained, mixture, monkeypatch):
+    import torchdiffeq
+
     zs, _, _ = mixture
-    z = zs.repeat_interleave(20, dim=0)
-    for cfg_scale in (1.0, 2.5):
-        kw = dict(steps=7, solver="euler", cfg_scale=cfg_scale)
-        fast = trained.sample(z, generator=torch.Generator().manual_seed(3), fast=True, **kw)
-        slow = trained.sample(z, generator=torch.Generator().manual_seed(3), fast=False, **kw)
-        assert (fast - slow).abs().max().item() < 1e-5
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the default fixed-grid path called torchdiffeq.odeint")
+
+    monkeypatch.setattr(torchdiffeq, "odeint", refuse)
+    for solver in ("euler", "midpoint", "heun"):
+        trained.sample(zs, steps=2, solver=solver, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(AssertionError, match="called torchdiffeq"):
+        trained.sample(zs, steps=2, solver="rk4")  # rk4 has no hand-written loop
+
+
+def test_fast_sampler_in_chunks_of_the_grid(trained, mixture, monkeypatch):
+    """Large batches form the grid's modulations a few times at a time; the result is the same."""
+    zs, _, _ = mixture
+    noise = torch.randn(3, D, generator=torch.Generator().manual_seed(4))
+    whole = trained.sample(zs, steps=5, solver="heun", noise=noise, cfg_scale=2.0)
+    monkeypatch.setattr(flow_head_module, "_MODULATION_BUDGET", 1)  # one evaluation time per chunk
+    chunked = trained.sample(zs, steps=5, solver="heun", noise=noise, cfg_scale=2.0)
+    assert trained.nfe == 10
+    assert (whole - chunked).abs().max().item() < 1e-5
+
+
+def test_cached_time_embeddings_follow_the_weights(trained, mixture):
+    """The grid's time embeddings are kept between calls; changed weights must not reuse them."""
+    zs, _, _ = mixture
+    head = copy.deepcopy(trained)
+    noise = torch.randn(3, D, generator=torch.Generator().manual_seed(5))
+
+    def agrees_with_reference() -> bool:
+        fast = head.sample(zs, steps=4, solver="midpoint", noise=noise)
+        ref = head.sample(zs, steps=4, solver="midpoint", noise=noise, fast=False)
+        return (fast - ref).abs().max().item() < 1e-5
+
+    assert agrees_with_reference()  # fills the cache
+    opt = torch.optim.SGD(head.time_embed.parameters(), lr=0.5)
+    head.time_embed.mlp[2].weight.grad = torch.randn_like(head.time_embed.mlp[2].weight)
+    opt.step()  # an in-place update of the time MLP
+    assert agrees_with_reference()
+    head.load_state_dict(_perturbed(trained, seed=1).state_dict())
+    assert agrees_with_reference()
+    double = head.double()  # new tensors and a new dtype
+    z64, noise64 = zs.double(), noise.double()
+    fast = double.sample(z64, steps=4, solver="midpoint", noise=noise64)
+    ref = double.sample(z64, steps=4, solver="midpoint", noise=noise64, fast=False)
+    assert fast.dtype == torch.float64 and (fast - ref).abs().max().item() < 1e-12
+
+
+def test_compiled_sampler_equals_eager(trained, mixture):
+    """``compile=True`` runs each evaluation through torch.compile (inductor, which needs a C
+    compiler): same samples as eager, for CFG too and for a second head of the same shape (its
+    weights must not be baked into the first head's compiled code)."""
+    zs, _, _ = mixture
+    other = _perturbed(trained, seed=2)
+    noise = torch.randn(3, D, generator=torch.Generator().manual_seed(6))
+    # Else the second head would prove nothing.
+    assert not torch.allclose(trained.sample(zs, steps=3, noise=noise), other.sample(zs, steps=3, noise=noise))
+    for head in (trained, other):
+        for solver, cfg_scale in (("euler", 1.0), ("heun", 2.0)):
+            kw = dict(steps=3, solver=solver, noise=noise, cfg_scale=cfg_scale)
+            eager = head.sample(zs, **kw)
+            compiled = head.sample(zs, compile=True, **kw)
+            assert (compiled - eager).abs().max().item() < 1e-5, (solver, cfg_scale)
 
 
 def test_loss_overfits_fixed_batch():
@@ -254,9 +344,10 @@ def test_seeded_sample_is_reproducible():
 def test_nfe_counts():
     head = _perturbed(_tiny())
     z = torch.randn(3, 4)
-    for solver, per_step in (("euler", 1), ("midpoint", 2), ("rk4", 4)):
-        head.sample(z, steps=5, solver=solver, fast=False)
-        assert head.nfe == 5 * per_step, solver
+    for solver, per_step in (("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4)):
+        for fast in (None, False):
+            head.sample(z, steps=5, solver=solver, fast=fast)
+            assert head.nfe == 5 * per_step, (solver, fast)
     head.sample(z, steps=5, solver="euler", cfg_scale=2.0)
     assert head.nfe == 5  # cond + uncond in one batched forward
     head.sample(z, solver="dopri5")
@@ -286,8 +377,8 @@ def test_fresh_head_predicts_zero_velocity():
 def test_bad_inputs_give_specific_errors():
     head = _tiny()
     z = torch.randn(3, 4)
-    with pytest.raises(ValueError, match=r"unknown ODE solver 'heun'.*'euler', 'midpoint', 'rk4', 'dopri5'"):
-        head.sample(z, solver="heun")
+    with pytest.raises(ValueError, match=r"unknown ODE solver 'heun2'.*'euler', 'midpoint', 'heun', 'rk4', 'dopri5'"):
+        head.sample(z, solver="heun2")
     with pytest.raises(MelShapeError, match=r"z must have shape \(N, 4\), got \(3, 5\)"):
         head.sample(torch.randn(3, 5))
     with pytest.raises(MelShapeError, match=r"got \(4,\)"):
@@ -302,7 +393,7 @@ def test_bad_inputs_give_specific_errors():
         head.sample(z, steps=0)
     with pytest.raises(ValueError, match="temperature"):
         head.sample(z, temperature=-1.0)
-    with pytest.raises(ValueError, match="fast=True is only available for solver='euler'"):
+    with pytest.raises(ValueError, match=r"fast=True is only available for solvers \['euler', 'midpoint', 'heun'\]"):
         head.sample(z, solver="rk4", fast=True)
     with pytest.raises(ValueError, match="rtol must be a positive number"):
         head.sample(z, solver="dopri5", rtol=0.0)
@@ -331,13 +422,21 @@ def test_config_validation_and_round_trip():
     assert FlowHeadConfig.from_json(cfg.to_json()) == cfg
     head, again = _tiny(), _tiny()
     again.load_state_dict(head.state_dict())
-    assert set(SOLVERS) == {"euler", "midpoint", "rk4", "dopri5"}
+    assert set(SOLVERS) == {"euler", "midpoint", "heun", "rk4", "dopri5"}
 
 
 def test_integrate_solves_a_known_ode():
     # dx/dt = -x  ⇒  x(1) = x0 / e; checks the solver plumbing independently of the network.
     x0 = torch.randn(4, 3, dtype=torch.float64)
     exact = x0 * torch.exp(torch.tensor(-1.0, dtype=torch.float64))
-    for solver, steps, tol in (("euler", 1000, 1e-3), ("midpoint", 50, 1e-4), ("rk4", 10, 1e-5), ("dopri5", 1, 1e-7)):
-        out = integrate(lambda t, x: -x, x0, solver=solver, steps=steps, rtol=1e-9, atol=1e-9)
-        assert (out - exact).abs().max().item() < tol, solver
+    cases = (("euler", 1000, 1e-3), ("midpoint", 50, 1e-4), ("heun", 50, 1e-4), ("rk4", 10, 1e-5), ("dopri5", 1, 1e-7))
+    for solver, steps, tol in cases:
+        for fast in (None, False):  # the hand-written loop where there is one, and odeint
+            out = integrate(lambda t, x: -x, x0, solver=solver, steps=steps, rtol=1e-9, atol=1e-9, fast=fast)
+            assert (out - exact).abs().max().item() < tol, (solver, fast)
+    # A time-dependent field checks the stage times: dx/dt = 2t ⇒ x(1) = x0 + 1, which midpoint and
+    # heun integrate exactly from one step, while Euler's one step (at t=0) adds nothing.
+    for solver, want in (("euler", x0), ("midpoint", x0 + 1), ("heun", x0 + 1)):
+        for fast in (None, False):
+            out = integrate(lambda t, x: 2 * t * torch.ones_like(x), x0, solver=solver, steps=1, fast=fast)
+            assert (out - want).abs().max().item() < 1e-12, (solver, fast)

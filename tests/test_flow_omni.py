@@ -140,6 +140,29 @@ def test_streaming_equals_generate(trained, corpus):
     assert torch.allclose(mel, full.mel, atol=1e-5)
 
 
+def test_generation_compile_option_reaches_the_flow_head(trained, corpus, monkeypatch):
+    """``compile=True`` routes every flow-head evaluation through the compiled function (here an
+    eager stand-in that counts calls: compiled == eager itself is tested in test_flow_head.py)."""
+    from flow_omni.models import flow_head
+
+    calls = []
+
+    def counting(head, x, mods, cfg_scale):
+        calls.append(x.shape[0])
+        return flow_head.FlowHead._guided_velocity(head, x, mods, cfg_scale)
+
+    monkeypatch.setattr(flow_head, "_compiled_guided_velocity", lambda: counting)
+    model, _, _ = trained
+    tts, _ = prompts(model, corpus)
+    plain = model.generate(tts[:2], max_new_positions=12, seed=2, steps=3)
+    assert not calls
+    compiled = model.generate(tts[:2], max_new_positions=12, seed=2, steps=3, compile=True)
+    tokens = sum(int(s == STATE_GEN) for out in compiled for s in out.states)
+    assert tokens > 0 and sum(calls) == 3 * tokens  # 3 evaluations per sampled token
+    for a, b in zip(plain, compiled):
+        assert a.states == b.states and torch.equal(a.speech_tokens, b.speech_tokens)
+
+
 def test_stream_with_vocoder_yields_audio(trained, corpus):
     from flow_omni.vocoder import Vocoder, VocoderConfig
 

@@ -89,10 +89,18 @@ class ContinuousSpeech(SpeechHead):
         steps: int,
         solver: str,
         cfg_scale: float,
+        compile: bool = False,
     ) -> torch.Tensor:
         noise = torch.stack([torch.randn(self.payload_dim, generator=g) for g in generators]).to(cond.device)
         return self.output_head.sample(
-            cond, prev=prev, steps=steps, solver=solver, temperature=temperature, cfg_scale=cfg_scale, noise=noise
+            cond,
+            prev=prev,
+            steps=steps,
+            solver=solver,
+            temperature=temperature,
+            cfg_scale=cfg_scale,
+            noise=noise,
+            compile=compile,
         )
 
     def to_tokens(self, payloads: torch.Tensor) -> torch.Tensor:

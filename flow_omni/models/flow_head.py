@@ -24,7 +24,9 @@ Shapes: ``N`` rows (tokens), ``D = token_dim`` (``r * n_mels``), ``C = cond_dim`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -32,7 +34,7 @@ import torch.nn as nn
 
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, MelShapeError
-from flow_omni.models.ode import check_solver_args, integrate
+from flow_omni.models.ode import check_solver_args, fixed_grid_loop, integrate, stage_times, uses_fast_loop
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -92,8 +94,10 @@ class FlowNoise:
         )
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+def modulate(x: torch.Tensor, shift: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """AdaLN ``x * (1 + scale) + shift`` with ``factor = 1 + scale`` formed by the layer's
+    ``modulation``: the sampler forms it once per token instead of once per evaluation."""
+    return x * factor + shift
 
 
 class TimestepEmbedder(nn.Module):
@@ -119,7 +123,11 @@ class TimestepEmbedder(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """``(N, W)`` → ``(N, W)``: ``x + gate * MLP(modulate(LN(x), shift, scale))``, AdaLN from ``y``."""
+    """``(N, W)`` → ``(N, W)``: ``x + gate * MLP(modulate(LN(x), shift, scale))``, AdaLN from ``y``.
+
+    :meth:`modulation` (from ``y``) and :meth:`modulated` (on ``x``) are the two halves of
+    :meth:`forward`, apart so that a sampler can form the modulations of many ``y`` at once.
+    """
 
     def __init__(self, width: int):
         super().__init__()
@@ -127,9 +135,16 @@ class ResBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def modulation(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``y (..., W)`` → ``(shift, 1 + scale, gate)``, each ``(..., W)``."""
         shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)
-        return x + gate * self.mlp(modulate(self.in_ln(x), shift, scale))
+        return shift, 1 + scale, gate
+
+    def modulated(self, x: torch.Tensor, shift: torch.Tensor, factor: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        return x + gate * self.mlp(modulate(self.in_ln(x), shift, factor))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.modulated(x, *self.modulation(y))
 
 
 class FinalLayer(nn.Module):
@@ -141,9 +156,16 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(width, out_dim)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def modulation(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``y (..., W)`` → ``(shift, 1 + scale)``, each ``(..., W)``."""
         shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        return shift, 1 + scale
+
+    def modulated(self, x: torch.Tensor, shift: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        return self.linear(modulate(self.norm_final(x), shift, factor))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.modulated(x, *self.modulation(y))
 
 
 class FlowHead(nn.Module):
@@ -165,6 +187,8 @@ class FlowHead(nn.Module):
         # Stands in for z when the condition is dropped (CFG); small like a token embedding.
         self.null_cond = nn.Parameter(torch.randn(c) * 0.02)
         self.nfe = 0
+        # (solver, steps, dtype, device) → (weights key, (K, W) time embeddings of that grid).
+        self._time_cache: dict = {}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -204,11 +228,28 @@ class FlowHead(nn.Module):
 
     def _forward(self, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor) -> torch.Tensor:
         """Core network on embedded time ``(N or 1, W)`` and condition ``(N, W)``."""
-        y = t_emb + c_emb
+        return self._forward_modulated(x, self._modulations(t_emb + c_emb))
+
+    def _modulations(self, y: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """AdaLN inputs ``y (..., W)`` → what every layer modulates with: one ``(shift, 1 + scale,
+        gate)`` per block and ``(shift, 1 + scale)`` for the final layer, each ``(..., W)``."""
+        return [block.modulation(y) for block in self.res_blocks] + [self.final_layer.modulation(y)]
+
+    def _forward_modulated(self, x: torch.Tensor, mods: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """Core network on ``x (N, D)`` given :meth:`_modulations` of ``N`` rows → ``(N, D)``."""
         h = self.input_proj(x)
-        for block in self.res_blocks:
-            h = block(h, y)
-        return self.final_layer(h, y)
+        for block, block_mods in zip(self.res_blocks, mods):
+            h = block.modulated(h, *block_mods)
+        return self.final_layer.modulated(h, *mods[-1])
+
+    def _guided_velocity(self, x: torch.Tensor, mods: list[tuple[torch.Tensor, ...]], cfg_scale: float) -> torch.Tensor:
+        """One sampler evaluation: ``x (N, D)`` → ``(N, D)`` from modulations of ``N`` rows, or with
+        CFG (``cfg_scale != 1``) of ``2N`` rows (conditional, then unconditional): one forward over
+        both halves, half the kernel launches of two."""
+        if cfg_scale == 1.0:
+            return self._forward_modulated(x, mods)
+        v_c, v_u = self._forward_modulated(torch.cat([x, x], dim=0), mods).chunk(2, dim=0)
+        return v_u + cfg_scale * (v_c - v_u)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor | float, z: torch.Tensor) -> torch.Tensor:
         """``v(x, t, z)``: x ``(N, D)``, t ``(N,)`` or scalar in [0, 1], z ``(N, C)`` → ``(N, D)``."""
@@ -307,14 +348,23 @@ class FlowHead(nn.Module):
         rtol: float = 1e-5,
         atol: float = 1e-5,
         noise: torch.Tensor | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """Draw one token per row: z ``(N, C)`` (prev ``(N, D)``) → ``(N, D)``.
 
         ``x0 = prior_mean + temperature * prior_std * noise`` is integrated from t=0 to 1 with
         ``solver`` (see :mod:`flow_omni.models.ode`; ``steps`` is ignored by ``dopri5``, which uses
         ``rtol``/``atol``). ``noise`` ``(N, D)`` overrides the draw from ``generator`` (to compare
-        solvers or dtypes on identical noise). ``fast=None`` picks the hand-written Euler loop for
-        ``euler``; ``False`` forces ``torchdiffeq.odeint``.
+        solvers or dtypes on identical noise).
+
+        ``fast=None`` takes the fixed-grid sampler for euler, midpoint and heun: the same ODE as
+        ``torchdiffeq.odeint`` with the same updates at the same times, but the time embeddings
+        of the grid are computed once per (grid, weights) and the adaLN modulations of all its
+        times once per call, so an evaluation runs only the input projection, the blocks' MLPs and
+        the output layer. ``fast=False`` forces ``torchdiffeq.odeint`` (the reference). ``compile``
+        runs each evaluation through ``torch.compile``; it is off by default because the first call
+        of each new shape compiles for seconds, and whether it then pays off on a CPU is for
+        ``benchmarks/flow_sampler.py`` to say.
         """
         cfg = self.config
         self._check("z", z, cfg.cond_dim, None)
@@ -336,30 +386,87 @@ class FlowHead(nn.Module):
         if mean is not None:
             x0 = x0 + mean
 
-        guided = cfg_scale != 1.0
-        if guided:
-            # One forward over [cond; uncond] rows per evaluation: half the kernel launches of two.
-            c_emb = self.cond_embed(torch.cat([z, self.null_cond.expand_as(z)], dim=0))
-        else:
-            c_emb = self.cond_embed(z)  # constant over the trajectory: embed once
-
+        cfg_scale = float(cfg_scale)
+        if cfg_scale != 1.0:
+            # CFG evaluates [cond; uncond] rows in one forward (see _guided_velocity).
+            z = torch.cat([z, self.null_cond.expand_as(z)], dim=0)
+        c_emb = self.cond_embed(z)  # constant over the trajectory: embed once
+        velocity = _compiled_guided_velocity() if compile else FlowHead._guided_velocity
         nfe = 0
-
-        def fn(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            nonlocal nfe
-            nfe += 1
-            # t is the same for every row: embed one row and broadcast instead of N identical rows.
-            t_emb = self.time_embed(t.reshape(1).to(dtype))
-            if not guided:
-                return self._forward(x, t_emb, c_emb)
-            v_c, v_u = self._forward(torch.cat([x, x], dim=0), t_emb, c_emb).chunk(2, dim=0)
-            return v_u + cfg_scale * (v_c - v_u)
-
         was_training = self.training
         self.eval()
         try:
-            out = integrate(fn, x0, solver=solver, steps=steps, rtol=rtol, atol=atol, fast=fast)
+            if uses_fast_loop(solver, fast):
+                t_emb = self._grid_time_embeddings(solver, steps, x0.device)
+                mods = self._grid_modulations(t_emb, c_emb)
+
+                def fn_at(k: int, x: torch.Tensor) -> torch.Tensor:
+                    nonlocal nfe
+                    nfe += 1
+                    # fixed_grid_loop asks for the evaluations in grid order, as mods yields them.
+                    return velocity(self, x, next(mods), cfg_scale)
+
+                out = fixed_grid_loop(fn_at, x0, solver=solver, steps=steps)
+            else:
+
+                def fn(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+                    nonlocal nfe
+                    nfe += 1
+                    # t is the same for every row: embed one row and broadcast instead of N identical rows.
+                    t_emb = self.time_embed(t.reshape(1).to(dtype))
+                    return velocity(self, x, self._modulations(t_emb + c_emb), cfg_scale)
+
+                out = integrate(fn, x0, solver=solver, steps=steps, rtol=rtol, atol=atol, fast=fast)
         finally:
             self.train(was_training)
             self.nfe = nfe
         return out
+
+    def _grid_time_embeddings(self, solver: str, steps: int, device: torch.device) -> torch.Tensor:
+        """``(K, W)`` time embeddings of the K evaluation times of ``solver`` × ``steps``
+        (:func:`~flow_omni.models.ode.stage_times`), kept between calls.
+
+        They depend on the time MLP's weights, so the cache remembers which tensors, at which
+        in-place version, it was computed from: an optimiser step, ``load_state_dict`` or ``.to()``
+        gives a different key and a recomputation instead of stale embeddings.
+        """
+        dtype = self.input_proj.weight.dtype
+        tensors = [*self.time_embed.parameters(), *self.time_embed.buffers()]
+        weights = tuple((p.data_ptr(), p._version) for p in tensors)
+        key = (solver, steps, dtype, device)
+        hit = self._time_cache.get(key)
+        if hit is not None and hit[0] == weights:
+            return hit[1]
+        t_emb = self.time_embed(stage_times(solver, steps, dtype=dtype, device=device))
+        self._time_cache[key] = (weights, t_emb)
+        return t_emb
+
+    def _grid_modulations(self, t_emb: torch.Tensor, c_emb: torch.Tensor) -> Iterator[list[tuple[torch.Tensor, ...]]]:
+        """The :meth:`_modulations` of every evaluation time ``t_emb (K, W)`` for rows ``c_emb
+        (R, W)``, in order: one ``(R, W)`` set per evaluation.
+
+        They are formed for many times in one matmul per layer (``y (k, R, W)``), because at a few
+        rows the adaLN layers are most of the head's weights and a matmul per evaluation would read
+        them K times. ``_MODULATION_BUDGET`` bounds the elements formed at once, which matters only
+        for large batches, where each chunk is a large matmul anyway.
+        """
+        k_total, rows = t_emb.shape[0], c_emb.shape[0]
+        per_time = rows * c_emb.shape[1] * (3 * len(self.res_blocks) + 2)
+        chunk = max(1, _MODULATION_BUDGET // per_time)
+        for start in range(0, k_total, chunk):
+            layers = self._modulations(t_emb[start : start + chunk, None] + c_emb[None])
+            unbound = [[part.unbind(0) for part in layer] for layer in layers]
+            for j in range(min(chunk, k_total - start)):
+                yield [tuple(part[j] for part in layer) for layer in unbound]
+
+
+#: Elements of adaLN modulations the fixed-grid sampler forms at once (8 MB in float32).
+_MODULATION_BUDGET = 1 << 21
+
+
+@functools.cache
+def _compiled_guided_velocity():
+    """``torch.compile`` of :meth:`FlowHead._guided_velocity`, built on first use (compiling is the
+    slow part) and shared by all heads: the head is an argument, so a head of the same structure
+    reuses the compiled code and another shape or structure compiles anew."""
+    return torch.compile(FlowHead._guided_velocity)

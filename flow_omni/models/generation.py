@@ -47,6 +47,7 @@ class GenerationConfig(Config):
     solver: str = "euler"
     steps: int = 10
     cfg_scale: float = 1.0
+    compile: bool = False  # torch.compile the flow head's evaluations (FlowHead.sample)
     use_cache: bool = True
     seed: int = 0
     batch_parallel: bool = False  # Mini-Omni: an A2T copy's text drives each A2A item
@@ -228,6 +229,7 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
                 steps=cfg.steps,
                 solver=cfg.solver,
                 cfg_scale=cfg.cfg_scale,
+                compile=cfg.compile,
             )
         for i, t in enumerate(tracks):
             if not t.done:

@@ -124,6 +124,7 @@ class CodeSpeech(SpeechHead):
         steps: int = 0,
         solver: str = "",
         cfg_scale: float = 1.0,
+        compile: bool = False,
     ) -> torch.Tensor:
         """One payload per row ``(n, levels)`` (codes as floats); temperature 0 = greedy."""
         logits = self.logits(cond).float()

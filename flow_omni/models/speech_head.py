@@ -95,11 +95,12 @@ class SpeechHead(nn.Module):
         steps: int,
         solver: str,
         cfg_scale: float,
+        compile: bool = False,
     ) -> torch.Tensor:
         """One next payload per row: conditions ``(n, W)``, previous payloads ``(n, P)`` → ``(n, P)`` float.
 
-        Row ``i`` draws from ``generators[i]``. ``steps``, ``solver`` and ``cfg_scale`` are the ODE
-        settings of heads that integrate one; others ignore them.
+        Row ``i`` draws from ``generators[i]``. ``steps``, ``solver``, ``cfg_scale`` and ``compile``
+        are the ODE settings of heads that integrate one; others ignore them.
         """
         raise NotImplementedError
 
