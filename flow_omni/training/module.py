@@ -113,8 +113,8 @@ class FlowOmniModule(L.LightningModule):
         loss = self._normalised_loss(out)
         bs = batch.text.shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=False)
-        for t in TERMS:
-            self.log(f"train/{t}", getattr(out, f"{t}_loss"), batch_size=bs)
+        for t, value in _terms(out):
+            self.log(f"train/{t}", value, batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
         if self.global_rank == 0 and self.loss_log is not None:
             with open(self.loss_log, "a") as fh:
@@ -143,8 +143,8 @@ class FlowOmniModule(L.LightningModule):
         self._check_finite(out, "validation")
         bs = batch.text.shape[0]
         self.log("val/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
-        for t in TERMS:
-            self.log(f"val/{t}", getattr(out, f"{t}_loss"), batch_size=bs, sync_dist=True)
+        for t, value in _terms(out):
+            self.log(f"val/{t}", value, batch_size=bs, sync_dist=True)
 
     # ------------------------------------------------------------------------------- resuming
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -154,6 +154,11 @@ class FlowOmniModule(L.LightningModule):
             lines = [ln for ln in self.loss_log.read_text().splitlines() if ln.strip()]
             kept = [ln for ln in lines if json.loads(ln)["step"] < step]
             self.loss_log.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _terms(out: FlowOmniOutput) -> list[tuple[str, torch.Tensor]]:
+    """The loss terms this batch has: the CTC term is None when it is off or no item has a transcript."""
+    return [(t, getattr(out, f"{t}_loss")) for t in TERMS if getattr(out, f"{t}_loss") is not None]
 
 
 def read_loss_log(path: str | Path) -> list[dict]:
