@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from flow_omni.audio.io import data_shortfall
 from flow_omni.data.manifest import REQUIRED_KEYS, ManifestEntry, ManifestError, iter_manifest
 from flow_omni.errors import ConfigError
 
@@ -55,11 +55,6 @@ DURATION_TOLERANCE = 0.1
 #: Frames decoded at each end of a file by the cheap corruption check.
 EDGE_FRAMES = 1024
 _BLOCK = 1 << 16
-# libsndfile's log line for a WAV whose data chunk claims more bytes than the file holds.
-_WAV_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
-_BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
-# Data sizes that streaming encoders write as placeholders (the length is unknown); not truncation.
-_STREAMING_SIZES = (0xFFFFFFFF, 0x7FFFFFFF)
 
 
 class ManifestNotFoundError(ManifestError, FileNotFoundError):
@@ -155,22 +150,9 @@ def _probe_audio(path: Path, shown: str, full: bool) -> _AudioInfo:
         raise _AudioProblem("unreadable_audio", f"cannot open {shown} as audio ({reason})") from None
     if info.samplerate <= 0:
         raise _AudioProblem("unreadable_audio", f"{shown} has an invalid sample rate {info.samplerate}")
-    # soundfile opens a WAV whose data chunk was cut short and silently reports the shorter length;
-    # libsndfile's log keeps the declared size, which is the only trace of the truncation.
-    m = _WAV_SHORT.search(info.extra_info or "")
-    if m:
-        declared, actual = int(m.group(1)), int(m.group(2))
-        if actual < declared and declared not in _STREAMING_SIZES:
-            align = _BLOCK_ALIGN.search(info.extra_info)
-            seconds = ""
-            if align and int(align.group(1)) > 0:
-                per_second = int(align.group(1)) * info.samplerate
-                seconds = f" ({actual / per_second:.2f} s of {declared / per_second:.2f} s)"
-            raise _AudioProblem(
-                "truncated_audio",
-                f"{shown} is truncated: its header declares {declared} bytes of audio data but the file holds "
-                f"{actual}{seconds}",
-            )
+    shortfall = data_shortfall(info.extra_info, info.samplerate)
+    if shortfall is not None:
+        raise _AudioProblem("truncated_audio", f"{shown} is truncated: {shortfall}")
     if info.frames <= 0:
         raise _AudioProblem("empty_audio", f"{shown} holds 0 audio frames")
     try:
