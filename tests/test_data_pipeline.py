@@ -138,7 +138,7 @@ def test_dataset_builds_every_task_and_augments_only_inputs(files, tmp_path):
     assert torch.equal(aug.sample.target_speech, items["A2A"].sample.target_speech)  # ... the target was not
     again = noisy[ItemKey(0, "A2A", 11)]
     assert torch.equal(again.sample.prompt_audio, aug.sample.prompt_audio)  # the item seed fixes the noise
-    batch = Collator(model)(list(items.values()))
+    batch = Collator(model)(list(items.values())).batch
     assert batch.seeds.tolist() == [11] * 5 and batch.text.shape[0] == 5
     model.train()
     out = model(batch)

@@ -15,14 +15,18 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from flow_omni import FlowOmni, Sample
 from flow_omni.audio.io import save_audio
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.config import parse_overrides
-from flow_omni.data.manifest import ManifestEntry, write_manifest
+from flow_omni.data.manifest import ManifestEntry, read_manifest, write_manifest
+from flow_omni.data.report import EmptyBatch
+from flow_omni.data.validate import validate_manifest
 from flow_omni.models.lora import adapter_state_dict, load_adapter, merge_lora
 from flow_omni.training.config import TrainConfig
 from flow_omni.training.module import NonFiniteLossError
@@ -254,6 +258,97 @@ def test_bad_lines_are_reported_and_skipped(data_dir, tmp_path):
                 **{"data.train": [str(tmp_path / "mixed.jsonl")], "data.on_error": "stop"},
             )
         )
+
+
+def damaged_flac(path: Path, seed: int) -> Path:
+    """A FLAC whose first and last frames decode but whose middle does not: the cheap validation
+    before training passes it, decoding the whole file fails."""
+    sf.write(path, synth_corpus(1, seed=seed, duration_range=(0.8, 0.8))[0].numpy(), 24000)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = np.random.default_rng(seed).integers(0, 256, 64, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def manifest_around(path: Path, data_dir: Path, first=(), last=()) -> Path:
+    """The 8 good entries of ``data_dir`` (absolute paths) with ``first`` before and ``last`` after them."""
+    return write_manifest(path, [*first, *read_manifest(data_dir / "train.jsonl"), *last])
+
+
+def test_unreadable_files_are_skipped_before_and_during_training(data_dir, tmp_path):
+    """A file too short for the log-mel, one that fails among the speech-statistics files before step
+    1, one that fails when a batch draws it: the run goes on without them and lists each, naming
+    the file, in data_report.txt; `manifest validate --full` flags the same three entries."""
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(240, 0.1, np.float32), 24000)
+    stats_bad, late_bad = damaged_flac(tmp_path / "stats.flac", 1), damaged_flac(tmp_path / "late.flac", 2)
+    m = manifest_around(
+        tmp_path / "m.jsonl",
+        data_dir,
+        first=[ManifestEntry("stats", str(stats_bad), "broken early"), ManifestEntry("short", str(short), "short")],
+        last=[ManifestEntry("late", str(late_bad), "broken late")],
+    )
+    # The statistics are fitted on the first 4 files that decode: stats.flac, then q0 a0 q1 a1, not late.flac.
+    res = train(config(data_dir, tmp_path / "run", max_steps=6, stats_max_files=4, **{"data.train": [str(m)]}))
+    assert res.steps == 6 and len(res.history) == 6
+    report = (tmp_path / "run" / "data_report.txt").read_text().splitlines()
+    assert report == res.data_report and len(report) == 3, report
+    assert f"{m}:2 (id short): audio {short} holds 240 samples" in report[0]
+    assert "its log-mel needs at least 513 samples at 24000 Hz" in report[0]
+    assert report[1].startswith(f"entry 'stats': cannot decode {stats_bad} (")
+    assert report[2].startswith(f"entry 'late': cannot decode {late_bad} (")
+    full = validate_manifest(m, check_audio="full")
+    assert sorted(p.id for p in full.problems) == ["late", "short", "stats"]
+    from flow_omni.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["manifest", "validate", "--full", "--quiet", str(m)])
+    assert exit_info.value.code == 1
+
+
+def test_a_batch_of_only_unreadable_items_leaves_the_weights_alone(data_dir, tmp_path):
+    """With one item per batch, the batch that draws the broken file has nothing to train on: the run
+    goes on, and that step changes no weight (zero gradients would still move AdamW's)."""
+    late_bad = damaged_flac(tmp_path / "late.flac", 2)
+    m = manifest_around(tmp_path / "m.jsonl", data_dir, last=[ManifestEntry("late", str(late_bad), "broken")])
+
+    class Watch(L.Callback):
+        def __init__(self):
+            self.rows = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.before = [p.detach().clone() for p in module.parameters()]
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            same = all(torch.equal(a, b) for a, b in zip(self.before, module.parameters()))
+            self.rows.append((isinstance(batch, EmptyBatch), same))
+
+    watch = Watch()
+    cfg = config(data_dir, tmp_path / "run", max_steps=9, stats_max_files=4, **{"data.train": [str(m)]})
+    res = train(cfg.merged({"data": {"batch_size": 1}}), callbacks=[watch])
+    assert res.steps == 9 and len(res.data_report) == 1 and str(late_bad) in res.data_report[0]
+    assert watch.rows.count((True, True)) == 1  # the empty batch: nothing moved
+    assert all(not empty and not same for empty, same in watch.rows if not empty)
+
+
+def test_on_error_stop_names_the_unreadable_file_in_one_line(data_dir, tmp_path, capsys):
+    from flow_omni.cli import main
+
+    bad = damaged_flac(tmp_path / "bad.flac", 1)
+    entry = ManifestEntry("bad", str(bad), "broken")
+    cases = {
+        "stats": manifest_around(tmp_path / "early.jsonl", data_dir, first=[entry]),  # before step 1
+        "batch": manifest_around(tmp_path / "late.jsonl", data_dir, last=[entry]),  # when a batch draws it
+    }
+    for name, m in cases.items():
+        cfg = config(data_dir, tmp_path / name, max_steps=6, stats_max_files=4, **{"data.train": [str(m)]})
+        (tmp_path / f"{name}.yaml").write_text(cfg.merged({"data": {"on_error": "stop"}}).to_yaml())
+        assert main(["train", "--config", str(tmp_path / f"{name}.yaml"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith(f"flow-omni train: error: entry 'bad': cannot decode {bad} (")
+        assert not (tmp_path / name / "model").exists()
 
 
 @pytest.mark.parametrize("name", ["quickstart", "stage1", "stage2", "stage2_lora", "noisy_finetune", "vocoder"])

@@ -32,7 +32,7 @@ def train_command(args: argparse.Namespace) -> None:
     print(f"checkpoint:  {result.last_checkpoint}  (resume with --resume last)")
     print(f"logs:        {result.out_dir / 'logs'}  (CSV + TensorBoard), per-step losses in train_log.jsonl")
     if result.data_report:
-        print(f"skipped {len(result.data_report)} manifest line(s): {result.out_dir / 'data_report.txt'}")
+        print(f"skipped {len(result.data_report)} entries or items: {result.out_dir / 'data_report.txt'}")
     if result.eval_report:
         print(f"before/after report: {result.eval_report}")
 

@@ -15,7 +15,10 @@ Checked for every line:
   :data:`DURATION_TOLERANCE` (``duration_mismatch``), and ``audio``/``answer_audio``/``target_audio``
   respect ``min_duration``/``max_duration``
   (``too_short``/``too_long``; measured from the file, or taken from the duration fields when
-  ``check_audio`` is off).
+  ``check_audio`` is off);
+* with ``check_audio``, every file is long enough for the log-mel that training computes from it
+  (``too_short``: at least :attr:`~flow_omni.audio.mel.MelConfig.min_samples` once resampled), so
+  that a manifest that validates clean trains without a file being rejected.
 
 Audio checks are cheap by default: the header via ``soundfile.info``, then the first and last
 :data:`EDGE_FRAMES` frames are decoded — that catches garbage files, WAVs whose header promises
@@ -45,6 +48,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from flow_omni.audio.io import data_shortfall
+from flow_omni.audio.mel import MelConfig
 from flow_omni.data.manifest import REQUIRED_KEYS, ManifestEntry, ManifestError, iter_manifest
 from flow_omni.errors import ConfigError
 
@@ -214,6 +218,7 @@ def validate_manifest(
     sample_rate: int | None = None,
     max_duration: float | None = None,
     min_duration: float | None = None,
+    mel: MelConfig | None = None,
     progress: bool = False,
 ) -> ValidationReport:
     """Check every line of a manifest; return the good entries and one :class:`Problem` per fault.
@@ -226,6 +231,8 @@ def validate_manifest(
             decodes each file completely; ``False`` only checks that files exist.
         sample_rate: if given, files at another rate are reported (``wrong_sample_rate``).
         max_duration, min_duration: limits in seconds on ``audio``, ``answer_audio`` and ``target_audio``.
+        mel: the log-mel the files will be featurised with (default: the Vocos-24k one); files too
+            short for it are reported (``too_short``, only when ``check_audio`` opens them).
         progress: show a progress bar over lines.
 
     Returns:
@@ -257,6 +264,7 @@ def validate_manifest(
         sample_rate=sample_rate,
         max_duration=max_duration,
         min_duration=min_duration,
+        mel=mel or MelConfig(),
     )
     # A second reader walks the file in step with iter_manifest, so a rejected line can be
     # classified (and its id shown) without holding the whole manifest in memory.
@@ -287,6 +295,7 @@ class _Checker:
         sample_rate: int | None,
         max_duration: float | None,
         min_duration: float | None,
+        mel: MelConfig,
     ) -> None:
         self.path = path
         self.root = path.resolve().parent
@@ -295,6 +304,7 @@ class _Checker:
         self.sample_rate = sample_rate
         self.max_duration = max_duration
         self.min_duration = min_duration
+        self.mel = mel
         self.report = ValidationReport(source=str(path))
         self.seen_ids: dict[str, int] = {}
         self.probed: dict[Path, _AudioInfo | _AudioProblem] = {}  # a file named by several lines is opened once
@@ -396,6 +406,15 @@ class _Checker:
                 flag(res.kind, res.message if label == "audio" else f"{label}: {res.message}")
                 return None
             length = measured = res.duration
+            # load_audio resamples T frames to ceil(T * new / old) samples; the log-mel needs min_samples.
+            samples = math.ceil(res.frames * self.mel.sample_rate / res.samplerate)
+            if samples < self.mel.min_samples:
+                flag(
+                    "too_short",
+                    f"{label} {raw} holds {res.frames} samples at {res.samplerate} Hz ({res.duration:.3f} s); "
+                    f"its log-mel needs at least {self.mel.min_samples} samples at {self.mel.sample_rate} Hz "
+                    f"({self.mel.min_samples / self.mel.sample_rate:.3f} s)",
+                )
             if self.sample_rate is not None and res.samplerate != self.sample_rate:
                 flag("wrong_sample_rate", f"{label} {raw} is at {res.samplerate} Hz; expected {self.sample_rate} Hz")
             if declared is not None and abs(declared - res.duration) > DURATION_TOLERANCE:

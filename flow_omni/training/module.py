@@ -9,6 +9,11 @@ batch (tested). Every random draw comes from per-item seeds (see :mod:`flow_omni
 plus a per-step seed for anything else (:meth:`FlowOmniModule.step_seed`: an explicit generator for
 the model's own draws, a seeded fork of torch's global RNG for dropout, e.g. LoRA's), which is what
 makes a resumed run repeat an uninterrupted one; the global RNG itself is never reseeded.
+
+A batch whose items were all skipped (unreadable audio, see :mod:`flow_omni.data.report`) arrives as
+an ``EmptyBatch``. The step still runs a backward pass of zero (under DDP the other ranks wait for this
+rank's gradients), and when no rank had an item since the last optimiser step, the gradients are
+dropped before it, so AdamW leaves the weights as they were, as if the batch had not been drawn.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
+from flow_omni.data.report import EmptyBatch
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import Batch
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniOutput
@@ -40,6 +46,7 @@ class FlowOmniModule(L.LightningModule):
         self.model = model
         self.config = config
         self.loss_log: Path | None = None  # rank 0 appends one JSON line per step here
+        self._items_since_step = False  # did any rank train on an item since the last optimiser step?
 
     # ----------------------------------------------------------------------------- parameters
     def configure_optimizers(self):
@@ -62,20 +69,31 @@ class FlowOmniModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --------------------------------------------------------------------------------- losses
-    def _normalised_loss(self, out: FlowOmniOutput) -> torch.Tensor:
-        w = self.model.config.loss_weights
-        terms = {
-            "text": (out.text_loss, out.num_text, w.text),
-            "state": (out.state_loss, out.num_state, w.state),
-            "flow": (out.flow_loss, out.num_speech, w.flow),
-            "ctc": (out.loss.new_zeros(()) if out.ctc_loss is None else out.ctc_loss, out.num_ctc, w.ctc),
-        }
+    def _normalised_loss(self, out: FlowOmniOutput | None) -> torch.Tensor:
+        """The loss to backpropagate (see the module doc); ``out`` is None for a batch without items."""
         world = self.trainer.world_size if self._trainer is not None else 1
-        if world == 1 or not dist.is_available() or not dist.is_initialized():
+        distributed = world > 1 and dist.is_available() and dist.is_initialized()
+        if out is not None and not distributed:
+            self._items_since_step = True
             return out.loss
-        local = torch.tensor([float(terms[t][1]) for t in TERMS], device=out.loss.device)
+        w = self.model.config.loss_weights
+        terms = {}
+        if out is not None:
+            terms = {
+                "text": (out.text_loss, out.num_text, w.text),
+                "state": (out.state_loss, out.num_state, w.state),
+                "flow": (out.flow_loss, out.num_speech, w.flow),
+                "ctc": (out.loss.new_zeros(()) if out.ctc_loss is None else out.ctc_loss, out.num_ctc, w.ctc),
+            }
+        local = torch.tensor([float(terms[t][1]) if terms else 0.0 for t in TERMS], device=self.device)
         total = local.clone()
-        dist.all_reduce(total)
+        if distributed:
+            dist.all_reduce(total)
+        self._items_since_step |= bool(total.sum() > 0)
+        if out is None:
+            # Zero, but through every trainable weight, so that backward (and DDP's gradient
+            # all-reduce, which the other ranks are waiting in) runs as for any batch.
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         loss = out.loss.new_zeros(())
         for i, t in enumerate(TERMS):
             mean, _, weight = terms[t]
@@ -100,7 +118,9 @@ class FlowOmniModule(L.LightningModule):
         resumed run draws what an uninterrupted one did."""
         return self.config.seed * 1_000_003 + self.global_step * 101 + self.global_rank
 
-    def training_step(self, batch: Batch, batch_idx: int):
+    def training_step(self, batch: Batch | EmptyBatch, batch_idx: int):
+        if isinstance(batch, EmptyBatch):  # every item of this rank's share was skipped (reported by the data module)
+            return self._normalised_loss(None)
         seed = self.step_seed()
         generator = torch.Generator(device=self.model.device).manual_seed(seed)
         # Dropout (LoRA's, a pretrained backbone's) can only draw from torch's global RNG: it gets a fork of
@@ -122,6 +142,12 @@ class FlowOmniModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        if not self._items_since_step:
+            # No rank had an item: zero gradients would still move AdamW's weights (momentum, weight
+            # decay); without gradients it skips every parameter.
+            optimizer.zero_grad(set_to_none=True)
+            return
+        self._items_since_step = False
         norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
         if norms:
             total = torch.stack(norms).norm()
@@ -138,7 +164,9 @@ class FlowOmniModule(L.LightningModule):
                 optimizer, gradient_clip_val=self.config.optim.grad_clip, gradient_clip_algorithm="norm"
             )
 
-    def validation_step(self, batch: Batch, batch_idx: int):
+    def validation_step(self, batch: Batch | EmptyBatch, batch_idx: int):
+        if isinstance(batch, EmptyBatch):  # every item was skipped (reported by the data module)
+            return
         out = self.model(batch)
         self._check_finite(out, "validation")
         bs = batch.text.shape[0]

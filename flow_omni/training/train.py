@@ -8,7 +8,8 @@ The same call runs as plain ``python``/``flow-omni train`` (one process), under 
 * ``checkpoints/last.ckpt`` — Lightning checkpoint for resuming (written atomically);
 * ``logs/`` — CSV (``metrics.csv``) and TensorBoard logs; ``train_log.jsonl`` — per-step losses;
 * ``model/`` — the result as ``save_pretrained`` (LoRA merged), ``adapter/`` — LoRA weights alone;
-* ``config.yaml`` — the resolved config; ``data_report.txt`` — skipped manifest lines.
+* ``config.yaml`` — the resolved config; ``data_report.txt`` — the data it skipped: manifest lines,
+  and files that could not be read or featurised when the run reached them (one line each).
 """
 
 from __future__ import annotations
@@ -164,16 +165,19 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
     data = FlowOmniDataModule(model, config.data, seed=config.seed)
     data.setup("fit")
     is_rank0 = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+    report_path = out / "data_report.txt"
     if is_rank0:
         atomic_write_text(out / "config.yaml", config.to_yaml())
-        atomic_write_text(out / "data_report.txt", "".join(line + "\n" for line in data.report))
+        data.report.attach(report_path, keep_existing=ckpt_path is not None)
     if not config.model.init_from:
         # A new model's token statistics are a function of the training data alone, so every rank
         # (and a resumed run) computes the same ones; a fine-tune keeps those of its checkpoint.
-        mels = list(data.speech_mels(config.stats_max_files))
+        mels = data.speech_mels(config.stats_max_files)
         model.fit_speech_stats(mels=mels)
         if model.speech.needs_fit:  # e.g. a discrete model's codebooks: fitted on the same tokens, same files
             model.fit_speech_head([model.speech_tokenizer.encode_mel(m) for m in mels])
+    if not is_rank0:  # rank 0 has written what every rank found so far; each appends what its batches meet
+        data.report.attach(report_path, write=False)
     counts = set_trainable(model, config)
     module = FlowOmniModule(model, config)
     module.loss_log = out / "train_log.jsonl"
@@ -231,7 +235,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         print(
             f"[flow-omni] training {summary} of {model.num_parameters() / 1e6:.2f}M parameters; "
             f"{len(data.train_entries)} train / {len(data.valid_entries)} valid entries; "
-            f"{len(data.report)} skipped (see {out / 'data_report.txt'})"
+            f"{len(data.report)} skipped (see {report_path})"
         )
     before = None
     if config.eval is not None and config.eval.manifests and trainer.is_global_zero and ckpt_path is None:
@@ -264,7 +268,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         trainer.global_step,
         seconds,
         history,
-        data.report,
+        data.report.lines,
         eval_report,
     )
 
