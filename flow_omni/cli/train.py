@@ -75,8 +75,13 @@ def train_vocoder_command(args: argparse.Namespace) -> None:
         changes["train_manifests"] = list(args.manifest)
     if args.steps:
         changes["max_steps"] = args.steps
-    out = train_vocoder(cfg.merged(changes), progress=not args.no_progress, resume=args.resume)
+    cfg = cfg.merged(changes)
+    out = train_vocoder(cfg, progress=not args.no_progress, resume=args.resume)
     print(f"vocoder: {out}  (use it with --vocoder {out})")
+    report = cfg.out / "data_report.txt"
+    skipped = report.read_text().splitlines() if report.is_file() else []
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s): {report}")
 
 
 def train_vocoder_arguments(tv: argparse.ArgumentParser) -> None:

@@ -52,7 +52,8 @@ from flow_omni.audio.io import SILENCE_PEAK, load_audio
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.config import Config
 from flow_omni.data.manifest import read_manifest
-from flow_omni.errors import ConfigError
+from flow_omni.data.report import Collated, DataReport
+from flow_omni.errors import AudioError, ConfigError, FlowOmniError
 from flow_omni.training.schedule import warmup_cosine
 from flow_omni.vocoder.vocos_vocoder import Vocoder, VocoderConfig
 
@@ -78,6 +79,9 @@ class VocoderTrainConfig(Config):
     gain_db_range: list[float] = dataclasses.field(default_factory=lambda: [-6.0, -1.0])
     val_gain_db: float = -3.0
     seed: int = 4444
+    #: a file that cannot be read when a batch draws it: "skip" it (a crop of the next file that
+    #: reads takes its place; listed in data_report.txt) or "stop" the run with a line naming it
+    on_error: str = "skip"
     # optimisation
     max_steps: int = 1_000_000
     lr_generator: float = 5e-4
@@ -142,6 +146,8 @@ class VocoderTrainConfig(Config):
             raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.val_max_batches is not None and self.val_max_batches < 1:
             raise ConfigError("val_max_batches must be >= 1 or null")
+        if self.on_error not in ("skip", "stop"):
+            raise ConfigError(f"on_error must be 'skip' or 'stop', got {self.on_error!r}")
 
     @property
     def out(self) -> Path:
@@ -168,6 +174,11 @@ class AudioSegmentDataset(Dataset):
     int key gives the deterministic validation item (first ``segment_samples``, gain
     ``val_gain_db``). Clips shorter than a segment are tiled to length (as vocos does), so every
     crop is full of signal. Items are ``(segment_samples,)`` float32.
+
+    A file that cannot be read gives its place to the next file that can (in file order, so the
+    item is still a function of its key): a crop is a crop of any speech, and a batch keeps its
+    size, which DDP needs. Its error goes to :attr:`problems`, which :meth:`collate` (run in the
+    same data-loader worker) passes on with the batch for the run's report.
     """
 
     def __init__(
@@ -188,9 +199,28 @@ class AudioSegmentDataset(Dataset):
         self.seed = seed
         self.gain_db_range = tuple(gain_db_range)
         self.val_gain_db = val_gain_db
+        self.problems: list[str] = []  # errors met since the last collate
+        self._unreadable: dict[int, str] = {}  # file index -> error, so a bad file is not decoded again
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def _load(self, index: int) -> torch.Tensor:
+        n = len(self.files)
+        for i in ((index + k) % n for k in range(n)):
+            if i in self._unreadable:
+                continue
+            try:
+                return load_audio(self.files[i], self.sample_rate)
+            except FlowOmniError as exc:
+                self._unreadable[i] = str(exc)
+                self.problems.append(str(exc))
+        raise AudioError(f"none of the {n} audio files can be read; e.g. {next(iter(self._unreadable.values()))}")
+
+    def collate(self, items: Sequence[torch.Tensor]) -> Collated:
+        """The crops stacked ``(B, T)``, with the errors of the files they replaced."""
+        problems, self.problems = self.problems, []
+        return Collated(torch.stack(list(items)), problems)
 
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         if isinstance(key, tuple):
@@ -198,7 +228,7 @@ class AudioSegmentDataset(Dataset):
             rng: np.random.Generator | None = np.random.default_rng([self.seed, int(index), int(draw)])
         else:
             index, rng = int(key), None
-        audio = load_audio(self.files[index], self.sample_rate)
+        audio = self._load(index)
         gain_db = rng.uniform(*self.gain_db_range) if rng is not None else self.val_gain_db
         peak = float(audio.abs().max())
         if peak >= SILENCE_PEAK:  # sox "norm": peak to gain_db dBFS; leave (near-)silence alone
@@ -252,6 +282,7 @@ class VocoderDataModule(L.LightningDataModule):
         self.train_set = AudioSegmentDataset(manifest_audio_files(c.train_manifests), c.segment_samples, sr, **common)
         val_files = manifest_audio_files(c.val_manifests)
         self.val_set = AudioSegmentDataset(val_files, c.val_segment_samples, sr, **common) if val_files else None
+        self.report = DataReport(c.on_error)
 
     def train_dataloader(self) -> DataLoader:
         c = self.config
@@ -263,13 +294,28 @@ class VocoderDataModule(L.LightningDataModule):
             drop_last=True,
             num_workers=c.num_workers,
             persistent_workers=c.num_workers > 0,
+            collate_fn=self.train_set.collate,
         )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
         c = self.config
-        return DataLoader(self.val_set, batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers)
+        return DataLoader(
+            self.val_set,
+            batch_size=c.batch_size,
+            shuffle=False,
+            num_workers=c.num_workers,
+            collate_fn=self.val_set.collate,
+        )
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        # In the main process: report the files that could not be read (or stop on them).
+        if isinstance(batch, Collated):
+            for line in batch.skipped:
+                self.report.add(line)
+            batch = batch.batch
+        return batch
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -480,8 +526,9 @@ def train_vocoder(
 
     Writes into ``config.out_dir``: ``train_config.yaml``, ``logs/version_N/metrics.csv`` (every
     loss term, learning rates, grad norms, validation), ``checkpoints/*.ckpt`` (Lightning, for
-    resuming only: ``last.ckpt`` + the newest ``keep_checkpoints`` periodic ones), and ``vocoder/``
-    (``Vocoder.save_pretrained``; load it with ``flow_omni.vocoder.Vocoder.from_pretrained``).
+    resuming only: ``last.ckpt`` + the newest ``keep_checkpoints`` periodic ones), ``vocoder/``
+    (``Vocoder.save_pretrained``; load it with ``flow_omni.vocoder.Vocoder.from_pretrained``) and
+    ``data_report.txt`` (the files that could not be read, see ``on_error``).
 
     Args:
         resume: a ``.ckpt`` written by an earlier run of the same config, or ``"last"``.
@@ -523,6 +570,7 @@ def train_vocoder(
         enable_progress_bar=progress,
         enable_model_summary=progress,
     )
+    data.report.attach(out / "data_report.txt", write=trainer.is_global_zero, keep_existing=resume is not None)
     fit_kwargs: dict[str, Any] = {"ckpt_path": str(resume) if resume is not None else None}
     if resume is not None and "weights_only" in inspect.signature(trainer.fit).parameters:
         fit_kwargs["weights_only"] = True  # never unpickle arbitrary objects (docs/design.md)
