@@ -6,6 +6,7 @@ the model is the tiny preset. Runs are a dozen steps on one thread.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -27,9 +28,10 @@ from flow_omni.config import parse_overrides
 from flow_omni.data.manifest import ManifestEntry, read_manifest, write_manifest
 from flow_omni.data.report import EmptyBatch
 from flow_omni.data.validate import validate_manifest
+from flow_omni.errors import FlowOmniError
 from flow_omni.models.lora import adapter_state_dict, load_adapter, merge_lora
 from flow_omni.training.config import TrainConfig
-from flow_omni.training.module import NonFiniteLossError
+from flow_omni.training.module import NonFiniteLossError, read_loss_log
 from flow_omni.training.train import build_model, train
 
 TEXTS = ["one two", "three four", "five six", "seven", "eight nine", "ten", "red blue", "green"]
@@ -349,6 +351,104 @@ def test_on_error_stop_names_the_unreadable_file_in_one_line(data_dir, tmp_path,
         assert "Traceback" not in err
         assert err.strip().splitlines()[-1].startswith(f"flow-omni train: error: entry 'bad': cannot decode {bad} (")
         assert not (tmp_path / name / "model").exists()
+
+
+def cli_train(cfg_path: Path, *args: str) -> tuple[int, str]:
+    """``flow-omni train --config cfg_path ARGS`` in this process: (exit code, the last line of stderr)."""
+    import contextlib
+    import io
+
+    from flow_omni.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", "--config", str(cfg_path), "--no-progress", *args])
+    text = err.getvalue()
+    assert "Traceback" not in text
+    return code, (text.strip().splitlines() or [""])[-1]
+
+
+def test_an_output_folder_holds_one_run(data_dir, tmp_path):
+    """A fresh run refuses a folder with another run's checkpoint and model; --resume continues it
+    (also from an older checkpoint, with no "-v1" file names) after removing killed writes'
+    partial files; --overwrite starts clean, leaving nothing of the earlier run."""
+    out = tmp_path / "run"
+    cfg = config(data_dir, out, max_steps=2, checkpoint_every_steps=2)
+    first = train(cfg)
+    ckpts = out / "checkpoints"
+    step2 = tmp_path / "step2.ckpt"
+    step2.write_bytes((ckpts / "last.ckpt").read_bytes())
+    kept = {
+        p: p.read_bytes() for p in [ckpts / "last.ckpt", first.model_dir / "model.safetensors", out / "train_log.jsonl"]
+    }
+    (tmp_path / "run.yaml").write_text(cfg.to_yaml())
+
+    code, err = cli_train(tmp_path / "run.yaml")
+    assert code == 2 and err.startswith(f"flow-omni train: error: {out} already holds a training run (")
+    assert "--resume" in err and "--overwrite" in err
+    assert all(p.read_bytes() == data for p, data in kept.items())  # nothing of it was touched
+
+    partial = ckpts / ".last.ckpt.k1ll3d.tmp"  # what atomic_write leaves when killed mid-write
+    partial.write_bytes(b"\0" * 1000)
+    assert cli_train(tmp_path / "run.yaml", "--resume", "--set", "max_steps=4")[0] == 0
+    assert not partial.exists()
+    resumed = FlowOmni.from_pretrained(out / "model")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step0000004.ckpt"]
+    # Again from step 2: step0000004.ckpt exists, and is overwritten rather than joined by a -v1 copy.
+    assert cli_train(tmp_path / "run.yaml", "--resume", str(step2), "--set", "max_steps=4")[0] == 0
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step0000004.ckpt"]
+    assert max_diff(FlowOmni.from_pretrained(out / "model"), resumed) < 1e-6
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 4
+
+    code, err = cli_train(tmp_path / "run.yaml", "--overwrite", "--resume", "last")
+    assert code == 2 and "give one of them" in err
+    args = ["--overwrite", "--set", "seed=1", "max_steps=3", "checkpoint_every_steps=3"]
+    assert cli_train(tmp_path / "run.yaml", *args)[0] == 0
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step0000003.ckpt"]
+    assert [h["step"] for h in read_loss_log(out / "train_log.jsonl")] == [0, 1, 2]
+    with open(out / "logs" / "csv" / "metrics.csv") as fh:
+        losses = [r for r in csv.DictReader(fh) if r["train/loss"]]
+    assert [int(r["step"]) for r in losses] == [0, 1, 2]  # the new run's steps, none of the old run's
+    assert max_diff(FlowOmni.from_pretrained(out / "model"), resumed) > 1e-3
+    assert TrainConfig.load(out / "config.yaml").seed == 1
+
+
+def test_one_training_at_a_time_per_folder(data_dir, tmp_path):
+    """A second run into a folder that a live run holds is refused in one line; the lock of a run
+    that was killed is no obstacle, and a run that fails lets go of it."""
+    from flow_omni.training.run_folder import LOCK_NAME, RunLock
+
+    out = tmp_path / "run"
+    cfg = config(data_dir, out, max_steps=2, checkpoint_every_steps=2)
+    (tmp_path / "run.yaml").write_text(cfg.to_yaml())
+    with RunLock(out):  # as a live training run holds it
+        code, err = cli_train(tmp_path / "run.yaml")
+    assert code == 2 and f"{out} is in use by another training run (pid {os.getpid()} on " in err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # the refused run wrote nothing
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from flow_omni.training.run_folder import RunLock; RunLock({str(out)!r}).__enter__(); "
+            "print('held', flush=True); import time; time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert holder.stdout.readline().strip() == "held"
+    assert f"pid {holder.pid} on " in (out / LOCK_NAME).read_text()
+    assert cli_train(tmp_path / "run.yaml")[0] == 2  # held by a live process
+    holder.kill()
+    holder.wait()
+    assert cli_train(tmp_path / "run.yaml")[0] == 0  # its holder is dead: the lock is free
+
+    bad = cfg.merged({"data": {"train": [str(tmp_path / "missing.jsonl")]}})
+    with pytest.raises(FlowOmniError):
+        train(bad, overwrite=True)
+    with RunLock(out):  # released by the run that failed
+        pass
 
 
 @pytest.mark.parametrize("name", ["quickstart", "stage1", "stage2", "stage2_lora", "noisy_finetune", "vocoder"])

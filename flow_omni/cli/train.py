@@ -20,7 +20,7 @@ def train_command(args: argparse.Namespace) -> None:
         cfg = cfg.merged({"out_dir": args.out})
     if args.no_progress:
         cfg = cfg.merged({"progress": False})
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.model_dir is None:  # not rank 0
         return
     first = result.history[0]["loss"] if result.history else float("nan")
@@ -53,6 +53,12 @@ def train_arguments(t: argparse.ArgumentParser) -> None:
         const="last",
         help="resume from a checkpoint: 'last' (default when given without a value), 'auto' "
         "(last if it exists, else start fresh) or a .ckpt path",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an output directory that holds an earlier run, deleting its checkpoints, "
+        "logs and model (without it such a directory is refused)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 

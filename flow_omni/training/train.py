@@ -9,11 +9,17 @@ The same call runs as plain ``python``/``flow-omni train`` (one process), under 
 * ``logs/`` — CSV (``metrics.csv``) and TensorBoard logs; ``train_log.jsonl`` — per-step losses;
 * ``model/`` — the result as ``save_pretrained`` (LoRA merged), ``adapter/`` — LoRA weights alone;
 * ``config.yaml`` — the resolved config; ``data_report.txt`` — the data it skipped: manifest lines,
-  and files that could not be read or featurised when the run reached them (one line each).
+  and files that could not be read or featurised when the run reached them (one line each);
+* ``train.lock`` — held while the run lives (:mod:`flow_omni.training.run_folder`).
+
+A folder holds one run: a fresh run refuses a folder with an earlier run's checkpoint or export
+unless told to overwrite it (then it deletes that run's outputs first), and a second process
+cannot train into a folder while a run holds its lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,8 +35,25 @@ from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
 from flow_omni.training.config import GROUPS, TrainConfig
 from flow_omni.training.report import write_eval_report
+from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
+#: Everything a run writes into its out_dir (a fresh run removes what an earlier one left).
+RUN_OUTPUTS = (
+    "checkpoints",
+    "logs",
+    "model",
+    "adapter",
+    "config.yaml",
+    "data_report.txt",
+    "train_log.jsonl",
+    "eval_before.json",
+    "eval.json",
+    "eval_report.md",
+    "eval_cer.png",
+)
+#: What makes an out_dir hold an earlier run: something to resume from, or a result.
+RUN_MARKS = ("checkpoints/*.ckpt", "model", "adapter")
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
@@ -132,11 +155,52 @@ def _devices(config: TrainConfig):
     return int(d) if d.isdigit() else d
 
 
-def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()) -> TrainResult:
+def train(
+    config: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False, callbacks=()
+) -> TrainResult:
     """Run (or resume) a training run; returns where everything was written.
 
-    ``callbacks``: extra Lightning callbacks (timers, custom logging) added to the run's own.
+    Args:
+        resume: ``"last"`` (``out_dir/checkpoints/last.ckpt``), ``"auto"`` (last if it exists, else
+            a fresh run) or a ``.ckpt`` path.
+        overwrite: a fresh run into an ``out_dir`` that holds an earlier run (a checkpoint or an
+            export) deletes that run's outputs first; without it the run refuses the folder.
+        callbacks: extra Lightning callbacks (timers, custom logging) added to the run's own.
+
+    Raises:
+        OutputFolderError: ``out_dir`` holds an earlier run (and neither ``resume`` nor
+            ``overwrite`` was given), or another process is training into it.
     """
+    if overwrite and resume is not None and str(resume) != "auto":
+        raise ConfigError(
+            "--overwrite starts the run again from step 0 and --resume continues it; give one of them "
+            "(--resume auto --overwrite resumes when there is a checkpoint and starts afresh otherwise)"
+        )
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = None
+    if resume is not None:
+        ckpt_path = out / "checkpoints" / "last.ckpt" if str(resume) in ("last", "auto") else Path(resume)
+        if not ckpt_path.is_file():
+            if str(resume) == "auto":
+                ckpt_path = None
+            else:
+                raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
+    is_rank0 = launch_rank() == 0
+    # Rank 0 stands for the run: the other ranks of a DDP run share its folder, lock and outputs.
+    with RunLock(out) if is_rank0 else contextlib.nullcontext():
+        if is_rank0:
+            notes = prepare_run_folder(
+                out, fresh=ckpt_path is None, overwrite=overwrite, outputs=RUN_OUTPUTS, marks=RUN_MARKS
+            )
+            for note in notes:
+                print(f"[flow-omni] {note}")
+        return _train(config, ckpt_path, is_rank0, callbacks)
+
+
+def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callbacks) -> TrainResult:
     # Lightning (flow_omni[train]) and our modules built on it are imported here, not at the top, so that
     # importing flow_omni.training (configs, build_model, quick_train) works without it.
     import lightning as L
@@ -147,24 +211,12 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
     from flow_omni.training.datamodule import FlowOmniDataModule
     from flow_omni.training.module import FlowOmniModule, read_loss_log
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
-    ckpt_path = None
-    if resume is not None:
-        ckpt_path = ckpt_dir / "last.ckpt" if str(resume) in ("last", "auto") else Path(resume)
-        if not ckpt_path.is_file():
-            if str(resume) == "auto":
-                ckpt_path = None
-            else:
-                raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(config)
     data = FlowOmniDataModule(model, config.data, seed=config.seed)
     data.setup("fit")
-    is_rank0 = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
     report_path = out / "data_report.txt"
     if is_rank0:
         atomic_write_text(out / "config.yaml", config.to_yaml())
@@ -180,9 +232,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         data.report.attach(report_path, write=False)
     counts = set_trainable(model, config)
     module = FlowOmniModule(model, config)
-    module.loss_log = out / "train_log.jsonl"
-    if ckpt_path is None and is_rank0 and module.loss_log.exists():
-        module.loss_log.unlink()  # a fresh run starts a fresh log
+    module.loss_log = out / "train_log.jsonl"  # a fresh run starts without one (prepare_run_folder)
 
     loggers = []
     if "csv" in config.loggers:
@@ -200,6 +250,9 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
                 save_top_k=1,
                 save_last=True,
                 save_on_train_epoch_end=False,
+                # Overwrite (atomically, AtomicCheckpointIO) a file of the same name, e.g. after resuming
+                # from an older checkpoint, instead of writing "last-v1.ckpt" beside it.
+                enable_version_counter=False,
             )
         ],
     )
