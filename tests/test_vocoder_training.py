@@ -264,6 +264,30 @@ def test_unreadable_files_are_skipped_and_reported_or_stop_the_run(tmp_path, cap
     assert not (tmp_path / "stop" / "vocoder").exists()
 
 
+def test_the_output_folder_holds_one_run(tmp_path):
+    from flow_omni.errors import OutputFolderError
+    from flow_omni.training.run_folder import RunLock
+
+    manifest, _ = _corpus(tmp_path / "data")
+    cfg = _tiny_config(manifest, tmp_path / "run", max_steps=2, pretrain_mel_steps=2, val_manifests=[])
+    with RunLock(tmp_path / "run"), pytest.raises(OutputFolderError, match="in use by another training run"):
+        train_vocoder(cfg, progress=False)
+    train_vocoder(cfg, progress=False)
+    ckpts = tmp_path / "run" / "checkpoints"
+    before = (ckpts / "last.ckpt").read_bytes()
+    with pytest.raises(OutputFolderError, match="already holds a training run .*--overwrite"):
+        train_vocoder(cfg, progress=False)
+    assert (ckpts / "last.ckpt").read_bytes() == before
+    partial = ckpts / ".last.ckpt.k1ll3d.tmp"
+    partial.write_bytes(b"\0" * 1000)
+    train_vocoder(cfg, progress=False, resume=ckpts / "last.ckpt")  # at its end already: nothing to train
+    assert not partial.exists()
+    train_vocoder(cfg.replace(seed=1), progress=False, overwrite=True)
+    assert (ckpts / "last.ckpt").read_bytes() != before
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
+    assert [p.name for p in (tmp_path / "run" / "logs").iterdir()] == ["version_0"]  # the old run's logs went
+
+
 def test_multi_resolution_stft_distance():
     x = torch.randn(2, 4096, generator=torch.Generator().manual_seed(0))
     assert float(multi_resolution_stft_distance(x, x)) == 0.0

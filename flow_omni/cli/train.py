@@ -82,7 +82,7 @@ def train_vocoder_command(args: argparse.Namespace) -> None:
     if args.steps:
         changes["max_steps"] = args.steps
     cfg = cfg.merged(changes)
-    out = train_vocoder(cfg, progress=not args.no_progress, resume=args.resume)
+    out = train_vocoder(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     print(f"vocoder: {out}  (use it with --vocoder {out})")
     report = cfg.out / "data_report.txt"
     skipped = report.read_text().splitlines() if report.is_file() else []
@@ -96,4 +96,9 @@ def train_vocoder_arguments(tv: argparse.ArgumentParser) -> None:
     tv.add_argument("--out", help="output directory (override out_dir)")
     tv.add_argument("--steps", type=int, help="override max_steps")
     tv.add_argument("--resume", nargs="?", const="last", help="resume: 'last' or a .ckpt path")
+    tv.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an output directory that holds an earlier run, deleting its checkpoints, logs and export",
+    )
     tv.add_argument("--no-progress", action="store_true")

@@ -31,6 +31,7 @@ vocoder returns exactly ``T`` samples).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -54,6 +55,8 @@ from flow_omni.config import Config
 from flow_omni.data.manifest import read_manifest
 from flow_omni.data.report import Collated, DataReport
 from flow_omni.errors import AudioError, ConfigError, FlowOmniError
+from flow_omni.training.checkpoint_io import AtomicCheckpointIO
+from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
 from flow_omni.training.schedule import warmup_cosine
 from flow_omni.vocoder.vocos_vocoder import Vocoder, VocoderConfig
 
@@ -515,11 +518,16 @@ def build_training_module(config: VocoderTrainConfig) -> VocosGAN:
     return VocosGAN(config)
 
 
+#: Everything a vocoder run writes into its out_dir (a fresh run removes what an earlier one left).
+VOCODER_RUN_OUTPUTS = ("checkpoints", "logs", "vocoder", "train_config.yaml", "data_report.txt")
+
+
 def train_vocoder(
     config: VocoderTrainConfig,
     *,
     progress: bool = True,
     resume: str | Path | None = None,
+    overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train a Vocos on the manifests' audio; return the exported ``out_dir/"vocoder"`` directory.
@@ -530,14 +538,36 @@ def train_vocoder(
     (``Vocoder.save_pretrained``; load it with ``flow_omni.vocoder.Vocoder.from_pretrained``) and
     ``data_report.txt`` (the files that could not be read, see ``on_error``).
 
+    The folder holds one run, as for :func:`~flow_omni.training.train.train`: a lock while it runs,
+    and a fresh run refuses an earlier run's checkpoints or export unless ``overwrite``
+    (:mod:`flow_omni.training.run_folder`).
+
     Args:
         resume: a ``.ckpt`` written by an earlier run of the same config, or ``"last"``.
+        overwrite: a fresh run may delete an earlier run's outputs in ``out_dir``.
         callbacks: extra Lightning callbacks.
     """
     if not config.train_manifests:
         raise ConfigError("train_manifests is empty: give at least one JSONL manifest of training audio")
+    if overwrite and resume is not None:
+        raise ConfigError("--overwrite starts the run again from step 0 and --resume continues it; give one of them")
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
+    is_rank0 = launch_rank() == 0
+    with RunLock(out) if is_rank0 else contextlib.nullcontext():
+        if is_rank0:
+            marks = ("checkpoints/*.ckpt", "vocoder")
+            notes = prepare_run_folder(
+                out, fresh=resume is None, overwrite=overwrite, outputs=VOCODER_RUN_OUTPUTS, marks=marks
+            )
+            for note in notes:
+                print(f"[flow-omni] {note}")
+        return _train_vocoder(config, progress=progress, resume=resume, callbacks=callbacks)
+
+
+def _train_vocoder(
+    config: VocoderTrainConfig, *, progress: bool, resume: str | Path | None, callbacks: Sequence[Callback]
+) -> Path:
+    out = config.out
     atomic_write_text(out / "train_config.yaml", config.to_yaml())
     data = VocoderDataModule(config)
     module = build_training_module(config)
@@ -551,6 +581,7 @@ def train_vocoder(
         save_top_k=config.keep_checkpoints,
         save_last=True,
         every_n_train_steps=2 * config.checkpoint_every_steps,  # global_step counts both optimisers
+        enable_version_counter=False,  # overwrite a file of the same name (atomically), never "last-v1.ckpt"
     )
     trainer = L.Trainer(
         default_root_dir=out,
@@ -562,6 +593,7 @@ def train_vocoder(
         precision=config.precision,
         logger=CSVLogger(out, name="logs"),
         callbacks=[checkpoint, *callbacks],
+        plugins=[AtomicCheckpointIO()],  # a killed write leaves the previous checkpoint (and a temp file)
         log_every_n_steps=config.log_every_steps,
         val_check_interval=config.val_every_steps if has_val else None,
         check_val_every_n_epoch=None if has_val else 1,
