@@ -155,11 +155,22 @@ def test_resume_after_kill_equals_uninterrupted(data_dir, straight, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
 
 
-def test_ddp_two_processes_match_one(data_dir, tmp_path):
-    """torchrun with 2 CPU processes (gloo) and global batch 4 == one process with batch 4."""
-    one = train(config(data_dir, tmp_path / "one", max_steps=6))
+@pytest.mark.parametrize("unreadable", [False, True], ids=["clean", "unreadable_files"])
+def test_ddp_two_processes_match_one(data_dir, tmp_path, unreadable):
+    """torchrun with 2 CPU processes (gloo) and global batch 4 == one process with batch 4.
+
+    With two files that fail when drawn, and a global batch of 2 (one item per rank), a rank whose
+    item is skipped still takes part in the step (else the other would wait forever), and the
+    result still equals one process that trained on the items left.
+    """
+    changes = {"max_steps": 6}
+    if unreadable:
+        bad = [ManifestEntry(f"bad{i}", str(damaged_flac(tmp_path / f"bad{i}.flac", i)), "broken") for i in (1, 2)]
+        m = manifest_around(tmp_path / "m.jsonl", data_dir, last=bad)
+        changes.update({"stats_max_files": 4, "data.train": [str(m)], "data.batch_size": 2})
+    one = train(config(data_dir, tmp_path / "one", **changes))
     yaml_path = tmp_path / "ddp.yaml"
-    yaml_path.write_text(config(data_dir, tmp_path / "two", max_steps=6, devices=2, strategy="ddp").to_yaml())
+    yaml_path.write_text(config(data_dir, tmp_path / "two", devices=2, strategy="ddp", **changes).to_yaml())
     proc = run_cli(
         [
             str(BIN / "torchrun"),
@@ -179,6 +190,8 @@ def test_ddp_two_processes_match_one(data_dir, tmp_path):
     assert "trained 6 steps" in log
     diff = max_diff(FlowOmni.from_pretrained(tmp_path / "two" / "model"), FlowOmni.from_pretrained(one.model_dir))
     assert diff < 1e-4, diff  # float reduction order only (measured ~2e-5 after 12 steps)
+    reported = sorted((tmp_path / "two" / "data_report.txt").read_text().splitlines())  # each rank adds its own
+    assert reported == sorted(one.data_report) and len(reported) == (2 if unreadable else 0)
 
 
 def test_lora_changes_only_the_adapter(data_dir, tmp_path):

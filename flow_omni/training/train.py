@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -296,7 +297,10 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         atomic_write_text(out / "eval_before.json", json.dumps(before, indent=2))
         model.train()
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    with warnings.catch_warnings():
+        # A batch whose items were all skipped returns None on purpose (FlowOmniModule.training_step).
+        warnings.filterwarnings("ignore", message="`training_step` returned `None`")
+        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     seconds = time.perf_counter() - t0
     model_dir = adapter_dir = None
     if trainer.is_global_zero:
