@@ -31,11 +31,15 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 
+#: How :func:`atomic_write` names its temporary file next to ``name``: ``.name.<random>.tmp``.
+_TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -50,6 +54,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` calls in ``folder`` left behind; return them.
+
+    A process killed mid-write (SIGKILL, OOM, a lost node) cannot remove its temporary file, and a
+    checkpoint's is as large as the checkpoint. Call this only while no other process can be
+    writing into ``folder`` (a training run holds its folder's lock).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = sorted(p for p in folder.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}") if p.is_file())
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def save_checkpoint(

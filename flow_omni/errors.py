@@ -35,3 +35,7 @@ class VocoderUnavailableError(FlowOmniError, RuntimeError):
 
 class WeightsUnavailableError(FlowOmniError, RuntimeError):
     """Pretrained weights that an optional package ships are not installed (the message says which)."""
+
+
+class OutputFolderError(FlowOmniError, FileExistsError):
+    """An output folder holds an earlier run, or another process is training into it."""

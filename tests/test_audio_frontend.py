@@ -100,6 +100,29 @@ def test_unsupported_and_missing_files(tmp_path):
         load_audio(empty)
 
 
+@pytest.mark.parametrize("fmt", ["WAV", "AIFF", "AU"])
+def test_a_truncated_file_is_refused_not_read_in_part(tmp_path, tone, fmt):
+    """A file cut short keeps its header; soundfile would silently read the part that is left."""
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    sf.write(whole, tone.numpy(), 24000, format=fmt, subtype="PCM_16")
+    assert load_audio(whole).shape == tone.shape
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(data[: len(data) // 2])
+    assert len(sf.read(cut)[0]) < len(tone)  # what soundfile alone does
+    with pytest.raises(AudioError, match=f"{cut} is truncated: its header declares"):
+        load_audio(cut)
+
+
+def test_a_cut_flac_is_a_decode_error_naming_the_file(tmp_path, tone):
+    whole = tmp_path / "whole.flac"
+    sf.write(whole, tone.numpy(), 24000)
+    data = whole.read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match=r"cannot decode .*cut\.flac .*truncated or corrupt"):
+        load_audio(tmp_path / "cut.flac")
+
+
 def test_mel_wrong_bins_error(tone):
     stats = MelStats.identity(100)
     with pytest.raises(MelShapeError, match="80 mel bins.*expected 100"):

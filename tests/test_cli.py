@@ -84,6 +84,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["vocode", str(tmp_path / "missing.wav"), "-o", "x.wav", "--vocoder", "someone/no-such-vocos"]) == 2
 
 
+def test_a_truncated_wav_is_one_line_exit_2_in_every_command(tmp_path, wav, capsys):
+    data = wav.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    for argv in (["mel", str(cut), "-o", str(tmp_path / "m.png")], ["vocode", str(cut), "-o", str(tmp_path / "v.wav")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"{cut} is truncated: its header declares" in err
+    assert not (tmp_path / "m.png").exists() and not (tmp_path / "v.wav").exists()
+
+
 def test_augment_hits_requested_snr(tmp_path, wav, capsys):
     assert (
         main(

@@ -16,8 +16,9 @@ from flow_omni.audio.synth import synth_corpus
 from flow_omni.data.dataset import Collator, DataConfig, SpeechDataset
 from flow_omni.data.features import FeatureCache
 from flow_omni.data.manifest import ManifestEntry, Segment
+from flow_omni.data.report import DataReport, EmptyBatch, Skipped
 from flow_omni.data.sampler import BucketBatchSampler, ItemKey
-from flow_omni.errors import ConfigError
+from flow_omni.errors import AudioError, ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +139,48 @@ def test_dataset_builds_every_task_and_augments_only_inputs(files, tmp_path):
     assert torch.equal(aug.sample.target_speech, items["A2A"].sample.target_speech)  # ... the target was not
     again = noisy[ItemKey(0, "A2A", 11)]
     assert torch.equal(again.sample.prompt_audio, aug.sample.prompt_audio)  # the item seed fixes the noise
-    batch = Collator(model)(list(items.values()))
+    batch = Collator(model)(list(items.values())).batch
     assert batch.seeds.tolist() == [11] * 5 and batch.text.shape[0] == 5
     model.train()
     out = model(batch)
     assert torch.isfinite(out.loss) and out.num_speech > 0
+
+
+def test_items_that_cannot_be_read_are_skipped_with_a_line_naming_the_file(files, tmp_path):
+    """A file deleted after validation, one too short for the log-mel: the dataset returns a line for
+    each, the collator leaves them out (an EmptyBatch when nothing is left), the report keeps each
+    line once, appends it to its file, and with on_error stop raises it instead."""
+    _, paths, _ = files
+    model = FlowOmni(FlowOmniConfig.preset("tiny"))
+    gone, short = tmp_path / "gone.wav", tmp_path / "short.wav"
+    save_audio(gone, torch.full((4800,), 0.1))
+    save_audio(short, torch.full((240,), 0.1))
+    entries = [ManifestEntry("ok", str(paths[0]), "fine"), ManifestEntry("gone", str(gone), "x")]
+    entries.append(ManifestEntry("short", str(short), "y"))
+    ds = SpeechDataset(entries, model, DataConfig(), FeatureCache(tmp_path / "cache"))
+    gone.unlink()
+    items = [ds[ItemKey(i, "A2T", 1)] for i in range(3)]
+    assert items[1] == Skipped(f"entry 'gone': audio file {gone} does not exist")
+    assert items[2] == Skipped(
+        f"entry 'short': cannot featurise {short}: audio for LogMel: 240 samples is too short; need at least 513"
+    )
+    collated = Collator(model)(items)
+    assert collated.batch.text.shape[0] == 1 and collated.skipped == [items[1].line, items[2].line]
+    assert isinstance(Collator(model)(items[1:]).batch, EmptyBatch)
+
+    report = DataReport("skip")
+    report.extend(["train.jsonl:3 (id z): transcript 'text' is empty"])  # found by validation
+    report.attach(tmp_path / "data_report.txt")
+    for line in collated.skipped * 2:  # a bad file is drawn again each epoch
+        report.add(line)
+    assert (tmp_path / "data_report.txt").read_text().splitlines() == report.lines
+    assert len(report) == 3
+    resumed = DataReport("skip")
+    resumed.extend([report.lines[0]])
+    resumed.attach(tmp_path / "data_report.txt", keep_existing=True)  # a resumed run keeps what it met before
+    assert resumed.lines == report.lines
+    with pytest.raises(AudioError, match=f"entry 'gone': audio file {gone} does not exist"):
+        DataReport("stop").add(items[1].line)
 
 
 def test_t2a_targets_come_from_the_output_voice_and_a2t_inputs_from_the_many(tmp_path):

@@ -6,6 +6,7 @@ the model is the tiny preset. Runs are a dozen steps on one thread.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -15,17 +16,22 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from flow_omni import FlowOmni, Sample
 from flow_omni.audio.io import save_audio
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.config import parse_overrides
-from flow_omni.data.manifest import ManifestEntry, write_manifest
+from flow_omni.data.manifest import ManifestEntry, read_manifest, write_manifest
+from flow_omni.data.report import EmptyBatch
+from flow_omni.data.validate import validate_manifest
+from flow_omni.errors import FlowOmniError
 from flow_omni.models.lora import adapter_state_dict, load_adapter, merge_lora
 from flow_omni.training.config import TrainConfig
-from flow_omni.training.module import NonFiniteLossError
+from flow_omni.training.module import NonFiniteLossError, read_loss_log
 from flow_omni.training.train import build_model, train
 
 TEXTS = ["one two", "three four", "five six", "seven", "eight nine", "ten", "red blue", "green"]
@@ -149,11 +155,22 @@ def test_resume_after_kill_equals_uninterrupted(data_dir, straight, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
 
 
-def test_ddp_two_processes_match_one(data_dir, tmp_path):
-    """torchrun with 2 CPU processes (gloo) and global batch 4 == one process with batch 4."""
-    one = train(config(data_dir, tmp_path / "one", max_steps=6))
+@pytest.mark.parametrize("unreadable", [False, True], ids=["clean", "unreadable_files"])
+def test_ddp_two_processes_match_one(data_dir, tmp_path, unreadable):
+    """torchrun with 2 CPU processes (gloo) and global batch 4 == one process with batch 4.
+
+    With two files that fail when drawn, and a global batch of 2 (one item per rank), a rank whose
+    item is skipped still takes part in the step (else the other would wait forever), and the
+    result still equals one process that trained on the items left.
+    """
+    changes = {"max_steps": 6}
+    if unreadable:
+        bad = [ManifestEntry(f"bad{i}", str(damaged_flac(tmp_path / f"bad{i}.flac", i)), "broken") for i in (1, 2)]
+        m = manifest_around(tmp_path / "m.jsonl", data_dir, last=bad)
+        changes.update({"stats_max_files": 4, "data.train": [str(m)], "data.batch_size": 2})
+    one = train(config(data_dir, tmp_path / "one", **changes))
     yaml_path = tmp_path / "ddp.yaml"
-    yaml_path.write_text(config(data_dir, tmp_path / "two", max_steps=6, devices=2, strategy="ddp").to_yaml())
+    yaml_path.write_text(config(data_dir, tmp_path / "two", devices=2, strategy="ddp", **changes).to_yaml())
     proc = run_cli(
         [
             str(BIN / "torchrun"),
@@ -173,6 +190,8 @@ def test_ddp_two_processes_match_one(data_dir, tmp_path):
     assert "trained 6 steps" in log
     diff = max_diff(FlowOmni.from_pretrained(tmp_path / "two" / "model"), FlowOmni.from_pretrained(one.model_dir))
     assert diff < 1e-4, diff  # float reduction order only (measured ~2e-5 after 12 steps)
+    reported = sorted((tmp_path / "two" / "data_report.txt").read_text().splitlines())  # each rank adds its own
+    assert reported == sorted(one.data_report) and len(reported) == (2 if unreadable else 0)
 
 
 def test_lora_changes_only_the_adapter(data_dir, tmp_path):
@@ -254,6 +273,195 @@ def test_bad_lines_are_reported_and_skipped(data_dir, tmp_path):
                 **{"data.train": [str(tmp_path / "mixed.jsonl")], "data.on_error": "stop"},
             )
         )
+
+
+def damaged_flac(path: Path, seed: int) -> Path:
+    """A FLAC whose first and last frames decode but whose middle does not: the cheap validation
+    before training passes it, decoding the whole file fails."""
+    sf.write(path, synth_corpus(1, seed=seed, duration_range=(0.8, 0.8))[0].numpy(), 24000)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = np.random.default_rng(seed).integers(0, 256, 64, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def manifest_around(path: Path, data_dir: Path, first=(), last=()) -> Path:
+    """The 8 good entries of ``data_dir`` (absolute paths) with ``first`` before and ``last`` after them."""
+    return write_manifest(path, [*first, *read_manifest(data_dir / "train.jsonl"), *last])
+
+
+def test_unreadable_files_are_skipped_before_and_during_training(data_dir, tmp_path):
+    """A file too short for the log-mel, one that fails among the speech-statistics files before step
+    1, one that fails when a batch draws it: the run goes on without them and lists each, naming
+    the file, in data_report.txt; `manifest validate --full` flags the same three entries."""
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(240, 0.1, np.float32), 24000)
+    stats_bad, late_bad = damaged_flac(tmp_path / "stats.flac", 1), damaged_flac(tmp_path / "late.flac", 2)
+    m = manifest_around(
+        tmp_path / "m.jsonl",
+        data_dir,
+        first=[ManifestEntry("stats", str(stats_bad), "broken early"), ManifestEntry("short", str(short), "short")],
+        last=[ManifestEntry("late", str(late_bad), "broken late")],
+    )
+    # The statistics are fitted on the first 4 files that decode: stats.flac, then q0 a0 q1 a1, not late.flac.
+    res = train(config(data_dir, tmp_path / "run", max_steps=6, stats_max_files=4, **{"data.train": [str(m)]}))
+    assert res.steps == 6 and len(res.history) == 6
+    report = (tmp_path / "run" / "data_report.txt").read_text().splitlines()
+    assert report == res.data_report and len(report) == 3, report
+    assert f"{m}:2 (id short): audio {short} holds 240 samples" in report[0]
+    assert "its log-mel needs at least 513 samples at 24000 Hz" in report[0]
+    assert report[1].startswith(f"entry 'stats': cannot decode {stats_bad} (")
+    assert report[2].startswith(f"entry 'late': cannot decode {late_bad} (")
+    full = validate_manifest(m, check_audio="full")
+    assert sorted(p.id for p in full.problems) == ["late", "short", "stats"]
+    from flow_omni.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["manifest", "validate", "--full", "--quiet", str(m)])
+    assert exit_info.value.code == 1
+
+
+def test_a_batch_of_only_unreadable_items_leaves_the_weights_alone(data_dir, tmp_path):
+    """With one item per batch, the batch that draws the broken file has nothing to train on: the run
+    goes on, and that step changes no weight (zero gradients would still move AdamW's)."""
+    late_bad = damaged_flac(tmp_path / "late.flac", 2)
+    m = manifest_around(tmp_path / "m.jsonl", data_dir, last=[ManifestEntry("late", str(late_bad), "broken")])
+
+    class Watch(L.Callback):
+        def __init__(self):
+            self.rows = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.before = [p.detach().clone() for p in module.parameters()]
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            same = all(torch.equal(a, b) for a, b in zip(self.before, module.parameters()))
+            self.rows.append((isinstance(batch, EmptyBatch), same))
+
+    watch = Watch()
+    cfg = config(data_dir, tmp_path / "run", max_steps=9, stats_max_files=4, **{"data.train": [str(m)]})
+    res = train(cfg.merged({"data": {"batch_size": 1}}), callbacks=[watch])
+    assert res.steps == 9 and len(res.data_report) == 1 and str(late_bad) in res.data_report[0]
+    assert watch.rows.count((True, True)) == 1  # the empty batch: nothing moved
+    assert all(not empty and not same for empty, same in watch.rows if not empty)
+
+
+def test_on_error_stop_names_the_unreadable_file_in_one_line(data_dir, tmp_path, capsys):
+    from flow_omni.cli import main
+
+    bad = damaged_flac(tmp_path / "bad.flac", 1)
+    entry = ManifestEntry("bad", str(bad), "broken")
+    cases = {
+        "stats": manifest_around(tmp_path / "early.jsonl", data_dir, first=[entry]),  # before step 1
+        "batch": manifest_around(tmp_path / "late.jsonl", data_dir, last=[entry]),  # when a batch draws it
+    }
+    for name, m in cases.items():
+        cfg = config(data_dir, tmp_path / name, max_steps=6, stats_max_files=4, **{"data.train": [str(m)]})
+        (tmp_path / f"{name}.yaml").write_text(cfg.merged({"data": {"on_error": "stop"}}).to_yaml())
+        assert main(["train", "--config", str(tmp_path / f"{name}.yaml"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith(f"flow-omni train: error: entry 'bad': cannot decode {bad} (")
+        assert not (tmp_path / name / "model").exists()
+
+
+def cli_train(cfg_path: Path, *args: str) -> tuple[int, str]:
+    """``flow-omni train --config cfg_path ARGS`` in this process: (exit code, the last line of stderr)."""
+    import contextlib
+    import io
+
+    from flow_omni.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", "--config", str(cfg_path), "--no-progress", *args])
+    text = err.getvalue()
+    assert "Traceback" not in text
+    return code, (text.strip().splitlines() or [""])[-1]
+
+
+def test_an_output_folder_holds_one_run(data_dir, tmp_path):
+    """A fresh run refuses a folder with another run's checkpoint and model; --resume continues it
+    (also from an older checkpoint, with no "-v1" file names) after removing killed writes'
+    partial files; --overwrite starts clean, leaving nothing of the earlier run."""
+    out = tmp_path / "run"
+    cfg = config(data_dir, out, max_steps=2, checkpoint_every_steps=2)
+    first = train(cfg)
+    ckpts = out / "checkpoints"
+    step2 = tmp_path / "step2.ckpt"
+    step2.write_bytes((ckpts / "last.ckpt").read_bytes())
+    kept = {
+        p: p.read_bytes() for p in [ckpts / "last.ckpt", first.model_dir / "model.safetensors", out / "train_log.jsonl"]
+    }
+    (tmp_path / "run.yaml").write_text(cfg.to_yaml())
+
+    code, err = cli_train(tmp_path / "run.yaml")
+    assert code == 2 and err.startswith(f"flow-omni train: error: {out} already holds a training run (")
+    assert "--resume" in err and "--overwrite" in err
+    assert all(p.read_bytes() == data for p, data in kept.items())  # nothing of it was touched
+
+    partial = ckpts / ".last.ckpt.k1ll3d.tmp"  # what atomic_write leaves when killed mid-write
+    partial.write_bytes(b"\0" * 1000)
+    assert cli_train(tmp_path / "run.yaml", "--resume", "--set", "max_steps=4")[0] == 0
+    assert not partial.exists()
+    resumed = FlowOmni.from_pretrained(out / "model")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step0000004.ckpt"]
+    # Again from step 2: step0000004.ckpt exists, and is overwritten rather than joined by a -v1 copy.
+    assert cli_train(tmp_path / "run.yaml", "--resume", str(step2), "--set", "max_steps=4")[0] == 0
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step0000004.ckpt"]
+    assert max_diff(FlowOmni.from_pretrained(out / "model"), resumed) < 1e-6
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 4
+
+    code, err = cli_train(tmp_path / "run.yaml", "--overwrite", "--resume", "last")
+    assert code == 2 and "give one of them" in err
+    args = ["--overwrite", "--set", "seed=1", "max_steps=3", "checkpoint_every_steps=3"]
+    assert cli_train(tmp_path / "run.yaml", *args)[0] == 0
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step0000003.ckpt"]
+    assert [h["step"] for h in read_loss_log(out / "train_log.jsonl")] == [0, 1, 2]
+    with open(out / "logs" / "csv" / "metrics.csv") as fh:
+        losses = [r for r in csv.DictReader(fh) if r["train/loss"]]
+    assert [int(r["step"]) for r in losses] == [0, 1, 2]  # the new run's steps, none of the old run's
+    assert max_diff(FlowOmni.from_pretrained(out / "model"), resumed) > 1e-3
+    assert TrainConfig.load(out / "config.yaml").seed == 1
+
+
+def test_one_training_at_a_time_per_folder(data_dir, tmp_path):
+    """A second run into a folder that a live run holds is refused in one line; the lock of a run
+    that was killed is no obstacle, and a run that fails lets go of it."""
+    from flow_omni.training.run_folder import LOCK_NAME, RunLock
+
+    out = tmp_path / "run"
+    cfg = config(data_dir, out, max_steps=2, checkpoint_every_steps=2)
+    (tmp_path / "run.yaml").write_text(cfg.to_yaml())
+    with RunLock(out):  # as a live training run holds it
+        code, err = cli_train(tmp_path / "run.yaml")
+    assert code == 2 and f"{out} is in use by another training run (pid {os.getpid()} on " in err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # the refused run wrote nothing
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from flow_omni.training.run_folder import RunLock; RunLock({str(out)!r}).__enter__(); "
+            "print('held', flush=True); import time; time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert holder.stdout.readline().strip() == "held"
+    assert f"pid {holder.pid} on " in (out / LOCK_NAME).read_text()
+    assert cli_train(tmp_path / "run.yaml")[0] == 2  # held by a live process
+    holder.kill()
+    holder.wait()
+    assert cli_train(tmp_path / "run.yaml")[0] == 0  # its holder is dead: the lock is free
+
+    bad = cfg.merged({"data": {"train": [str(tmp_path / "missing.jsonl")]}})
+    with pytest.raises(FlowOmniError):
+        train(bad, overwrite=True)
+    with RunLock(out):  # released by the run that failed
+        pass
 
 
 @pytest.mark.parametrize("name", ["quickstart", "stage1", "stage2", "stage2_lora", "noisy_finetune", "vocoder"])

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 from flow_omni.audio.synth import synth_speech  # noqa: E402
 from flow_omni.config import Config  # noqa: E402
-from flow_omni.data.manifest import ManifestEntry, write_manifest  # noqa: E402
+from flow_omni.data.manifest import ManifestEntry, read_manifest, write_manifest  # noqa: E402
 from flow_omni.errors import ConfigError  # noqa: E402
 from flow_omni.training.vocoder import (  # noqa: E402
     AudioSegmentDataset,
@@ -227,6 +227,65 @@ def test_resume_reproduces_the_uninterrupted_run(run):
     a = Vocoder.from_pretrained(exported).vocos.state_dict()
     b = Vocoder.from_pretrained(run["exported"]).vocos.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unreadable_files_are_skipped_and_reported_or_stop_the_run(tmp_path, capsys):
+    """A missing file and a FLAC damaged in the middle: with on_error skip the run trains on crops of
+    the other files and lists both in data_report.txt; with stop it ends with one line naming one."""
+    from flow_omni.cli import main
+
+    manifest, _ = _corpus(tmp_path / "data")
+    damaged = tmp_path / "data" / "damaged.flac"
+    sf.write(damaged, synth_speech(0.8, 24000, seed=9).numpy(), 24000)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(range(64))
+    damaged.write_bytes(bytes(data))
+    entries = [
+        ManifestEntry(id="gone", audio="missing.wav", text="x"),
+        ManifestEntry(id="damaged", audio="damaged.flac", text="x"),
+    ]
+    with_bad = write_manifest(tmp_path / "data" / "bad.jsonl", entries + read_manifest(manifest, resolve=False))
+    small = dict(max_steps=4, pretrain_mel_steps=4, val_manifests=[], checkpoint_every_steps=4)
+    cfg = _tiny_config(with_bad, tmp_path / "skip", **small)
+    train_vocoder(cfg, progress=False)
+    report = (tmp_path / "skip" / "data_report.txt").read_text().splitlines()
+    assert sorted(report) == [
+        f"audio file {tmp_path / 'data' / 'missing.wav'} does not exist",
+        f"cannot decode {damaged} (Error : flac decoder lost sync.); the file is truncated or corrupt",
+    ]
+    assert torch.load(tmp_path / "skip" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+
+    (tmp_path / "stop.yaml").write_text(cfg.replace(out_dir=str(tmp_path / "stop"), on_error="stop").to_yaml())
+    assert main(["train-vocoder", "--config", str(tmp_path / "stop.yaml"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("flow-omni train-vocoder: error: ") and ("missing.wav" in last or "damaged.flac" in last)
+    assert not (tmp_path / "stop" / "vocoder").exists()
+
+
+def test_the_output_folder_holds_one_run(tmp_path):
+    from flow_omni.errors import OutputFolderError
+    from flow_omni.training.run_folder import RunLock
+
+    manifest, _ = _corpus(tmp_path / "data")
+    cfg = _tiny_config(manifest, tmp_path / "run", max_steps=2, pretrain_mel_steps=2, val_manifests=[])
+    with RunLock(tmp_path / "run"), pytest.raises(OutputFolderError, match="in use by another training run"):
+        train_vocoder(cfg, progress=False)
+    train_vocoder(cfg, progress=False)
+    ckpts = tmp_path / "run" / "checkpoints"
+    before = (ckpts / "last.ckpt").read_bytes()
+    with pytest.raises(OutputFolderError, match="already holds a training run .*--overwrite"):
+        train_vocoder(cfg, progress=False)
+    assert (ckpts / "last.ckpt").read_bytes() == before
+    partial = ckpts / ".last.ckpt.k1ll3d.tmp"
+    partial.write_bytes(b"\0" * 1000)
+    train_vocoder(cfg, progress=False, resume=ckpts / "last.ckpt")  # at its end already: nothing to train
+    assert not partial.exists()
+    train_vocoder(cfg.replace(seed=1), progress=False, overwrite=True)
+    assert (ckpts / "last.ckpt").read_bytes() != before
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
+    assert [p.name for p in (tmp_path / "run" / "logs").iterdir()] == ["version_0"]  # the old run's logs went
 
 
 def test_multi_resolution_stft_distance():

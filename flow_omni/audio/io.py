@@ -7,6 +7,7 @@ or ``(C, T)`` (channels first), in [-1, 1].
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,33 @@ from flow_omni.errors import AudioError
 TARGET_SAMPLE_RATE = 24000
 #: Peak amplitude below which audio counts as silent (about -100 dBFS).
 SILENCE_PEAK = 1e-5
+# libsndfile's log line for a data chunk that claims more bytes than the file holds: WAV's "data",
+# AIFF's "SSND", AU's "Data Size".
+_DATA_SHORT = re.compile(r"^\s*(?:data|SSND|Data Size)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
+# Data sizes that streaming encoders write as placeholders (the length is unknown); not truncation.
+_STREAMING_SIZES = (0xFFFFFFFF, 0x7FFFFFFF)
+
+
+def data_shortfall(extra_info: str, samplerate: int) -> str | None:
+    """Why a WAV/AIFF/AU file holds less audio than its header declares (``"its header declares …"``), or None.
+
+    soundfile opens such a file whose data chunk was cut short and silently reports (and reads) the
+    shorter length; libsndfile's log (``extra_info``) keeps the declared size, which is the only
+    trace of the truncation.
+    """
+    m = _DATA_SHORT.search(extra_info or "")
+    if not m:
+        return None
+    declared, actual = int(m.group(1)), int(m.group(2))
+    if actual >= declared or declared in _STREAMING_SIZES:
+        return None
+    align = _BLOCK_ALIGN.search(extra_info)
+    seconds = ""
+    if align and int(align.group(1)) > 0 and samplerate > 0:
+        per_second = int(align.group(1)) * samplerate
+        seconds = f" ({actual / per_second:.2f} s of {declared / per_second:.2f} s)"
+    return f"its header declares {declared} bytes of audio data but the file holds {actual}{seconds}"
 
 
 def validate_audio(
@@ -93,17 +121,29 @@ def load_audio(
     Returns:
         ``(T,)`` when ``mono`` else ``(C, T)``.
     Raises:
-        AudioError: missing/unreadable/unsupported file, empty or non-finite audio, too long.
+        AudioError: missing/unreadable/unsupported file, a file shorter than its header says
+            (truncated), empty or non-finite audio, too long.
     """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file {path} does not exist")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        fh = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(
             f"cannot read {path} as audio ({exc}); supported formats: {', '.join(sorted(sf.available_formats()))}"
         ) from None
+    with fh:
+        sr, declared, shortfall = fh.samplerate, fh.frames, data_shortfall(fh.extra_info, fh.samplerate)
+        try:
+            data = fh.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:  # the header was fine, the data is not (a cut FLAC)
+            raise AudioError(f"cannot decode {path} ({exc}); the file is truncated or corrupt") from None
+    # A cut-off file must not pass for a shorter, complete one (a training target, a prompt).
+    if shortfall is None and len(data) < declared:
+        shortfall = f"its header declares {declared} frames but only {len(data)} could be read"
+    if shortfall is not None:
+        raise AudioError(f"{path} is truncated: {shortfall}")
     audio = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
     validate_audio(audio, name=str(path))
     if mono:

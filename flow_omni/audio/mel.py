@@ -50,6 +50,12 @@ class MelConfig(Config):
         """Mel frames per second of audio (93.75 for the defaults)."""
         return self.sample_rate / self.hop_length
 
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples (at ``sample_rate``) the log-mel accepts: reflect padding needs more than
+        half a window (``center``); ``same`` padding needs a hop."""
+        return self.n_fft // 2 + 1 if self.padding == "center" else self.hop_length
+
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` of audio."""
         if self.padding == "center":
@@ -88,10 +94,9 @@ class LogMel(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``(T,)`` or ``(B, T)`` float waveform at ``config.sample_rate`` → ``(…, n_mels, F)``."""
         validate_audio(audio, name="audio for LogMel")
-        if self.config.padding == "center" and audio.shape[-1] <= self.config.n_fft // 2:
-            # torch.stft's reflect padding needs more samples than half a window.
+        if audio.shape[-1] < self.config.min_samples:
             raise MelShapeError(
-                f"audio for LogMel: {audio.shape[-1]} samples is too short; need more than {self.config.n_fft // 2}"
+                f"audio for LogMel: {audio.shape[-1]} samples is too short; need at least {self.config.min_samples}"
             )
         return self.extractor(audio.float())
 

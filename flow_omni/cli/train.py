@@ -20,7 +20,7 @@ def train_command(args: argparse.Namespace) -> None:
         cfg = cfg.merged({"out_dir": args.out})
     if args.no_progress:
         cfg = cfg.merged({"progress": False})
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.model_dir is None:  # not rank 0
         return
     first = result.history[0]["loss"] if result.history else float("nan")
@@ -32,7 +32,7 @@ def train_command(args: argparse.Namespace) -> None:
     print(f"checkpoint:  {result.last_checkpoint}  (resume with --resume last)")
     print(f"logs:        {result.out_dir / 'logs'}  (CSV + TensorBoard), per-step losses in train_log.jsonl")
     if result.data_report:
-        print(f"skipped {len(result.data_report)} manifest line(s): {result.out_dir / 'data_report.txt'}")
+        print(f"skipped {len(result.data_report)} entries or items: {result.out_dir / 'data_report.txt'}")
     if result.eval_report:
         print(f"before/after report: {result.eval_report}")
 
@@ -53,6 +53,12 @@ def train_arguments(t: argparse.ArgumentParser) -> None:
         const="last",
         help="resume from a checkpoint: 'last' (default when given without a value), 'auto' "
         "(last if it exists, else start fresh) or a .ckpt path",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an output directory that holds an earlier run, deleting its checkpoints, "
+        "logs and model (without it such a directory is refused)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -75,8 +81,13 @@ def train_vocoder_command(args: argparse.Namespace) -> None:
         changes["train_manifests"] = list(args.manifest)
     if args.steps:
         changes["max_steps"] = args.steps
-    out = train_vocoder(cfg.merged(changes), progress=not args.no_progress, resume=args.resume)
+    cfg = cfg.merged(changes)
+    out = train_vocoder(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     print(f"vocoder: {out}  (use it with --vocoder {out})")
+    report = cfg.out / "data_report.txt"
+    skipped = report.read_text().splitlines() if report.is_file() else []
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s): {report}")
 
 
 def train_vocoder_arguments(tv: argparse.ArgumentParser) -> None:
@@ -85,4 +96,9 @@ def train_vocoder_arguments(tv: argparse.ArgumentParser) -> None:
     tv.add_argument("--out", help="output directory (override out_dir)")
     tv.add_argument("--steps", type=int, help="override max_steps")
     tv.add_argument("--resume", nargs="?", const="last", help="resume: 'last' or a .ckpt path")
+    tv.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an output directory that holds an earlier run, deleting its checkpoints, logs and export",
+    )
     tv.add_argument("--no-progress", action="store_true")

@@ -17,6 +17,11 @@ Augmentation (:class:`~flow_omni.audio.augment.Augmenter`) is a transform on the
 ``augment_targets`` is set, so that a noisy-domain fine-tune learns to read noisy speech while it
 keeps speaking clean speech. Every random choice of an item comes from the item's own seed.
 
+An item whose audio cannot be read or featurised is not an exception: the dataset returns a
+:class:`~flow_omni.data.report.Skipped` line naming the entry and the file, the :class:`Collator`
+leaves it out of the batch, and the data module reports it (or stops the run), see
+:mod:`flow_omni.data.report`.
+
 The T2A target speech is the entry's ``target_audio`` when it has one (the synthetic corpus speaks
 every text in its one output voice there, so that a model is not asked to guess which of many
 voices to use) and its ``audio`` otherwise (:attr:`ManifestEntry.t2a_audio`); A2T and A2A always
@@ -36,8 +41,9 @@ from torch.utils.data import Dataset
 
 from flow_omni.audio.augment import AugmentConfig, Augmenter
 from flow_omni.config import Config
-from flow_omni.data.features import FeatureCache
+from flow_omni.data.features import FeatureCache, about_file
 from flow_omni.data.manifest import ManifestEntry
+from flow_omni.data.report import Collated, EmptyBatch, Skipped
 from flow_omni.data.sampler import TASK_ORDER, ItemKey
 from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import Batch, Sample
@@ -66,7 +72,9 @@ class DataConfig(Config):
     augment_targets: bool = False
     max_seconds: float = 20.0  # longer entries are skipped (counted in the validation report)
     max_items: int | None = None  # use only the first N entries of each manifest (quick runs)
-    on_error: str = "skip"  # bad manifest lines: "skip" (reported) or "stop"
+    #: a bad manifest line, or a file that cannot be read or featurised when training reaches it:
+    #: "skip" it (listed in data_report.txt) or "stop" the run with a line naming it
+    on_error: str = "skip"
     check_audio: bool = True  # open every file once before training (reports corrupt files up front)
     num_workers: int = 0
 
@@ -162,7 +170,8 @@ class SpeechDataset(Dataset):
         """Encoder input features of an utterance, augmented with probability ``p_augment``."""
         if self.augmenter is not None and rng.random() < self.config.p_augment:
             audio, info = self.augmenter(self.cache.load_audio(path), int(rng.integers(2**62)))
-            return self.encoder.featurize(audio, self.tokenizer), info
+            with about_file(path):  # e.g. sped up below the log-mel's shortest input
+                return self.encoder.featurize(audio, self.tokenizer), info
         if self.encoder.config.kind == "whisper":
             return whisper_features(self.cache, self.encoder, path), {"applied": []}
         return self.tokenizer.encode_mel(self.cache.mel(path)), {"applied": []}
@@ -170,10 +179,11 @@ class SpeechDataset(Dataset):
     def _target_speech(self, path: str, rng: np.random.Generator) -> torch.Tensor:
         if self.config.augment_targets and self.augmenter is not None and rng.random() < self.config.p_augment:
             audio, _ = self.augmenter(self.cache.load_audio(path), int(rng.integers(2**62)))
-            return self.tokenizer.encode(audio)
+            with about_file(path):
+                return self.tokenizer.encode(audio)
         return self.tokenizer.encode_mel(self.cache.mel(path))
 
-    def __getitem__(self, key: ItemKey) -> Item:
+    def __getitem__(self, key: ItemKey) -> Item | Skipped:
         if not isinstance(key, ItemKey):
             raise TypeError("SpeechDataset is indexed by ItemKey; use it with BucketBatchSampler")
         e = self.entries[key.index]
@@ -206,17 +216,25 @@ class SpeechDataset(Dataset):
                     spans = [(s.text, self._target_speech(s.audio, rng) if s.audio else None) for s in e.segments]
                     sample = Sample("MIX", segments=spans)
         except FlowOmniError as exc:
-            raise FlowOmniError(f"entry {e.id!r} ({key.task}): {exc}") from exc
+            return Skipped(f"entry {e.id!r}: {exc}")
         return Item(sample, key.seed, key, info)
 
 
 class Collator:
-    """Items → a right-padded training :class:`Batch` (with per-item seeds), via the model's layout."""
+    """Items → a right-padded training :class:`Batch` (with per-item seeds), via the model's layout.
+
+    Skipped items are left out of the batch and their lines passed on; the batch is an
+    :class:`~flow_omni.data.report.EmptyBatch` when every item was skipped.
+    """
 
     def __init__(self, model) -> None:
         self.model = model
 
-    def __call__(self, items: Sequence[Item]) -> Batch:
-        batch = self.model.collate([it.sample for it in items])
-        batch.seeds = torch.tensor([it.seed for it in items], dtype=torch.long)
-        return batch
+    def __call__(self, items: Sequence[Item | Skipped]) -> Collated:
+        good = [it for it in items if isinstance(it, Item)]
+        skipped = [it.line for it in items if isinstance(it, Skipped)]
+        if not good:
+            return Collated(EmptyBatch(), skipped)
+        batch: Batch = self.model.collate([it.sample for it in good])
+        batch.seeds = torch.tensor([it.seed for it in good], dtype=torch.long)
+        return Collated(batch, skipped)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,24 @@ from safetensors.torch import load_file, save_file
 from flow_omni.audio.io import load_audio
 from flow_omni.audio.mel import LogMel, MelConfig
 from flow_omni.checkpoint import atomic_write
+from flow_omni.errors import AudioError, FlowOmniError
 
 CACHE_VERSION = 1
+
+
+@contextmanager
+def about_file(path: str | Path) -> Iterator[None]:
+    """Re-raise an error of featurising ``path`` as an :class:`AudioError` that names the file.
+
+    The feature code sees a waveform, not where it came from ("audio for LogMel: 240 samples is too
+    short"); the user needs to know which file to fix or drop.
+    """
+    try:
+        yield
+    except FlowOmniError as exc:
+        if str(path) in str(exc):  # load_audio's errors name it already
+            raise
+        raise AudioError(f"cannot featurise {path}: {exc}") from None
 
 
 @dataclass
@@ -54,7 +71,12 @@ class FeatureCache:
 
     def _key(self, path: str | Path, kind: str, spec: dict) -> str:
         p = Path(path).resolve()
-        st = p.stat()
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise AudioError(f"audio file {path} does not exist") from None
+        except OSError as exc:
+            raise AudioError(f"cannot read {path} ({exc.strerror or exc})") from None
         ident = json.dumps([CACHE_VERSION, str(p), st.st_size, st.st_mtime_ns, kind, spec], sort_keys=True)
         return hashlib.sha1(ident.encode()).hexdigest()
 
@@ -83,7 +105,10 @@ class FeatureCache:
                 except (SafetensorError, KeyError, OSError, ValueError):
                     pass  # damaged entry (e.g. a disk filled up): recompute and overwrite below
         self.stats.misses += 1
-        feats = compute(self.load_audio(path) if audio is None else audio).detach().float().contiguous()
+        if audio is None:
+            audio = self.load_audio(path)
+        with about_file(path):
+            feats = compute(audio).detach().float().contiguous()
         if entry is not None:
             atomic_write(entry, lambda tmp: save_file({"features": feats}, str(tmp)))
         return feats

@@ -15,7 +15,10 @@ Checked for every line:
   :data:`DURATION_TOLERANCE` (``duration_mismatch``), and ``audio``/``answer_audio``/``target_audio``
   respect ``min_duration``/``max_duration``
   (``too_short``/``too_long``; measured from the file, or taken from the duration fields when
-  ``check_audio`` is off).
+  ``check_audio`` is off);
+* with ``check_audio``, every file is long enough for the log-mel that training computes from it
+  (``too_short``: at least :attr:`~flow_omni.audio.mel.MelConfig.min_samples` once resampled), so
+  that a manifest that validates clean trains without a file being rejected.
 
 Audio checks are cheap by default: the header via ``soundfile.info``, then the first and last
 :data:`EDGE_FRAMES` frames are decoded — that catches garbage files, WAVs whose header promises
@@ -36,7 +39,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,8 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from flow_omni.audio.io import data_shortfall
+from flow_omni.audio.mel import MelConfig
 from flow_omni.data.manifest import REQUIRED_KEYS, ManifestEntry, ManifestError, iter_manifest
 from flow_omni.errors import ConfigError
 
@@ -55,11 +59,6 @@ DURATION_TOLERANCE = 0.1
 #: Frames decoded at each end of a file by the cheap corruption check.
 EDGE_FRAMES = 1024
 _BLOCK = 1 << 16
-# libsndfile's log line for a WAV whose data chunk claims more bytes than the file holds.
-_WAV_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
-_BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
-# Data sizes that streaming encoders write as placeholders (the length is unknown); not truncation.
-_STREAMING_SIZES = (0xFFFFFFFF, 0x7FFFFFFF)
 
 
 class ManifestNotFoundError(ManifestError, FileNotFoundError):
@@ -155,22 +154,9 @@ def _probe_audio(path: Path, shown: str, full: bool) -> _AudioInfo:
         raise _AudioProblem("unreadable_audio", f"cannot open {shown} as audio ({reason})") from None
     if info.samplerate <= 0:
         raise _AudioProblem("unreadable_audio", f"{shown} has an invalid sample rate {info.samplerate}")
-    # soundfile opens a WAV whose data chunk was cut short and silently reports the shorter length;
-    # libsndfile's log keeps the declared size, which is the only trace of the truncation.
-    m = _WAV_SHORT.search(info.extra_info or "")
-    if m:
-        declared, actual = int(m.group(1)), int(m.group(2))
-        if actual < declared and declared not in _STREAMING_SIZES:
-            align = _BLOCK_ALIGN.search(info.extra_info)
-            seconds = ""
-            if align and int(align.group(1)) > 0:
-                per_second = int(align.group(1)) * info.samplerate
-                seconds = f" ({actual / per_second:.2f} s of {declared / per_second:.2f} s)"
-            raise _AudioProblem(
-                "truncated_audio",
-                f"{shown} is truncated: its header declares {declared} bytes of audio data but the file holds "
-                f"{actual}{seconds}",
-            )
+    shortfall = data_shortfall(info.extra_info, info.samplerate)
+    if shortfall is not None:
+        raise _AudioProblem("truncated_audio", f"{shown} is truncated: {shortfall}")
     if info.frames <= 0:
         raise _AudioProblem("empty_audio", f"{shown} holds 0 audio frames")
     try:
@@ -232,6 +218,7 @@ def validate_manifest(
     sample_rate: int | None = None,
     max_duration: float | None = None,
     min_duration: float | None = None,
+    mel: MelConfig | None = None,
     progress: bool = False,
 ) -> ValidationReport:
     """Check every line of a manifest; return the good entries and one :class:`Problem` per fault.
@@ -244,6 +231,8 @@ def validate_manifest(
             decodes each file completely; ``False`` only checks that files exist.
         sample_rate: if given, files at another rate are reported (``wrong_sample_rate``).
         max_duration, min_duration: limits in seconds on ``audio``, ``answer_audio`` and ``target_audio``.
+        mel: the log-mel the files will be featurised with (default: the Vocos-24k one); files too
+            short for it are reported (``too_short``, only when ``check_audio`` opens them).
         progress: show a progress bar over lines.
 
     Returns:
@@ -275,6 +264,7 @@ def validate_manifest(
         sample_rate=sample_rate,
         max_duration=max_duration,
         min_duration=min_duration,
+        mel=mel or MelConfig(),
     )
     # A second reader walks the file in step with iter_manifest, so a rejected line can be
     # classified (and its id shown) without holding the whole manifest in memory.
@@ -305,6 +295,7 @@ class _Checker:
         sample_rate: int | None,
         max_duration: float | None,
         min_duration: float | None,
+        mel: MelConfig,
     ) -> None:
         self.path = path
         self.root = path.resolve().parent
@@ -313,6 +304,7 @@ class _Checker:
         self.sample_rate = sample_rate
         self.max_duration = max_duration
         self.min_duration = min_duration
+        self.mel = mel
         self.report = ValidationReport(source=str(path))
         self.seen_ids: dict[str, int] = {}
         self.probed: dict[Path, _AudioInfo | _AudioProblem] = {}  # a file named by several lines is opened once
@@ -414,6 +406,15 @@ class _Checker:
                 flag(res.kind, res.message if label == "audio" else f"{label}: {res.message}")
                 return None
             length = measured = res.duration
+            # load_audio resamples T frames to ceil(T * new / old) samples; the log-mel needs min_samples.
+            samples = math.ceil(res.frames * self.mel.sample_rate / res.samplerate)
+            if samples < self.mel.min_samples:
+                flag(
+                    "too_short",
+                    f"{label} {raw} holds {res.frames} samples at {res.samplerate} Hz ({res.duration:.3f} s); "
+                    f"its log-mel needs at least {self.mel.min_samples} samples at {self.mel.sample_rate} Hz "
+                    f"({self.mel.min_samples / self.mel.sample_rate:.3f} s)",
+                )
             if self.sample_rate is not None and res.samplerate != self.sample_rate:
                 flag("wrong_sample_rate", f"{label} {raw} is at {res.samplerate} Hz; expected {self.sample_rate} Hz")
             if declared is not None and abs(declared - res.duration) > DURATION_TOLERANCE:

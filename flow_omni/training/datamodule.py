@@ -5,6 +5,11 @@ Resuming mid-epoch: the module counts the batches that actually reach ``training
 Lightning prefetches) and stores the count in the checkpoint; on load the batch sampler continues
 its plan right after that many batches. Together with per-item seeds this makes a resumed run see the
 same batches with the same noise as an uninterrupted one.
+
+Data problems go to one :class:`~flow_omni.data.report.DataReport` (``data_report.txt``): the lines
+that manifest validation skipped, the files that fail while the speech statistics are fitted
+(their entries leave the training set), and the items a batch had to leave out (recorded here, in
+the main process, from what the collate function passed on).
 """
 
 from __future__ import annotations
@@ -13,26 +18,34 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from flow_omni.audio.mel import MelConfig
 from flow_omni.data.dataset import Collator, DataConfig, SpeechDataset
 from flow_omni.data.features import FeatureCache
 from flow_omni.data.manifest import ManifestEntry
+from flow_omni.data.report import Collated, DataReport
 from flow_omni.data.sampler import BucketBatchSampler
 from flow_omni.data.validate import validate_manifest
 from flow_omni.errors import FlowOmniError
 
 
-def load_entries(paths: list[str], config: DataConfig, *, what: str = "train") -> tuple[list[ManifestEntry], list[str]]:
+def load_entries(
+    paths: list[str], config: DataConfig, *, what: str = "train", mel: MelConfig | None = None
+) -> tuple[list[ManifestEntry], list[str]]:
     """Validated entries of several manifests and the report lines of every skipped one.
 
-    Bad lines (missing or unreadable audio, empty text, bad JSON…) are skipped with one report
-    line each, or stop the run at the first, as ``config.on_error`` says; entries longer than
-    ``max_seconds`` are skipped and reported too.
+    Bad lines (missing or unreadable audio, empty text, bad JSON, audio too short for the log-mel
+    ``mel``…) are skipped with one report line each, or stop the run at the first, as
+    ``config.on_error`` says; entries longer than ``max_seconds`` are skipped and reported too.
     """
     entries: list[ManifestEntry] = []
     report: list[str] = []
     for path in paths:
         rep = validate_manifest(
-            path, on_error=config.on_error, check_audio=config.check_audio, max_duration=config.max_seconds
+            path,
+            on_error=config.on_error,
+            check_audio=config.check_audio,
+            max_duration=config.max_seconds,
+            mel=mel,
         )
         report += rep.lines()
         got = rep.entries[: config.max_items] if config.max_items else rep.entries
@@ -51,28 +64,53 @@ class FlowOmniDataModule(L.LightningDataModule):
         self.cache = FeatureCache(config.resolved_cache_dir(), model.config.speech.mel)
         self.train_entries: list[ManifestEntry] = []
         self.valid_entries: list[ManifestEntry] = []
-        self.report: list[str] = []
+        self.report = DataReport(config.on_error)
         self._train_sampler: BucketBatchSampler | None = None
         self._consumed = 0  # global training batches that reached training_step
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_entries:
             return
-        self.train_entries, rep = load_entries(self.config.train, self.config, what="train")
-        self.report += rep
+        mel = self.cache.mel_config
+        self.train_entries, rep = load_entries(self.config.train, self.config, what="train", mel=mel)
+        self.report.extend(rep)  # validate_manifest has logged each line already
         if self.config.valid:
-            self.valid_entries, rep = load_entries(self.config.valid, self.config, what="valid")
-            self.report += rep
-        # validate_manifest has already logged each skipped line (logger "flow_omni.data").
+            self.valid_entries, rep = load_entries(self.config.valid, self.config, what="valid", mel=mel)
+            self.report.extend(rep)
 
-    def speech_mels(self, max_files: int):
-        """Raw log-mels of up to ``max_files`` training files (for fitting the token statistics)."""
-        seen = set()
+    def speech_mels(self, max_files: int) -> list[torch.Tensor]:
+        """Raw log-mels of up to ``max_files`` training files (for fitting the token statistics).
+
+        A file that cannot be read or featurised is reported (or stops the run, as
+        ``data.on_error`` says), and every training entry that names it is dropped: it would fail
+        again each time a batch drew it.
+        """
+        mels: list[torch.Tensor] = []
+        seen: set[str] = set()
+        bad: dict[str, str] = {}
         for e in self.train_entries:
             for path in (e.audio, e.answer_audio, e.target_audio):
-                if path and path not in seen and len(seen) < max_files:
+                if path and path not in seen and len(mels) < max_files:
                     seen.add(path)
-                    yield self.cache.mel(path)
+                    try:
+                        mels.append(self.cache.mel(path))
+                    except FlowOmniError as exc:
+                        bad[path] = str(exc)
+                        self.report.add(f"entry {e.id!r}: {exc}")
+        if bad:
+            keep = []
+            for e in self.train_entries:
+                why = next((bad[p] for p in (e.audio, e.answer_audio, e.target_audio) if p in bad), None)
+                if why is None:
+                    keep.append(e)
+                else:
+                    self.report.add(f"entry {e.id!r}: {why}")
+            if not keep:
+                raise FlowOmniError(
+                    f"no usable train entries in {self.config.train}; problems: {self.report.lines[:5]}"
+                )
+            self.train_entries = keep
+        return mels
 
     def _world(self) -> tuple[int, int]:
         if self.trainer is not None:
@@ -111,9 +149,14 @@ class FlowOmniDataModule(L.LightningDataModule):
         return self._loader(self.valid_entries, shuffle=False) if self.valid_entries else []
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        # Runs for the batch about to be trained (not for one Lightning has only prefetched).
+        # Runs for the batch about to be trained (not for one Lightning has only prefetched), in the
+        # main process: the place to report the items the batch left out, or to stop on them.
+        if isinstance(batch, Collated):
+            for line in batch.skipped:
+                self.report.add(line)
+            batch = batch.batch
         if self.trainer is not None and self.trainer.training:
-            self._consumed += 1
+            self._consumed += 1  # a batch whose items were all skipped still takes its place in the plan
         return batch
 
     def state_dict(self) -> dict:

@@ -9,6 +9,15 @@ batch (tested). Every random draw comes from per-item seeds (see :mod:`flow_omni
 plus a per-step seed for anything else (:meth:`FlowOmniModule.step_seed`: an explicit generator for
 the model's own draws, a seeded fork of torch's global RNG for dropout, e.g. LoRA's), which is what
 makes a resumed run repeat an uninterrupted one; the global RNG itself is never reseeded.
+
+A batch whose items were all skipped (unreadable audio, see :mod:`flow_omni.data.report`) arrives as
+an ``EmptyBatch`` and trains as if it had not been drawn. One process skips the backward pass; the
+optimiser then finds no gradient, and AdamW leaves every weight without one alone. Under DDP the
+other ranks wait in the gradient all-reduce, so an idle rank runs a backward pass of zero through
+every weight; that would give a zero gradient (which AdamW applies: momentum, weight decay) to
+weights no rank's items used, so in such a step the ranks all-reduce which weights their items used
+and drop the gradients of the others: N ranks still train like one process. (Not under FSDP, whose
+flat parameters are not the module's: there such weights take an AdamW step on a zero gradient.)
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.strategies import DDPStrategy
 
+from flow_omni.data.report import EmptyBatch
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import Batch
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniOutput
@@ -40,6 +51,9 @@ class FlowOmniModule(L.LightningModule):
         self.model = model
         self.config = config
         self.loss_log: Path | None = None  # rank 0 appends one JSON line per step here
+        # DDP only, since the last optimiser step: was a rank idle, and which weights did this rank's items use?
+        self._idle_since_step = False
+        self._used_since_step: set[int] = set()
 
     # ----------------------------------------------------------------------------- parameters
     def configure_optimizers(self):
@@ -62,20 +76,38 @@ class FlowOmniModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --------------------------------------------------------------------------------- losses
-    def _normalised_loss(self, out: FlowOmniOutput) -> torch.Tensor:
-        w = self.model.config.loss_weights
-        terms = {
-            "text": (out.text_loss, out.num_text, w.text),
-            "state": (out.state_loss, out.num_state, w.state),
-            "flow": (out.flow_loss, out.num_speech, w.flow),
-            "ctc": (out.loss.new_zeros(()) if out.ctc_loss is None else out.ctc_loss, out.num_ctc, w.ctc),
-        }
+    def _distributed(self) -> bool:
         world = self.trainer.world_size if self._trainer is not None else 1
-        if world == 1 or not dist.is_available() or not dist.is_initialized():
+        return world > 1 and dist.is_available() and dist.is_initialized()
+
+    def _normalised_loss(self, out: FlowOmniOutput | None) -> torch.Tensor:
+        """The loss to backpropagate (see the module doc); ``out`` is None for an idle DDP rank."""
+        if not self._distributed():
             return out.loss
-        local = torch.tensor([float(terms[t][1]) for t in TERMS], device=out.loss.device)
+        w = self.model.config.loss_weights
+        terms = {}
+        if out is not None:
+            terms = {
+                "text": (out.text_loss, out.num_text, w.text),
+                "state": (out.state_loss, out.num_state, w.state),
+                "flow": (out.flow_loss, out.num_speech, w.flow),
+                "ctc": (out.loss.new_zeros(()) if out.ctc_loss is None else out.ctc_loss, out.num_ctc, w.ctc),
+            }
+        counts = [float(terms[t][1]) if terms else 0.0 for t in TERMS]
+        local = torch.tensor([*counts, float(out is None)], device=self.device)  # last: "this rank is idle"
         total = local.clone()
         dist.all_reduce(total)
+        self._idle_since_step |= bool(total[-1] > 0)
+        if out is None:
+            # Zero, through every trainable weight: backward, and the gradient all-reduce the other
+            # ranks wait in, run as for any batch.
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+        exact = isinstance(self.trainer.strategy, DDPStrategy)
+        # Which weights this rank used matters only in a step with an idle rank; with accumulation an
+        # idle micro-batch may come after this one, so then it is noted in every micro-batch.
+        if exact and (self._idle_since_step or self.trainer.accumulate_grad_batches > 1):
+            self._used_since_step |= _parameters_in_graph(out.loss)
+        world = self.trainer.world_size
         loss = out.loss.new_zeros(())
         for i, t in enumerate(TERMS):
             mean, _, weight = terms[t]
@@ -100,7 +132,10 @@ class FlowOmniModule(L.LightningModule):
         resumed run draws what an uninterrupted one did."""
         return self.config.seed * 1_000_003 + self.global_step * 101 + self.global_rank
 
-    def training_step(self, batch: Batch, batch_idx: int):
+    def training_step(self, batch: Batch | EmptyBatch, batch_idx: int):
+        if isinstance(batch, EmptyBatch):  # every item of this rank's share was skipped (reported by the data module)
+            # One process: None, and Lightning skips the backward pass. DDP: see the module doc.
+            return self._normalised_loss(None) if self._distributed() else None
         seed = self.step_seed()
         generator = torch.Generator(device=self.model.device).manual_seed(seed)
         # Dropout (LoRA's, a pretrained backbone's) can only draw from torch's global RNG: it gets a fork of
@@ -113,9 +148,8 @@ class FlowOmniModule(L.LightningModule):
         loss = self._normalised_loss(out)
         bs = batch.text.shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=False)
-        for t in TERMS:
-            if getattr(out, f"{t}_loss") is not None:  # the CTC term is None when off or without transcripts
-                self.log(f"train/{t}", getattr(out, f"{t}_loss"), batch_size=bs)
+        for t, value in _terms(out):
+            self.log(f"train/{t}", value, batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
         if self.global_rank == 0 and self.loss_log is not None:
             with open(self.loss_log, "a") as fh:
@@ -123,6 +157,9 @@ class FlowOmniModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        if self._idle_since_step and isinstance(self.trainer.strategy, DDPStrategy):  # alike on every rank
+            self._drop_unused_gradients()
+        self._idle_since_step, self._used_since_step = False, set()
         norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
         if norms:
             total = torch.stack(norms).norm()
@@ -133,23 +170,33 @@ class FlowOmniModule(L.LightningModule):
                 )
             self.log("train/grad_norm", total, batch_size=1)
 
+    def _drop_unused_gradients(self) -> None:
+        """Gradients of the weights that no rank's items used since the last step become None, as
+        one process would have them (an idle rank gave every weight a zero gradient)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        used = torch.tensor([float(id(p) in self._used_since_step) for p in params], device=self.device)
+        dist.all_reduce(used)
+        for p, n in zip(params, used.tolist()):
+            if n == 0:
+                p.grad = None
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         if self.config.optim.grad_clip > 0:
             self.clip_gradients(
                 optimizer, gradient_clip_val=self.config.optim.grad_clip, gradient_clip_algorithm="norm"
             )
 
-    def validation_step(self, batch: Batch, batch_idx: int):
+    def validation_step(self, batch: Batch | EmptyBatch, batch_idx: int):
+        if isinstance(batch, EmptyBatch):  # every item was skipped (reported by the data module)
+            return
         out = self.model(batch)
         self._check_finite(out, "validation")
         bs = batch.text.shape[0]
         self.log("val/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
-        for t in TERMS:
-            value = getattr(out, f"{t}_loss")
-            if value is not None:
-                # Not synced: a rank whose batch has no transcripts has no CTC term, and a synced log
-                # would wait for it forever; the other terms exist on every rank.
-                self.log(f"val/{t}", value, batch_size=bs, sync_dist=t != "ctc")
+        for t, value in _terms(out):
+            # The CTC term is not synced: a rank whose batch has no transcripts has none, and a synced
+            # log would wait for it forever; the other terms exist on every rank.
+            self.log(f"val/{t}", value, batch_size=bs, sync_dist=t != "ctc")
 
     # ------------------------------------------------------------------------------- resuming
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -159,6 +206,28 @@ class FlowOmniModule(L.LightningModule):
             lines = [ln for ln in self.loss_log.read_text().splitlines() if ln.strip()]
             kept = [ln for ln in lines if json.loads(ln)["step"] < step]
             self.loss_log.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _parameters_in_graph(loss: torch.Tensor) -> set[int]:
+    """``id`` of every leaf tensor (weight) that backward from ``loss`` would give a gradient."""
+    found: set[int] = set()
+    seen: set = set()
+    stack = [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        leaf = getattr(fn, "variable", None)  # AccumulateGrad nodes hold the weight they write to
+        if leaf is not None:
+            found.add(id(leaf))
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return found
+
+
+def _terms(out: FlowOmniOutput) -> list[tuple[str, torch.Tensor]]:
+    """The loss terms this batch has: the CTC term is None when it is off or no item has a transcript."""
+    return [(t, getattr(out, f"{t}_loss")) for t in TERMS if getattr(out, f"{t}_loss") is not None]
 
 
 def read_loss_log(path: str | Path) -> list[dict]:

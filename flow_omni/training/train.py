@@ -8,15 +8,23 @@ The same call runs as plain ``python``/``flow-omni train`` (one process), under 
 * ``checkpoints/last.ckpt`` — Lightning checkpoint for resuming (written atomically);
 * ``logs/`` — CSV (``metrics.csv``) and TensorBoard logs; ``train_log.jsonl`` — per-step losses;
 * ``model/`` — the result as ``save_pretrained`` (LoRA merged), ``adapter/`` — LoRA weights alone;
-* ``config.yaml`` — the resolved config; ``data_report.txt`` — skipped manifest lines.
+* ``config.yaml`` — the resolved config; ``data_report.txt`` — the data it skipped: manifest lines,
+  and files that could not be read or featurised when the run reached them (one line each);
+* ``train.lock`` — held while the run lives (:mod:`flow_omni.training.run_folder`).
+
+A folder holds one run: a fresh run refuses a folder with an earlier run's checkpoint or export
+unless told to overwrite it (then it deletes that run's outputs first), and a second process
+cannot train into a folder while a run holds its lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,8 +36,25 @@ from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
 from flow_omni.training.config import GROUPS, TrainConfig
 from flow_omni.training.report import write_eval_report
+from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
+#: Everything a run writes into its out_dir (a fresh run removes what an earlier one left).
+RUN_OUTPUTS = (
+    "checkpoints",
+    "logs",
+    "model",
+    "adapter",
+    "config.yaml",
+    "data_report.txt",
+    "train_log.jsonl",
+    "eval_before.json",
+    "eval.json",
+    "eval_report.md",
+    "eval_cer.png",
+)
+#: What makes an out_dir hold an earlier run: something to resume from, or a result.
+RUN_MARKS = ("checkpoints/*.ckpt", "model", "adapter")
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
@@ -131,11 +156,52 @@ def _devices(config: TrainConfig):
     return int(d) if d.isdigit() else d
 
 
-def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()) -> TrainResult:
+def train(
+    config: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False, callbacks=()
+) -> TrainResult:
     """Run (or resume) a training run; returns where everything was written.
 
-    ``callbacks``: extra Lightning callbacks (timers, custom logging) added to the run's own.
+    Args:
+        resume: ``"last"`` (``out_dir/checkpoints/last.ckpt``), ``"auto"`` (last if it exists, else
+            a fresh run) or a ``.ckpt`` path.
+        overwrite: a fresh run into an ``out_dir`` that holds an earlier run (a checkpoint or an
+            export) deletes that run's outputs first; without it the run refuses the folder.
+        callbacks: extra Lightning callbacks (timers, custom logging) added to the run's own.
+
+    Raises:
+        OutputFolderError: ``out_dir`` holds an earlier run (and neither ``resume`` nor
+            ``overwrite`` was given), or another process is training into it.
     """
+    if overwrite and resume is not None and str(resume) != "auto":
+        raise ConfigError(
+            "--overwrite starts the run again from step 0 and --resume continues it; give one of them "
+            "(--resume auto --overwrite resumes when there is a checkpoint and starts afresh otherwise)"
+        )
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = None
+    if resume is not None:
+        ckpt_path = out / "checkpoints" / "last.ckpt" if str(resume) in ("last", "auto") else Path(resume)
+        if not ckpt_path.is_file():
+            if str(resume) == "auto":
+                ckpt_path = None
+            else:
+                raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
+    is_rank0 = launch_rank() == 0
+    # Rank 0 stands for the run: the other ranks of a DDP run share its folder, lock and outputs.
+    with RunLock(out) if is_rank0 else contextlib.nullcontext():
+        if is_rank0:
+            notes = prepare_run_folder(
+                out, fresh=ckpt_path is None, overwrite=overwrite, outputs=RUN_OUTPUTS, marks=RUN_MARKS
+            )
+            for note in notes:
+                print(f"[flow-omni] {note}")
+        return _train(config, ckpt_path, is_rank0, callbacks)
+
+
+def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callbacks) -> TrainResult:
     # Lightning (flow_omni[train]) and our modules built on it are imported here, not at the top, so that
     # importing flow_omni.training (configs, build_model, quick_train) works without it.
     import lightning as L
@@ -146,39 +212,28 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
     from flow_omni.training.datamodule import FlowOmniDataModule
     from flow_omni.training.module import FlowOmniModule, read_loss_log
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
-    ckpt_path = None
-    if resume is not None:
-        ckpt_path = ckpt_dir / "last.ckpt" if str(resume) in ("last", "auto") else Path(resume)
-        if not ckpt_path.is_file():
-            if str(resume) == "auto":
-                ckpt_path = None
-            else:
-                raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(config)
     data = FlowOmniDataModule(model, config.data, seed=config.seed)
     data.setup("fit")
-    is_rank0 = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+    report_path = out / "data_report.txt"
     if is_rank0:
         atomic_write_text(out / "config.yaml", config.to_yaml())
-        atomic_write_text(out / "data_report.txt", "".join(line + "\n" for line in data.report))
+        data.report.attach(report_path, keep_existing=ckpt_path is not None)
     if not config.model.init_from:
         # A new model's token statistics are a function of the training data alone, so every rank
         # (and a resumed run) computes the same ones; a fine-tune keeps those of its checkpoint.
-        mels = list(data.speech_mels(config.stats_max_files))
+        mels = data.speech_mels(config.stats_max_files)
         model.fit_speech_stats(mels=mels)
         if model.speech.needs_fit:  # e.g. a discrete model's codebooks: fitted on the same tokens, same files
             model.fit_speech_head([model.speech_tokenizer.encode_mel(m) for m in mels])
+    if not is_rank0:  # rank 0 has written what every rank found so far; each appends what its batches meet
+        data.report.attach(report_path, write=False)
     counts = set_trainable(model, config)
     module = FlowOmniModule(model, config)
-    module.loss_log = out / "train_log.jsonl"
-    if ckpt_path is None and is_rank0 and module.loss_log.exists():
-        module.loss_log.unlink()  # a fresh run starts a fresh log
+    module.loss_log = out / "train_log.jsonl"  # a fresh run starts without one (prepare_run_folder)
 
     loggers = []
     if "csv" in config.loggers:
@@ -196,6 +251,9 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
                 save_top_k=1,
                 save_last=True,
                 save_on_train_epoch_end=False,
+                # Overwrite (atomically, AtomicCheckpointIO) a file of the same name, e.g. after resuming
+                # from an older checkpoint, instead of writing "last-v1.ckpt" beside it.
+                enable_version_counter=False,
             )
         ],
     )
@@ -231,7 +289,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         print(
             f"[flow-omni] training {summary} of {model.num_parameters() / 1e6:.2f}M parameters; "
             f"{len(data.train_entries)} train / {len(data.valid_entries)} valid entries; "
-            f"{len(data.report)} skipped (see {out / 'data_report.txt'})"
+            f"{len(data.report)} skipped (see {report_path})"
         )
     before = None
     if config.eval is not None and config.eval.manifests and trainer.is_global_zero and ckpt_path is None:
@@ -239,7 +297,10 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         atomic_write_text(out / "eval_before.json", json.dumps(before, indent=2))
         model.train()
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    with warnings.catch_warnings():
+        # A batch whose items were all skipped returns None on purpose (FlowOmniModule.training_step).
+        warnings.filterwarnings("ignore", message="`training_step` returned `None`")
+        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     seconds = time.perf_counter() - t0
     model_dir = adapter_dir = None
     if trainer.is_global_zero:
@@ -264,7 +325,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, callbacks=()
         trainer.global_step,
         seconds,
         history,
-        data.report,
+        data.report.lines,
         eval_report,
     )
 

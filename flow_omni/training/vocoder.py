@@ -31,6 +31,7 @@ vocoder returns exactly ``T`` samples).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -52,7 +53,10 @@ from flow_omni.audio.io import SILENCE_PEAK, load_audio
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.config import Config
 from flow_omni.data.manifest import read_manifest
-from flow_omni.errors import ConfigError
+from flow_omni.data.report import Collated, DataReport
+from flow_omni.errors import AudioError, ConfigError, FlowOmniError
+from flow_omni.training.checkpoint_io import AtomicCheckpointIO
+from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
 from flow_omni.training.schedule import warmup_cosine
 from flow_omni.vocoder.vocos_vocoder import Vocoder, VocoderConfig
 
@@ -78,6 +82,9 @@ class VocoderTrainConfig(Config):
     gain_db_range: list[float] = dataclasses.field(default_factory=lambda: [-6.0, -1.0])
     val_gain_db: float = -3.0
     seed: int = 4444
+    #: a file that cannot be read when a batch draws it: "skip" it (a crop of the next file that
+    #: reads takes its place; listed in data_report.txt) or "stop" the run with a line naming it
+    on_error: str = "skip"
     # optimisation
     max_steps: int = 1_000_000
     lr_generator: float = 5e-4
@@ -142,6 +149,8 @@ class VocoderTrainConfig(Config):
             raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.val_max_batches is not None and self.val_max_batches < 1:
             raise ConfigError("val_max_batches must be >= 1 or null")
+        if self.on_error not in ("skip", "stop"):
+            raise ConfigError(f"on_error must be 'skip' or 'stop', got {self.on_error!r}")
 
     @property
     def out(self) -> Path:
@@ -168,6 +177,11 @@ class AudioSegmentDataset(Dataset):
     int key gives the deterministic validation item (first ``segment_samples``, gain
     ``val_gain_db``). Clips shorter than a segment are tiled to length (as vocos does), so every
     crop is full of signal. Items are ``(segment_samples,)`` float32.
+
+    A file that cannot be read gives its place to the next file that can (in file order, so the
+    item is still a function of its key): a crop is a crop of any speech, and a batch keeps its
+    size, which DDP needs. Its error goes to :attr:`problems`, which :meth:`collate` (run in the
+    same data-loader worker) passes on with the batch for the run's report.
     """
 
     def __init__(
@@ -188,9 +202,28 @@ class AudioSegmentDataset(Dataset):
         self.seed = seed
         self.gain_db_range = tuple(gain_db_range)
         self.val_gain_db = val_gain_db
+        self.problems: list[str] = []  # errors met since the last collate
+        self._unreadable: dict[int, str] = {}  # file index -> error, so a bad file is not decoded again
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def _load(self, index: int) -> torch.Tensor:
+        n = len(self.files)
+        for i in ((index + k) % n for k in range(n)):
+            if i in self._unreadable:
+                continue
+            try:
+                return load_audio(self.files[i], self.sample_rate)
+            except FlowOmniError as exc:
+                self._unreadable[i] = str(exc)
+                self.problems.append(str(exc))
+        raise AudioError(f"none of the {n} audio files can be read; e.g. {next(iter(self._unreadable.values()))}")
+
+    def collate(self, items: Sequence[torch.Tensor]) -> Collated:
+        """The crops stacked ``(B, T)``, with the errors of the files they replaced."""
+        problems, self.problems = self.problems, []
+        return Collated(torch.stack(list(items)), problems)
 
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         if isinstance(key, tuple):
@@ -198,7 +231,7 @@ class AudioSegmentDataset(Dataset):
             rng: np.random.Generator | None = np.random.default_rng([self.seed, int(index), int(draw)])
         else:
             index, rng = int(key), None
-        audio = load_audio(self.files[index], self.sample_rate)
+        audio = self._load(index)
         gain_db = rng.uniform(*self.gain_db_range) if rng is not None else self.val_gain_db
         peak = float(audio.abs().max())
         if peak >= SILENCE_PEAK:  # sox "norm": peak to gain_db dBFS; leave (near-)silence alone
@@ -252,6 +285,7 @@ class VocoderDataModule(L.LightningDataModule):
         self.train_set = AudioSegmentDataset(manifest_audio_files(c.train_manifests), c.segment_samples, sr, **common)
         val_files = manifest_audio_files(c.val_manifests)
         self.val_set = AudioSegmentDataset(val_files, c.val_segment_samples, sr, **common) if val_files else None
+        self.report = DataReport(c.on_error)
 
     def train_dataloader(self) -> DataLoader:
         c = self.config
@@ -263,13 +297,28 @@ class VocoderDataModule(L.LightningDataModule):
             drop_last=True,
             num_workers=c.num_workers,
             persistent_workers=c.num_workers > 0,
+            collate_fn=self.train_set.collate,
         )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
         c = self.config
-        return DataLoader(self.val_set, batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers)
+        return DataLoader(
+            self.val_set,
+            batch_size=c.batch_size,
+            shuffle=False,
+            num_workers=c.num_workers,
+            collate_fn=self.val_set.collate,
+        )
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        # In the main process: report the files that could not be read (or stop on them).
+        if isinstance(batch, Collated):
+            for line in batch.skipped:
+                self.report.add(line)
+            batch = batch.batch
+        return batch
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -469,28 +518,56 @@ def build_training_module(config: VocoderTrainConfig) -> VocosGAN:
     return VocosGAN(config)
 
 
+#: Everything a vocoder run writes into its out_dir (a fresh run removes what an earlier one left).
+VOCODER_RUN_OUTPUTS = ("checkpoints", "logs", "vocoder", "train_config.yaml", "data_report.txt")
+
+
 def train_vocoder(
     config: VocoderTrainConfig,
     *,
     progress: bool = True,
     resume: str | Path | None = None,
+    overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train a Vocos on the manifests' audio; return the exported ``out_dir/"vocoder"`` directory.
 
     Writes into ``config.out_dir``: ``train_config.yaml``, ``logs/version_N/metrics.csv`` (every
     loss term, learning rates, grad norms, validation), ``checkpoints/*.ckpt`` (Lightning, for
-    resuming only: ``last.ckpt`` + the newest ``keep_checkpoints`` periodic ones), and ``vocoder/``
-    (``Vocoder.save_pretrained``; load it with ``flow_omni.vocoder.Vocoder.from_pretrained``).
+    resuming only: ``last.ckpt`` + the newest ``keep_checkpoints`` periodic ones), ``vocoder/``
+    (``Vocoder.save_pretrained``; load it with ``flow_omni.vocoder.Vocoder.from_pretrained``) and
+    ``data_report.txt`` (the files that could not be read, see ``on_error``).
+
+    The folder holds one run, as for :func:`~flow_omni.training.train.train`: a lock while it runs,
+    and a fresh run refuses an earlier run's checkpoints or export unless ``overwrite``
+    (:mod:`flow_omni.training.run_folder`).
 
     Args:
         resume: a ``.ckpt`` written by an earlier run of the same config, or ``"last"``.
+        overwrite: a fresh run may delete an earlier run's outputs in ``out_dir``.
         callbacks: extra Lightning callbacks.
     """
     if not config.train_manifests:
         raise ConfigError("train_manifests is empty: give at least one JSONL manifest of training audio")
+    if overwrite and resume is not None:
+        raise ConfigError("--overwrite starts the run again from step 0 and --resume continues it; give one of them")
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
+    is_rank0 = launch_rank() == 0
+    with RunLock(out) if is_rank0 else contextlib.nullcontext():
+        if is_rank0:
+            marks = ("checkpoints/*.ckpt", "vocoder")
+            notes = prepare_run_folder(
+                out, fresh=resume is None, overwrite=overwrite, outputs=VOCODER_RUN_OUTPUTS, marks=marks
+            )
+            for note in notes:
+                print(f"[flow-omni] {note}")
+        return _train_vocoder(config, progress=progress, resume=resume, callbacks=callbacks)
+
+
+def _train_vocoder(
+    config: VocoderTrainConfig, *, progress: bool, resume: str | Path | None, callbacks: Sequence[Callback]
+) -> Path:
+    out = config.out
     atomic_write_text(out / "train_config.yaml", config.to_yaml())
     data = VocoderDataModule(config)
     module = build_training_module(config)
@@ -504,6 +581,7 @@ def train_vocoder(
         save_top_k=config.keep_checkpoints,
         save_last=True,
         every_n_train_steps=2 * config.checkpoint_every_steps,  # global_step counts both optimisers
+        enable_version_counter=False,  # overwrite a file of the same name (atomically), never "last-v1.ckpt"
     )
     trainer = L.Trainer(
         default_root_dir=out,
@@ -515,6 +593,7 @@ def train_vocoder(
         precision=config.precision,
         logger=CSVLogger(out, name="logs"),
         callbacks=[checkpoint, *callbacks],
+        plugins=[AtomicCheckpointIO()],  # a killed write leaves the previous checkpoint (and a temp file)
         log_every_n_steps=config.log_every_steps,
         val_check_interval=config.val_every_steps if has_val else None,
         check_val_every_n_epoch=None if has_val else 1,
@@ -523,6 +602,7 @@ def train_vocoder(
         enable_progress_bar=progress,
         enable_model_summary=progress,
     )
+    data.report.attach(out / "data_report.txt", write=trainer.is_global_zero, keep_existing=resume is not None)
     fit_kwargs: dict[str, Any] = {"ckpt_path": str(resume) if resume is not None else None}
     if resume is not None and "weights_only" in inspect.signature(trainer.fit).parameters:
         fit_kwargs["weights_only"] = True  # never unpickle arbitrary objects (docs/design.md)
