@@ -43,6 +43,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp makes the file owner-only (0600); the file it becomes should have the mode any
+        # new file gets here (0666 less the umask), so that others on a shared cluster can read it.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -50,6 +53,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -48,3 +48,19 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(target, broken)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left behind
+
+
+def test_atomic_write_follows_the_umask(tmp_path):
+    """Files written atomically get the mode of any new file (0666 less the umask), not mkstemp's 0600."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.json", "{}")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600

@@ -135,3 +135,14 @@ def test_importing_the_cli_leaves_the_environment_alone():
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     code = "import os, sys, flow_omni.cli; assert 'HF_HUB_OFFLINE' not in os.environ and 'lightning' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_no_speech_error_shows_the_text_short():
+    """An untrained model's text can be hundreds of blanks: the error stays one short line."""
+    from flow_omni.cli.speak import raise_no_speech
+    from flow_omni.errors import FlowOmniError
+
+    with pytest.raises(FlowOmniError) as err:
+        raise_no_speech(" " * 600 + "ab" * 100)
+    msg = str(err.value)
+    assert "800 characters" in msg and "'abab" in msg and "\n" not in msg and len(msg) < 250

@@ -68,9 +68,12 @@ def stream_to_wav(model: FlowOmni, sample: Sample, out: Path, args: argparse.Nam
 
 
 def raise_no_speech(text: str) -> None:
+    # An untrained model's text can be hundreds of blanks: show it stripped and cut, with its length.
+    shown = text.strip()
+    shown = repr(shown if len(shown) <= 60 else shown[:60] + "...")
     raise FlowOmniError(
-        f"the model produced no speech (its text was {text!r}); is the checkpoint trained for "
-        "speech output? raise --max-positions if it was cut short"
+        f"the model produced no speech (its text, {len(text)} characters, was {shown}); is the checkpoint "
+        "trained for speech output? raise --max-positions if it was cut short"
     )
 
 
