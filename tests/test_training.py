@@ -605,3 +605,32 @@ def test_inference_imports_without_lightning():
         "assert 'lightning' not in sys.modules and 'peft' not in sys.modules, 'lightning imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_progress_counts_steps_and_hides_known_noise(data_dir, tmp_path, capfd):
+    """The bar counts steps to max_steps (not batches of an open-ended epoch); Lightning's cloud-logger
+    tip and its known deprecation and logging-interval warnings are not printed."""
+    import logging
+    import warnings
+
+    class Keep(logging.Handler):  # Lightning's handlers write to the stream pytest had at import
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    keep, log = Keep(), logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    log.addHandler(keep)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(config(data_dir, tmp_path / "run", progress=True, max_steps=6, val_every_steps=100))
+    finally:
+        log.removeHandler(keep)
+    printed = capfd.readouterr()
+    assert "6/6" in printed.err and "step" in printed.err and "Epoch" not in printed.err, printed.err[-500:]
+    assert keep.messages and not [m for m in keep.messages if "litlogger" in m], keep.messages
+    noise = [str(w.message) for w in caught if "LeafSpec" in str(w.message) or "logging interval" in str(w.message)]
+    assert not noise, noise

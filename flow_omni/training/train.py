@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import time
 import warnings
@@ -35,6 +36,7 @@ from flow_omni.eval.heldout import evaluate_heldout
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
 from flow_omni.training.config import GROUPS, TrainConfig
+from flow_omni.training.progress import DropLightningTip, StepProgress
 from flow_omni.training.report import write_eval_report
 from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
 
@@ -55,6 +57,17 @@ RUN_OUTPUTS = (
 )
 #: What makes an out_dir hold an earlier run: something to resume from, or a result.
 RUN_MARKS = ("checkpoints/*.ckpt", "model", "adapter")
+
+
+@contextlib.contextmanager
+def _lightning_tip_dropped():
+    """Lightning's cloud-logger tip is filtered from its rank-zero log while the run lives."""
+    log, tip = logging.getLogger("lightning.pytorch.utilities.rank_zero"), DropLightningTip()
+    log.addFilter(tip)
+    try:
+        yield
+    finally:
+        log.removeFilter(tip)
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
@@ -259,31 +272,34 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     )
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if config.progress:
+        callbacks.append(StepProgress())
     callbacks += list(extra_callbacks)
     has_val = bool(data.valid_entries)
-    trainer = L.Trainer(
-        accelerator=config.accelerator,
-        devices=_devices(config),
-        num_nodes=config.num_nodes,
-        strategy=_strategy(config, model),
-        precision=config.precision,
-        max_steps=config.max_steps,
-        max_epochs=-1,
-        accumulate_grad_batches=config.accumulate_grad_batches,
-        val_check_interval=config.val_every_steps if has_val else None,
-        check_val_every_n_epoch=None if has_val else 1,
-        limit_val_batches=None if has_val else 0,
-        log_every_n_steps=config.log_every_steps,
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=config.progress,
-        enable_model_summary=False,
-        use_distributed_sampler=False,  # our batch sampler shards global batches itself
-        num_sanity_val_steps=0,
-        deterministic=False,
-        default_root_dir=out,
-    )
+    with _lightning_tip_dropped():  # printed when the Trainer is built
+        trainer = L.Trainer(
+            accelerator=config.accelerator,
+            devices=_devices(config),
+            num_nodes=config.num_nodes,
+            strategy=_strategy(config, model),
+            precision=config.precision,
+            max_steps=config.max_steps,
+            max_epochs=-1,
+            accumulate_grad_batches=config.accumulate_grad_batches,
+            val_check_interval=config.val_every_steps if has_val else None,
+            check_val_every_n_epoch=None if has_val else 1,
+            limit_val_batches=None if has_val else 0,
+            log_every_n_steps=config.log_every_steps,
+            logger=loggers or False,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=False,  # StepProgress instead: Lightning's counts batches per (open-ended) epoch
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # our batch sampler shards global batches itself
+            num_sanity_val_steps=0,
+            deterministic=False,
+            default_root_dir=out,
+        )
     if trainer.is_global_zero:
         summary = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items() if v)
         print(
@@ -300,6 +316,10 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     with warnings.catch_warnings():
         # A batch whose items were all skipped returns None on purpose (FlowOmniModule.training_step).
         warnings.filterwarnings("ignore", message="`training_step` returned `None`")
+        # Known noise: Lightning's own use of a torch API it deprecated, and its advice to log less
+        # often than once per epoch (a run here is bounded by steps; short epochs are normal).
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+        warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     seconds = time.perf_counter() - t0
     model_dir = adapter_dir = None
