@@ -29,6 +29,9 @@ from flow_omni.errors import CheckpointError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+#: The ``format_version`` values this code reads. A newer writer may store things this one would
+#: silently misread, so any other version is refused rather than guessed at.
+SUPPORTED_FORMAT_VERSIONS = (1,)
 
 
 #: How :func:`atomic_write` names its temporary file next to ``name``: ``.name.<random>.tmp``.
@@ -138,6 +141,13 @@ def read_checkpoint_config(directory: str | Path, class_name: str) -> dict[str, 
         raise CheckpointError(
             f"{directory} holds a {found} checkpoint, not a {class_name}; load it with {found}.from_pretrained()"
         )
+    version = meta.get("format_version")
+    if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
+        supported = ", ".join(map(str, SUPPORTED_FORMAT_VERSIONS))
+        raise CheckpointError(
+            f"{cfg_path} has format_version {version!r}; this flow_omni reads format_version {supported} "
+            "(a newer flow_omni may have written it)"
+        )
     return meta
 
 
@@ -157,19 +167,45 @@ def load_checkpoint(directory: str | Path, class_name: str) -> tuple[dict[str, A
     return meta, state
 
 
-def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> None:
-    """``load_state_dict(strict=True)`` with an error that names what did not match."""
-    own = module.state_dict()
+def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into a module whose state dict is ``own`` (missing and unexpected
+    tensors, shape mismatches), as one clause, or None when it fits."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensor(s) e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[:3]}")
-        if wrong:
-            parts.append(f"shape mismatch for {wrong[:3]}")
-        raise CheckpointError(f"weights in {where} do not fit the model built from its config: " + "; ".join(parts))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} tensor(s) e.g. {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[:3]}")
+    if wrong:
+        parts.append(f"shape mismatch for {wrong[:3]}")
+    return "; ".join(parts) or None
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> None:
+    """``load_state_dict(strict=True)`` with an error that names what did not match.
+
+    Also refused: an integer tensor where the module holds a floating-point one (``load_state_dict``
+    would cast it silently), and a weight that holds NaN or Inf (a diverged or damaged save, which would
+    otherwise surface only as a model that produces nothing).
+    """
+    own = module.state_dict()
+    mismatch = state_mismatch(own, state)
+    if mismatch:
+        raise CheckpointError(f"weights in {where} do not fit the model built from its config: {mismatch}")
+    not_float = sorted(k for k in own if own[k].is_floating_point() and not state[k].is_floating_point())
+    if not_float:
+        k = not_float[0]
+        raise CheckpointError(
+            f"weights in {where} are not floating point: {len(not_float)} tensor(s) e.g. {k!r} hold "
+            f"{state[k].dtype}, where the model has {own[k].dtype}"
+        )
+    weights = dict(module.named_parameters(remove_duplicate=False))
+    bad = sorted(k for k in weights if k in state and not bool(torch.isfinite(state[k]).all()))
+    if bad:
+        raise CheckpointError(
+            f"weights in {where} are not finite: {len(bad)} tensor(s) hold NaN or Inf, e.g. {bad[:3]} "
+            "(saved from a run that diverged, or damaged)"
+        )
     module.load_state_dict(state, strict=True)

@@ -14,7 +14,8 @@ class FlowOmniError(Exception):
 
 
 class ConfigError(FlowOmniError, ValueError):
-    """A configuration had an unknown key, a missing key or a value of the wrong type."""
+    """A configuration or an argument had an unknown key, a missing key, or a value of the wrong type or
+    out of its range."""
 
 
 class AudioError(FlowOmniError, ValueError):
@@ -39,3 +40,12 @@ class WeightsUnavailableError(FlowOmniError, RuntimeError):
 
 class OutputFolderError(FlowOmniError, FileExistsError):
     """An output folder holds an earlier run, or another process is training into it."""
+
+
+class OutputPathError(FlowOmniError, ValueError):
+    """A file or folder to write cannot be written there: a folder where a file is wanted (or the other
+    way round), an extension whose format is not supported, or a place the process may not write to."""
+
+
+class UnknownCharactersWarning(UserWarning):
+    """Text holds characters the text tokenizer does not know; each of them is read as ``<unk>``."""

@@ -103,6 +103,16 @@ class Sample:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise FlowOmniError(f"unknown task {self.task!r}; expected one of {list(TASKS)}")
+        for name in ("prompt_text", "target_text", "prompt_transcript"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise FlowOmniError(
+                    f"Sample.{name} must be a string (or None), got a {type(value).__name__}: {value!r:.60}"
+                )
+        for name in ("prompt_audio", "target_speech"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise FlowOmniError(f"Sample.{name} must be a torch.Tensor (or None), got a {type(value).__name__}")
         if self.task == "MIX":
             if not self.segments:
                 raise FlowOmniError("task MIX needs segments: a list of (text, speech tokens or None)")

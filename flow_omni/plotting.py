@@ -11,6 +11,9 @@ matplotlib.use("Agg")  # no display on servers/CI; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+#: The file types the plots are written as (Agg's raster and vector formats that need nothing more).
+PLOT_EXTENSIONS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp")
+
 
 def plot_mels(
     mels: Sequence[tuple[str, torch.Tensor]],

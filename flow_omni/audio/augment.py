@@ -77,6 +77,12 @@ class AugmentConfig(Config):
             raise ConfigError(f"AugmentConfig.n_talkers: must be >= 1, got {self.n_talkers}")
 
 
+def synthetic_babble_pool(sample_rate: int = 24000) -> list[torch.Tensor]:
+    """The talkers babble is drawn from when no real speech is given: 8 synthetic utterances, always the
+    same ones (a fixed seed), so that babble works out of the box and repeats for a seed."""
+    return synth_corpus(8, seed=12345, sample_rate=sample_rate)
+
+
 class Augmenter:
     """Applies :class:`AugmentConfig`'s random perturbations to ``(T,)`` waveforms.
 
@@ -106,7 +112,7 @@ class Augmenter:
     @property
     def babble_pool(self) -> list[torch.Tensor]:
         if self._babble_pool is None:
-            self._babble_pool = synth_corpus(8, seed=12345, sample_rate=self.sample_rate)
+            self._babble_pool = synthetic_babble_pool(self.sample_rate)
         return self._babble_pool
 
     def __call__(self, audio: torch.Tensor, rng: RngLike = None) -> tuple[torch.Tensor, dict[str, Any]]:

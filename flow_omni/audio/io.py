@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from flow_omni.checks import check_output_file
 from flow_omni.errors import AudioError
 
 #: The rate of the Vocos-24k mel and of every waveform the models see.
@@ -27,6 +28,26 @@ _DATA_SHORT = re.compile(r"^\s*(?:data|SSND|Data Size)\s*:\s*(\d+)\s*\(should be
 _BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
 # Data sizes that streaming encoders write as placeholders (the length is unknown); not truncation.
 _STREAMING_SIZES = (0xFFFFFFFF, 0x7FFFFFFF)
+
+#: What :func:`save_audio` and streamed writers write for each extension: (soundfile format, subtype).
+#: 16-bit PCM where the format holds PCM; the lossy formats take their own codec.
+_WRITE_FORMATS = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+    ".aiff": ("AIFF", "PCM_16"),
+    ".aif": ("AIFF", "PCM_16"),
+    ".au": ("AU", "PCM_16"),
+    ".caf": ("CAF", "PCM_16"),
+    ".w64": ("W64", "PCM_16"),
+}
+#: The audio files this installation can write, by extension (MP3 needs libsndfile 1.1 or newer).
+AUDIO_OUTPUT_FORMATS = {
+    ext: (fmt, subtype)
+    for ext, (fmt, subtype) in _WRITE_FORMATS.items()
+    if fmt in sf.available_formats() and sf.check_format(fmt, subtype)
+}
 
 
 def data_shortfall(extra_info: str, samplerate: int) -> str | None:
@@ -125,6 +146,8 @@ def load_audio(
             (truncated), empty or non-finite audio, too long.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path} is a folder; expected an audio file")
     if not path.is_file():
         raise AudioError(f"audio file {path} does not exist")
     try:
@@ -153,13 +176,23 @@ def load_audio(
     return audio.contiguous()
 
 
+def audio_output_format(path: str | Path, what: str = "audio file") -> tuple[str, str]:
+    """The ``(format, subtype)`` soundfile writes ``path`` with, chosen by its extension; raise
+    :class:`~flow_omni.errors.OutputPathError` when the extension is not in :data:`AUDIO_OUTPUT_FORMATS`
+    or the path cannot be written (``what`` names it in the message). Call it before the work."""
+    p = check_output_file(path, what, AUDIO_OUTPUT_FORMATS)
+    return AUDIO_OUTPUT_FORMATS[p.suffix.lower()]
+
+
 def save_audio(path: str | Path, audio: torch.Tensor, sample_rate: int = TARGET_SAMPLE_RATE) -> Path:
-    """Write ``(T,)`` or ``(C, T)`` float audio as 16-bit PCM WAV (clipped to [-1, 1])."""
+    """Write ``(T,)`` or ``(C, T)`` float audio (clipped to [-1, 1]) in the format its extension names
+    (:data:`AUDIO_OUTPUT_FORMATS`: 16-bit PCM for .wav, .flac, .aiff, …; Vorbis for .ogg, MPEG for .mp3)."""
     path = Path(path)
+    fmt, subtype = audio_output_format(path)
     audio = audio.detach().cpu().float()
     validate_audio(audio, name=f"audio for {path}")
     if audio.dim() == 2:
         audio = audio.T  # soundfile wants (T, C)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), audio.clamp(-1.0, 1.0).numpy(), int(sample_rate), subtype="PCM_16")
+    sf.write(str(path), audio.clamp(-1.0, 1.0).numpy(), int(sample_rate), format=fmt, subtype=subtype)
     return path

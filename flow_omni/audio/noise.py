@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from flow_omni.audio.io import SILENCE_PEAK, validate_audio
+from flow_omni.checks import check_number
 from flow_omni.errors import AudioError
 
 RngLike = np.random.Generator | int | None
@@ -28,6 +29,9 @@ NOISE_KINDS = ("white", "pink", "brown", "babble")
 #: Peak the mixture is brought down to when speech + noise would clip; a little under 1.0 so
 #: that float32 rounding and 16-bit PCM writing cannot clip either.
 CLIP_PEAK = 0.99
+#: The largest |SNR| in dB that mixing accepts: float32 samples resolve about 150 dB, so beyond it one
+#: of the two signals vanishes in the other's rounding (and 10^(SNR/10) overflows long before 10^4 dB).
+MAX_SNR_DB = 150.0
 
 
 def as_rng(rng: RngLike) -> np.random.Generator:
@@ -205,13 +209,10 @@ def mix_at_snr(
     Returns:
         ``(T,)`` float32 mixture, or ``(mixture, noise_component)`` if ``return_noise``.
     Raises:
-        ValueError: non-finite ``snr_db``.
+        ConfigError: ``snr_db`` not a finite number within ±:data:`MAX_SNR_DB`.
         AudioError: empty/non-finite/non-mono input, or silent speech or noise (SNR undefined).
     """
-    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float, np.floating, np.integer)):
-        raise ValueError(f"snr_db must be a number in dB, got {snr_db!r}")
-    if not math.isfinite(float(snr_db)):
-        raise ValueError(f"snr_db must be finite, got {snr_db!r}")
+    snr_db = check_number(snr_db, "snr_db", low=-MAX_SNR_DB, high=MAX_SNR_DB)
     require_mono(speech, "speech")
     require_mono(noise, "noise")
     if float(speech.abs().max()) < SILENCE_PEAK:
@@ -224,7 +225,7 @@ def mix_at_snr(
     e_s, e_v = float(torch.dot(s, s)), float(torch.dot(v, v))
     if e_v == 0.0:  # the cropped window of a mostly-silent noise can still be all zeros
         raise AudioError("the noise window used is all zeros: SNR undefined (is the noise mostly silence?)")
-    v = v * math.sqrt(e_s / (e_v * 10.0 ** (float(snr_db) / 10.0)))
+    v = v * math.sqrt(e_s / (e_v * 10.0 ** (snr_db / 10.0)))
     mix = s + v
     peak = float(mix.abs().max())
     if peak > 1.0:

@@ -26,22 +26,34 @@ import torchaudio.functional as AF
 from scipy import signal
 
 from flow_omni.audio.noise import RngLike, as_rng, require_mono
+from flow_omni.checks import check_number
+from flow_omni.errors import AudioError
 
 #: ln(1000): amplitude decay over one RT60 (60 dB of energy = a factor 1000 in amplitude).
 _LN_1000 = math.log(1000.0)
 #: librosa's STFT size for time_stretch/pitch_shift; shorter input would be mostly padding.
 _MIN_STFT_SAMPLES = 2048
+#: The largest speed or tempo factor and reverberation time (s) accepted, and the largest pitch shift
+#: (semitones): beyond them the result is no longer speech a model could be asked to understand.
+MAX_FACTOR, MAX_RT60, MAX_SEMITONES = 10.0, 10.0, 24.0
 
 
 def _check_positive(value: float, name: str, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    if hi is not None and value > hi:
-        raise ValueError(f"{name} must be <= {hi}, got {value!r}")
-    return value
+    return check_number(value, name, low=0.0, low_open=True, high=hi)
+
+
+def _check_stft_length(audio: torch.Tensor, what: str, sample_rate: int | None = None) -> None:
+    """AudioError when ``audio`` is too short for librosa's STFT-based ``what``."""
+    n = audio.shape[0]
+    if n < _MIN_STFT_SAMPLES:
+
+        def secs(k: int) -> str:
+            return f" ({k / sample_rate:.3f} s)" if sample_rate else ""
+
+        raise AudioError(
+            f"audio of {n} samples{secs(n)} is too short for {what}, which needs at least "
+            f"{_MIN_STFT_SAMPLES} samples{secs(_MIN_STFT_SAMPLES)}"
+        )
 
 
 def _check_sample_rate(sample_rate: int) -> int:
@@ -67,7 +79,7 @@ def speed_perturb(audio: torch.Tensor, factor: float, sample_rate: int = 24000) 
     change the result; it is accepted for a uniform API.
     """
     require_mono(audio, "audio")
-    factor = _check_positive(factor, "speed factor", hi=10.0)
+    factor = _check_positive(factor, "speed factor", hi=MAX_FACTOR)
     _check_sample_rate(sample_rate)
     if factor == 1.0:
         return audio.clone()
@@ -81,9 +93,8 @@ def speed_perturb(audio: torch.Tensor, factor: float, sample_rate: int = 24000) 
 def time_stretch(audio: torch.Tensor, rate: float) -> torch.Tensor:
     """Change tempo by ``rate`` (> 1 faster) keeping pitch: ``(T,)`` → ``(≈ T / rate,)``."""
     require_mono(audio, "audio")
-    rate = _check_positive(rate, "time-stretch rate", hi=10.0)
-    if audio.shape[0] < _MIN_STFT_SAMPLES:
-        raise ValueError(f"time_stretch needs at least {_MIN_STFT_SAMPLES} samples, got {audio.shape[0]}")
+    rate = _check_positive(rate, "time-stretch rate", hi=MAX_FACTOR)
+    _check_stft_length(audio, "a time stretch")
     if rate == 1.0:
         return audio.clone()
     return _from_numpy(librosa.effects.time_stretch(_to_numpy(audio), rate=rate), audio)
@@ -93,15 +104,11 @@ def pitch_shift(audio: torch.Tensor, semitones: float, sample_rate: int = 24000)
     """Shift pitch by ``semitones`` (factor ``2**(semitones/12)``) keeping length: ``(T,)`` → ``(T,)``."""
     require_mono(audio, "audio")
     sample_rate = _check_sample_rate(sample_rate)
-    if isinstance(semitones, bool) or not isinstance(semitones, (int, float, np.floating, np.integer)):
-        raise ValueError(f"semitones must be a number, got {semitones!r}")
-    if not math.isfinite(float(semitones)) or abs(float(semitones)) > 24:
-        raise ValueError(f"semitones must be finite and within ±24, got {semitones!r}")
-    if audio.shape[0] < _MIN_STFT_SAMPLES:
-        raise ValueError(f"pitch_shift needs at least {_MIN_STFT_SAMPLES} samples, got {audio.shape[0]}")
-    if float(semitones) == 0.0:
+    semitones = check_number(semitones, "semitones", low=-MAX_SEMITONES, high=MAX_SEMITONES)
+    _check_stft_length(audio, "a pitch shift", sample_rate)
+    if semitones == 0.0:
         return audio.clone()
-    y = librosa.effects.pitch_shift(_to_numpy(audio), sr=sample_rate, n_steps=float(semitones))
+    y = librosa.effects.pitch_shift(_to_numpy(audio), sr=sample_rate, n_steps=semitones)
     return _from_numpy(y, audio)
 
 
@@ -126,7 +133,7 @@ def synthetic_rir(
         length: samples; default ``rt60 + 50 ms``, by which point the tail is 60 dB down.
     """
     sample_rate = _check_sample_rate(sample_rate)
-    rt60 = _check_positive(rt60, "rt60", hi=10.0)
+    rt60 = _check_positive(rt60, "rt60", hi=MAX_RT60)
     if not math.isfinite(direct_to_reverb_db):
         raise ValueError(f"direct_to_reverb_db must be finite, got {direct_to_reverb_db!r}")
     if length is None:

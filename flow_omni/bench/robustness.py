@@ -29,6 +29,7 @@ from flow_omni.bench.latency import LATENCY_PROMPTS, run_latency
 from flow_omni.bench.pool import worker_pool
 from flow_omni.bench.results import write_results
 from flow_omni.checkpoint import atomic_write_text
+from flow_omni.checks import check_output_folder
 from flow_omni.data.corpus import CorpusConfig, build_corpus
 from flow_omni.data.dataset import whisper_features
 from flow_omni.data.features import FeatureCache
@@ -99,7 +100,7 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
     Runs whose scores are already on disk for the same evaluation settings are reused, so an
     interrupted benchmark resumes; with ``cfg.jobs > 1`` the remaining runs go to worker processes.
     """
-    out = Path(cfg.out_dir)
+    out = check_output_folder(cfg.out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
     corpus = ensure_corpus(cfg, progress)

@@ -1,4 +1,8 @@
-"""``flow-omni`` commands on audio files: ``mel``, ``augment``, ``vocode``."""
+"""``flow-omni`` commands on audio files: ``mel``, ``augment``, ``vocode``.
+
+Each checks its arguments and where it will write before it reads or computes anything
+(:mod:`flow_omni.checks`).
+"""
 
 from __future__ import annotations
 
@@ -11,27 +15,39 @@ import torch
 from safetensors.torch import save_file
 
 from flow_omni.audio import LogMel, MelConfig, load_audio, save_audio
-from flow_omni.audio.noise import make_noise, measure_snr_db, mix_at_snr
-from flow_omni.audio.perturb import add_reverb, pitch_shift, speed_perturb
-from flow_omni.plotting import plot_mels
+from flow_omni.audio.augment import synthetic_babble_pool
+from flow_omni.audio.io import AUDIO_OUTPUT_FORMATS, audio_output_format
+from flow_omni.audio.noise import MAX_SNR_DB, make_noise, measure_snr_db, mix_at_snr
+from flow_omni.audio.perturb import MAX_FACTOR, MAX_RT60, MAX_SEMITONES, add_reverb, pitch_shift, speed_perturb
+from flow_omni.checkpoint import atomic_write
+from flow_omni.checks import check_number, check_output_file
+from flow_omni.errors import AudioError, ConfigError
+from flow_omni.plotting import PLOT_EXTENSIONS, plot_mels
 from flow_omni.vocoder import GriffinLim, StreamingVocoder, load_vocoder
+
+#: ``-o`` of the commands that write audio (here and in :mod:`flow_omni.cli.speak`).
+AUDIO_OUTPUT_HELP = f"audio file to write, in the format its extension names: {', '.join(AUDIO_OUTPUT_FORMATS)}"
 
 
 def mel_command(args: argparse.Namespace) -> None:
     """plot the Vocos-24k log-mel of an audio file as PNG"""
+    check_output_file(args.output, "-o", PLOT_EXTENSIONS)
+    if args.save_tensor:
+        check_output_file(args.save_tensor, "--save-tensor", (".safetensors",))
+    check_number(args.max_seconds, "--max-seconds", low=0.0, low_open=True)
     cfg = MelConfig()
     audio = load_audio(args.audio, cfg.sample_rate, max_seconds=args.max_seconds)
     mel = LogMel(cfg)(audio)
     png = plot_mels([(Path(args.audio).name, mel)], args.output, frame_rate=cfg.frame_rate)
     print(f"{mel.shape[-1]} frames x {mel.shape[-2]} bins ({audio.shape[0] / cfg.sample_rate:.2f} s) -> {png}")
     if args.save_tensor:
-        save_file({"mel": mel.contiguous()}, args.save_tensor)
+        atomic_write(args.save_tensor, lambda tmp: save_file({"mel": mel.contiguous()}, str(tmp)))
         print(f"mel tensor -> {args.save_tensor}")
 
 
 def mel_arguments(m: argparse.ArgumentParser) -> None:
     m.add_argument("audio")
-    m.add_argument("-o", "--output", default="mel.png")
+    m.add_argument("-o", "--output", default="mel.png", help=f"the plot: {', '.join(PLOT_EXTENSIONS)}")
     m.add_argument("--save-tensor", help="also write the mel as a .safetensors file")
     m.add_argument("--max-seconds", type=float, default=600.0)
 
@@ -39,42 +55,71 @@ def mel_arguments(m: argparse.ArgumentParser) -> None:
 def augment_command(args: argparse.Namespace) -> None:
     """apply noise / speed / pitch / reverb to an audio file"""
     sr = 24000
+    audio_output_format(args.output, "-o")
+    check_number(args.speed, "--speed", low=0.0, low_open=True, high=MAX_FACTOR)
+    check_number(args.pitch, "--pitch (semitones)", low=-MAX_SEMITONES, high=MAX_SEMITONES)
+    check_number(args.rt60, "--rt60 (seconds, 0 = no room)", low=0.0, high=MAX_RT60)
+    check_number(args.snr, "--snr (dB)", low=-MAX_SNR_DB, high=MAX_SNR_DB)
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    if args.babble_from and args.noise != "babble":
+        raise ConfigError("--babble-from gives the talkers of babble noise; it needs --noise babble")
     rng = np.random.default_rng(args.seed)
     audio = load_audio(args.audio, sr, allow_silent=False)
+    talkers = "synthetic talkers (--babble-from FILES for real ones)"
+    babble_pool = None
+    if args.noise == "babble":
+        if args.babble_from:
+            babble_pool = [load_audio(p, sr, allow_silent=False) for p in args.babble_from]
+            talkers = f"{len(babble_pool)} given file(s)"
+        else:
+            babble_pool = synthetic_babble_pool(sr)
     applied = []
-    if args.speed != 1.0:
-        audio = speed_perturb(audio, args.speed, sr)
-        applied.append(f"speed x{args.speed}")
-    if args.pitch:
-        audio = pitch_shift(audio, args.pitch, sr)
-        applied.append(f"pitch {args.pitch:+g} semitones")
-    if args.rt60:
-        audio = add_reverb(audio, sr, args.rt60, rng)
-        applied.append(f"reverb RT60 {args.rt60} s")
-    if args.noise:
-        babble_pool = [load_audio(p, sr) for p in args.babble_from] if args.babble_from else None
-        noise = make_noise(args.noise, audio.shape[0], rng, utterances=babble_pool)
-        audio, scaled = mix_at_snr(audio, noise, args.snr, rng, return_noise=True)
-        clean = audio - scaled
-        applied.append(f"{args.noise} noise at {measure_snr_db(clean, scaled):.2f} dB SNR")
+    try:  # the input can be long enough to read and still too short for a step (a pitch shift's STFT)
+        if args.speed != 1.0:
+            audio = speed_perturb(audio, args.speed, sr)
+            applied.append(f"speed x{args.speed}")
+        if args.pitch:
+            audio = pitch_shift(audio, args.pitch, sr)
+            applied.append(f"pitch {args.pitch:+g} semitones")
+        if args.rt60:
+            audio = add_reverb(audio, sr, args.rt60, rng)
+            applied.append(f"reverb RT60 {args.rt60} s")
+        if args.noise:
+            noise = make_noise(args.noise, audio.shape[0], rng, utterances=babble_pool)
+            audio, scaled = mix_at_snr(audio, noise, args.snr, rng, return_noise=True)
+            clean = audio - scaled
+            source = f" from {talkers}" if args.noise == "babble" else ""
+            applied.append(f"{args.noise} noise{source} at {measure_snr_db(clean, scaled):.2f} dB SNR")
+    except AudioError as exc:
+        raise AudioError(f"{args.audio}: {exc}") from None
     save_audio(args.output, audio, sr)
     print(f"{', '.join(applied) or 'nothing applied'} -> {args.output}")
 
 
 def augment_arguments(a: argparse.ArgumentParser) -> None:
     a.add_argument("audio")
-    a.add_argument("-o", "--output", required=True)
+    a.add_argument("-o", "--output", required=True, help=AUDIO_OUTPUT_HELP)
     a.add_argument("--noise", choices=["white", "pink", "brown", "babble"])
     a.add_argument("--snr", type=float, default=10.0, help="SNR in dB for --noise (default 10)")
-    a.add_argument("--babble-from", nargs="+", help="audio files whose mix makes the babble")
-    a.add_argument("--speed", type=float, default=1.0, help="speed factor (tempo and pitch together)")
-    a.add_argument("--pitch", type=float, default=0.0, help="pitch shift in semitones")
-    a.add_argument("--rt60", type=float, default=0.0, help="room reverberation time in seconds")
+    a.add_argument(
+        "--babble-from", nargs="+", help="audio files whose mix makes the babble (default: synthetic talkers)"
+    )
+    a.add_argument(
+        "--speed", type=float, default=1.0, help=f"speed factor (tempo and pitch together), > 0 and <= {MAX_FACTOR:g}"
+    )
+    a.add_argument("--pitch", type=float, default=0.0, help=f"pitch shift in semitones, within ±{MAX_SEMITONES:g}")
+    a.add_argument(
+        "--rt60", type=float, default=0.0, help=f"room reverberation time in seconds, up to {MAX_RT60:g} (0: none)"
+    )
     a.add_argument("--seed", type=int, default=0)
 
 
 def vocode_command(args: argparse.Namespace) -> None:
     """copy-synthesis: audio → mel → vocoder → audio"""
+    audio_output_format(args.output, "-o")
+    if args.chunk_frames < 0:
+        raise ConfigError(f"--chunk-frames must be >= 0 (0 decodes the whole mel at once), got {args.chunk_frames}")
     audio = load_audio(args.audio)
     mel = LogMel()(audio)
     t0 = time.perf_counter()
@@ -97,6 +142,6 @@ def vocode_command(args: argparse.Namespace) -> None:
 
 def vocode_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("audio")
-    v.add_argument("-o", "--output", required=True)
+    v.add_argument("-o", "--output", required=True, help=AUDIO_OUTPUT_HELP)
     v.add_argument("--vocoder", default="griffinlim", help="'griffinlim' or a Vocos checkpoint directory / hub id")
     v.add_argument("--chunk-frames", type=int, default=0, help="stream the Vocos decode in chunks of this many frames")

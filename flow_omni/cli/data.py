@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from flow_omni.checks import check_output_file
 from flow_omni.data.corpus import CorpusConfig, build_corpus
 from flow_omni.data.importers import import_librispeech, import_wav_txt
 from flow_omni.data.manifest import write_manifest
@@ -48,6 +49,8 @@ def corpus_arguments(c: argparse.ArgumentParser) -> None:
 
 def manifest_validate_command(args: argparse.Namespace) -> None:
     """check every line: files exist and decode, text is not empty, …"""
+    if args.write_clean:
+        check_output_file(args.write_clean, "--write-clean")
     rep = validate_manifest(
         args.manifest,
         on_error=args.on_error,
@@ -79,6 +82,7 @@ def manifest_validate_arguments(v: argparse.ArgumentParser) -> None:
 
 def manifest_import_command(args: argparse.Namespace) -> None:
     """make a manifest from a LibriSpeech/LibriTTS folder or a wav+txt folder"""
+    check_output_file(args.output, "-o")
     if args.kind == "wav-txt":
         res = import_wav_txt(args.root, out=args.output, progress=not args.quiet)
     else:

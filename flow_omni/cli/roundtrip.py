@@ -30,6 +30,7 @@ from flow_omni.audio import MelConfig, save_audio
 from flow_omni.audio.mel import LOG_MEL_FLOOR
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
 from flow_omni.audio.synth import synth_corpus
+from flow_omni.checks import check_output_folder
 from flow_omni.config import Config
 from flow_omni.eval.audio_metrics import mel_distance
 from flow_omni.models import FlowHead, FlowHeadConfig
@@ -96,7 +97,7 @@ def run_roundtrip(
     iterations); ``vocoder_name`` names it in the report.
     """
     cfg = config or RoundTripConfig()
-    out = Path(out_dir)
+    out = check_output_folder(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     mel_cfg = MelConfig()

@@ -5,28 +5,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import soundfile as sf
 import torch
 
-from flow_omni.audio.io import TARGET_SAMPLE_RATE, load_audio
+from flow_omni.audio.io import TARGET_SAMPLE_RATE, audio_output_format, load_audio
 from flow_omni.checkpoint import atomic_write
-from flow_omni.errors import FlowOmniError
+from flow_omni.cli.audio import AUDIO_OUTPUT_HELP
+from flow_omni.errors import FlowOmniError, UnknownCharactersWarning
 from flow_omni.eval.timing import real_time_factor
 from flow_omni.layout import Sample
 from flow_omni.models.flow_omni import FlowOmni
+from flow_omni.models.generation import GenerationConfig
+from flow_omni.text.tokenizer import unknown_characters_message
 from flow_omni.vocoder import GriffinLim, load_vocoder
 
 
-def stream_to_wav(model: FlowOmni, sample: Sample, out: Path, args: argparse.Namespace) -> None:
-    """Run ``model.stream`` and append audio to ``out`` as it arrives (renamed into place at the end)."""
+def stream_to_file(model: FlowOmni, sample: Sample, out: Path, gen: GenerationConfig, args: argparse.Namespace) -> None:
+    """Run ``model.stream`` and append audio to ``out`` as it arrives, in the format its extension names
+    (written under a temporary name and renamed into place at the end)."""
+    fmt, subtype = audio_output_format(out, "-o")
     vocoder = load_vocoder(args.vocoder)
     streamed = None if isinstance(vocoder, GriffinLim) else vocoder  # Griffin-Lim needs the whole mel
-    gen = dict(
-        max_new_positions=args.max_positions, speech_temperature=args.temperature, seed=args.seed, steps=args.flow_steps
-    )
     t0 = time.perf_counter()
     first = None
     seconds = 0.0
@@ -35,18 +39,21 @@ def stream_to_wav(model: FlowOmni, sample: Sample, out: Path, args: argparse.Nam
     def write(tmp: Path) -> None:
         nonlocal first, seconds, text
         mels = []
-        with sf.SoundFile(tmp, "w", samplerate=TARGET_SAMPLE_RATE, channels=1, subtype="PCM_16", format="WAV") as fh:
-            for ev in model.stream(sample, vocoder=streamed, **gen):
-                if ev.kind == "text":
-                    text += ev.text
-                    if args.show_text:
-                        print(ev.text, end="", flush=True)
-                elif ev.kind == "mel":
-                    mels.append(ev.mel)
-                elif ev.kind == "audio":
-                    first = first if first is not None else time.perf_counter() - t0
-                    fh.write(ev.audio.clamp(-1, 1).numpy())
-                    seconds += ev.audio.shape[0] / TARGET_SAMPLE_RATE
+        with sf.SoundFile(tmp, "w", samplerate=TARGET_SAMPLE_RATE, channels=1, subtype=subtype, format=fmt) as fh:
+            # The command has said which characters were lost (or refused them with --strict).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnknownCharactersWarning)
+                for ev in model.stream(sample, gen, vocoder=streamed):
+                    if ev.kind == "text":
+                        text += ev.text
+                        if args.show_text:
+                            print(ev.text, end="", flush=True)
+                    elif ev.kind == "mel":
+                        mels.append(ev.mel)
+                    elif ev.kind == "audio":
+                        first = first if first is not None else time.perf_counter() - t0
+                        fh.write(ev.audio.clamp(-1, 1).numpy())
+                        seconds += ev.audio.shape[0] / TARGET_SAMPLE_RATE
             if streamed is None and mels:  # Griffin-Lim: one write at the end
                 audio = vocoder.decode(torch.cat(mels, dim=-1))
                 first = time.perf_counter() - t0
@@ -77,22 +84,47 @@ def raise_no_speech(text: str) -> None:
     )
 
 
+def _generation_config(args: argparse.Namespace) -> GenerationConfig:
+    """The generation settings of ``speak``/``answer``, checked (with ``-o``) before the model is loaded."""
+    audio_output_format(args.output, "-o")
+    return GenerationConfig(
+        max_new_positions=args.max_positions,
+        speech_temperature=args.temperature,
+        seed=args.seed,
+        steps=args.flow_steps,
+    )
+
+
 def speak_command(args: argparse.Namespace) -> None:
-    """text → speech with a trained model, streamed to a WAV file"""
+    """text → speech with a trained model, streamed to an audio file
+
+    Characters the model's text tokenizer does not know (emoji, CJK, control characters) are read as
+    <unk>: they are named on stderr, or refused with --strict.
+    """
+    gen = _generation_config(args)
     model = FlowOmni.from_pretrained(args.model)
-    stream_to_wav(model, Sample("T2A", prompt_text=args.text), Path(args.output), args)
+    unknown = unknown_characters_message(model.text_tokenizer, args.text)
+    if unknown and args.strict:
+        raise FlowOmniError(f"the text has characters the model cannot read: {unknown}; remove them or drop --strict")
+    if unknown:
+        print(f"flow-omni speak: warning: {unknown}", file=sys.stderr)
+    stream_to_file(model, Sample("T2A", prompt_text=args.text), Path(args.output), gen, args)
 
 
 def speak_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("text")
+    s.add_argument(
+        "--strict", action="store_true", help="refuse a text with characters the model's tokenizer does not know"
+    )
     _generation_arguments(s)
 
 
 def answer_command(args: argparse.Namespace) -> None:
-    """spoken question (audio file) → spoken answer, streamed to a WAV file"""
-    model = FlowOmni.from_pretrained(args.model)
+    """spoken question (audio file) → spoken answer, streamed to an audio file"""
+    gen = _generation_config(args)
     audio = load_audio(args.question, max_seconds=60.0, allow_silent=False)
-    stream_to_wav(model, Sample("A2A", prompt_audio=model.prepare_audio(audio)), Path(args.output), args)
+    model = FlowOmni.from_pretrained(args.model)
+    stream_to_file(model, Sample("A2A", prompt_audio=model.prepare_audio(audio)), Path(args.output), gen, args)
 
 
 def answer_arguments(a: argparse.ArgumentParser) -> None:
@@ -137,7 +169,7 @@ def transcribe_arguments(t: argparse.ArgumentParser) -> None:
 
 
 def _generation_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, help="WAV file to write (streamed as audio is produced)")
+    p.add_argument("-o", "--output", required=True, help=AUDIO_OUTPUT_HELP + " (streamed as audio is produced)")
     p.add_argument("--model", required=True, help="a trained FlowOmni folder (save_pretrained / train's model/)")
     p.add_argument("--vocoder", default="griffinlim", help="Vocos checkpoint folder, or 'griffinlim' (default)")
     p.add_argument("--temperature", type=float, default=0.0, help="speech sampling temperature (0 = greedy)")

@@ -79,7 +79,14 @@ def train_vocoder_command(args: argparse.Namespace) -> None:
         changes["out_dir"] = args.out
     if args.manifest:
         changes["train_manifests"] = list(args.manifest)
-    if args.steps:
+    if args.val_manifest is not None:
+        changes["val_manifests"] = list(args.val_manifest)
+    elif args.manifest:
+        # The recipe's validation set belongs to its own training set (data/val.jsonl); it says nothing
+        # about the audio given here, and is usually not there at all.
+        changes["val_manifests"] = []
+        print("[flow-omni] no --val-manifest: training without validation")
+    if args.steps is not None:
         changes["max_steps"] = args.steps
     cfg = cfg.merged(changes)
     out = train_vocoder(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
@@ -93,6 +100,12 @@ def train_vocoder_command(args: argparse.Namespace) -> None:
 def train_vocoder_arguments(tv: argparse.ArgumentParser) -> None:
     tv.add_argument("--config", default="vocoder", help="YAML file or built-in recipe name (default: vocoder)")
     tv.add_argument("--manifest", nargs="+", help="train manifests (override train_manifests)")
+    tv.add_argument(
+        "--val-manifest",
+        nargs="*",
+        help="validation manifests (override val_manifests; none: no validation). With --manifest and "
+        "without this, the run has no validation",
+    )
     tv.add_argument("--out", help="output directory (override out_dir)")
     tv.add_argument("--steps", type=int, help="override max_steps")
     tv.add_argument("--resume", nargs="?", const="last", help="resume: 'last' or a .ckpt path")

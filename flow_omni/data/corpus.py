@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 
 from flow_omni.audio.io import TARGET_SAMPLE_RATE
 from flow_omni.checkpoint import atomic_write, atomic_write_text
+from flow_omni.checks import check_output_folder
 from flow_omni.config import Config
 from flow_omni.data.espeak import (
     DEFAULT_MARGIN_SECONDS,
@@ -519,7 +520,7 @@ def build_corpus(
     for v in [*config.voices, *config.heldout_voices, config.answer_voice]:
         espeak.check_voice(v)
     plan = make_plan(config)
-    out_dir = Path(out_dir)
+    out_dir = check_output_folder(out_dir, "corpus folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     _prepare_dir(out_dir, config, overwrite)
 

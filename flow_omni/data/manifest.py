@@ -41,6 +41,10 @@ class ManifestError(FlowOmniError, ValueError):
     """A manifest line was not valid JSON, missed a required key, or had a key we do not know."""
 
 
+class ManifestNotFoundError(ManifestError, FileNotFoundError):
+    """The manifest file does not exist."""
+
+
 @dataclass
 class Segment:
     """One span of an interleaved sample: text, and (if spoken) the audio of that text."""
@@ -126,19 +130,48 @@ class ManifestEntry:
         )
 
 
+#: Bytes read to tell a text manifest from a binary file (an audio file or an archive given by mistake).
+_SNIFF_BYTES = 8192
+
+
+def check_manifest_path(path: str | Path) -> Path:
+    """``path`` as a Path if it is a file that may be a manifest: :class:`ManifestNotFoundError` when it
+    does not exist, :class:`ManifestError` when it holds NUL bytes (an audio file or an archive given in
+    its place, which no text has)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestNotFoundError(f"manifest {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    with open(path, "rb") as fh:
+        if b"\0" in fh.read(_SNIFF_BYTES):
+            raise ManifestError(
+                f"{path} is a binary file, not a manifest; expected UTF-8 JSON lines, one object a line"
+            )
+    return path
+
+
 def iter_manifest(path: str | Path) -> Iterator[tuple[int, ManifestEntry | ManifestError]]:
     """Yield ``(line_number, entry or the error for that line)``; blank lines are skipped.
 
-    Errors are yielded, not raised, so a validator can report every bad line in one pass.
+    Errors are yielded, not raised, so a validator can report every bad line in one pass; a line that is
+    not UTF-8 is such an error.
+
+    Raises:
+        ManifestNotFoundError, ManifestError: from :func:`check_manifest_path`, before any line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    path = check_manifest_path(path)
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield (
+                    lineno,
+                    ManifestError(f"{where}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})"),
+                )
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:

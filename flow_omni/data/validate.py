@@ -2,8 +2,8 @@
 
 Checked for every line:
 
-* the line is JSON and fits the schema of :mod:`flow_omni.data.manifest` (``bad_json``,
-  ``bad_schema``, ``unknown_key``, ``missing_key``); its id is not empty (``empty_id``) and was not
+* the line is UTF-8 text (``bad_encoding``), is JSON and fits the schema of :mod:`flow_omni.data.manifest`
+  (``bad_json``, ``bad_schema``, ``unknown_key``, ``missing_key``); its id is not empty (``empty_id``) and was not
   used by an earlier line (``duplicate_id``);
 * ``text`` is not empty or whitespace, nor ``answer_text`` when ``answer_audio`` is set, nor any
   segment's text (``empty_text``);
@@ -49,7 +49,14 @@ from tqdm.auto import tqdm
 
 from flow_omni.audio.io import data_shortfall
 from flow_omni.audio.mel import MelConfig
-from flow_omni.data.manifest import REQUIRED_KEYS, ManifestEntry, ManifestError, iter_manifest
+from flow_omni.data.manifest import (
+    REQUIRED_KEYS,
+    ManifestEntry,
+    ManifestError,
+    ManifestNotFoundError,
+    check_manifest_path,
+    iter_manifest,
+)
 from flow_omni.errors import ConfigError
 
 logger = logging.getLogger("flow_omni.data")
@@ -59,10 +66,6 @@ DURATION_TOLERANCE = 0.1
 #: Frames decoded at each end of a file by the cheap corruption check.
 EDGE_FRAMES = 1024
 _BLOCK = 1 << 16
-
-
-class ManifestNotFoundError(ManifestError, FileNotFoundError):
-    """The manifest file to validate does not exist."""
 
 
 @dataclass(frozen=True)
@@ -193,10 +196,12 @@ def _probe_audio(path: Path, shown: str, full: bool) -> _AudioInfo:
     return _AudioInfo(info.samplerate, info.frames)
 
 
-def _schema_kind(raw: str) -> tuple[str, str | None]:
+def _schema_kind(raw: bytes) -> tuple[str, str | None]:
     """Classify a line iter_manifest rejected: ``(kind, id if one can be read)``."""
     try:
-        obj: Any = json.loads(raw)
+        obj: Any = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "bad_encoding", None
     except json.JSONDecodeError:
         return "bad_json", None
     if not isinstance(obj, dict):
@@ -254,9 +259,7 @@ def validate_manifest(
     if max_duration is not None and min_duration is not None and min_duration > max_duration:
         raise ConfigError(f"min_duration {min_duration} is larger than max_duration {max_duration}")
 
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestNotFoundError(f"manifest {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    path = check_manifest_path(path)
     checker = _Checker(
         path,
         on_error=on_error,
@@ -268,12 +271,13 @@ def validate_manifest(
     )
     # A second reader walks the file in step with iter_manifest, so a rejected line can be
     # classified (and its id shown) without holding the whole manifest in memory.
-    with open(path, encoding="utf-8") as raw_fh:
+    # Both read bytes and split at b"\n" only, so their line numbers agree whatever the file holds.
+    with open(path, "rb") as raw_fh:
         raw_lineno = 0
         lines = tqdm(iter_manifest(path), desc=f"validate {path.name}", unit=" lines", disable=not progress)
         for lineno, item in lines:
             if isinstance(item, ManifestError):
-                raw = ""
+                raw = b""
                 while raw_lineno < lineno:
                     raw = raw_fh.readline()
                     raw_lineno += 1
@@ -317,7 +321,7 @@ class _Checker:
         logger.warning("%s", line)
         self.here.append(problem)
 
-    def rejected_line(self, lineno: int, error: ManifestError, raw: str) -> None:
+    def rejected_line(self, lineno: int, error: ManifestError, raw: bytes) -> None:
         self.report.n_lines += 1
         kind, ident = _schema_kind(raw)
         msg, prefix = str(error), f"{self.path}:{lineno}: "  # iter_manifest's own "where" prefix
@@ -430,3 +434,15 @@ class _Checker:
             if self.min_duration is not None and length < self.min_duration:
                 flag("too_short", f"{label} {raw} is {length:.2f} s long; min_duration is {self.min_duration:g} s")
         return measured
+
+
+# ManifestNotFoundError is named here too: it was defined in this module before read_manifest raised it.
+__all__ = [
+    "DURATION_TOLERANCE",
+    "EDGE_FRAMES",
+    "ManifestNotFoundError",
+    "Problem",
+    "ValidationReport",
+    "soundfile_reason",
+    "validate_manifest",
+]

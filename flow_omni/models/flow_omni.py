@@ -491,16 +491,20 @@ class FlowOmni(nn.Module):
     def generate(self, samples, config=None, **overrides):
         """Generate for a list of prompts (:class:`~flow_omni.layout.Sample` without targets).
 
-        Keyword overrides are :class:`~flow_omni.models.generation.GenerationConfig` fields, e.g.
-        ``model.generate(prompts, solver="midpoint", steps=8, cfg_scale=1.5, seed=3)``.
+        ``config`` is a :class:`~flow_omni.models.generation.GenerationConfig` (or a mapping of its fields);
+        keyword overrides are its fields, e.g. ``model.generate(prompts, solver="midpoint", steps=8, seed=3)``.
         """
-        cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
-        return generate(self, list(samples), cfg)
+        if isinstance(samples, (Sample, str)) or not isinstance(samples, Iterable):
+            raise FlowOmniError(
+                f"generate() takes a list of Samples, got a {type(samples).__name__}; for one: [sample]"
+            )
+        return generate(self, list(samples), GenerationConfig.of(config, **overrides))
 
     def stream(self, sample, config=None, *, vocoder=None, chunk_tokens: int = 4, **overrides):
         """Iterate over text / mel / audio :class:`~flow_omni.models.generation.StreamEvent` s for one prompt."""
-        cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
-        return stream(self, sample, cfg, vocoder=vocoder, chunk_tokens=chunk_tokens)
+        return stream(
+            self, sample, GenerationConfig.of(config, **overrides), vocoder=vocoder, chunk_tokens=chunk_tokens
+        )
 
 
 #: Checkpoints written before the speech head had one interface named its parts differently.

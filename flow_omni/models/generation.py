@@ -21,21 +21,27 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from flow_omni.checks import check_number
 from flow_omni.config import Config
-from flow_omni.errors import ConfigError, FlowOmniError
+from flow_omni.errors import ConfigError, FlowOmniError, UnknownCharactersWarning
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP, Sample
+from flow_omni.models.ode import SOLVERS
+from flow_omni.text.tokenizer import unknown_characters_message
 from flow_omni.vocoder.streaming import StreamingVocoder
 
 # ``model`` below is a FlowOmni. It is annotated as nn.Module because flow_omni.models.flow_omni
 # imports this module (generate and stream are its methods): naming the class here would close a cycle.
 
 _NEG = float("-inf")
+#: Item ``i`` of a batch draws from a generator seeded ``seed + i``; torch takes seeds below 2**64.
+_SEED_LIMIT = 2**64
 
 
 @dataclasses.dataclass
@@ -53,12 +59,38 @@ class GenerationConfig(Config):
     batch_parallel: bool = False  # Mini-Omni: an A2T copy's text drives each A2A item
 
     def __post_init__(self) -> None:
+        # A NaN temperature or a negative guidance scale would not fail: it would quietly make noise.
+        for name in ("max_new_positions", "top_k", "steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"GenerationConfig.{name} must be an integer, got {value!r}")
         if self.max_new_positions < 1:
             raise ConfigError(f"GenerationConfig.max_new_positions must be >= 1, got {self.max_new_positions}")
-        if self.text_temperature < 0 or self.speech_temperature < 0:
-            raise ConfigError("GenerationConfig: temperatures must be >= 0")
+        for name in ("text_temperature", "speech_temperature", "cfg_scale"):
+            check_number(getattr(self, name), f"GenerationConfig.{name}", low=0.0)
+        if self.top_k < 0:
+            raise ConfigError(f"GenerationConfig.top_k must be >= 0 (0 = no top-k filtering), got {self.top_k}")
         if self.steps < 1:
             raise ConfigError(f"GenerationConfig.steps must be >= 1, got {self.steps}")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"GenerationConfig.solver {self.solver!r} is unknown; valid solvers are {list(SOLVERS)}")
+        if not 0 <= self.seed < _SEED_LIMIT:
+            raise ConfigError(f"GenerationConfig.seed must be within [0, 2**64 - 1], got {self.seed}")
+
+    @classmethod
+    def of(cls, config: GenerationConfig | Mapping | None = None, **overrides) -> GenerationConfig:
+        """The config a ``generate``/``stream`` call asked for: ``config`` (a GenerationConfig, a mapping
+        of its fields, or None for the defaults) with the keyword ``overrides`` applied. Anything else, an
+        unknown field or a value out of range raises :class:`ConfigError`."""
+        if config is None:
+            config = cls()
+        elif isinstance(config, Mapping):
+            config = cls.from_dict(dict(config))
+        elif not isinstance(config, cls):
+            raise ConfigError(
+                f"config must be a GenerationConfig or a mapping of its fields, got {type(config).__name__}"
+            )
+        return config.replace(**overrides) if overrides else config
 
 
 @dataclass
@@ -155,6 +187,15 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
     """Yield one :class:`Step` per generated position until every item is done (or the guard)."""
     if not samples:
         raise FlowOmniError("generate() needs at least one prompt")
+    for i, s in enumerate(samples):
+        if not isinstance(s, Sample):
+            raise FlowOmniError(
+                f"prompt {i} is a {type(s).__name__}; expected a Sample, e.g. Sample('T2A', prompt_text=...)"
+            )
+    # One warning for the whole call, naming every character lost: Python shows each distinct one once.
+    unknown = unknown_characters_message(model.text_tokenizer, "".join(s.prompt_text or "" for s in samples))
+    if unknown:
+        warnings.warn(f"prompt text: {unknown}", UnknownCharactersWarning, stacklevel=2)
     layout = model.config.layout
     partners: list[int | None] = [None] * len(samples)
     if cfg.batch_parallel:
@@ -171,7 +212,7 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
             f"prompt ({int(batch.attention_mask.sum(-1).max())} positions) + max_new_positions "
             f"({cfg.max_new_positions}) exceeds the backbone's {limit} positions"
         )
-    gens = [torch.Generator().manual_seed(cfg.seed + i) for i in range(B)]
+    gens = [torch.Generator().manual_seed((cfg.seed + i) % _SEED_LIMIT) for i in range(B)]
     tracks = [_Track(speaks=s.speaks, partner=partners[i]) for i, s in enumerate(samples)]
     sp = model.special
     head = model.speech
@@ -290,7 +331,7 @@ def _next_state(t: _Track, layout, logits: torch.Tensor, wrote_text: bool) -> in
 
 def generate(model: nn.Module, samples: Sequence[Sample], cfg: GenerationConfig | None = None) -> list[Generated]:
     """Run :func:`decode_steps` to the end and assemble one :class:`Generated` per prompt."""
-    cfg = cfg or GenerationConfig()
+    cfg = GenerationConfig.of(cfg)
     n_out = len(samples)
     text_ids: list[list[int]] = [[] for _ in range(n_out)]
     states: list[list[int]] = [[] for _ in range(n_out)]
@@ -344,7 +385,7 @@ def stream(
 ) -> Iterator[StreamEvent]:
     """Yield text pieces, mel chunks (every ``chunk_tokens`` speech tokens) and, with a vocoder,
     audio chunks as they are produced. Concatenating the "mel" events gives :attr:`Generated.mel`."""
-    cfg = cfg or GenerationConfig()
+    cfg = GenerationConfig.of(cfg)
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     streamer = None

@@ -39,6 +39,8 @@ class TextTokenizer(Protocol):
 
     def spec(self) -> dict: ...
 
+    def unknown_characters(self, text: str) -> list[str]: ...
+
 
 class _SpecialTokens:
     """Shared lookup of the special-token ids (``self._special`` is filled by the subclass)."""
@@ -75,6 +77,11 @@ class CharTokenizer(_SpecialTokens):
             out.append(idx)
         return out
 
+    def unknown_characters(self, text: str) -> list[str]:
+        """The characters of ``text`` that :meth:`encode` reads as ``<unk>``, each once, in order."""
+        unk = self._special["<unk>"]
+        return list(dict.fromkeys(ch for ch, idx in zip(text, self.encode(text)) if idx == unk))
+
     def decode(self, ids: Sequence[int]) -> str:
         n_special = len(SPECIAL_TOKENS)
         return "".join(self.itos[i] for i in ids if n_special <= i < self.vocab_size)
@@ -104,6 +111,14 @@ class HFTokenizer(_SpecialTokens):
     def encode(self, text: str) -> list[int]:
         return list(self.tok.encode(text, add_special_tokens=False))
 
+    def unknown_characters(self, text: str) -> list[str]:
+        """The characters of ``text`` that the tokenizer reads as its unknown token, each once, in order
+        (none for byte-level BPEs, which have no unknown token)."""
+        unk = self.tok.unk_token_id
+        if unk is None or unk not in self.encode(text):
+            return []
+        return list(dict.fromkeys(ch for ch in text if unk in self.encode(ch)))
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode([i for i in ids if i not in self._special_ids], skip_special_tokens=True)
 
@@ -112,6 +127,17 @@ class HFTokenizer(_SpecialTokens):
 
     def spec(self) -> dict:
         return {"kind": "hf"}
+
+
+def unknown_characters_message(tokenizer: TextTokenizer, text: str) -> str | None:
+    """A line naming the characters of ``text`` that ``tokenizer`` reads as ``<unk>``, or None when it
+    knows them all. The model cannot tell one ``<unk>`` from another, so an emoji, a CJK character or a
+    control character in a prompt is lost without a trace unless someone says so."""
+    chars = tokenizer.unknown_characters(text)
+    if not chars:
+        return None
+    listed = ", ".join(f"{ch!r} (U+{ord(ch):04X})" for ch in chars)
+    return f"{len(chars)} character(s) are not in the text tokenizer and are read as <unk>: {listed}"
 
 
 def load_text_tokenizer(spec: dict, directory: str | Path | None = None) -> TextTokenizer:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from flow_omni.checkpoint import atomic_write
+from flow_omni.checkpoint import atomic_write, state_mismatch
 from flow_omni.errors import CheckpointError
 
 
@@ -27,12 +27,38 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {path}")
-        try:
-            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-        except Exception as exc:  # truncated, foreign or not a torch file at all
-            raise CheckpointError(
-                f"{path} is not a readable training checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-            ) from None
+        return read_training_checkpoint(path, map_location)
+
+
+def read_training_checkpoint(
+    path: str | Path, map_location: Any | None = None, *, mmap: bool = False
+) -> dict[str, Any]:
+    """A ``.ckpt`` read with ``weights_only=True`` (``mmap``: tensors are read from the file when used);
+    CheckpointError for a missing, truncated or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # truncated, foreign or not a torch file at all
+        raise CheckpointError(
+            f"{path} is not a readable training checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+
+
+def check_resumable(module: torch.nn.Module, path: str | Path) -> None:
+    """Raise CheckpointError when the weights in the ``.ckpt`` at ``path`` do not fit ``module``.
+
+    Called before a resumed run writes anything: Lightning would find out only inside ``fit``, with a
+    ``load_state_dict`` traceback, after the run had already replaced its folder's config. The file is
+    memory-mapped, so only its index is read.
+    """
+    state = read_training_checkpoint(path, mmap=True).get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds no state_dict; it is not a checkpoint written by a training run")
+    mismatch = state_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(
+            f"cannot resume from {path}: its weights do not fit the model this config builds ({mismatch}); "
+            "resume with the config the run was started with, or start afresh with --overwrite"
+        )

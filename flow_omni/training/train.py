@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from flow_omni.checkpoint import atomic_write_text
+from flow_omni.checks import check_output_folder
 from flow_omni.errors import CheckpointError, ConfigError
 from flow_omni.eval.heldout import evaluate_heldout
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
@@ -192,7 +193,7 @@ def train(
         )
     if config.threads:
         torch.set_num_threads(config.threads)
-    out = config.out
+    out = check_output_folder(config.out, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = None
     if resume is not None:
@@ -221,7 +222,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from flow_omni.training.checkpoint_io import AtomicCheckpointIO
+    from flow_omni.training.checkpoint_io import AtomicCheckpointIO, check_resumable
     from flow_omni.training.datamodule import FlowOmniDataModule
     from flow_omni.training.module import FlowOmniModule, read_loss_log
 
@@ -233,7 +234,6 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     data.setup("fit")
     report_path = out / "data_report.txt"
     if is_rank0:
-        atomic_write_text(out / "config.yaml", config.to_yaml())
         data.report.attach(report_path, keep_existing=ckpt_path is not None)
     if not config.model.init_from:
         # A new model's token statistics are a function of the training data alone, so every rank
@@ -246,6 +246,10 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         data.report.attach(report_path, write=False)
     counts = set_trainable(model, config)
     module = FlowOmniModule(model, config)
+    if ckpt_path is not None:
+        check_resumable(module, ckpt_path)  # before config.yaml is replaced by the one that does not fit
+    if is_rank0:
+        atomic_write_text(out / "config.yaml", config.to_yaml())
     module.loss_log = out / "train_log.jsonl"  # a fresh run starts without one (prepare_run_folder)
 
     loggers = []

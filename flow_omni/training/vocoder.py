@@ -51,11 +51,12 @@ from vocos.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss, Me
 
 from flow_omni.audio.io import SILENCE_PEAK, load_audio
 from flow_omni.checkpoint import atomic_write_text
+from flow_omni.checks import check_output_folder
 from flow_omni.config import Config
 from flow_omni.data.manifest import read_manifest
 from flow_omni.data.report import Collated, DataReport
 from flow_omni.errors import AudioError, ConfigError, FlowOmniError
-from flow_omni.training.checkpoint_io import AtomicCheckpointIO
+from flow_omni.training.checkpoint_io import AtomicCheckpointIO, check_resumable
 from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
 from flow_omni.training.schedule import warmup_cosine
 from flow_omni.vocoder.vocos_vocoder import Vocoder, VocoderConfig
@@ -551,7 +552,10 @@ def train_vocoder(
         raise ConfigError("train_manifests is empty: give at least one JSONL manifest of training audio")
     if overwrite and resume is not None:
         raise ConfigError("--overwrite starts the run again from step 0 and --resume continues it; give one of them")
-    out = config.out
+    out = check_output_folder(config.out, "out_dir")
+    # Read every manifest before the folder is locked and prepared: a missing or broken one is a one-line
+    # error that leaves the folder as it was (the data module reads them again; they are only text).
+    manifest_audio_files([*config.train_manifests, *config.val_manifests])
     is_rank0 = launch_rank() == 0
     with RunLock(out) if is_rank0 else contextlib.nullcontext():
         if is_rank0:
@@ -568,9 +572,11 @@ def _train_vocoder(
     config: VocoderTrainConfig, *, progress: bool, resume: str | Path | None, callbacks: Sequence[Callback]
 ) -> Path:
     out = config.out
-    atomic_write_text(out / "train_config.yaml", config.to_yaml())
     data = VocoderDataModule(config)
     module = build_training_module(config)
+    if resume is not None:
+        check_resumable(module, resume if str(resume) != "last" else out / "checkpoints" / "last.ckpt")
+    atomic_write_text(out / "train_config.yaml", config.to_yaml())
     has_val = data.val_set is not None
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
