@@ -7,6 +7,7 @@ open number of epochs, so it shows ``Epoch 31/-2`` and no time left. This one sh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from lightning.pytorch.callbacks import Callback
@@ -44,4 +45,15 @@ class DropLightningTip(logging.Filter):
         return "litlogger" not in record.getMessage()
 
 
-__all__ = ["DropLightningTip", "StepProgress"]
+@contextlib.contextmanager
+def lightning_tip_dropped():
+    """Lightning's cloud-logger tip is filtered from its rank-zero log inside this block."""
+    log, tip = logging.getLogger("lightning.pytorch.utilities.rank_zero"), DropLightningTip()
+    log.addFilter(tip)
+    try:
+        yield
+    finally:
+        log.removeFilter(tip)
+
+
+__all__ = ["DropLightningTip", "StepProgress", "lightning_tip_dropped"]

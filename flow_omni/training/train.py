@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import time
 import warnings
@@ -37,7 +36,6 @@ from flow_omni.eval.heldout import evaluate_heldout
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
 from flow_omni.training.config import GROUPS, TrainConfig
-from flow_omni.training.progress import DropLightningTip, StepProgress
 from flow_omni.training.report import write_eval_report
 from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
 
@@ -58,17 +56,6 @@ RUN_OUTPUTS = (
 )
 #: What makes an out_dir hold an earlier run: something to resume from, or a result.
 RUN_MARKS = ("checkpoints/*.ckpt", "model", "adapter")
-
-
-@contextlib.contextmanager
-def _lightning_tip_dropped():
-    """Lightning's cloud-logger tip is filtered from its rank-zero log while the run lives."""
-    log, tip = logging.getLogger("lightning.pytorch.utilities.rank_zero"), DropLightningTip()
-    log.addFilter(tip)
-    try:
-        yield
-    finally:
-        log.removeFilter(tip)
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
@@ -225,6 +212,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     from flow_omni.training.checkpoint_io import AtomicCheckpointIO, check_resumable
     from flow_omni.training.datamodule import FlowOmniDataModule
     from flow_omni.training.module import FlowOmniModule, read_loss_log
+    from flow_omni.training.progress import StepProgress, lightning_tip_dropped
 
     out = config.out
     ckpt_dir = out / "checkpoints"
@@ -280,7 +268,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         callbacks.append(StepProgress())
     callbacks += list(extra_callbacks)
     has_val = bool(data.valid_entries)
-    with _lightning_tip_dropped():  # printed when the Trainer is built
+    with lightning_tip_dropped():  # printed when the Trainer is built
         trainer = L.Trainer(
             accelerator=config.accelerator,
             devices=_devices(config),
