@@ -54,7 +54,9 @@ class LossWeights(Config):
     state: float = 1.0
     flow: float = 1.0
     #: auxiliary CTC loss of the speech encoder's output (at the LLM's rate) against the transcript of
-    #: the prompt audio, through the backbone's own LM head plus a blank logit; 0 = off (no blank head)
+    #: the prompt audio, through the backbone's own LM head plus a blank logit; 0 = off (no blank head).
+    #: Its logits span the whole vocabulary at every audio position: cheap for the presets' character
+    #: vocabulary, gigabytes per batch for a pretrained LLM's ~150k tokens.
     ctc: float = 0.0
 
     def __post_init__(self) -> None:
