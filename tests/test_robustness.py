@@ -141,3 +141,42 @@ def test_workers_stop_when_the_benchmark_is_killed(tmp_path):
         time.sleep(0.2)
     os.kill(worker, signal.SIGKILL)
     raise AssertionError("the worker outlived the benchmark process by 20 s")
+
+
+def test_ceiling_cache_transcribes_each_reference_once(tmp_path):
+    """Scoring several checkpoints with one ``ceiling_cache`` hears each resynthesised reference once, and
+    the ceiling it reports is the one computed without the cache."""
+    import torch
+
+    from flow_omni.data.corpus import CorpusConfig, build_corpus
+    from flow_omni.data.manifest import read_manifest
+    from flow_omni.eval.robustness import evaluate_model
+    from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
+    from flow_omni.vocoder.griffinlim import GriffinLim
+
+    build_corpus(CorpusConfig(n_sentences=8, n_qa=0, n_interleaved=0, test_fraction=0.25), tmp_path, progress=False)
+    test = [e for e in read_manifest(tmp_path / "test.jsonl") if not e.answer_text][:2]
+
+    class Listener:  # stands in for Whisper: hears the audio's length, and counts what it was asked
+        calls = 0
+
+        def transcribe(self, audio, sr):
+            Listener.calls += 1
+            return "word " * (1 + int(audio.numel() / sr))
+
+    torch.manual_seed(0)
+    model = FlowOmni(FlowOmniConfig.preset("tiny"))
+    model.fit_speech_stats([torch.randn(24000) * 0.1])
+    vocoder, cache = GriffinLim(n_iter=4).decode, {}
+    kw = dict(tasks=["tts"], max_new_positions=4, vocoder=vocoder, external_asr=Listener())
+    plain = evaluate_model(model, test, [], ["clean"], **kw)
+    without = Listener.calls
+    for _ in range(2):
+        cached = evaluate_model(model, test, [], ["clean"], ceiling_cache=cache, **kw)
+    assert set(cache) == {e.t2a_audio for e in test}
+    assert Listener.calls - without == 2 * without - len(test)  # the second scoring hears the references no more
+
+    def ceiling(rows):
+        return next(r["value"] for r in rows if r["metric"] == "whisper_wer_ceiling")
+
+    assert ceiling(cached) == ceiling(plain)

@@ -180,3 +180,20 @@ def test_gradients_reach_every_trainable_parameter(kind, tok):
 
     enc.freeze_encoder()
     assert {n.split(".")[0] for n, p in enc.named_parameters() if p.requires_grad} == {"adapter"}
+
+
+def test_output_norm_puts_audio_on_the_embeddings_scale(tok):
+    """With ``output_norm`` every valid adapter output starts with an RMS of 0.02 (the text embeddings'
+    init scale), padding stays zero, and the feature cache key does not depend on the adapter."""
+    clip = harmonic_tone(1.0)
+    plain, normed = make("whisper", tok), make("whisper", tok, output_norm=True)
+    x, lengths = padded_batch([plain.featurize(clip, tok), None])
+    rms = {}
+    for name, enc in (("plain", plain), ("normed", normed)):
+        emb, out_len = enc(x, lengths)
+        rms[name] = emb[0, : out_len[0]].pow(2).mean(-1).sqrt()
+        assert torch.all(emb[1] == 0)
+    torch.testing.assert_close(rms["normed"], torch.full_like(rms["normed"], 0.02), atol=1e-4, rtol=0)
+    assert rms["plain"].mean() > 2 * 0.02
+    assert plain.feature_spec() == normed.feature_spec()
+    assert plain.feature_spec() != make("whisper", tok, whisper_layers=2).feature_spec()

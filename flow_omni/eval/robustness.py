@@ -77,12 +77,17 @@ def evaluate_model(
     external_asr=None,
     speech_answer_conditions: Sequence[str] = ("clean",),
     progress: bool = False,
+    ceiling_cache: dict[str, str] | None = None,
 ) -> list[dict]:
     """Score one model; returns long-format rows ``{variant, seed, task, condition, metric, value, n}``.
 
     With ``wav_dir``, the first ``sample_wavs`` inputs of every condition are written as heard, and the
     speech the model produced (TTS outputs, QA answers) is vocoded with ``vocoder`` (a callable
     mel ``(n_mels, F)`` → audio; Griffin-Lim when None) — the same vocoder for every variant.
+
+    ``ceiling_cache``: a dict the caller keeps between calls with the same ``vocoder`` and
+    ``external_asr``; the listener's transcript of each resynthesised reference (the TTS ceiling) is
+    stored in it by reference file, so scoring many checkpoints transcribes the references once.
     """
     model.eval()
     if (external_asr is not None or (wav_dir is not None and sample_wavs)) and vocoder is None:
@@ -126,7 +131,10 @@ def evaluate_model(
         for e, g in zip(test, out):
             ref = model.speech_tokenizer.mel(load_audio(e.t2a_audio))
             if external_asr is not None:  # the ceiling: the reference itself through the same vocoder
-                heard_ref.append(external_asr.transcribe(vocoder(ref), sr))
+                cache = {} if ceiling_cache is None else ceiling_cache
+                if e.t2a_audio not in cache:
+                    cache[e.t2a_audio] = external_asr.transcribe(vocoder(ref), sr)
+                heard_ref.append(cache[e.t2a_audio])
             if g.mel is None or g.mel.shape[-1] == 0:
                 dists.append(mel_distance(torch.full_like(ref, -math.inf), ref))  # silence vs the reference
                 continue

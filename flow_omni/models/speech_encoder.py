@@ -39,6 +39,7 @@ from torch import nn
 from flow_omni.audio.io import TARGET_SAMPLE_RATE, resample, validate_audio
 from flow_omni.config import Config
 from flow_omni.errors import AudioError, CheckpointError, ConfigError, MelShapeError
+from flow_omni.models.continuous_speech import EMBEDDING_SCALE
 from flow_omni.models.whisper_weights import BUILTIN_PREFIX, BUILTIN_WHISPER, resolve_whisper_path, set_encoder_window
 
 WHISPER_SAMPLE_RATE = 16000
@@ -77,6 +78,11 @@ class SpeechEncoderConfig(Config):
     frozen: bool = False
     # adapter
     adapter_hidden: int = 0  # 0 = the LLM width
+    # RMSNorm the adapter's output with a gain starting at the text embeddings' scale (0.02). Without it
+    # the encoder output at an audio position grows far larger than any embedding (row norms of about
+    # 100 against 2 in a trained tiny model), so the residual updates of the LLM's layers are small
+    # next to it and the audio positions pass through the layers nearly unchanged.
+    output_norm: bool = False
     # Filled in when a pretrained Whisper is loaded, so a checkpoint rebuilds without the source dir.
     whisper_config: dict = dataclasses.field(default_factory=dict)
 
@@ -353,9 +359,12 @@ class SpeechEncoder(nn.Module):
         self._spec: dict | None = None
         self.downsample = self.body.downsample
         hidden = config.adapter_hidden or llm_width
-        self.adapter = nn.Sequential(
-            nn.Linear(self.body.out_dim * self.downsample, hidden), nn.GELU(), nn.Linear(hidden, llm_width)
-        )
+        layers = [nn.Linear(self.body.out_dim * self.downsample, hidden), nn.GELU(), nn.Linear(hidden, llm_width)]
+        if config.output_norm:
+            norm = nn.RMSNorm(llm_width, eps=1e-6)
+            nn.init.constant_(norm.weight, EMBEDDING_SCALE)
+            layers.append(norm)
+        self.adapter = nn.Sequential(*layers)
 
     @property
     def feature_dim(self) -> int:
@@ -371,7 +380,8 @@ class SpeechEncoder(nn.Module):
         and neither the config nor a frozen body changes.
         """
         if self._spec is None:
-            spec = self.config.to_dict()
+            # The adapter runs after the features, so its settings are not part of what they depend on.
+            spec = {k: v for k, v in self.config.to_dict().items() if k not in ("adapter_hidden", "output_norm")}
             if self.frozen:
                 spec["weights"] = float(sum(p.double().abs().sum() for p in self.body.parameters()))
             self._spec = spec
