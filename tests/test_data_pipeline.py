@@ -236,3 +236,46 @@ def test_t2a_targets_come_from_the_output_voice_and_a2t_inputs_from_the_many(tmp
     mels = list(dm.speech_mels(6))  # the first three sentences: each its own voice, then the output voice
     assert len(mels) == 6 and n_target == 3
     assert torch.equal(mels[1], cache.mel(dm.train_entries[0].target_audio))
+
+
+def test_feature_masks_zero_bounded_spans_of_inputs_only(files, tmp_path):
+    """SpecAugment-style masks: whole frames and whole dimensions set to zero, at most the configured
+    width each, the same for the same item seed, on inputs only, and never in validation."""
+    import numpy as np
+
+    from flow_omni.data.feature_mask import FeatureMaskConfig, mask_features
+    from flow_omni.training.datamodule import _no_augment
+
+    x = torch.randn(200, 50) + 5.0  # no zeros of its own
+    cfg = FeatureMaskConfig(time_masks=1, time_width=0.1, channel_masks=1, channel_width=0.2)
+    widths = set()
+    for seed in range(40):
+        y = mask_features(x, cfg, np.random.default_rng(seed))
+        zero = y == 0
+        frames, dims = zero.all(1), zero.all(0)
+        assert torch.equal(zero, frames[:, None] | dims[None, :])  # only whole frames and whole dimensions
+        assert frames.sum() <= 20 and dims.sum() <= 10
+        assert torch.equal(y[~zero], x[~zero])
+        widths.add((int(frames.sum()), int(dims.sum())))
+    assert len(widths) > 10  # widths are drawn, not fixed
+    assert torch.equal(mask_features(x, cfg, np.random.default_rng(3)), mask_features(x, cfg, np.random.default_rng(3)))
+    assert torch.equal(mask_features(x, FeatureMaskConfig(time_masks=0, channel_masks=0), np.random.default_rng(0)), x)
+    with pytest.raises(ConfigError, match="time_width"):
+        FeatureMaskConfig(time_width=1.5)
+
+    _, paths, audios = files
+    model = FlowOmni(FlowOmniConfig.preset("tiny"))
+    entry = ManifestEntry("q", str(paths[0]), "one two", duration=audios[0].shape[0] / 24000)
+    cache = FeatureCache(tmp_path / "c")
+    strong = FeatureMaskConfig(time_masks=2, time_width=0.5, channel_masks=2, channel_width=0.5)
+    config = DataConfig(feature_mask=strong)
+    masked = SpeechDataset([entry], model, config, cache)
+    clean = SpeechDataset([entry], model, DataConfig(), cache)
+    a2t, ref = masked[ItemKey(0, "A2T", 7)], clean[ItemKey(0, "A2T", 7)]
+    assert a2t.augment["applied"] == ["feature_mask"]
+    diff = a2t.sample.prompt_audio != ref.sample.prompt_audio
+    assert diff.any() and torch.all(a2t.sample.prompt_audio[diff] == 0)
+    assert torch.equal(masked[ItemKey(0, "A2T", 7)].sample.prompt_audio, a2t.sample.prompt_audio)
+    t2a = masked[ItemKey(0, "T2A", 7)].sample.target_speech
+    assert torch.equal(t2a, clean[ItemKey(0, "T2A", 7)].sample.target_speech)  # targets are not masked
+    assert _no_augment(config).feature_mask is None and config.feature_mask is strong  # validation: no masks

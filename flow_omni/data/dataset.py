@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 
 from flow_omni.audio.augment import AugmentConfig, Augmenter
 from flow_omni.config import Config
+from flow_omni.data.feature_mask import FeatureMaskConfig, mask_features
 from flow_omni.data.features import FeatureCache, about_file
 from flow_omni.data.manifest import ManifestEntry
 from flow_omni.data.report import Collated, EmptyBatch, Skipped
@@ -70,6 +71,9 @@ class DataConfig(Config):
     augment: AugmentConfig | None = None
     p_augment: float = 0.0  # probability that an input utterance goes through ``augment``
     augment_targets: bool = False
+    #: SpecAugment-style time and channel masks on every input's encoder features (training only; the
+    #: features may come from the cache, unlike ``augment``); None = off
+    feature_mask: FeatureMaskConfig | None = None
     max_seconds: float = 20.0  # longer entries are skipped (counted in the validation report)
     max_items: int | None = None  # use only the first N entries of each manifest (quick runs)
     #: a bad manifest line, or a file that cannot be read or featurised when training reaches it:
@@ -167,7 +171,15 @@ class SpeechDataset(Dataset):
 
     # ------------------------------------------------------------------------------- features
     def _input_features(self, path: str, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
-        """Encoder input features of an utterance, augmented with probability ``p_augment``."""
+        """Encoder input features of an utterance, augmented with probability ``p_augment``, then masked
+        when ``feature_mask`` is set."""
+        feats, info = self._clean_or_augmented_features(path, rng)
+        if self.config.feature_mask is not None:
+            feats = mask_features(feats, self.config.feature_mask, rng)
+            info = {**info, "applied": [*info["applied"], "feature_mask"]}
+        return feats, info
+
+    def _clean_or_augmented_features(self, path: str, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
         if self.augmenter is not None and rng.random() < self.config.p_augment:
             audio, info = self.augmenter(self.cache.load_audio(path), int(rng.integers(2**62)))
             with about_file(path):  # e.g. sped up below the log-mel's shortest input

@@ -169,7 +169,10 @@ class FlowOmniDataModule(L.LightningDataModule):
 
 
 def _no_augment(config: DataConfig) -> DataConfig:
-    return config.replace(p_augment=0.0, augment=None) if config.p_augment > 0 else config
+    """Validation reads its inputs as they are: no audio augmentation and no feature masks."""
+    if config.p_augment > 0 or config.feature_mask is not None:
+        return config.replace(p_augment=0.0, augment=None, feature_mask=None)
+    return config
 
 
 def _one_thread(_worker_id: int) -> None:
