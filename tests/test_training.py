@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import write_tiny_corpus
 
 from flow_omni import FlowOmni, Sample
-from flow_omni.audio.io import save_audio
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.config import parse_overrides
 from flow_omni.data.manifest import ManifestEntry, read_manifest, write_manifest
@@ -35,34 +35,12 @@ from flow_omni.training.config import TrainConfig
 from flow_omni.training.module import NonFiniteLossError, read_loss_log
 from flow_omni.training.train import build_model, train
 
-TEXTS = ["one two", "three four", "five six", "seven", "eight nine", "ten", "red blue", "green"]
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    (out / "wavs").mkdir()
-    questions = synth_corpus(len(TEXTS), seed=1, duration_range=(0.6, 0.9))
-    answers = synth_corpus(len(TEXTS), seed=2, duration_range=(0.4, 0.6))
-    entries = []
-    for i, (text, q, a) in enumerate(zip(TEXTS, questions, answers)):
-        save_audio(out / f"wavs/q{i}.wav", q)
-        save_audio(out / f"wavs/a{i}.wav", a)
-        entries.append(
-            ManifestEntry(
-                f"u{i}",
-                f"wavs/q{i}.wav",
-                text,
-                duration=q.shape[0] / 24000,
-                answer_audio=f"wavs/a{i}.wav",
-                answer_text=TEXTS[(i + 1) % len(TEXTS)],
-                answer_duration=a.shape[0] / 24000,
-            )
-        )
-    write_manifest(out / "train.jsonl", entries)
-    write_manifest(out / "valid.jsonl", entries[:4])
-    return out
+    return write_tiny_corpus(tmp_path_factory.mktemp("data"))
 
 
 def config(data_dir: Path, out: Path, **overrides) -> TrainConfig:
