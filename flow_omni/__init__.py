@@ -4,9 +4,11 @@ Main objects::
 
     from flow_omni import FlowOmni, FlowOmniConfig, Sample, GenerationConfig
     from flow_omni import ContinuousSpeechTokenizer, FlowHead, Vocoder, GriffinLim
+    from flow_omni import push_to_hub  # a saved model folder → the Hugging Face hub
 """
 
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechTokenConfig
+from flow_omni.hub import push_to_hub
 from flow_omni.layout import LayoutConfig, Sample
 from flow_omni.models.flow_head import FlowHead, FlowHeadConfig
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
@@ -31,4 +33,5 @@ __all__ = [
     "StreamingVocoder",
     "Vocoder",
     "VocoderConfig",
+    "push_to_hub",
 ]

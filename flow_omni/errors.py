@@ -38,6 +38,11 @@ class WeightsUnavailableError(FlowOmniError, RuntimeError):
     """Pretrained weights that an optional package ships are not installed (the message says which)."""
 
 
+class HubError(FlowOmniError, RuntimeError):
+    """A model could not be pushed to the Hugging Face hub: huggingface_hub is missing, the repository id is
+    malformed, offline mode is on, or the hub refused the request (the message says which)."""
+
+
 class OutputFolderError(FlowOmniError, FileExistsError):
     """An output folder holds an earlier run, or another process is training into it."""
 

@@ -6,10 +6,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from flow_omni.audio.io import save_audio
+from flow_omni.audio.synth import synth_corpus
+from flow_omni.data.manifest import ManifestEntry, write_manifest
 
 # One torch thread for the whole session, set here once. Tests that need another count set it and
 # restore it themselves.
@@ -55,3 +60,32 @@ def autocorr_f0(x: np.ndarray, sr: int, fmin: float = 60.0, fmax: float = 500.0)
         f0s.append(sr / lag)
     assert len(f0s) >= 5, "too few voiced frames to estimate a pitch"
     return float(np.median(f0s))
+
+
+TINY_TEXTS = ["one two", "three four", "five six", "seven", "eight nine", "ten", "red blue", "green"]
+
+
+def write_tiny_corpus(out: Path) -> Path:
+    """8 synthetic utterances (formant synthesiser) with spoken answers, as WAVs and ``train.jsonl`` (all 8)
+    and ``valid.jsonl`` (the first 4) in ``out``: enough for a few training steps in seconds."""
+    (out / "wavs").mkdir(parents=True)
+    questions = synth_corpus(len(TINY_TEXTS), seed=1, duration_range=(0.6, 0.9))
+    answers = synth_corpus(len(TINY_TEXTS), seed=2, duration_range=(0.4, 0.6))
+    entries = []
+    for i, (text, q, a) in enumerate(zip(TINY_TEXTS, questions, answers)):
+        save_audio(out / f"wavs/q{i}.wav", q)
+        save_audio(out / f"wavs/a{i}.wav", a)
+        entries.append(
+            ManifestEntry(
+                f"u{i}",
+                f"wavs/q{i}.wav",
+                text,
+                duration=q.shape[0] / 24000,
+                answer_audio=f"wavs/a{i}.wav",
+                answer_text=TINY_TEXTS[(i + 1) % len(TINY_TEXTS)],
+                answer_duration=a.shape[0] / 24000,
+            )
+        )
+    write_manifest(out / "train.jsonl", entries)
+    write_manifest(out / "valid.jsonl", entries[:4])
+    return out

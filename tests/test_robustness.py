@@ -8,6 +8,7 @@ import json
 import pytest
 
 from flow_omni.bench import RobustnessConfig
+from flow_omni.eval.report import metrics_table
 from flow_omni.eval.robustness import aggregate
 
 
@@ -18,6 +19,24 @@ def test_aggregate_mean_and_std_by_hand():
     ]
     (agg,) = aggregate(rows)
     assert agg["mean"] == pytest.approx(0.4) and agg["std"] == pytest.approx(0.2) and agg["seeds"] == 3
+
+
+def test_metrics_table_has_a_line_per_metric_and_a_column_per_variant():
+    rows = [
+        {"variant": v, "seed": s, "task": t, "condition": c, "metric": m, "value": x, "n": 2}
+        for v, s, t, c, m, x in (
+            ("continuous", 0, "asr", "clean", "cer", 0.2),
+            ("continuous", 1, "asr", "clean", "cer", 0.4),
+            ("continuous", 0, "tts", "clean", "mel_l1", 2.0),
+            ("kmeans", 0, "asr", "clean", "cer", 0.1),
+        )
+    ]
+    assert metrics_table(rows).splitlines() == [
+        "| task | condition | metric | continuous | kmeans |",
+        "|---|---|---|---|---|",
+        "| asr | clean | cer | 0.300 ± 0.141 | 0.100 |",
+        "| tts | clean | mel_l1 | 2.000 | — |",
+    ]
 
 
 def test_conditions_and_config_errors():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,9 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import write_tiny_corpus
 
 from flow_omni import FlowOmni, Sample
-from flow_omni.audio.io import save_audio
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.config import parse_overrides
 from flow_omni.data.manifest import ManifestEntry, read_manifest, write_manifest
@@ -34,34 +35,12 @@ from flow_omni.training.config import TrainConfig
 from flow_omni.training.module import NonFiniteLossError, read_loss_log
 from flow_omni.training.train import build_model, train
 
-TEXTS = ["one two", "three four", "five six", "seven", "eight nine", "ten", "red blue", "green"]
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    (out / "wavs").mkdir()
-    questions = synth_corpus(len(TEXTS), seed=1, duration_range=(0.6, 0.9))
-    answers = synth_corpus(len(TEXTS), seed=2, duration_range=(0.4, 0.6))
-    entries = []
-    for i, (text, q, a) in enumerate(zip(TEXTS, questions, answers)):
-        save_audio(out / f"wavs/q{i}.wav", q)
-        save_audio(out / f"wavs/a{i}.wav", a)
-        entries.append(
-            ManifestEntry(
-                f"u{i}",
-                f"wavs/q{i}.wav",
-                text,
-                duration=q.shape[0] / 24000,
-                answer_audio=f"wavs/a{i}.wav",
-                answer_text=TEXTS[(i + 1) % len(TEXTS)],
-                answer_duration=a.shape[0] / 24000,
-            )
-        )
-    write_manifest(out / "train.jsonl", entries)
-    write_manifest(out / "valid.jsonl", entries[:4])
-    return out
+    return write_tiny_corpus(tmp_path_factory.mktemp("data"))
 
 
 def config(data_dir: Path, out: Path, **overrides) -> TrainConfig:
@@ -122,6 +101,10 @@ def test_training_writes_everything_and_loss_falls(straight):
     assert TrainConfig.load(res.out_dir / "config.yaml") == cfg
     model = FlowOmni.from_pretrained(res.model_dir)
     assert model.config.speech.stats is not None  # token statistics were fitted and exported
+    card = (res.model_dir / "README.md").read_text()
+    assert "12 steps of 4 items, learning rate 0.002, seed 0; trained from the weights its config builds" in card
+    assert f"8 entries from `{cfg.data.train[0]}`" in card
+    assert re.search(r"\*\*Wall time of training:\*\* \d+\.\d s\.", card), card  # a dozen steps take seconds
     # 12 steps do not teach it to speak yet; generation must still run end to end on the export.
     g = model.generate([Sample("T2A", prompt_text="seven")], max_new_positions=40)[0]
     assert g.positions > 0 and len(g.text_ids) > 0
@@ -153,6 +136,8 @@ def test_resume_after_kill_equals_uninterrupted(data_dir, straight, tmp_path):
     assert [h["step"] for h in resumed] == list(range(cfg.max_steps))
     for a, b in zip(resumed, ref.history):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    card = (out / "model" / "README.md").read_text()
+    assert "12 steps of 4 items" in card and "not known (the run was resumed" in card  # the steps of both parts
 
 
 @pytest.mark.parametrize("unreadable", [False, True], ids=["clean", "unreadable_files"])
@@ -545,6 +530,10 @@ def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path):
     assert set(numbers) == {"before", "after"}
     assert numbers["before"]["held_out"]["asr"]["white@5"]["n"] == 2
     assert (res.out_dir / "eval_cer.png").stat().st_size > 1000
+    card = (res.model_dir / "README.md").read_text()  # the card was rewritten with what was measured after training
+    assert f"fine-tuned from `{ref.model_dir}`" in card and "a share of 0.8 of the input utterances perturbed" in card
+    after, before = numbers["after"]["held_out"]["asr"]["white@5"], numbers["before"]["held_out"]["asr"]["white@5"]
+    assert f"| held_out | asr | white@5 | cer | {after['cer']:.3f} | {before['cer']:.3f} | 2 |" in card
 
 
 def test_cli_end_to_end_on_the_espeak_corpus(tmp_path, capsys):

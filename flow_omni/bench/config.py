@@ -87,7 +87,7 @@ class RobustnessConfig(Config):
 
     @classmethod
     def demo(cls, out_dir: str = "demo_out") -> RobustnessConfig:
-        """``make demo``: the benchmark reduced to fit ~15 minutes on 2 CPU cores.
+        """``make demo``: the benchmark reduced to minutes on 2 CPU cores (the README gives the measured time).
 
         The ``learn`` recipe (the pretrained Whisper tiny.en encoder, frozen, with cached features; one
         output voice) on a corpus of short sentences and spoken questions; the continuous variant

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from flow_omni.cli import audio, bench, data, roundtrip, speak, train
+from flow_omni.cli import audio, bench, data, hub, roundtrip, speak, train
 from flow_omni.errors import FlowOmniError
 
 
@@ -50,6 +50,7 @@ COMMANDS: dict[str, Entry] = {
     "speak": (speak.speak_command, speak.speak_arguments),
     "answer": (speak.answer_command, speak.answer_arguments),
     "transcribe": (speak.transcribe_command, speak.transcribe_arguments),
+    "push": (hub.push_command, hub.push_arguments),
     "bench": Group(
         "benchmarks that train and evaluate models (robustness)",
         {

@@ -11,7 +11,7 @@ from flow_omni.config import parse_overrides
 
 def demo_command(args: argparse.Namespace) -> None:
     """the main job on the built-in default: continuous vs discrete speech tokens, trained and compared under
-    noise (~15 min on 2 CPU cores)
+    noise (minutes on a CPU; the README gives the measured time)
 
     Build the default synthetic corpus, train the continuous variant and a k-means variant with the same
     budget, run a reduced robustness benchmark (ASR, TTS, spoken QA under clean / noisy / pitch-shifted /

@@ -231,7 +231,7 @@ def _write_report(path: Path, r: dict) -> None:
 
 
 def roundtrip_command(args: argparse.Namespace) -> None:
-    """audio → mel tokens → flow head → vocoder round-trip (no LLM; ~90 s)
+    """audio → mel tokens → flow head → vocoder round-trip (no LLM; the README gives the measured time)
 
     Synthesise speech, train a flow head on its mel tokens, generate a held-out utterance's mel, vocode it;
     writes WAVs, PNGs and report.md.

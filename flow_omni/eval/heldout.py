@@ -171,3 +171,22 @@ def evaluate_heldout(
             "n": len(entries),
         }
     return results
+
+
+def heldout_rows(results: dict, before: dict | None = None) -> list[dict]:
+    """:func:`evaluate_heldout`'s result as long-format rows ``{data, task, condition, metric, value, n}`` (the
+    model card's evaluation table); with ``before`` (the same evaluation before training) each row also holds
+    ``before``."""
+    rows = []
+    for name, res in results.items():
+        old = (before or {}).get(name, {})
+        for cond, r in res["asr"].items():
+            for metric in ("cer", "wer"):
+                row = {"data": name, "task": "asr", "condition": cond, "metric": metric, "value": r[metric]}
+                was = old.get("asr", {}).get(cond, {}).get(metric)
+                rows.append({**row, "n": r["n"], **({} if was is None else {"before": was})})
+        if res.get("tts_mel_l1") is not None:
+            row = {"data": name, "task": "tts", "condition": "clean", "metric": "mel_l1", "value": res["tts_mel_l1"]}
+            was = old.get("tts_mel_l1")
+            rows.append({**row, "n": res["n"], **({} if was is None else {"before": was})})
+    return rows

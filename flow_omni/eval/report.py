@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flow_omni.checkpoint import atomic_write_text
+from flow_omni.eval.robustness import aggregate
 from flow_omni.plotting import plot_curve
 
 #: x position of the clean condition on metric-vs-SNR plots (clean = no noise, drawn right of 20 dB)
@@ -19,6 +20,17 @@ def _cell(agg: dict[tuple, dict], key: tuple) -> str:
     if a is None:
         return "—"
     return f"{a['mean']:.3f} ± {a['std']:.3f}" if a["seeds"] > 1 else f"{a['mean']:.3f}"
+
+
+def metrics_table(rows: Sequence[dict]) -> str:
+    """:func:`~flow_omni.eval.robustness.evaluate_model` rows as a Markdown table: a line per (task, condition,
+    metric), a column per variant (mean ± std when there are several seeds), in the order the rows came."""
+    agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(rows)}
+    variants = list(dict.fromkeys(k[0] for k in agg))
+    lines = ["| task | condition | metric | " + " | ".join(variants) + " |", "|---|---|---|" + "---|" * len(variants)]
+    for key in dict.fromkeys(k[1:] for k in agg):
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(_cell(agg, (v, *key)) for v in variants) + " |")
+    return "\n".join(lines)
 
 
 #: What counts as learned, for the report's plain-words summary (the learning issue's bars).

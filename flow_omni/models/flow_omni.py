@@ -37,6 +37,7 @@ from flow_omni.checkpoint import load_checkpoint, load_state_strict, save_checkp
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
+from flow_omni.model_card import TrainingRecord, write_model_card
 from flow_omni.models.backbone import PRESETS, BackboneConfig, build_backbone, build_postnet, hidden_size
 from flow_omni.models.continuous_speech import ContinuousSpeech
 from flow_omni.models.flow_head import FlowHeadConfig
@@ -468,12 +469,19 @@ class FlowOmni(nn.Module):
         )
 
     # ----------------------------------------------------------------------------- checkpoints
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (+ ``tokenizer/`` for HF tokenizers)."""
+    def save_pretrained(
+        self, directory: str | Path, *, training: TrainingRecord | None = None, metrics: Sequence[dict] | None = None
+    ) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ ``tokenizer/`` for HF tokenizers) and the model card
+        ``README.md`` (:mod:`flow_omni.model_card`), which also says how it was trained and what was measured
+        on it when ``training`` and ``metrics`` are given."""
         directory = Path(directory)
         if isinstance(self.text_tokenizer, HFTokenizer):
             self.text_tokenizer.save(directory / "tokenizer")
-        return save_checkpoint(directory, "FlowOmni", self.config.to_dict(), self.state_dict())
+        config = self.config.to_dict()
+        save_checkpoint(directory, "FlowOmni", config, self.state_dict())
+        write_model_card(directory, config, self.parameter_counts(), training, metrics)
+        return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> FlowOmni:
@@ -488,6 +496,14 @@ class FlowOmni(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per part (``backbone``, ``encoder``, ``speech.output_head``, … as in the training groups)
+        and in all (``total``); parts without parameters are left out."""
+        parts = [(n, m) for n, m in self.named_children() if n != "speech"]
+        parts += [(f"speech.{n}", m) for n, m in self.speech.named_children()]
+        counts = {n: sum(p.numel() for p in m.parameters()) for n, m in parts}
+        return {**{n: c for n, c in counts.items() if c}, "total": self.num_parameters()}
 
     # ------------------------------------------------------------------------------ generation
     def generate(self, samples, config=None, **overrides):

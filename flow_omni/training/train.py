@@ -7,7 +7,8 @@ The same call runs as plain ``python``/``flow-omni train`` (one process), under 
 
 * ``checkpoints/last.ckpt`` — Lightning checkpoint for resuming (written atomically);
 * ``logs/`` — CSV (``metrics.csv``) and TensorBoard logs; ``train_log.jsonl`` — per-step losses;
-* ``model/`` — the result as ``save_pretrained`` (LoRA merged), ``adapter/`` — LoRA weights alone;
+* ``model/`` — the result as ``save_pretrained`` (LoRA merged), with a model card ``README.md`` that says
+  how it was trained and, after an evaluation, what was measured; ``adapter/`` — LoRA weights alone;
 * ``config.yaml`` — the resolved config; ``data_report.txt`` — the data it skipped: manifest lines,
   and files that could not be read or featurised when the run reached them (one line each);
 * ``train.lock`` — held while the run lives (:mod:`flow_omni.training.run_folder`).
@@ -32,7 +33,8 @@ import torch
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.checks import check_output_folder
 from flow_omni.errors import CheckpointError, ConfigError
-from flow_omni.eval.heldout import evaluate_heldout
+from flow_omni.eval.heldout import evaluate_heldout, heldout_rows
+from flow_omni.model_card import TrainingRecord, write_model_card
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
 from flow_omni.training.config import GROUPS, TrainConfig
@@ -315,18 +317,24 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     seconds = time.perf_counter() - t0
     model_dir = adapter_dir = None
+    # A resumed run's fit() timed only its own part, so its wall time is not known as a whole.
+    record = training_record(config, trainer.global_step, None if ckpt_path else seconds, len(data.train_entries))
     if trainer.is_global_zero:
         model.eval()
         if config.lora is not None:
             adapter_dir = save_adapter(model, out / "adapter")
             merge_lora(model)
-        model_dir = model.save_pretrained(out / "model")
+        model_dir = model.save_pretrained(out / "model", training=record)
     eval_report = None
     if config.eval is not None and config.eval.manifests and trainer.is_global_zero:
         if before is None and (out / "eval_before.json").exists():  # a resumed run: the first part measured it
             before = json.loads((out / "eval_before.json").read_text())
         if before is not None:
-            eval_report = write_eval_report(out, before, _evaluate(model, config))
+            after = _evaluate(model, config)
+            eval_report = write_eval_report(out, before, after)
+            # The card was written before this evaluation (the weights are safe on disk whatever it does).
+            card = heldout_rows(after, before)
+            write_model_card(model_dir, model.config.to_dict(), model.parameter_counts(), record, card)
     history = read_loss_log(module.loss_log) if module.loss_log.exists() else []
     last = ckpt_dir / "last.ckpt"
     return TrainResult(
@@ -342,6 +350,24 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     )
 
 
+def training_record(config: TrainConfig, steps: int, seconds: float | None, entries: int) -> TrainingRecord:
+    """What the model card says about a run of ``config`` that reached ``steps``."""
+    return TrainingRecord(
+        steps=steps,
+        batch_size=config.data.batch_size * config.accumulate_grad_batches,
+        learning_rate=config.optim.lr,
+        seed=config.seed,
+        train_manifests=tuple(config.data.train),
+        train_entries=entries,
+        task_weights=dict(config.data.task_weights),
+        trainable=tuple(config.trainable),
+        lora_rank=config.lora.r if config.lora is not None else None,
+        init_from=config.model.init_from,
+        p_augment=config.data.p_augment,
+        seconds=seconds,
+    )
+
+
 def _evaluate(model: FlowOmni, config: TrainConfig) -> dict:
     spec = config.eval
     return evaluate_heldout(
@@ -349,4 +375,4 @@ def _evaluate(model: FlowOmni, config: TrainConfig) -> dict:
     )
 
 
-__all__ = ["TrainResult", "build_model", "recipe_path", "set_trainable", "train"]
+__all__ = ["TrainResult", "build_model", "recipe_path", "set_trainable", "train", "training_record"]
