@@ -74,6 +74,18 @@ def test_vocode_streams_with_a_vocos_checkpoint(tmp_path, wav):
     assert a.shape == b.shape and (a - b).abs().max() < 1e-3  # streamed == offline (16-bit files)
 
 
+def test_chunk_frames_with_griffin_lim_is_refused_before_any_work(tmp_path, wav, capsys):
+    # Griffin-Lim cannot stream; decoding at once under a streaming request would answer another question.
+    for name in ("griffinlim", "griffin-lim"):
+        argv = ["vocode", str(wav), "-o", str(tmp_path / "v.wav"), "--vocoder", name, "--chunk-frames", "16"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert "--chunk-frames 16 streams a Vocos decode, but the vocoder is Griffin-Lim" in err
+    assert not (tmp_path / "v.wav").exists()
+    assert main(["vocode", str(wav), "-o", str(tmp_path / "v.wav"), "--chunk-frames", "0"]) == 0  # 0: not streamed
+
+
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["mel", str(tmp_path / "missing.wav")]) == 2
     err = capsys.readouterr().err

@@ -23,7 +23,7 @@ from flow_omni.checkpoint import atomic_write
 from flow_omni.checks import check_number, check_output_file
 from flow_omni.errors import AudioError, ConfigError
 from flow_omni.plotting import PLOT_EXTENSIONS, plot_mels
-from flow_omni.vocoder import GriffinLim, StreamingVocoder, load_vocoder
+from flow_omni.vocoder import GRIFFIN_LIM_NAMES, GriffinLim, StreamingVocoder, load_vocoder
 
 #: ``-o`` of the commands that write audio (here and in :mod:`flow_omni.cli.speak`).
 AUDIO_OUTPUT_HELP = f"audio file to write, in the format its extension names: {', '.join(AUDIO_OUTPUT_FORMATS)}"
@@ -120,6 +120,14 @@ def vocode_command(args: argparse.Namespace) -> None:
     audio_output_format(args.output, "-o")
     if args.chunk_frames < 0:
         raise ConfigError(f"--chunk-frames must be >= 0 (0 decodes the whole mel at once), got {args.chunk_frames}")
+    if args.chunk_frames and (args.vocoder is None or args.vocoder in GRIFFIN_LIM_NAMES):
+        # Refused rather than warned: a user who asks for streaming wants to hear or time the streamed
+        # decode, and Griffin-Lim has no streaming form (each iteration needs the whole mel), so a file
+        # decoded at once under that name would answer another question than the one asked.
+        raise ConfigError(
+            f"--chunk-frames {args.chunk_frames} streams a Vocos decode, but the vocoder is Griffin-Lim, which "
+            "needs the whole mel at once; give --vocoder DIR (a trained Vocos) or drop --chunk-frames"
+        )
     audio = load_audio(args.audio)
     mel = LogMel()(audio)
     t0 = time.perf_counter()
@@ -144,4 +152,9 @@ def vocode_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("audio")
     v.add_argument("-o", "--output", required=True, help=AUDIO_OUTPUT_HELP)
     v.add_argument("--vocoder", default="griffinlim", help="'griffinlim' or a Vocos checkpoint directory / hub id")
-    v.add_argument("--chunk-frames", type=int, default=0, help="stream the Vocos decode in chunks of this many frames")
+    v.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=0,
+        help="stream the Vocos decode in chunks of this many frames (a trained Vocos only: Griffin-Lim refuses it)",
+    )
