@@ -30,25 +30,47 @@ AUDIO_OUTPUT_HELP = f"audio file to write, in the format its extension names: {'
 
 
 def mel_command(args: argparse.Namespace) -> None:
-    """plot the Vocos-24k log-mel of an audio file as PNG"""
+    """plot the Vocos-24k log-mel of one or more audio files as PNG
+
+    Each file is a panel; the panels share the time axis and one colour scale (the lowest to the highest
+    value over all files), so equal colours are equal values. --vmin/--vmax fix the scale instead, so
+    that plots made one at a time can be compared too.
+    """
     check_output_file(args.output, "-o", PLOT_EXTENSIONS)
     if args.save_tensor:
+        if len(args.audio) > 1:
+            raise ConfigError(f"--save-tensor writes the mel of one file; {len(args.audio)} audio files were given")
         check_output_file(args.save_tensor, "--save-tensor", (".safetensors",))
     check_number(args.max_seconds, "--max-seconds", low=0.0, low_open=True)
+    for value, name in ((args.vmin, "--vmin"), (args.vmax, "--vmax")):
+        if value is not None:
+            check_number(value, name)
     cfg = MelConfig()
-    audio = load_audio(args.audio, cfg.sample_rate, max_seconds=args.max_seconds)
-    mel = LogMel(cfg)(audio)
-    png = plot_mels([(Path(args.audio).name, mel)], args.output, frame_rate=cfg.frame_rate)
-    print(f"{mel.shape[-1]} frames x {mel.shape[-2]} bins ({audio.shape[0] / cfg.sample_rate:.2f} s) -> {png}")
+    mels, seconds = [], []
+    for path in args.audio:
+        audio = load_audio(path, cfg.sample_rate, max_seconds=args.max_seconds)
+        mels.append((Path(path).name, LogMel(cfg)(audio)))
+        seconds.append(audio.shape[0] / cfg.sample_rate)
+    vmin = min(float(m.min()) for _, m in mels) if args.vmin is None else args.vmin
+    vmax = max(float(m.max()) for _, m in mels) if args.vmax is None else args.vmax
+    if vmin >= vmax:
+        raise ConfigError(f"the colour scale must run upwards: --vmin {vmin:g} is not below --vmax {vmax:g}")
+    png = plot_mels(mels, args.output, frame_rate=cfg.frame_rate, sample_rate=cfg.sample_rate, vmin=vmin, vmax=vmax)
+    for path, (_, mel), secs in zip(args.audio, mels, seconds):
+        print(f"{path}: {mel.shape[-1]} frames x {mel.shape[-2]} bins ({secs:.2f} s)")
+    print(f"colour scale {vmin:.2f} to {vmax:.2f} (natural log of mel magnitude) -> {png}")
     if args.save_tensor:
+        mel = mels[0][1]
         atomic_write(args.save_tensor, lambda tmp: save_file({"mel": mel.contiguous()}, str(tmp)))
         print(f"mel tensor -> {args.save_tensor}")
 
 
 def mel_arguments(m: argparse.ArgumentParser) -> None:
-    m.add_argument("audio")
+    m.add_argument("audio", nargs="+", help="audio file(s); each becomes a panel")
     m.add_argument("-o", "--output", default="mel.png", help=f"the plot: {', '.join(PLOT_EXTENSIONS)}")
-    m.add_argument("--save-tensor", help="also write the mel as a .safetensors file")
+    m.add_argument("--vmin", type=float, help="bottom of the colour scale (default: the lowest value of all files)")
+    m.add_argument("--vmax", type=float, help="top of the colour scale (default: the highest value of all files)")
+    m.add_argument("--save-tensor", help="also write the mel as a .safetensors file (one audio file only)")
     m.add_argument("--max-seconds", type=float, default=600.0)
 
 
