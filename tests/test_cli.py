@@ -46,6 +46,28 @@ def test_mel_and_vocode(tmp_path, wav):
     assert abs(len(load_audio(tmp_path / "gl.wav")) - 24000) <= 256
 
 
+def test_mel_of_several_files_shares_one_colour_scale(tmp_path, wav, capsys):
+    quiet = save_audio(tmp_path / "quiet.wav", 0.01 * synth_speech(0.5, seed=4))
+    assert main(["mel", str(wav), str(quiet), "-o", str(tmp_path / "two.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"{wav}: " in out and f"{quiet}: " in out and (tmp_path / "two.png").stat().st_size > 10_000
+    lows, highs = [], []
+    for f in (wav, quiet):  # the default scale spans both files, as one file's own scale would not
+        assert main(["mel", str(f), "-o", str(tmp_path / "one.png")]) == 0
+        low, high = capsys.readouterr().out.split("colour scale ")[1].split(" (")[0].split(" to ")
+        lows.append(float(low))
+        highs.append(float(high))
+    assert f"colour scale {min(lows):.2f} to {max(highs):.2f}" in out and highs[0] != highs[1]
+    assert main(["mel", str(wav), "-o", str(tmp_path / "fixed.png"), "--vmin", "-12", "--vmax", "3"]) == 0
+    assert "colour scale -12.00 to 3.00" in capsys.readouterr().out
+    assert main(["mel", str(wav), "-o", str(tmp_path / "x.png"), "--vmin", "3", "--vmax", "-12"]) == 2
+    assert "--vmin 3 is not below --vmax -12" in capsys.readouterr().err
+    tensor = str(tmp_path / "m.safetensors")
+    assert main(["mel", str(wav), str(quiet), "-o", str(tmp_path / "x.png"), "--save-tensor", tensor]) == 2
+    assert "--save-tensor writes the mel of one file; 2 audio files were given" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_vocode_streams_with_a_vocos_checkpoint(tmp_path, wav):
     import torch
 
@@ -72,6 +94,18 @@ def test_vocode_streams_with_a_vocos_checkpoint(tmp_path, wav):
     assert main(["vocode", str(wav), "-o", str(tmp_path / "b.wav"), "--vocoder", str(tmp_path / "voc")]) == 0
     a, b = load_audio(tmp_path / "a.wav"), load_audio(tmp_path / "b.wav")
     assert a.shape == b.shape and (a - b).abs().max() < 1e-3  # streamed == offline (16-bit files)
+
+
+def test_chunk_frames_with_griffin_lim_is_refused_before_any_work(tmp_path, wav, capsys):
+    # Griffin-Lim cannot stream; decoding at once under a streaming request would answer another question.
+    for name in ("griffinlim", "griffin-lim"):
+        argv = ["vocode", str(wav), "-o", str(tmp_path / "v.wav"), "--vocoder", name, "--chunk-frames", "16"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert "--chunk-frames 16 streams a Vocos decode, but the vocoder is Griffin-Lim" in err
+    assert not (tmp_path / "v.wav").exists()
+    assert main(["vocode", str(wav), "-o", str(tmp_path / "v.wav"), "--chunk-frames", "0"]) == 0  # 0: not streamed
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):

@@ -322,6 +322,34 @@ def test_config_mismatch_overwrite_and_validation(built, tmp_path):
     assert not {VoiceSpec.parse(v).variant for v in default.voices} & set(HELDOUT_VARIANTS)
 
 
+def test_entries_longer_than_the_training_limit_are_left_out(built, tmp_path, monkeypatch):
+    """The limit is training's (MAX_SECONDS); lowered here so that this small corpus has entries beyond it."""
+    import flow_omni.data.corpus as corpus_module
+
+    out, _ = built
+    copy = tmp_path / "c"
+    shutil.copytree(out, copy)
+    every = [e for s in SPLITS for e in read_manifest(copy / f"{s}.jsonl")]
+
+    def longest(e):
+        return max(d for d in (e.duration, e.answer_duration, e.target_duration) if d is not None)
+
+    lengths = sorted({longest(e) for e in every})
+    limit = (lengths[-3] + lengths[-4]) / 2  # between two lengths: the entries of the three longest are over it
+    over = sorted(e.id for e in every if longest(e) > limit)
+    assert len(over) >= 3
+    monkeypatch.setattr(corpus_module, "MAX_SECONDS", limit)
+    report = build_corpus(small_config(), copy, progress=False)
+    assert report.complete and report.reused == report.n_utterances  # the same WAVs: only the manifests change
+    assert sorted(report.too_long) == over
+    kept = [e for s in SPLITS for e in read_manifest(copy / f"{s}.jsonl")]
+    assert sorted(e.id for e in kept) == sorted(set(e.id for e in every) - set(over))
+    assert sum(sum(k.values()) for k in report.counts.values()) == len(kept)
+    assert f"left out {len(over)} entries longer than training's {limit:g} s limit" in str(report)
+    for s in SPLITS:  # what training reads with that limit: nothing it would skip
+        assert validate_manifest(copy / f"{s}.jsonl", max_duration=limit).problems == []
+
+
 # ---- one output voice ------------------------------------------------------------------------
 
 

@@ -331,6 +331,30 @@ def test_validation_durations_rates_answers_and_segments(corpus):
     assert [p.kind for p in validate_manifest(m, check_audio=False, max_duration=0.4).problems].count("too_long") == 1
 
 
+def test_validate_command_flags_what_training_would_skip_by_default(tmp_path, capsys, caplog):
+    """Without --max-seconds the limit is training's default, so a manifest that validates clean trains
+    on every entry; 0 lifts the limit."""
+    from flow_omni.cli import main
+    from flow_omni.data.dataset import MAX_SECONDS, DataConfig
+
+    assert DataConfig().max_seconds == MAX_SECONDS
+    write_tone(tmp_path / "long.wav", MAX_SECONDS + 0.1)
+    write_tone(tmp_path / "ok.wav", 0.5)
+    rows = [{"id": "long", "audio": "long.wav", "text": "x"}, {"id": "ok", "audio": "ok.wav", "text": "y"}]
+    m = write_lines(tmp_path / "m.jsonl", rows)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["manifest", "validate", "--quiet", str(m)])
+    assert exit_info.value.code == 1
+    summary = capsys.readouterr().out
+    assert "1 of 2 lines usable" in summary and "1 too_long" in summary
+    seconds = MAX_SECONDS + 0.1
+    assert f"(id long): audio long.wav is {seconds:.2f} s long; max_duration is {MAX_SECONDS:g} s" in caplog.text
+    assert main(["manifest", "validate", "--quiet", "--max-seconds", "0", str(m)]) == 0
+    assert main(["manifest", "validate", "--quiet", "--max-seconds", str(MAX_SECONDS + 1), str(m)]) == 0
+    assert main(["manifest", "validate", "--quiet", "--max-seconds", "-1", str(m)]) == 2
+    assert "--max-seconds (0: no limit) must be finite, >= 0, got -1.0" in capsys.readouterr().err
+
+
 def test_validation_detects_truncated_flac_and_full_decode(corpus):
     write_tone(corpus / "wavs" / "x.flac", 0.5)
     data = (corpus / "wavs" / "x.flac").read_bytes()

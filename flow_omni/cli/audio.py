@@ -23,32 +23,54 @@ from flow_omni.checkpoint import atomic_write
 from flow_omni.checks import check_number, check_output_file
 from flow_omni.errors import AudioError, ConfigError
 from flow_omni.plotting import PLOT_EXTENSIONS, plot_mels
-from flow_omni.vocoder import GriffinLim, StreamingVocoder, load_vocoder
+from flow_omni.vocoder import GRIFFIN_LIM_NAMES, GriffinLim, StreamingVocoder, load_vocoder
 
 #: ``-o`` of the commands that write audio (here and in :mod:`flow_omni.cli.speak`).
 AUDIO_OUTPUT_HELP = f"audio file to write, in the format its extension names: {', '.join(AUDIO_OUTPUT_FORMATS)}"
 
 
 def mel_command(args: argparse.Namespace) -> None:
-    """plot the Vocos-24k log-mel of an audio file as PNG"""
+    """plot the Vocos-24k log-mel of one or more audio files as PNG
+
+    Each file is a panel; the panels share the time axis and one colour scale (the lowest to the highest
+    value over all files), so equal colours are equal values. --vmin/--vmax fix the scale instead, so
+    that plots made one at a time can be compared too.
+    """
     check_output_file(args.output, "-o", PLOT_EXTENSIONS)
     if args.save_tensor:
+        if len(args.audio) > 1:
+            raise ConfigError(f"--save-tensor writes the mel of one file; {len(args.audio)} audio files were given")
         check_output_file(args.save_tensor, "--save-tensor", (".safetensors",))
     check_number(args.max_seconds, "--max-seconds", low=0.0, low_open=True)
+    for value, name in ((args.vmin, "--vmin"), (args.vmax, "--vmax")):
+        if value is not None:
+            check_number(value, name)
     cfg = MelConfig()
-    audio = load_audio(args.audio, cfg.sample_rate, max_seconds=args.max_seconds)
-    mel = LogMel(cfg)(audio)
-    png = plot_mels([(Path(args.audio).name, mel)], args.output, frame_rate=cfg.frame_rate)
-    print(f"{mel.shape[-1]} frames x {mel.shape[-2]} bins ({audio.shape[0] / cfg.sample_rate:.2f} s) -> {png}")
+    mels, seconds = [], []
+    for path in args.audio:
+        audio = load_audio(path, cfg.sample_rate, max_seconds=args.max_seconds)
+        mels.append((Path(path).name, LogMel(cfg)(audio)))
+        seconds.append(audio.shape[0] / cfg.sample_rate)
+    vmin = min(float(m.min()) for _, m in mels) if args.vmin is None else args.vmin
+    vmax = max(float(m.max()) for _, m in mels) if args.vmax is None else args.vmax
+    if vmin >= vmax:
+        raise ConfigError(f"the colour scale must run upwards: --vmin {vmin:g} is not below --vmax {vmax:g}")
+    png = plot_mels(mels, args.output, frame_rate=cfg.frame_rate, sample_rate=cfg.sample_rate, vmin=vmin, vmax=vmax)
+    for path, (_, mel), secs in zip(args.audio, mels, seconds):
+        print(f"{path}: {mel.shape[-1]} frames x {mel.shape[-2]} bins ({secs:.2f} s)")
+    print(f"colour scale {vmin:.2f} to {vmax:.2f} (natural log of mel magnitude) -> {png}")
     if args.save_tensor:
+        mel = mels[0][1]
         atomic_write(args.save_tensor, lambda tmp: save_file({"mel": mel.contiguous()}, str(tmp)))
         print(f"mel tensor -> {args.save_tensor}")
 
 
 def mel_arguments(m: argparse.ArgumentParser) -> None:
-    m.add_argument("audio")
+    m.add_argument("audio", nargs="+", help="audio file(s); each becomes a panel")
     m.add_argument("-o", "--output", default="mel.png", help=f"the plot: {', '.join(PLOT_EXTENSIONS)}")
-    m.add_argument("--save-tensor", help="also write the mel as a .safetensors file")
+    m.add_argument("--vmin", type=float, help="bottom of the colour scale (default: the lowest value of all files)")
+    m.add_argument("--vmax", type=float, help="top of the colour scale (default: the highest value of all files)")
+    m.add_argument("--save-tensor", help="also write the mel as a .safetensors file (one audio file only)")
     m.add_argument("--max-seconds", type=float, default=600.0)
 
 
@@ -120,6 +142,14 @@ def vocode_command(args: argparse.Namespace) -> None:
     audio_output_format(args.output, "-o")
     if args.chunk_frames < 0:
         raise ConfigError(f"--chunk-frames must be >= 0 (0 decodes the whole mel at once), got {args.chunk_frames}")
+    if args.chunk_frames and (args.vocoder is None or args.vocoder in GRIFFIN_LIM_NAMES):
+        # Refused rather than warned: a user who asks for streaming wants to hear or time the streamed
+        # decode, and Griffin-Lim has no streaming form (each iteration needs the whole mel), so a file
+        # decoded at once under that name would answer another question than the one asked.
+        raise ConfigError(
+            f"--chunk-frames {args.chunk_frames} streams a Vocos decode, but the vocoder is Griffin-Lim, which "
+            "needs the whole mel at once; give --vocoder DIR (a trained Vocos) or drop --chunk-frames"
+        )
     audio = load_audio(args.audio)
     mel = LogMel()(audio)
     t0 = time.perf_counter()
@@ -144,4 +174,9 @@ def vocode_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("audio")
     v.add_argument("-o", "--output", required=True, help=AUDIO_OUTPUT_HELP)
     v.add_argument("--vocoder", default="griffinlim", help="'griffinlim' or a Vocos checkpoint directory / hub id")
-    v.add_argument("--chunk-frames", type=int, default=0, help="stream the Vocos decode in chunks of this many frames")
+    v.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=0,
+        help="stream the Vocos decode in chunks of this many frames (a trained Vocos only: Griffin-Lim refuses it)",
+    )

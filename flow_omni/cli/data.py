@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from flow_omni.checks import check_output_file
+from flow_omni.checks import check_number, check_output_file
 from flow_omni.data.corpus import CorpusConfig, build_corpus
+from flow_omni.data.dataset import MAX_SECONDS
 from flow_omni.data.importers import import_librispeech, import_wav_txt
 from flow_omni.data.manifest import write_manifest
 from flow_omni.data.validate import validate_manifest
@@ -51,11 +52,12 @@ def manifest_validate_command(args: argparse.Namespace) -> None:
     """check every line: files exist and decode, text is not empty, …"""
     if args.write_clean:
         check_output_file(args.write_clean, "--write-clean")
+    check_number(args.max_seconds, "--max-seconds (0: no limit)", low=0.0)
     rep = validate_manifest(
         args.manifest,
         on_error=args.on_error,
         check_audio="full" if args.full else True,
-        max_duration=args.max_seconds,
+        max_duration=args.max_seconds or None,
         progress=not args.quiet,
     )
     print(rep.summary())
@@ -75,7 +77,13 @@ def manifest_validate_arguments(v: argparse.ArgumentParser) -> None:
         help="skip: report every bad line (exit 1 if any); stop: fail at the first",
     )
     v.add_argument("--full", action="store_true", help="decode every file completely (slower, finds mid-file damage)")
-    v.add_argument("--max-seconds", type=float, help="report entries longer than this")
+    v.add_argument(
+        "--max-seconds",
+        type=float,
+        default=MAX_SECONDS,
+        help=f"report entries longer than this, which training skips (default {MAX_SECONDS:g}: training's "
+        "data.max_seconds default; 0: no limit)",
+    )
     v.add_argument("--write-clean", help="write the good entries to this manifest")
     v.add_argument("--quiet", action="store_true")
 

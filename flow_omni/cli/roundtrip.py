@@ -168,6 +168,7 @@ def run_roundtrip(
         ],
         out / "mel.png",
         frame_rate=mel_cfg.frame_rate,
+        sample_rate=mel_cfg.sample_rate,
     )
     loss_png = plot_curve(
         range(1, len(losses) + 1),

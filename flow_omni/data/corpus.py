@@ -31,6 +31,10 @@ document's voice. ``audio`` (A2T input, A2A question) keeps its many voices. Equ
 answer voice share one WAV, answers included. Turned off, the corpus is the many-voice one of
 before (same WAVs and manifests for a seed): a T2A target is then the sentence in a random voice.
 
+Length: an entry whose audio, answer or target is longer than training's default limit
+(:data:`~flow_omni.data.dataset.MAX_SECONDS`, ``DataConfig.max_seconds``) is left out of the
+manifests and named in the report; training would skip it. Only long interleaved documents reach it.
+
 Reproducibility: the whole plan (texts, voices, rates, pitches, splits, file names) is drawn
 from ``config.seed`` before anything is spoken, and espeak synthesis is a pure function of its
 arguments, so the same config gives byte-identical files however often the build is interrupted
@@ -59,6 +63,7 @@ from flow_omni.audio.io import TARGET_SAMPLE_RATE
 from flow_omni.checkpoint import atomic_write, atomic_write_text
 from flow_omni.checks import check_output_folder
 from flow_omni.config import Config
+from flow_omni.data.dataset import MAX_SECONDS
 from flow_omni.data.espeak import (
     DEFAULT_MARGIN_SECONDS,
     ENGLISH_LANGUAGES,
@@ -367,6 +372,8 @@ class CorpusReport:
     audio_seconds: float  # all WAVs present
     synthesized_seconds: float  # WAVs made by this call
     wall_seconds: float
+    #: ids of the entries left out of the manifests for being longer than training's limit (MAX_SECONDS)
+    too_long: list[str] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -383,12 +390,20 @@ class CorpusReport:
         state = "complete" if self.complete else f"INCOMPLETE ({done}/{self.n_utterances} WAVs; run again to resume)"
         splits = ", ".join(f"{s} {sum(k.values())}" for s, k in self.counts.items())
         kinds = ", ".join(f"{k} {sum(c.get(k, 0) for c in self.counts.values())}" for k in KINDS)
+        dropped = ""
+        if self.too_long:
+            n = len(self.too_long)
+            shown = ", ".join(self.too_long[:5]) + (", ..." if n > 5 else "")
+            dropped = (
+                f"\n  left out {n} {'entry' if n == 1 else 'entries'} longer than training's {MAX_SECONDS:g} s "
+                f"limit (DataConfig.max_seconds): {shown}"
+            )
         return (
             f"corpus {self.out_dir}: {state}\n"
             f"  entries: {splits} ({kinds})\n"
             f"  {self.n_utterances} WAVs, {self.audio_seconds / 60:.1f} min of audio; "
             f"{self.synthesized} synthesised, {self.reused} reused\n"
-            f"  {self.wall_seconds:.1f} s wall, {self.throughput:.0f} s of audio per second"
+            f"  {self.wall_seconds:.1f} s wall, {self.throughput:.0f} s of audio per second" + dropped
         )
 
 
@@ -548,13 +563,19 @@ def build_corpus(
             bar.update(1)
 
     complete = len(frames) == len(plan.utterances)
-    counts = {s: {k: 0 for k in KINDS} for s in SPLITS}
-    for e in plan.entries:
-        counts[e.split][e.kind] += 1
+    entries, too_long = plan.entries, []
     if complete:
         seconds = {uid: round(n / config.sample_rate, 6) for uid, n in frames.items()}
+        # Training skips an entry longer than its limit, so the manifests leave it out rather than promise
+        # it. Dropped after synthesis, not planned away: how long espeak speaks a text is known only then,
+        # and the plan (texts, file names) must stay the same for a seed so that a build can resume.
+        too_long = [e.id for e in entries if _longest(e, frames) / config.sample_rate > MAX_SECONDS]
+        entries = [e for e in entries if e.id not in too_long]
         for split in SPLITS:
-            write_manifest(out_dir / f"{split}.jsonl", [_entry(e, seconds) for e in plan.entries if e.split == split])
+            write_manifest(out_dir / f"{split}.jsonl", [_entry(e, seconds) for e in entries if e.split == split])
+    counts = {s: {k: 0 for k in KINDS} for s in SPLITS}
+    for e in entries:
+        counts[e.split][e.kind] += 1
     sr = config.sample_rate
     return CorpusReport(
         out_dir=out_dir,
@@ -566,4 +587,10 @@ def build_corpus(
         audio_seconds=sum(frames.values()) / sr,
         synthesized_seconds=new_frames / sr,
         wall_seconds=time.perf_counter() - start,
+        too_long=too_long,
     )
+
+
+def _longest(e: PlannedEntry, frames: dict[str, int]) -> int:
+    """Frames of the longest of an entry's audio, answer and target (what training's ``max_seconds`` limits)."""
+    return max(frames[u.uid] for u in (e.main, e.answer, e.target) if u is not None)

@@ -55,6 +55,12 @@ def whisper_features(cache: FeatureCache, encoder, path: str) -> torch.Tensor:
     return cache.get(path, "whisper", encoder.feature_spec(), encoder.featurize)
 
 
+#: The longest entry (its ``audio``, ``answer_audio`` or ``target_audio``, in seconds) that training uses
+#: by default (``DataConfig.max_seconds``). The synthetic corpus keeps its entries within it and
+#: ``flow-omni manifest validate`` flags longer ones, so a corpus that validates clean trains on every entry.
+MAX_SECONDS = 20.0
+
+
 @dataclasses.dataclass
 class DataConfig(Config):
     """Where the data comes from and how items are drawn (the ``data:`` block of a training YAML)."""
@@ -74,7 +80,7 @@ class DataConfig(Config):
     #: SpecAugment-style time and channel masks on every input's encoder features (training only; the
     #: features may come from the cache, unlike ``augment``); None = off
     feature_mask: FeatureMaskConfig | None = None
-    max_seconds: float = 20.0  # longer entries are skipped (counted in the validation report)
+    max_seconds: float = MAX_SECONDS  # longer entries are skipped (counted in the validation report)
     max_items: int | None = None  # use only the first N entries of each manifest (quick runs)
     #: a bad manifest line, or a file that cannot be read or featurised when training reaches it:
     #: "skip" it (listed in data_report.txt) or "stop" the run with a line naming it

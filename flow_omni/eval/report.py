@@ -13,6 +13,10 @@ from flow_omni.plotting import plot_curve
 CLEAN_X = 30.0
 
 LOWER_IS_BETTER = {"cer", "wer", "mel_l1", "self_asr_cer"}
+#: The values a plotted metric can take: shares in [0, 1]; error rates from 0 up (insertions take CER past 1).
+VALUE_RANGE = {"accuracy": (0.0, 1.0), "speech_accuracy": (0.0, 1.0), "cer": (0.0, None), "wer": (0.0, None)}
+#: Variants on a metric-vs-SNR plot are drawn this share of the SNR span apart, so equal values stay visible.
+DODGE = 0.02
 
 
 def _cell(agg: dict[tuple, dict], key: tuple) -> str:
@@ -164,6 +168,8 @@ def write_robustness_report(
                     xlabel=f"SNR (dB), {kind} noise; clean drawn at {CLEAN_X:g}",
                     ylabel=title,
                     title=f"{title} vs SNR ({kind})",
+                    value_range=VALUE_RANGE[metric],
+                    dodge=DODGE,
                 )
                 plots.append(name)
     for task, title in (
