@@ -37,7 +37,14 @@ from flow_omni.checkpoint import load_checkpoint, load_state_strict, save_checkp
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
-from flow_omni.models.backbone import PRESETS, BackboneConfig, build_backbone, build_postnet, hidden_size
+from flow_omni.models.backbone import (
+    PRESETS,
+    BackboneConfig,
+    build_backbone,
+    build_postnet,
+    hidden_size,
+    locate_backbone,
+)
 from flow_omni.models.continuous_speech import ContinuousSpeech
 from flow_omni.models.flow_head import FlowHeadConfig
 from flow_omni.models.generation import GenerationConfig, generate, stream
@@ -147,9 +154,11 @@ class FlowOmniConfig(Config):
         postnet_layers: int = 1,
         **overrides,
     ) -> FlowOmniConfig:
-        """Config around a local pretrained causal LM; its own tokenizer becomes the text tokenizer."""
+        """Config around a pretrained causal LM (a local folder, or a hub id fetched into the Hugging Face
+        cache when the hub can be reached); its own tokenizer becomes the text tokenizer."""
         from transformers import AutoConfig
 
+        path = locate_backbone(str(path), gguf_file)
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         hf = AutoConfig.from_pretrained(path, local_files_only=True, **kwargs)
         width = int(getattr(hf, "hidden_size", 0) or hf.n_embd)

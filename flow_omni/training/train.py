@@ -33,6 +33,7 @@ from flow_omni.checkpoint import atomic_write_text
 from flow_omni.checks import check_output_folder
 from flow_omni.errors import CheckpointError, ConfigError
 from flow_omni.eval.heldout import evaluate_heldout
+from flow_omni.models.backbone import locate_backbone
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
 from flow_omni.training.config import GROUPS, TrainConfig
@@ -181,6 +182,11 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     out = check_output_folder(config.out, "out_dir")
+    spec = config.model
+    if spec.backbone_path and not spec.init_from:
+        # Before the run folder is touched: a backbone that cannot be had offline is one line, not a
+        # transformers traceback after the folder was prepared.
+        locate_backbone(spec.backbone_path, spec.gguf_file, what="model.backbone_path")
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = None
     if resume is not None:
