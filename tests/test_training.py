@@ -514,6 +514,42 @@ def test_fsdp_strategy_with_lora_uses_original_parameters(data_dir, tmp_path):
     assert strategy.kwargs.get("use_orig_params") is True
 
 
+def test_bf16_mixed_trains_on_cpu_with_the_flow_head_in_float32(data_dir, tmp_path):
+    """``precision: bf16-mixed`` (the setting of a GPU run) under CPU autocast: finite losses on every
+    task, the LLM's matmuls in bf16, and in float32 what must stay there: the features the data pipeline
+    computes (the log-mel), the flow head (its velocity is the speech token's update), the loss terms,
+    and the master weights and their gradients."""
+    seen: dict[str, set] = {}
+
+    def note(name):
+        def hook(module, args, out):
+            seen.setdefault(f"{name} in", set()).add(args[0].dtype)
+            seen.setdefault(f"{name} out", set()).add(out.dtype)
+
+        return hook
+
+    class Watch(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            m = pl_module.model
+            m.backbone.base_model.layers[0].self_attn.q_proj.register_forward_hook(note("llm q_proj"))
+            m.encoder.register_forward_hook(lambda mod, args, out: note("encoder")(mod, args, out[0]))
+            m.speech.output_head.final_layer.linear.register_forward_hook(note("flow head"))  # the velocity
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grads = {p.grad.dtype for p in pl_module.model.parameters() if p.grad is not None}
+            seen.setdefault("grads", set()).update(grads)
+
+    res = train(config(data_dir, tmp_path, precision="bf16-mixed", max_steps=4), callbacks=[Watch()])
+    assert res.steps == 4
+    for h in res.history:
+        assert all(np.isfinite(h[t]) for t in ("loss", "text", "state", "flow")), h
+    assert seen["llm q_proj out"] == {torch.bfloat16}  # autocast is on
+    assert seen["encoder in"] == {torch.float32}  # log-mel features, made outside autocast
+    assert seen["flow head in"] == seen["flow head out"] == {torch.float32}
+    assert seen["grads"] == {torch.float32}
+    assert {p.dtype for p in FlowOmni.from_pretrained(res.model_dir).parameters()} == {torch.float32}
+
+
 def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path):
     from flow_omni.training.train import recipe_path
 

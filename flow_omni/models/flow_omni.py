@@ -373,7 +373,8 @@ class FlowOmni(nn.Module):
         n_slots, n_enc = int(batch.audio_in.sum()), int(valid.sum())
         if n_slots != n_enc:
             raise FlowOmniError(f"layout has {n_slots} audio positions but the encoder produced {n_enc}")
-        extra = torch.zeros_like(emb).index_put((batch.audio_in.nonzero(as_tuple=True)), enc[valid])
+        # Under autocast the encoder's output is bf16 while the embedding table's rows are float32.
+        extra = torch.zeros_like(emb).index_put((batch.audio_in.nonzero(as_tuple=True)), enc[valid].to(emb.dtype))
         return emb + extra
 
     def condition(
