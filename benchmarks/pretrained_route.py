@@ -10,7 +10,9 @@ route wants to know before a larger run:
 * seconds per training step (median over the steps after the feature cache is filled, and mean over all);
 * peak resident memory of the process (``ru_maxrss``) during training, and with the scoring;
 * the load average of the machine, sampled every 10 steps (the CPU may be shared);
-* the losses at the start and the end, and the scores.
+* the losses at the start and the end, and the scores;
+* the text cross-entropy after training, split into the special tokens the library adds (``<tpad>``,
+  ``<eot>``) and the LLM's own tokens (``--text-ce RUN`` computes it alone for an earlier run).
 
 Training stops at ``--max-steps`` or after ``--minutes`` of training wall time, whichever comes first.
 
@@ -78,6 +80,43 @@ class Meter(Callback):
         self.train_peak_rss_mb = _rss_mb()
 
 
+@torch.no_grad()
+def text_ce_by_target(run: Path, batches: int = 6, seed: int = 123) -> dict[str, dict]:
+    """The exported model's text cross-entropy on ``batches`` training batches, split into the special tokens
+    the library adds to the vocabulary (``<tpad>``, ``<eot>``, ...) and the LLM's own tokens ("words"):
+    how many targets each has (share of all) and their mean CE."""
+    from flow_omni import FlowOmni
+    from flow_omni.layout import IGNORE
+    from flow_omni.training.datamodule import FlowOmniDataModule
+
+    cfg = TrainConfig.load(run / "config.yaml")
+    model = FlowOmni.from_pretrained(run / "model").eval()
+    data = FlowOmniDataModule(model, cfg.data, seed=seed)
+    data.setup("fit")
+    names = {i: token for token, i in model.special.items()}
+    ce_sum: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for i, collated in enumerate(data.train_dataloader()):
+        if i == batches:
+            break
+        batch = collated.batch.to(model.device)
+        hidden = model.backbone.base_model(
+            inputs_embeds=model.embed_batch(batch), attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).last_hidden_state
+        target, _, _ = batch.targets()
+        has = target != IGNORE
+        ce = torch.nn.functional.cross_entropy(model.text_logits(hidden[has]), target[has], reduction="none")
+        for t, c in zip(target[has].tolist(), ce.tolist()):
+            key = names.get(t, "words")
+            ce_sum[key] = ce_sum.get(key, 0.0) + c
+            count[key] = count.get(key, 0) + 1
+    total = sum(count.values())
+    return {
+        k: {"targets": count[k], "share": round(count[k] / total, 3), "mean_ce": round(ce_sum[k] / count[k], 3)}
+        for k in sorted(count)
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -94,7 +133,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the numbers here (e.g. benchmarks/results/pretrained_route.json)")
     p.add_argument("--note", default="", help="how the run was made (stored in the JSON)")
     p.add_argument("--set", nargs="*", default=[], help="more recipe overrides, as flow-omni train --set")
+    p.add_argument("--text-ce", metavar="RUN", help="only print the text CE by target of an earlier run's folder")
     args = p.parse_args(argv)
+    if args.text_ce:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(text_ce_by_target(Path(args.text_ce)), indent=1))
+        return 0
     load_at_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     corpus = Path(args.corpus).resolve()
@@ -144,6 +188,7 @@ def main(argv=None) -> int:
         },
         loss_last_10_mean={k: round(statistics.mean(h[k] for h in last), 3) for k in ("loss", "text", "state", "flow")},
         scores={name: final["metrics"].get("/".join(key)) for key, name in COLUMNS},
+        text_ce_by_target_after=text_ce_by_target(out / "run"),
         metrics=final["metrics"],
         note=args.note,
     )

@@ -47,6 +47,7 @@ def test_smollm2_backbone_trains_and_generates(tmp_path):
     )
     model = FlowOmni(cfg)
     assert model.num_parameters() > 130e6
+    assert all(m.training for m in model.modules())  # transformers loads in eval mode; training follows the parent
     # The speech and state streams start at the scale of the pretrained embeddings they are summed with
     # (RMS 0.13 for SmolLM2-135M), not at the 0.02 of a fresh initialisation.
     rms = float(model.backbone.get_input_embeddings().weight.detach().pow(2).mean().sqrt())

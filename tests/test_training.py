@@ -222,6 +222,25 @@ def test_lora_changes_only_the_adapter(data_dir, tmp_path):
     assert changed and all(".self_attn." in k or ".mlp." in k for k in changed)  # only LoRA-targeted layers
 
 
+def test_special_token_rows_train_alone_in_a_frozen_backbone(data_dir, tmp_path):
+    """``trainable: [.., special_tokens]`` (stage 1): the embedding / LM-head rows of <eot>, <tpad> and the
+    task tokens learn; every other row, and every other backbone weight, stays bit for bit (no weight decay
+    on them either)."""
+    cfg = config(data_dir, tmp_path, max_steps=4, trainable=["heads", "special_tokens"], **{"optim.lr": 5e-3})
+    L.seed_everything(cfg.seed, verbose=False)  # as train() does: the same initial weights as the run's
+    before = build_model(cfg).backbone.state_dict()
+    res = train(cfg)
+    model = FlowOmni.from_pretrained(res.model_dir)
+    after = model.backbone.state_dict()
+    ids = sorted(set(model.special.values()))
+    weight = "model.embed_tokens.weight"
+    rows = torch.zeros(after[weight].shape[0], dtype=torch.bool)
+    rows[ids] = True
+    assert not torch.equal(after[weight][rows], before[weight][rows])
+    assert torch.equal(after[weight][~rows], before[weight][~rows])
+    assert all(torch.equal(after[k], before[k]) for k in after if k != weight and k != "lm_head.weight")
+
+
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
     cfg = config(
         data_dir,

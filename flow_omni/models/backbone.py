@@ -152,7 +152,9 @@ def build_backbone(cfg: BackboneConfig, from_checkpoint: bool = False) -> nn.Mod
         if cfg.gguf_file:
             kwargs["gguf_file"] = cfg.gguf_file
         try:
-            return AutoModelForCausalLM.from_pretrained(cfg.path, **kwargs)
+            # from_pretrained returns eval mode, which Lightning keeps ("Found 397 module(s) in eval mode at
+            # the start of training"): the LLM's dropout would be off in training. Follow the parent instead.
+            return AutoModelForCausalLM.from_pretrained(cfg.path, **kwargs).train()
         except OSError as exc:
             raise CheckpointError(
                 f"could not load a causal LM from {cfg.path!r} offline ({str(exc).splitlines()[0]}); "
