@@ -30,7 +30,12 @@ class CheckpointError(FlowOmniError, ValueError):
     """A checkpoint directory was missing files, truncated, or written by another class."""
 
 
-class VocoderUnavailableError(FlowOmniError, RuntimeError):
+class HubUnavailableError(FlowOmniError, RuntimeError):
+    """Weights named by a hub id are not in the local cache, and cannot be downloaded now (offline, the hub
+    unreachable, or the hub refused them)."""
+
+
+class VocoderUnavailableError(HubUnavailableError):
     """No Vocos checkpoint could be found locally and the hub could not be reached."""
 
 

@@ -509,3 +509,104 @@ def test_resume_with_another_architecture_is_one_line_and_changes_nothing(user, 
         "--overwrite",
     )
     assert snapshot(out) == before
+
+
+# ---------------------------------------------------------------------------------- pretrained backbone
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, so that a model cached on this machine cannot make a test pass."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub_cache"))
+    return tmp_path / "hub_cache"
+
+
+@pytest.mark.parametrize(
+    "backbone, fragments",
+    [
+        (
+            "HuggingFaceTB/SmolLM2-135M",
+            [
+                "model.backbone_path 'HuggingFaceTB/SmolLM2-135M' not found locally",
+                "HF_HUB_OFFLINE is set",
+                "hf download",
+            ],
+        ),
+        ("./nope", ["model.backbone_path './nope' is not a folder", "local model folder or a hub id"]),
+        ("{user}/notes.txt", ["notes.txt' is a file, not a folder"]),
+        ("{user}/results", ["results' has no config.json", "Hugging Face model folder"]),
+    ],
+)
+def test_a_backbone_that_cannot_be_loaded_offline_is_one_line(
+    untouched, tmp_path, empty_hub_cache, monkeypatch, capsys, backbone, fragments
+):
+    """Refused before the run folder is made, without a transformers traceback."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    backbone = backbone.format(user=untouched)
+    argv = ["train", "--config", "stage1", "--set", "model.preset=null", f"model.backbone_path={backbone}"]
+    fails(capsys, argv + [f"out_dir={out}"], *fragments)
+    assert not out.exists()
+
+
+def test_an_unreachable_hub_is_named_as_such(empty_hub_cache, monkeypatch):
+    from huggingface_hub import constants
+
+    from flow_omni import hub_fetch as hub
+    from flow_omni.errors import HubUnavailableError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(HubUnavailableError, match="'someone/llm' not found locally; the hub is unreachable"):
+        FlowOmniConfig.from_pretrained_backbone("someone/llm")
+
+
+def test_a_cached_hub_backbone_is_found_offline(empty_hub_cache, monkeypatch):
+    """A hub id downloaded earlier (the cache's layout) passes the check with HF_HUB_OFFLINE set; one whose
+    cached copy lacks its weights is refused, naming what is missing."""
+    from flow_omni.errors import HubUnavailableError
+    from flow_omni.models.backbone import locate_backbone
+
+    commit = "0" * 40
+    repo = empty_hub_cache / "models--someone--llm"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnavailableError, match=r"the cached copy has no \*\.safetensors"):
+        locate_backbone("someone/llm")
+    (repo / "snapshots" / commit / "model.safetensors").write_bytes(b"")
+    assert locate_backbone("someone/llm") == "someone/llm"
+
+
+def test_an_online_hub_id_is_downloaded_with_its_files_only(tmp_path, monkeypatch):
+    """With the hub reachable, one snapshot download of the config, safetensors and tokenizer files (no
+    duplicate .bin weights); a repo without what is needed is refused, naming it."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from flow_omni import hub_fetch as hub
+    from flow_omni.errors import HubUnavailableError
+    from flow_omni.models.backbone import locate_backbone
+
+    calls = []
+
+    def fake_download(repo_id, *, revision=None, allow_patterns=None, local_files_only=False):
+        calls.append((repo_id, allow_patterns, local_files_only))
+        folder = tmp_path / repo_id.replace("/", "--")
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text("{}")
+        return str(folder)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    with pytest.raises(HubUnavailableError, match=r"'someone/llm' on the Hugging Face hub has no \*\.safetensors"):
+        locate_backbone("someone/llm", what="model.backbone_path")
+    assert calls == [("someone/llm", ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"], False)]
+    (tmp_path / "someone--llm" / "model.safetensors").write_bytes(b"")
+    assert locate_backbone("someone/llm") == "someone/llm"

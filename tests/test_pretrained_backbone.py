@@ -36,11 +36,24 @@ pytestmark = [
 def test_smollm2_backbone_trains_and_generates(tmp_path):
     torch.manual_seed(0)
     cfg = FlowOmniConfig.from_pretrained_backbone(
-        str(_smollm2_dir()), gguf_file=GGUF, r=4, flow_width=128, flow_depth=2, postnet_layers=1
+        str(_smollm2_dir()),
+        gguf_file=GGUF,
+        r=4,
+        flow_width=128,
+        flow_depth=2,
+        postnet_layers=1,
+        speech_input_norm=True,
+        encoder=SpeechEncoderConfig(kind="conv", channels=64, conv_layers=1, transformer_layers=0),
     )
-    cfg.encoder = SpeechEncoderConfig(kind="conv", channels=64, conv_layers=1, transformer_layers=0)
     model = FlowOmni(cfg)
     assert model.num_parameters() > 130e6
+    assert all(m.training for m in model.modules())  # transformers loads in eval mode; training follows the parent
+    # The speech and state streams start at the scale of the pretrained embeddings they are summed with
+    # (RMS 0.13 for SmolLM2-135M), not at the 0.02 of a fresh initialisation.
+    rms = float(model.backbone.get_input_embeddings().weight.detach().pow(2).mean().sqrt())
+    assert rms > 0.1
+    assert float(model.speech.input_layer[1].weight[0]) == pytest.approx(rms)
+    assert float(model.state_embed.weight.std()) == pytest.approx(rms, rel=0.1)
     # The backbone's own BPE tokenizer is in use, with our special tokens added.
     assert len(model.text_tokenizer.encode("hello world")) < len("hello world")
     audio = synth_corpus(2, seed=0, duration_range=(0.6, 0.8))

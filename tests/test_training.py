@@ -207,6 +207,25 @@ def test_lora_changes_only_the_adapter(data_dir, tmp_path):
     assert changed and all(".self_attn." in k or ".mlp." in k for k in changed)  # only LoRA-targeted layers
 
 
+def test_special_token_rows_train_alone_in_a_frozen_backbone(data_dir, tmp_path):
+    """``trainable: [.., special_tokens]`` (stage 1): the embedding / LM-head rows of <eot>, <tpad> and the
+    task tokens learn; every other row, and every other backbone weight, stays bit for bit (no weight decay
+    on them either)."""
+    cfg = config(data_dir, tmp_path, max_steps=4, trainable=["heads", "special_tokens"], **{"optim.lr": 5e-3})
+    L.seed_everything(cfg.seed, verbose=False)  # as train() does: the same initial weights as the run's
+    before = build_model(cfg).backbone.state_dict()
+    res = train(cfg)
+    model = FlowOmni.from_pretrained(res.model_dir)
+    after = model.backbone.state_dict()
+    ids = sorted(set(model.special.values()))
+    weight = "model.embed_tokens.weight"
+    rows = torch.zeros(after[weight].shape[0], dtype=torch.bool)
+    rows[ids] = True
+    assert not torch.equal(after[weight][rows], before[weight][rows])
+    assert torch.equal(after[weight][~rows], before[weight][~rows])
+    assert all(torch.equal(after[k], before[k]) for k in after if k != weight and k != "lm_head.weight")
+
+
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
     cfg = config(
         data_dir,
@@ -497,6 +516,42 @@ def test_fsdp_strategy_with_lora_uses_original_parameters(data_dir, tmp_path):
     strategy = _strategy(cfg, build_model(cfg))
     assert isinstance(strategy, FSDPStrategy)
     assert strategy.kwargs.get("use_orig_params") is True
+
+
+def test_bf16_mixed_trains_on_cpu_with_the_flow_head_in_float32(data_dir, tmp_path):
+    """``precision: bf16-mixed`` (the setting of a GPU run) under CPU autocast: finite losses on every
+    task, the LLM's matmuls in bf16, and in float32 what must stay there: the features the data pipeline
+    computes (the log-mel), the flow head (its velocity is the speech token's update), the loss terms,
+    and the master weights and their gradients."""
+    seen: dict[str, set] = {}
+
+    def note(name):
+        def hook(module, args, out):
+            seen.setdefault(f"{name} in", set()).add(args[0].dtype)
+            seen.setdefault(f"{name} out", set()).add(out.dtype)
+
+        return hook
+
+    class Watch(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            m = pl_module.model
+            m.backbone.base_model.layers[0].self_attn.q_proj.register_forward_hook(note("llm q_proj"))
+            m.encoder.register_forward_hook(lambda mod, args, out: note("encoder")(mod, args, out[0]))
+            m.speech.output_head.final_layer.linear.register_forward_hook(note("flow head"))  # the velocity
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grads = {p.grad.dtype for p in pl_module.model.parameters() if p.grad is not None}
+            seen.setdefault("grads", set()).update(grads)
+
+    res = train(config(data_dir, tmp_path, precision="bf16-mixed", max_steps=4), callbacks=[Watch()])
+    assert res.steps == 4
+    for h in res.history:
+        assert all(np.isfinite(h[t]) for t in ("loss", "text", "state", "flow")), h
+    assert seen["llm q_proj out"] == {torch.bfloat16}  # autocast is on
+    assert seen["encoder in"] == {torch.float32}  # log-mel features, made outside autocast
+    assert seen["flow head in"] == seen["flow head out"] == {torch.float32}
+    assert seen["grads"] == {torch.float32}
+    assert {p.dtype for p in FlowOmni.from_pretrained(res.model_dir).parameters()} == {torch.float32}
 
 
 def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path):

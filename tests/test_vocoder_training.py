@@ -294,3 +294,17 @@ def test_multi_resolution_stft_distance():
     assert float(multi_resolution_stft_distance(0.5 * x, x)) > 0.5
     with pytest.raises(ValueError):
         multi_resolution_stft_distance(x[:, :256], x[:, :256])
+
+
+def test_bf16_autocast_keeps_the_mel_and_the_istft_head_in_float32(tmp_path):
+    """``precision: bf16-mixed``: the backbone runs in bf16, but the log-mel it reads (the speech-token
+    space, float32 everywhere else) and the ISTFT head that makes the waveform stay in float32."""
+    module = build_training_module(_tiny_config(tmp_path / "m.jsonl", tmp_path / "run"))
+    vocos = module.vocoder.vocos
+    seen = {}
+    vocos.backbone.embed.register_forward_hook(lambda m, args, out: seen.update(mel=args[0].dtype, conv=out.dtype))
+    audio = synth_speech(0.3, 24000, seed=0)[None]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(audio)
+    assert seen == {"mel": torch.float32, "conv": torch.bfloat16}
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()

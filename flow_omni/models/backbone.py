@@ -1,9 +1,10 @@
 """The LLM backbone (any ``transformers`` causal LM), its presets, and the post-net.
 
-A backbone is given either by ``path`` (a local directory or name of a pretrained causal LM,
-optionally a ``gguf_file`` inside it) or by ``hf_config`` (a ``transformers`` config dict with a
-``model_type``), from which a randomly initialised model is built. Nothing is ever downloaded:
-pretrained loading passes ``local_files_only=True``.
+A backbone is given either by ``path`` (a local folder of a pretrained causal LM, or its hub id,
+optionally with a ``gguf_file`` inside it) or by ``hf_config`` (a ``transformers`` config dict with a
+``model_type``), from which a randomly initialised model is built. A hub id is fetched into the
+Hugging Face cache once, up front, by :func:`locate_backbone`; loading itself passes
+``local_files_only=True``, so it never waits on the network.
 
 Presets are Qwen2-shaped (the Flow-Omni and Mini-Omni backbone family) and sized to train on a CPU:
 ``tiny`` ≈ 5 M and ``small`` ≈ 30 M parameters for the whole FlowOmni model. Their flow heads use
@@ -18,6 +19,7 @@ blocks gives it a KV cache for free, so incremental generation stays exact.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from torch import nn
 
 from flow_omni.config import Config
 from flow_omni.errors import CheckpointError, ConfigError
+from flow_omni.hub_fetch import hub_snapshot, looks_like_repo_id
 
 #: Qwen2 shapes of the presets (vocab size is filled in from the tokenizer).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,6 +78,53 @@ class BackboneConfig(Config):
             raise ConfigError("BackboneConfig.hf_config needs a 'model_type' key (e.g. 'qwen2', 'llama')")
 
 
+#: What a hub backbone needs: its config, safetensors weights and tokenizer files. Not ``*.bin``: repos
+#: that have both formats would be downloaded twice, and ``transformers`` prefers safetensors.
+HUB_BACKBONE_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken")
+_EXAMPLE_ID = "HuggingFaceTB/SmolLM2-135M"
+
+
+def locate_backbone(path: str, gguf_file: str | None = None, *, what: str = "backbone path") -> str:
+    """Check that the causal LM at ``path`` can be loaded offline, fetching a hub id into the local
+    Hugging Face cache when the hub can be reached; returns ``path`` (``~`` expanded, which
+    ``transformers`` does not do).
+
+    ``path`` is a local folder (with ``config.json``, or with ``gguf_file``) or a hub id ``owner/name``.
+    Anything else, or a hub id that is neither cached nor downloadable now, raises a one-line
+    :class:`ConfigError` or :class:`~flow_omni.errors.HubUnavailableError` naming ``what``.
+    """
+    local = Path(path).expanduser()
+    if local.is_dir():
+        needed = gguf_file or "config.json"
+        if not (local / needed).is_file():
+            raise ConfigError(
+                f"{what} {path!r} has no {needed}"
+                + (
+                    " (expected the folder that holds the GGUF file)"
+                    if gguf_file
+                    else " (expected a Hugging Face model folder: config.json, weights and tokenizer files; "
+                    "for a GGUF file, its folder and gguf_file=NAME.gguf)"
+                )
+            )
+        return str(local)
+    if local.exists():
+        gguf = f"; for a GGUF file give its folder and gguf_file={local.name}" if local.suffix == ".gguf" else ""
+        raise ConfigError(f"{what} {path!r} is a file, not a folder (expected a local model folder or a hub id){gguf}")
+    if not looks_like_repo_id(path):
+        raise ConfigError(
+            f"{what} {path!r} is not a folder (nothing is there; expected a local model folder or a hub id "
+            f"such as {_EXAMPLE_ID})"
+        )
+    hub_snapshot(
+        path,
+        [gguf_file] if gguf_file else HUB_BACKBONE_FILES,
+        required=[gguf_file] if gguf_file else ["config.json", "*.safetensors"],
+        what=what,
+        hint=f"Download it where the hub can be reached (hf download {path} --local-dir DIR) and pass the folder DIR",
+    )
+    return path
+
+
 def _config_from_dict(data: dict, attn: str):
     from transformers import AutoConfig
 
@@ -102,7 +152,9 @@ def build_backbone(cfg: BackboneConfig, from_checkpoint: bool = False) -> nn.Mod
         if cfg.gguf_file:
             kwargs["gguf_file"] = cfg.gguf_file
         try:
-            return AutoModelForCausalLM.from_pretrained(cfg.path, **kwargs)
+            # from_pretrained returns eval mode, which Lightning keeps ("Found 397 module(s) in eval mode at
+            # the start of training"): the LLM's dropout would be off in training. Follow the parent instead.
+            return AutoModelForCausalLM.from_pretrained(cfg.path, **kwargs).train()
         except OSError as exc:
             raise CheckpointError(
                 f"could not load a causal LM from {cfg.path!r} offline ({str(exc).splitlines()[0]}); "

@@ -8,7 +8,8 @@ Scale: at a speech position the LLM reads the *sum* of the text embedding, the s
 the projected token. A normalised mel token has hundreds of unit-variance dims, so a plain linear
 projection soon dwarfs the text embedding (rows of norm about ``0.02 * sqrt(W)``) and the text
 stream becomes nearly invisible at speech positions. ``input_norm`` puts an RMSNorm after the
-projection with its gain starting at the embeddings' scale (0.02), so both streams start equal and
+projection with its gain starting at the embeddings' scale (``embedding_scale``: 0.02 for a freshly
+initialised LLM, the measured RMS of a pretrained one's rows), so both streams start equal and
 training decides their balance.
 """
 
@@ -20,16 +21,21 @@ import torch
 from torch import nn
 
 from flow_omni.models.flow_head import FlowHead, FlowHeadConfig, FlowNoise
-from flow_omni.models.speech_head import ItemRows, SpeechHead
-
-#: The std of the LLM's embedding rows at initialisation (transformers' initializer_range).
-EMBEDDING_SCALE = 0.02
+from flow_omni.models.speech_head import EMBEDDING_SCALE, ItemRows, SpeechHead
 
 
 class ContinuousSpeech(SpeechHead):
     """``Linear(D → W)`` in, :class:`~flow_omni.models.flow_head.FlowHead` out."""
 
-    def __init__(self, flow: FlowHeadConfig, width: int, *, input_noise: float = 0.0, input_norm: bool = False) -> None:
+    def __init__(
+        self,
+        flow: FlowHeadConfig,
+        width: int,
+        *,
+        input_noise: float = 0.0,
+        input_norm: bool = False,
+        embedding_scale: float = EMBEDDING_SCALE,
+    ) -> None:
         super().__init__()
         self.payload_dim = flow.token_dim
         self.input_noise = input_noise
@@ -40,7 +46,7 @@ class ContinuousSpeech(SpeechHead):
         self.input_layer = proj
         if input_norm:
             norm = nn.RMSNorm(width, eps=1e-6)
-            nn.init.constant_(norm.weight, EMBEDDING_SCALE)
+            nn.init.constant_(norm.weight, embedding_scale)
             self.input_layer = nn.Sequential(proj, norm)
 
     def payloads(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:

@@ -38,13 +38,20 @@ from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
 from flow_omni.model_card import TrainingRecord, write_model_card
-from flow_omni.models.backbone import PRESETS, BackboneConfig, build_backbone, build_postnet, hidden_size
+from flow_omni.models.backbone import (
+    PRESETS,
+    BackboneConfig,
+    build_backbone,
+    build_postnet,
+    hidden_size,
+    locate_backbone,
+)
 from flow_omni.models.continuous_speech import ContinuousSpeech
 from flow_omni.models.flow_head import FlowHeadConfig
 from flow_omni.models.generation import GenerationConfig, generate, stream
 from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
-from flow_omni.models.speech_head import SpeechHead
+from flow_omni.models.speech_head import EMBEDDING_SCALE, SpeechHead
 from flow_omni.quantize.build import build_quantizer, quantizer_config
 from flow_omni.text.tokenizer import SPECIAL_TOKENS, CharTokenizer, HFTokenizer, TextTokenizer, load_text_tokenizer
 
@@ -148,9 +155,11 @@ class FlowOmniConfig(Config):
         postnet_layers: int = 1,
         **overrides,
     ) -> FlowOmniConfig:
-        """Config around a local pretrained causal LM; its own tokenizer becomes the text tokenizer."""
+        """Config around a pretrained causal LM (a local folder, or a hub id fetched into the Hugging Face
+        cache when the hub can be reached); its own tokenizer becomes the text tokenizer."""
         from transformers import AutoConfig
 
+        path = locate_backbone(str(path), gguf_file)
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         hf = AutoConfig.from_pretrained(path, local_files_only=True, **kwargs)
         width = int(getattr(hf, "hidden_size", 0) or hf.n_embd)
@@ -219,22 +228,32 @@ class FlowOmni(nn.Module):
         self.config = config = dataclasses.replace(config, encoder=self.encoder.config)
         self.state_head = nn.Linear(width, NUM_STATES)
         self.postnet = build_postnet(config.postnet_layers, width, attn=config.backbone.attn_implementation)
-        nn.init.normal_(self.state_embed.weight, std=0.02)
-        self.speech = self._build_speech_head(config, width)
+        # Speech and state embeddings are summed with the text embedding, so they start at its scale. A
+        # pretrained LLM's rows are far from the 0.02 of initialisation (SmolLM2-135M: RMS 0.13); the
+        # presets (and a checkpoint, whose weights replace these) keep 0.02.
+        scale = EMBEDDING_SCALE
+        if config.backbone.path is not None and not _from_checkpoint:
+            scale = float(self.backbone.get_input_embeddings().weight.detach().pow(2).mean().sqrt())
+        nn.init.normal_(self.state_embed.weight, std=scale)
+        self.speech = self._build_speech_head(config, width, scale)
         # The CTC term's blank logit (its other logits are the LM head's): only when the term is on, so
         # that models without it keep their exact parameter set.
         self.ctc_blank = nn.Linear(width, 1) if config.loss_weights.ctc > 0 else None
         self.special = {t: self.text_tokenizer.special_id(t) for t in SPECIAL_TOKENS}
 
     @staticmethod
-    def _build_speech_head(config: FlowOmniConfig, width: int) -> SpeechHead:
+    def _build_speech_head(config: FlowOmniConfig, width: int, embedding_scale: float) -> SpeechHead:
         """The one place that maps ``config.tokens`` to a :class:`SpeechHead`."""
         if config.tokens == "continuous":
             return ContinuousSpeech(
-                config.flow, width, input_noise=config.speech_input_noise, input_norm=config.speech_input_norm
+                config.flow,
+                width,
+                input_noise=config.speech_input_noise,
+                input_norm=config.speech_input_norm,
+                embedding_scale=embedding_scale,
             )
         quantizer = build_quantizer(config.tokens, config.quantizer, dim=config.speech.token_dim)
-        return CodeSpeech(quantizer, width, delay=config.level_delay)
+        return CodeSpeech(quantizer, width, delay=config.level_delay, embedding_scale=embedding_scale)
 
     @staticmethod
     def _build_text_tokenizer(config: FlowOmniConfig, directory: Path | None) -> TextTokenizer:
@@ -365,7 +384,8 @@ class FlowOmni(nn.Module):
         n_slots, n_enc = int(batch.audio_in.sum()), int(valid.sum())
         if n_slots != n_enc:
             raise FlowOmniError(f"layout has {n_slots} audio positions but the encoder produced {n_enc}")
-        extra = torch.zeros_like(emb).index_put((batch.audio_in.nonzero(as_tuple=True)), enc[valid])
+        # Under autocast the encoder's output is bf16 while the embedding table's rows are float32.
+        extra = torch.zeros_like(emb).index_put((batch.audio_in.nonzero(as_tuple=True)), enc[valid].to(emb.dtype))
         return emb + extra
 
     def condition(

@@ -26,7 +26,7 @@ from torch import nn
 
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import STATE_GEN, STATE_STOP
-from flow_omni.models.speech_head import ItemRows, SpeechHead
+from flow_omni.models.speech_head import EMBEDDING_SCALE, ItemRows, SpeechHead
 
 
 class CodeEmbedding(nn.Module):
@@ -45,7 +45,9 @@ class CodeEmbedding(nn.Module):
 class CodeSpeech(SpeechHead):
     """Code embeddings in, per-level code logits out, around a quantiser (``quantizer``)."""
 
-    def __init__(self, quantizer: nn.Module, width: int, *, delay: bool = True) -> None:
+    def __init__(
+        self, quantizer: nn.Module, width: int, *, delay: bool = True, embedding_scale: float = EMBEDDING_SCALE
+    ) -> None:
         super().__init__()
         self.quantizer = quantizer
         self.levels = int(quantizer.num_levels)
@@ -57,7 +59,7 @@ class CodeSpeech(SpeechHead):
         self.input_layer = CodeEmbedding(self.levels, self.K + 1, width)
         self.output_head = nn.Linear(width, self.levels * (self.K + 1))
         for e in self.input_layer.tables:
-            nn.init.normal_(e.weight, std=0.02)
+            nn.init.normal_(e.weight, std=embedding_scale)
 
     # ------------------------------------------------------------------------------- payloads
     def _shift(self, codes: torch.Tensor, m: int) -> torch.Tensor:

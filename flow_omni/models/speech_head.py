@@ -32,6 +32,10 @@ from torch import nn
 
 from flow_omni.errors import FlowOmniError
 
+#: The std of a freshly initialised LLM's embedding rows (transformers' initializer_range): the scale at
+#: which speech and state embeddings start, since they are summed with the text embedding.
+EMBEDDING_SCALE = 0.02
+
 #: The random source of each item of a batch: ``(rows of that item, its generator)`` in row order.
 ItemRows = Sequence[tuple[int, torch.Generator]]
 

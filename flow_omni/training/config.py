@@ -22,6 +22,10 @@ GROUPS = {
     "state_head": ["state_head"],
     "postnet": ["postnet"],
     "speech_head": ["speech.output_head"],
+    # The text-embedding and LM-head rows of the special tokens the library adds to the text tokenizer
+    # (<eot>, <tpad>, the task tokens), and only those rows: a frozen pretrained LLM cannot otherwise learn
+    # to predict them (train.train_special_token_rows). No module of its own, hence no path.
+    "special_tokens": [],
     # aliases
     "flow_head": ["speech.output_head"],  # the continuous model's name for its speech head
     "codes": ["speech.input_layer", "speech.output_head"],  # discrete models: code embeddings + heads

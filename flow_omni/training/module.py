@@ -61,9 +61,10 @@ class FlowOmniModule(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise FlowOmniError("no trainable parameters (check `trainable` and `lora` in the config)")
-        # No weight decay on biases, norms and embeddings-as-vectors (the usual GPT recipe).
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        # No weight decay on biases, norms and embeddings-as-vectors (the usual GPT recipe), nor on a weight
+        # of which only some rows train (train_special_token_rows): decay would shrink its frozen rows.
+        decay = [p for p in params if p.dim() >= 2 and getattr(p, "row_mask", None) is None]
+        no_decay = [p for p in params if p.dim() < 2 or getattr(p, "row_mask", None) is not None]
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=o.lr,

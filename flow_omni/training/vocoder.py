@@ -376,9 +376,13 @@ class VocosGAN(L.LightningModule):
 
     # ----------------------------------------------------------------- generator
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` → ``(B, T)``: log-mel → backbone → ISTFT head (the head always in fp32)."""
+        """``(B, T)`` → ``(B, T)``: log-mel → backbone → ISTFT head (the mel and the head always in fp32)."""
         vocos = self.vocoder.vocos
-        x = vocos.backbone(vocos.feature_extractor(audio))
+        # The mel is the vocoder's input space, shared with the speech tokens, which are float32: under
+        # bf16 autocast its filterbank matmul would round it to 8 bits of mantissa before the log.
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            mel = vocos.feature_extractor(audio.float())
+        x = vocos.backbone(mel)
         with torch.autocast(device_type=x.device.type, enabled=False):
             return vocos.head(x.float())
 

@@ -20,8 +20,6 @@ Output length: ``(F - 1) * hop`` samples for ``padding="center"``, ``F * hop`` f
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +41,7 @@ from flow_omni.checkpoint import (
 )
 from flow_omni.config import Config
 from flow_omni.errors import CheckpointError, ConfigError, VocoderUnavailableError
+from flow_omni.hub_fetch import hub_snapshot, looks_like_repo_id
 
 VOCOS_CONFIG_NAME = "config.yaml"
 VOCOS_WEIGHTS_NAME = "pytorch_model.bin"
@@ -193,7 +192,7 @@ class Vocoder(nn.Module):
         if path.exists():
             return cls._from_local(path)
         repo_id = str(path_or_repo_id)
-        if _looks_like_repo_id(repo_id):
+        if looks_like_repo_id(repo_id):
             return cls._from_vocos_dir(_download_from_hub(repo_id, revision))
         raise VocoderUnavailableError(
             f"{repo_id!r} is neither an existing directory nor a hub repo id. {_HOW_TO_SUPPLY}"
@@ -316,63 +315,13 @@ def _load_vocos_weights(directory: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _looks_like_repo_id(text: str) -> bool:
-    parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
-
-
-def _hub_offline() -> bool:
-    # Read the environment at call time too: huggingface_hub caches it at import.
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    return env or bool(getattr(constants, "HF_HUB_OFFLINE", False))
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP connect to the hub endpoint.
-
-    Without it an unreachable hub costs ~25 s of huggingface_hub's own retries (measured), and
-    ``hf_hub_download`` has no per-call switch to turn them off.
-    """
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _download_from_hub(repo_id: str, revision: str | None) -> Path:
     """Fetch ``config.yaml`` + ``pytorch_model.bin``; the directory they landed in."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    offline = _hub_offline()
-    reason = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable"
-    use_cache_only = offline or not _hub_reachable()
-    paths = []
-    for filename in (VOCOS_CONFIG_NAME, VOCOS_WEIGHTS_NAME):
-        if use_cache_only:
-            cached = try_to_load_from_cache(repo_id, filename, revision=revision)
-            if not isinstance(cached, str):
-                raise VocoderUnavailableError(
-                    f"Vocos checkpoint {repo_id!r} is not in the local Hugging Face cache and {reason}. "
-                    + _HOW_TO_SUPPLY
-                )
-            paths.append(Path(cached))
-            continue
-        try:
-            paths.append(Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)))
-        except Exception as exc:  # offline, DNS, 404, gated repo...: all mean "not available"
-            raise VocoderUnavailableError(
-                f"could not fetch {filename} of {repo_id!r} from the Hugging Face hub "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). " + _HOW_TO_SUPPLY
-            ) from None
-    if paths[0].parent != paths[1].parent:  # cannot happen with one snapshot, but be explicit
-        raise VocoderUnavailableError(f"hub files of {repo_id!r} landed in different snapshots")
-    return paths[0].parent
+    return hub_snapshot(
+        repo_id,
+        (VOCOS_CONFIG_NAME, VOCOS_WEIGHTS_NAME),
+        what="Vocos checkpoint",
+        revision=revision,
+        hint=_HOW_TO_SUPPLY,
+        error=VocoderUnavailableError,
+    )
