@@ -75,7 +75,23 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
         "jobs=2",
     ]
     assert main(args) == 0
-    assert "report:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "report:" in printed
+    # Stage lines, also with --no-progress: what runs, how long it has run, and about how long it has left.
+    lines = [ln for ln in printed.splitlines() if ln.startswith("[bench")]
+    runs = ["continuous-seed0", "continuous-seed1", "kmeans-seed0", "kmeans-seed1"]
+    assert [ln.split(" | ")[0] for ln in lines if ln.startswith("[bench ")] == [
+        f"[bench 1/5] corpus: {corpus}",
+        "[bench 2/5] speech encoder features: the runs train their speech encoder, so nothing is encoded beforehand",
+        "[bench 3/5] training and scoring 4 runs, 2 side by side",
+        "[bench 4/5] streaming latency of 4 runs, one at a time",
+        "[bench 5/5] report",
+    ]
+    assert all(" elapsed, about " in ln for ln in lines if ln.startswith("[bench 3/5]") or ln.startswith("[bench 4/5]"))
+    notes = [ln.split(" | ")[0] for ln in lines if ln.startswith("[bench] ") and " runs done)" in ln]
+    assert sorted(n.split()[1] for n in notes) == runs and notes[-1].endswith("scored (4/4 runs done)")
+    assert sorted(ln.split()[1] for ln in lines if "trained; scoring it" in ln) == runs
+    assert lines[-1].startswith("[bench] done in ")
     report = (out / "report.md").read_text()
     conditions = ["clean", "white@10", "white@0", "babble@10", "babble@0", "pitch@2"]
     for table in ("ASR CER by condition", "QA accuracy by condition"):
@@ -114,6 +130,13 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     scored = (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns
     timed = (out / "runs" / "kmeans-seed1" / "latency.json").stat().st_mtime_ns
     assert main(args[:-1] + ["jobs=1"]) == 0
+    lines = [ln.split(" | ")[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[bench ")]
+    assert lines == [  # nothing left to train or score: the reused work is named, not timed
+        f"[bench 1/4] corpus: {corpus} is built",
+        "[bench 2/4] speech encoder features: every run is trained and scored already",
+        "[bench 3/4] streaming latency of 4 runs, one at a time",
+        "[bench 4/4] report",
+    ]
     assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns == scored
     assert (out / "runs" / "kmeans-seed1" / "latency.json").stat().st_mtime_ns == timed
     assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]

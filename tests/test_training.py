@@ -554,7 +554,7 @@ def test_bf16_mixed_trains_on_cpu_with_the_flow_head_in_float32(data_dir, tmp_pa
     assert {p.dtype for p in FlowOmni.from_pretrained(res.model_dir).parameters()} == {torch.float32}
 
 
-def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path):
+def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path, capsys):
     from flow_omni.training.train import recipe_path
 
     _, ref = straight
@@ -578,6 +578,20 @@ def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path):
         )
     )
     res = train(cfg)
+    # Without a progress bar the minutes of scoring still say what runs (stage lines are not bars).
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[train")]
+    assert [ln.split(" | ")[0] for ln in lines[:-1]] == [
+        "[train 1/3] scoring before training: held_out: ASR under 2 conditions, TTS, 2 items at most",
+        "[train] held_out: ASR clean (1/3)",
+        "[train] held_out: ASR white@5 (2/3)",
+        "[train] held_out: TTS (3/3)",
+        "[train 2/3] training: to step 4",
+        "[train 3/3] scoring after training: held_out: ASR under 2 conditions, TTS, 2 items at most",
+        "[train] held_out: ASR clean (1/3)",
+        "[train] held_out: ASR white@5 (2/3)",
+        "[train] held_out: TTS (3/3)",
+    ]
+    assert lines[-1].startswith("[train] done in ") and "left" in lines[5]  # after = before's measured time
     report = res.eval_report.read_text()
     for cond in ("clean", "white@5"):
         assert f"| {cond} |" in report

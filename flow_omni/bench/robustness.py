@@ -15,9 +15,11 @@ resumes; with ``jobs > 1`` runs train side by side in worker processes (:mod:`fl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from concurrent.futures import as_completed
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ from flow_omni.bench.cache import cached_run, eval_key, run_dir, write_keyed
 from flow_omni.bench.config import RobustnessConfig, VariantSpec
 from flow_omni.bench.latency import LATENCY_PROMPTS, run_latency
 from flow_omni.bench.pool import worker_pool
+from flow_omni.bench.progress import RunWatch, benchmark_stages, corpus_size, run_seconds
 from flow_omni.bench.results import write_results
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.checks import check_output_folder
@@ -37,7 +40,8 @@ from flow_omni.data.manifest import read_manifest
 from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.report import write_robustness_report
 from flow_omni.eval.robustness import aggregate, evaluate_model
-from flow_omni.models.flow_omni import FlowOmni
+from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
+from flow_omni.stages import StageReporter
 from flow_omni.training.config import TrainConfig
 from flow_omni.training.train import build_model, recipe_path, train
 from flow_omni.vocoder import load_vocoder
@@ -55,6 +59,15 @@ def _recipe(cfg: RobustnessConfig) -> TrainConfig:
     return TrainConfig.load(recipe_path(cfg.recipe)) if cfg.recipe else TrainConfig()
 
 
+#: Seconds between looks at the runs training in worker processes.
+POLL_S = 2.0
+
+
+def _input_files(corpus: Path) -> list[str]:
+    """The audio files runs read as input (train and valid), each once: what the frozen encoder encodes."""
+    return sorted({e.audio for name in ("train", "valid") for e in read_manifest(corpus / f"{name}.jsonl")})
+
+
 def fill_feature_cache(cfg: RobustnessConfig, corpus: Path, progress: bool = True) -> int:
     """Compute the frozen speech encoder's features of every training input once, before the runs.
 
@@ -66,17 +79,15 @@ def fill_feature_cache(cfg: RobustnessConfig, corpus: Path, progress: bool = Tru
     if not model.encoder.frozen:
         return 0
     cache = FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel)
-    paths = sorted({e.audio for name in ("train", "valid") for e in read_manifest(corpus / f"{name}.jsonl")})
+    paths = _input_files(corpus)
     for path in tqdm(paths, desc="speech encoder features", disable=not progress):
         whisper_features(cache, model.encoder, path)
     return cache.stats.misses
 
 
-def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True) -> Path:
-    """Train one variant with the shared budget; reuses a finished run (the benchmark can be resumed)."""
+def run_config(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True):
+    """The TrainConfig of one (variant, seed) run: the recipe, then the run's own fields, then the shared budget."""
     out = run_dir(cfg, variant, seed)
-    if (out / "model" / "model.safetensors").is_file():
-        return out / "model"
     base = {
         "out_dir": str(out),
         "seed": seed,
@@ -88,27 +99,30 @@ def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus
         "val_every_steps": 10**9,
         "checkpoint_every_steps": 500,
     }
-    config = _recipe(cfg).merged(base).merged(cfg.train)
     # The benchmark measures on test sets; no validation, to save time.
-    train(config.merged({"data": {"valid": []}}), resume="auto")
+    return _recipe(cfg).merged(base).merged(cfg.train).merged({"data": {"valid": []}})
+
+
+def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True) -> Path:
+    """Train one variant with the shared budget; reuses a finished run (the benchmark can be resumed)."""
+    out = run_dir(cfg, variant, seed)
+    if (out / "model" / "model.safetensors").is_file():
+        return out / "model"
+    train(run_config(cfg, variant, seed, corpus, progress), resume="auto")
     return out / "model"
 
 
-def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
+def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str = "bench") -> Path:
     """Train every variant for every seed, evaluate, and write the report; returns ``report.md``.
 
     Runs whose scores are already on disk for the same evaluation settings are reused, so an
     interrupted benchmark resumes; with ``cfg.jobs > 1`` the remaining runs go to worker processes.
+    A line as each stage starts (``[title 3/5] …``) says how long it has run and about how long it has
+    left, with or without ``progress`` bars.
     """
     out = check_output_folder(cfg.out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
-    corpus = ensure_corpus(cfg, progress)
-    test, qa, unseen = _test_sets(cfg, corpus)
-    if any(cached_run(cfg, v, s) is None for v in cfg.variants for s in cfg.seeds):
-        fill_feature_cache(cfg, corpus, progress)
-    if cfg.threads:  # this process scores (jobs = 1) and times latency; workers set their own
-        torch.set_num_threads(cfg.threads)
     runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
     done: dict[tuple[str, int], tuple[list[dict], dict]] = {}
     todo = []
@@ -118,16 +132,110 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
             done[(v.name, s)] = cached
         else:
             todo.append((v, s))
-
     jobs = min(cfg.jobs, len(todo))
+    encodes = _encodes_inputs(run_config(cfg, *runs[0], Path(cfg.corpus)))
+    stages = _stages(cfg, todo, jobs, title, encodes)
+
+    root = Path(cfg.corpus)
+    if (root / "train.jsonl").is_file():
+        stages.skip("corpus", f"{root} is built")
+    else:
+        stages.start("corpus", str(root))
+    corpus = ensure_corpus(cfg, progress)
+    test, qa, unseen = _test_sets(cfg, corpus)
+    if not todo:
+        stages.skip("features", "every run is trained and scored already")
+    elif not encodes:
+        stages.skip("features", "the runs train their speech encoder, so nothing is encoded beforehand")
+    else:
+        stages.start("features", "the frozen encoder reads every training input once, for all runs")
+        fill_feature_cache(cfg, corpus, progress)
+    if cfg.threads:  # this process scores (jobs = 1) and times latency; workers set their own
+        torch.set_num_threads(cfg.threads)
+
     if jobs > 1:
-        threads = cfg.threads or max(1, (torch.get_num_threads() or 1) // jobs)
-        worker_cfg = cfg.merged({"threads": threads}).to_dict()
-        with worker_pool(jobs) as pool:
-            futures = {pool.submit(_run_in_worker, worker_cfg, v.to_dict(), s, str(corpus)): (v, s) for v, s in todo}
-            for fut in tqdm(
-                as_completed(futures), total=len(futures), desc=f"runs ({jobs} jobs)", disable=not progress
-            ):
+        stages.start("runs")
+        done.update(_run_in_pool(cfg, todo, jobs, corpus, stages, progress))
+    else:
+        asr, vocoder = _scorers(cfg)
+        for v, s in todo:
+            name = f"{v.name}-seed{s}"
+            stages.start(f"train {name}")
+            done[(v.name, s)] = run_one(
+                cfg,
+                v,
+                s,
+                corpus,
+                (test, qa, unseen),
+                asr=asr,
+                vocoder=vocoder,
+                progress=progress,
+                on_trained=lambda name=name: stages.start(f"score {name}"),
+            )
+    latency: dict[tuple[str, int], list[dict]] = {}
+    if "tts" in cfg.tasks and test:
+        stages.start("latency")
+        # After the pool has closed, one run at a time: streaming latency is wall-clock and must not
+        # be measured while other runs share the cores.
+        for v, s in tqdm(runs, desc="latency", disable=not progress):
+            latency[(v.name, s)] = run_latency(cfg, v, s, test[:LATENCY_PROMPTS])
+    elif "tts" in cfg.tasks:
+        stages.skip("latency", "no test prompts")
+    stages.start("report")
+    rows = [r for v, s in runs for r in done[(v.name, s)][0] + latency.get((v.name, s), [])]
+    timings = {f"{v.name}/seed{s}": done[(v.name, s)][1] for v, s in runs}
+    write_results(out, rows, timings)
+    report = write_robustness_report(
+        out, cfg, rows, aggregate(rows), timings, {"test": len(test), "qa": len(qa), "unseen": len(unseen)}
+    )
+    stages.finish()
+    return report
+
+
+def _stages(
+    cfg: RobustnessConfig, todo: list[tuple[VariantSpec, int]], jobs: int, title: str, encodes: bool
+) -> StageReporter:
+    """The stage reporter of a benchmark call, with what each stage is expected to take."""
+    built = (Path(cfg.corpus) / "train.jsonl").is_file()
+    wavs, planned = (0, 0) if built else corpus_size(cfg)
+    inputs = 0
+    if todo and encodes:  # a corpus built before says itself what the encoder reads
+        inputs = len(_input_files(Path(cfg.corpus))) if built else planned
+    config = run_config(cfg, *(todo or [(cfg.variants[0], cfg.seeds[0])])[0], Path(cfg.corpus))
+    plan = benchmark_stages(
+        cfg, todo, steps=config.max_steps, batch_size=config.data.batch_size, jobs=jobs, wavs=wavs, inputs=inputs
+    )
+    return StageReporter(title, plan)
+
+
+def _encodes_inputs(config: TrainConfig) -> bool:
+    """Whether the runs' speech encoder is a frozen Whisper, whose features are computed before training."""
+    spec = config.model
+    model = FlowOmniConfig.preset(spec.preset, r=spec.r).merged(spec.overrides or {})
+    return model.encoder.frozen
+
+
+def _run_in_pool(
+    cfg: RobustnessConfig,
+    todo: list[tuple[VariantSpec, int]],
+    jobs: int,
+    corpus: Path,
+    stages: StageReporter,
+    progress: bool,
+) -> dict[tuple[str, int], tuple[list[dict], dict]]:
+    """Train and score ``todo`` in ``jobs`` worker processes, following their steps from here."""
+    threads = cfg.threads or max(1, (torch.get_num_threads() or 1) // jobs)
+    worker_cfg = cfg.merged({"threads": threads}).to_dict()
+    config = run_config(cfg, *todo[0], corpus)
+    train_s, eval_s = run_seconds(cfg, config.max_steps, config.data.batch_size)
+    watch = RunWatch(cfg, todo, config.max_steps, stages, progress=progress, train_share=train_s / (train_s + eval_s))
+    done = {}
+    with worker_pool(jobs) as pool, contextlib.closing(watch):
+        futures = {pool.submit(_run_in_worker, worker_cfg, v.to_dict(), s, str(corpus)): (v, s) for v, s in todo}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            for fut in finished:
                 v, s = futures[fut]
                 try:
                     done[(v.name, s)] = fut.result()
@@ -136,24 +244,9 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True) -> Path:
                     # and workers still running stop with this process.
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise RuntimeError(f"benchmark run {v.name}/seed{s} failed: {exc}") from exc
-    else:
-        asr, vocoder = _scorers(cfg)
-        for v, s in todo:
-            done[(v.name, s)] = run_one(
-                cfg, v, s, corpus, (test, qa, unseen), asr=asr, vocoder=vocoder, progress=progress
-            )
-    latency: dict[tuple[str, int], list[dict]] = {}
-    if "tts" in cfg.tasks and test:
-        # After the pool has closed, one run at a time: streaming latency is wall-clock and must not
-        # be measured while other runs share the cores.
-        for v, s in tqdm(runs, desc="latency", disable=not progress):
-            latency[(v.name, s)] = run_latency(cfg, v, s, test[:LATENCY_PROMPTS])
-    rows = [r for v, s in runs for r in done[(v.name, s)][0] + latency.get((v.name, s), [])]
-    timings = {f"{v.name}/seed{s}": done[(v.name, s)][1] for v, s in runs}
-    write_results(out, rows, timings)
-    return write_robustness_report(
-        out, cfg, rows, aggregate(rows), timings, {"test": len(test), "qa": len(qa), "unseen": len(unseen)}
-    )
+                watch.scored_run(f"{v.name}-seed{s}")
+            watch.poll()
+    return done
 
 
 def _test_sets(cfg: RobustnessConfig, corpus: Path):
@@ -184,8 +277,11 @@ def run_one(
     asr=None,
     vocoder=None,
     progress: bool = True,
+    on_trained: Callable[[], None] | None = None,
 ) -> tuple[list[dict], dict]:
-    """Train (or reuse) one variant for one seed and score it; keeps the scores in the run folder."""
+    """Train (or reuse) one variant for one seed and score it; keeps the scores in the run folder.
+
+    ``on_trained`` is called between the two (the benchmark starts its scoring stage there)."""
     run = run_dir(cfg, variant, seed)
     trained_before = (run / "model" / "model.safetensors").is_file()
     t0 = time.perf_counter()
@@ -195,6 +291,8 @@ def run_one(
         train_s = json.loads((run / "train_time.json").read_text())["train_s"]
     else:
         atomic_write_text(run / "train_time.json", json.dumps({"train_s": train_s}))
+    if on_trained is not None:
+        on_trained()
     t1 = time.perf_counter()
     model = FlowOmni.from_pretrained(model_dir)
     wav_dir = Path(cfg.out_dir) / "wavs" / variant.name if seed == cfg.seeds[0] and cfg.sample_wavs else None
@@ -239,4 +337,12 @@ def _run_in_worker(cfg_dict: dict, variant_dict: dict, seed: int, corpus: str) -
     )
 
 
-__all__ = ["RobustnessConfig", "VariantSpec", "ensure_corpus", "run_one", "run_robustness", "train_variant"]
+__all__ = [
+    "RobustnessConfig",
+    "VariantSpec",
+    "ensure_corpus",
+    "run_config",
+    "run_one",
+    "run_robustness",
+    "train_variant",
+]

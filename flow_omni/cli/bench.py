@@ -20,7 +20,7 @@ def demo_command(args: argparse.Namespace) -> None:
     """
     cfg = RobustnessConfig.demo(args.out).merged(parse_overrides(args.set or []))
     t0 = time.perf_counter()
-    report = run_robustness(cfg, progress=not args.no_progress)
+    report = run_robustness(cfg, progress=not args.no_progress, title="demo")
     out = report.parent
     print(
         f"\ndemo finished in {(time.perf_counter() - t0) / 60:.1f} min: continuous vs discrete speech tokens, "
@@ -45,7 +45,7 @@ def demo_arguments(d: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override RobustnessConfig entries, e.g. seeds=[0,1]",
     )
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars (the stage lines still show)")
 
 
 def robustness_command(args: argparse.Namespace) -> None:
@@ -59,7 +59,7 @@ def robustness_command(args: argparse.Namespace) -> None:
     cfg = cfg.merged(parse_overrides(args.set or []))
     if args.out:
         cfg = cfg.merged({"out_dir": args.out})
-    report = run_robustness(cfg, progress=not args.no_progress)
+    report = run_robustness(cfg, progress=not args.no_progress, title="bench")
     print(f"\nreport:  {report}")
     print(f"numbers: {report.parent / 'results.json'}, {report.parent / 'results.csv'}")
     print(f"plots:   {', '.join(p.name for p in sorted(report.parent.glob('*.png')))}")
@@ -72,4 +72,4 @@ def robustness_arguments(r: argparse.ArgumentParser) -> None:
         "--set", nargs="*", action="extend", metavar="KEY=VALUE", help="override entries, e.g. seeds=[0] max_items=8"
     )
     r.add_argument("--out", help="output directory (overrides out_dir)")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (the stage lines still show)")

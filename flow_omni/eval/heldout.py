@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -149,27 +149,46 @@ def evaluate_tts(
 
 
 def evaluate_heldout(
-    model, manifests: dict[str, str], conditions: Sequence[str], *, max_items: int = 16, tts: bool = True, seed: int = 0
+    model,
+    manifests: dict[str, str],
+    conditions: Sequence[str],
+    *,
+    max_items: int = 16,
+    tts: bool = True,
+    seed: int = 0,
+    on_part: Callable[[str, float], None] | None = None,
 ) -> dict:
     """Every manifest × every condition: ASR CER/WER; and clean TTS mel distance per manifest.
+
+    ``on_part(what, done)`` is called before each part (one manifest under one condition, or its TTS)
+    with what it scores and the share of the parts done, so that a caller can say how far it is.
 
     Returns ``{manifest_name: {"asr": {cond: HeldoutResult as dict}, "tts_mel_l1": float | None}}``.
     """
     for c in conditions:
         parse_condition(c)
+    parts, done = len(manifests) * (len(conditions) + int(tts)), 0
+
+    def start(name: str, what: str) -> None:
+        nonlocal done
+        if on_part is not None:
+            on_part(f"{name}: {what} ({done + 1}/{parts})", done / parts)
+        done += 1
+
     results: dict = {}
     for name, path in manifests.items():
         entries = read_manifest(path)[:max_items]
         audios = [load_audio(e.audio) for e in entries]
-        asr = {c: dataclasses.asdict(evaluate_asr(model, entries, audios, c, seed=seed)) for c in conditions}
-        results[name] = {
-            "asr": asr,
+        asr = {}
+        for c in conditions:
+            start(name, f"ASR {c}")
+            asr[c] = dataclasses.asdict(evaluate_asr(model, entries, audios, c, seed=seed))
+        mel_l1 = None
+        if tts:
+            start(name, "TTS")
             # TTS is scored against the output voice (what T2A trains on) when the corpus has one.
-            "tts_mel_l1": evaluate_tts(model, entries, [load_audio(e.t2a_audio) for e in entries], seed=seed)
-            if tts
-            else None,
-            "n": len(entries),
-        }
+            mel_l1 = evaluate_tts(model, entries, [load_audio(e.t2a_audio) for e in entries], seed=seed)
+        results[name] = {"asr": asr, "tts_mel_l1": mel_l1, "n": len(entries)}
     return results
 
 

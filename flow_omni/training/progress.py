@@ -13,6 +13,8 @@ import logging
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
+from flow_omni.stages import step_bar
+
 
 class StepProgress(Callback):
     """tqdm over optimiser steps on rank 0; the postfix is the last logged training loss."""
@@ -22,7 +24,7 @@ class StepProgress(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            self.bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, desc="train", unit="step")
+            self.bar = step_bar(trainer.max_steps, initial=trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.bar is None:

@@ -38,6 +38,7 @@ from flow_omni.model_card import TrainingRecord, write_model_card
 from flow_omni.models.backbone import locate_backbone
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
+from flow_omni.stages import Stage, StageReporter
 from flow_omni.training.config import GROUPS, TrainConfig
 from flow_omni.training.report import write_eval_report
 from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
@@ -338,10 +339,18 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
             f"{len(data.report)} skipped (see {report_path})"
         )
     before = None
-    if config.eval is not None and config.eval.manifests and trainer.is_global_zero and ckpt_path is None:
-        before = _evaluate(model, config)
+    # A run that scores before and after spends minutes outside the step bar: say which part runs, also
+    # with progress off (the stage lines are not bars).
+    stages = _eval_stages() if config.eval is not None and config.eval.manifests and trainer.is_global_zero else None
+    if stages is not None and ckpt_path is None:
+        stages.start("before", _eval_scope(config))
+        before = _evaluate(model, config, stages)
         atomic_write_text(out / "eval_before.json", json.dumps(before, indent=2))
         model.train()
+    elif stages is not None:
+        stages.skip("before", "scored when this run started (eval_before.json)")
+    if stages is not None:
+        stages.start("train", f"to step {config.max_steps}")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # A batch whose items were all skipped returns None on purpose (FlowOmniModule.training_step).
@@ -362,15 +371,18 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
             merge_lora(model)
         model_dir = model.save_pretrained(out / "model", training=record)
     eval_report = None
-    if config.eval is not None and config.eval.manifests and trainer.is_global_zero:
+    if stages is not None:
         if before is None and (out / "eval_before.json").exists():  # a resumed run: the first part measured it
             before = json.loads((out / "eval_before.json").read_text())
         if before is not None:
-            after = _evaluate(model, config)
+            stages.expect("after", stages.measured("before"))  # the same parts as before training
+            stages.start("after", _eval_scope(config))
+            after = _evaluate(model, config, stages)
             eval_report = write_eval_report(out, before, after)
             # The card was written before this evaluation (the weights are safe on disk whatever it does).
             card = heldout_rows(after, before)
             write_model_card(model_dir, model.config.to_dict(), model.parameter_counts(), record, card)
+        stages.finish()
     history = read_loss_log(module.loss_log) if module.loss_log.exists() else []
     last = ckpt_dir / "last.ckpt"
     return TrainResult(
@@ -404,11 +416,35 @@ def training_record(config: TrainConfig, steps: int, seconds: float | None, entr
     )
 
 
-def _evaluate(model: FlowOmni, config: TrainConfig) -> dict:
+def _evaluate(model: FlowOmni, config: TrainConfig, stages: StageReporter | None = None) -> dict:
     spec = config.eval
     return evaluate_heldout(
-        model, spec.manifests, spec.conditions, max_items=spec.max_items, tts=spec.tts, seed=spec.seed
+        model,
+        spec.manifests,
+        spec.conditions,
+        max_items=spec.max_items,
+        tts=spec.tts,
+        seed=spec.seed,
+        on_part=None if stages is None else stages.note,
     )
+
+
+def _eval_stages() -> StageReporter:
+    """The three stages of a run that scores held-out sets before and after training."""
+    return StageReporter(
+        "train",
+        [
+            Stage("before", "scoring before training"),
+            Stage("train", "training"),
+            Stage("after", "scoring after training"),
+        ],
+    )
+
+
+def _eval_scope(config: TrainConfig) -> str:
+    spec = config.eval
+    tasks = f"ASR under {len(spec.conditions)} conditions" + (", TTS" if spec.tts else "")
+    return f"{', '.join(spec.manifests)}: {tasks}, {spec.max_items} items at most"
 
 
 __all__ = [

@@ -1,0 +1,179 @@
+"""What the benchmark shows while it runs: its stages with an overall time left, and runs training elsewhere.
+
+:func:`benchmark_stages` lists the stages of one :func:`~flow_omni.bench.robustness.run_robustness`
+call with their expected durations, from the work each holds (WAVs to synthesise, files to encode,
+steps to train, prompts to generate) times the cost of one unit measured here. The reporter
+(:mod:`flow_omni.stages`) scales them by how this machine does on the finished stages.
+
+:class:`RunWatch` follows runs that train in worker processes, which print nothing themselves: it reads
+the step each run has logged (``train_log.jsonl``) into one step bar (:func:`flow_omni.stages.step_bar`)
+and says when a run has trained and when it has been scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from flow_omni.bench.cache import run_dir
+from flow_omni.bench.config import RobustnessConfig, VariantSpec
+from flow_omni.data.corpus import CorpusConfig, make_plan
+from flow_omni.stages import Stage, StageReporter, step_bar
+
+#: Seconds per unit of work, measured here by two demos while other jobs shared the 2 cores: the default
+#: one with ``--set jobs=1 threads=1`` (one torch thread, the runs one after the other; the demo had 58% of
+#: a core, 48 min in all) and a small one (60 steps, 2 items, 40 positions; the runs side by side). A run's
+#: training and scoring are a fixed cost plus a cost per unit, fitted to the two. Only the first estimate of
+#: the time left: the reporter rescales it by the stages measured since.
+SYNTH_S_PER_WAV = 0.031  # espeak-ng synthesis: 4,362 corpus WAVs in 135 s
+ENCODE_S_PER_FILE = 0.25  # the frozen Whisper encoder: 1,955 training inputs in 485 s
+#: training, learn recipe: 500 steps x 16 items in 1188 s (flow) and 766 s (k-means); 60 x 16 in 192 s and 156 s
+TRAIN_SETUP_S, TRAIN_S_PER_SAMPLE = 64.0, 0.114
+#: scoring: 120 prompts of 200 positions at most in 125 s and 165 s; 30 prompts of 40 in 43 s and 63 s
+EVAL_SETUP_S, EVAL_S_PER_POSITION = 48.0, 0.004
+LATENCY_S_PER_RUN = 8.0  # streaming TTS timed on 3 prompts: 2 runs in 16 s
+REPORT_S = 1.5  # results, 6 plots and report.md: 1.4 s
+
+#: Seconds between the lines that say how far the runs are, when no progress bar shows it.
+HEARTBEAT_S = 60.0
+
+
+def corpus_size(cfg: RobustnessConfig) -> tuple[int, int]:
+    """(WAVs the corpus build makes, training and validation inputs the encoder reads), from its plan."""
+    plan = make_plan(CorpusConfig.from_dict(cfg.corpus_config))
+    inputs = {e.main.uid for e in plan.entries if e.split in ("train", "valid")}
+    return len(plan.utterances), len(inputs)
+
+
+def eval_positions(cfg: RobustnessConfig) -> int:
+    """Generated positions, at most, of scoring one run: every prompt of every task and condition."""
+    conditions = len(cfg.conditions())
+    prompts = 0
+    if "asr" in cfg.tasks:
+        prompts += cfg.max_items * (conditions + int(cfg.unseen_voices))
+    if "tts" in cfg.tasks:
+        prompts += 2 * cfg.max_items  # speaking, then the model's own ASR of what it said
+    if "qa" in cfg.tasks:
+        prompts += cfg.max_items * conditions
+    return prompts * cfg.max_new_positions
+
+
+def run_seconds(cfg: RobustnessConfig, steps: int, batch_size: int) -> tuple[float, float]:
+    """What one run is expected to take: (training ``steps`` of ``batch_size`` items, scoring), in seconds."""
+    train_s = TRAIN_SETUP_S + steps * batch_size * TRAIN_S_PER_SAMPLE
+    return train_s, EVAL_SETUP_S + eval_positions(cfg) * EVAL_S_PER_POSITION
+
+
+def benchmark_stages(
+    cfg: RobustnessConfig,
+    todo: list[tuple[VariantSpec, int]],
+    *,
+    steps: int,
+    batch_size: int,
+    jobs: int,
+    wavs: int,
+    inputs: int,
+) -> list[Stage]:
+    """The stages of a benchmark call with ``todo`` runs to train or score, ``jobs`` at a time, a corpus of
+    ``wavs`` WAVs to build and ``inputs`` files to encode (0 when there is nothing to do)."""
+    train_s, eval_s = run_seconds(cfg, steps, batch_size)
+    stages = [
+        Stage("corpus", "corpus", wavs * SYNTH_S_PER_WAV),
+        Stage("features", "speech encoder features", inputs * ENCODE_S_PER_FILE),
+    ]
+    if jobs > 1:
+        rounds = math.ceil(len(todo) / jobs)
+        label = f"training and scoring {len(todo)} runs, {jobs} side by side"
+        stages.append(Stage("runs", label, rounds * (train_s + eval_s)))
+    else:
+        for k, (v, s) in enumerate(todo, 1):
+            name = f"{v.name}-seed{s}"
+            stages.append(Stage(f"train {name}", f"training {k}/{len(todo)}: {name}", train_s, kind="train"))
+            stages.append(Stage(f"score {name}", f"scoring {k}/{len(todo)}: {name}", eval_s, kind="score"))
+    runs = len(cfg.variants) * len(cfg.seeds)
+    if "tts" in cfg.tasks:
+        stages.append(Stage("latency", f"streaming latency of {runs} runs, one at a time", runs * LATENCY_S_PER_RUN))
+    stages.append(Stage("report", "report", REPORT_S))
+    return stages
+
+
+def logged_steps(path: Path) -> int:
+    """Optimiser steps a run has taken, from the last whole line of its ``train_log.jsonl`` (0 before any)."""
+    try:
+        with open(path, "rb") as fh:
+            start = max(0, fh.seek(0, 2) - 4096)
+            fh.seek(start)
+            lines = fh.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines[1:] if start else lines):  # from the middle of the file, the first is cut
+        try:  # the last line may still be being written
+            return int(json.loads(line)["step"]) + 1
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0
+
+
+class RunWatch:
+    """Follows runs in worker processes: their summed steps on one bar, and a line as each trains and scores.
+
+    Without a bar (``progress=False``) a line every :data:`HEARTBEAT_S` seconds gives the steps instead.
+    """
+
+    def __init__(
+        self,
+        cfg: RobustnessConfig,
+        todo: list[tuple[VariantSpec, int]],
+        steps: int,
+        stages: StageReporter,
+        *,
+        progress: bool,
+        train_share: float,
+        clock=time.monotonic,
+    ) -> None:
+        self.runs = {f"{v.name}-seed{s}": run_dir(cfg, v, s) for v, s in todo}
+        self.steps = steps
+        self.stages = stages
+        self.train_share = train_share
+        self.clock = clock
+        self.trained: set[str] = set()
+        self.scored: set[str] = set()
+        self.done_steps = {name: 0 for name in self.runs}
+        self.bar = step_bar(steps * len(self.runs), desc=f"train ({len(self.runs)} runs)", disable=not progress)
+        self.heartbeat = None if progress else clock()
+
+    def steps_done(self) -> int:
+        """Steps taken by all runs together."""
+        return sum(self.done_steps.values())
+
+    def fraction(self) -> float:
+        """How far the runs stage is: training counted by steps, scoring by runs done."""
+        trained = sum(min(n, self.steps) for n in self.done_steps.values()) / (self.steps * len(self.runs))
+        return self.train_share * trained + (1.0 - self.train_share) * len(self.scored) / len(self.runs)
+
+    def poll(self) -> None:
+        for name, run in self.runs.items():
+            if name in self.trained:
+                continue
+            self.done_steps[name] = logged_steps(run / "train_log.jsonl")
+            if (run / "model" / "model.safetensors").is_file():
+                self.done_steps[name] = self.steps
+                self.trained.add(name)
+                self.stages.note(f"{name} trained; scoring it", self.fraction())
+        self.bar.update(self.steps_done() - self.bar.n)
+        training = len(self.trained) < len(self.runs)
+        if training and self.heartbeat is not None and self.clock() - self.heartbeat >= HEARTBEAT_S:
+            self.heartbeat = self.clock()
+            runs = len(self.runs)
+            self.stages.note(f"training: {self.steps_done()}/{self.steps * runs} steps of {runs} runs", self.fraction())
+
+    def scored_run(self, name: str) -> None:
+        self.trained.add(name)
+        self.done_steps[name] = self.steps
+        self.scored.add(name)
+        self.stages.note(f"{name} scored ({len(self.scored)}/{len(self.runs)} runs done)", self.fraction())
+
+    def close(self) -> None:
+        self.bar.close()
