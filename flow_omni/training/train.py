@@ -133,9 +133,10 @@ def train_special_token_rows(model: FlowOmni) -> None:
     In stage 1 the pretrained LLM is frozen, but most of its text targets are tokens the library added to
     the vocabulary: ``<tpad>`` while speech lasts and ``<eot>`` to stop (measured: 70% of the text targets
     of a SmolLM2-135M stage-1 run). With their rows frozen at their random initialisation the model cannot
-    learn to predict them: in that run its transcripts ran on, to ASR CER 11.9. The weights stay whole (a
-    masked gradient), so checkpoints keep their layout; AdamW leaves rows without a gradient alone, and the
-    weight is kept out of weight decay (``row_mask``), which would shrink the frozen rows too.
+    learn to predict them: after 120 steps of that run their cross-entropy was 11.8 (``<tpad>``) and 14.1
+    (``<eot>``), above a uniform guess. The weights stay whole (a masked gradient), so checkpoints keep
+    their layout; AdamW leaves rows without a gradient alone, and the weight is kept out of weight decay
+    (``row_mask``), which would shrink the frozen rows too.
     """
     ids = sorted(set(model.special.values()))
     layers = (model.backbone.get_input_embeddings(), model.backbone.get_output_embeddings())
