@@ -22,19 +22,19 @@ from flow_omni.bench.config import RobustnessConfig, VariantSpec
 from flow_omni.data.corpus import CorpusConfig, make_plan
 from flow_omni.stages import Stage, StageReporter, step_bar
 
-#: Seconds per unit of work, measured here by two demos while other jobs shared the 2 cores: the default
-#: one with ``--set jobs=1 threads=1`` (one torch thread, the runs one after the other; the demo had 58% of
-#: a core, 48 min in all) and a small one (60 steps, 2 items, 40 positions; the runs side by side). A run's
-#: training and scoring are a fixed cost plus a cost per unit, fitted to the two. Only the first estimate of
-#: the time left: the reporter rescales it by the stages measured since.
-SYNTH_S_PER_WAV = 0.031  # espeak-ng synthesis: 4,362 corpus WAVs in 135 s
-ENCODE_S_PER_FILE = 0.25  # the frozen Whisper encoder: 1,955 training inputs in 485 s
-#: training, learn recipe: 500 steps x 16 items in 1188 s (flow) and 766 s (k-means); 60 x 16 in 192 s and 156 s
-TRAIN_SETUP_S, TRAIN_S_PER_SAMPLE = 64.0, 0.114
-#: scoring: 120 prompts of 200 positions at most in 125 s and 165 s; 30 prompts of 40 in 43 s and 63 s
-EVAL_SETUP_S, EVAL_S_PER_POSITION = 48.0, 0.004
-LATENCY_S_PER_RUN = 8.0  # streaming TTS timed on 3 prompts: 2 runs in 16 s
-REPORT_S = 1.5  # results, 6 plots and report.md: 1.4 s
+#: Seconds per unit of work, measured by ``make demo`` on a fresh clone of 7edd91e with nothing else running
+#: (2 cores; the two runs side by side, one thread each; 12 min 57 s in all). A run's training is a fixed
+#: cost plus a cost per item; the fixed costs are the earlier fit's (two demos under load), scaled by how
+#: much faster the idle demo's flow-head run was (517 s against 1188 s). Only the first estimate of the
+#: time left: the reporter rescales it by the stages measured since.
+SYNTH_S_PER_WAV = 0.0115  # espeak-ng synthesis: 4,362 corpus WAVs in 50 s
+ENCODE_S_PER_FILE = 0.078  # the frozen Whisper encoder: 1,955 training inputs in 153 s
+#: training, learn recipe: 500 steps x 16 items in 517 s (flow head, the slower of the two; k-means 406 s)
+TRAIN_SETUP_S, TRAIN_S_PER_SAMPLE = 28.0, 0.061
+#: scoring: 136 prompts of 200 positions at most in 49 s (flow head) and 75 s (k-means, beside a training)
+EVAL_SETUP_S, EVAL_S_PER_POSITION = 23.0, 0.0019
+LATENCY_S_PER_RUN = 2.0  # streaming TTS timed on 3 prompts: 2 runs in 4 s
+REPORT_S = 1.0  # results, 6 plots and report.md
 
 #: Seconds between the lines that say how far the runs are, when no progress bar shows it.
 HEARTBEAT_S = 60.0
