@@ -2,9 +2,13 @@
 
 For each preset, r and speech head (the continuous flow head at each ``--steps``, and a k-means code
 head on the same backbone): LLM steps per second of audio, real-time factor of generation without and
-with the (streaming) Vocos vocoder, time to the first audio chunk, time per step at position ~10
-vs ~1000 (the KV cache keeps it flat; without it the cost grows with the position), and batch-8 vs
-batch-1 throughput. Everything is measured in one run.
+with the streaming Vocos vocoder (the default doubling chunk schedule, and chunks held at 8 frames
+as a comparison), time to the first audio chunk, time per step at position ~10 vs ~1000 (the KV
+cache keeps it flat; ``--no-cache-rows`` adds steps without it, whose cost grows with the position),
+batch-8 vs batch-1 throughput, the flow-head step over the code-head step, and the time of one pass
+over as many float32 weights as the model has (the memory floor of a batch-1 step). Everything is
+measured in one run; the models take turns over ``--rounds`` rounds and medians are reported, so
+that load from other jobs falls on every head alike.
 
 Weights are untrained (speed does not depend on their values), so the state and text heads are
 biased to start speaking at once and never stop: every step after the delay produces a token, and
@@ -13,7 +17,8 @@ biased to start speaking at once and never stop: every step after the delay prod
 
     python benchmarks/generation.py                      # tiny + small, r = 1 2 4
     python benchmarks/generation.py --presets tiny --rs 4 --seconds 1
-    python benchmarks/generation.py --presets tiny --rs 4 --tokens continuous kmeans --steps 3 10 --threads 1
+    python benchmarks/generation.py --presets tiny --rs 4 --tokens continuous kmeans --steps 3 10 --threads 1 \\
+        --json benchmarks/results/generation_heads.json
 """
 
 from __future__ import annotations
@@ -21,15 +26,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
 
 from flow_omni import FlowOmni, FlowOmniConfig, Sample  # noqa: E402
 from flow_omni.layout import STATE_GEN, STATE_START  # noqa: E402
-from flow_omni.models.generation import GenerationConfig, decode_steps  # noqa: E402
+from flow_omni.models.generation import AUDIO_CHUNK_FRAMES, GenerationConfig, decode_steps  # noqa: E402
 from flow_omni.vocoder import Vocoder  # noqa: E402
 
 
@@ -59,13 +67,54 @@ def timed_steps(model, samples, cfg) -> list[float]:
     return times
 
 
-def first_audio_latency(model, sample, cfg, vocoder) -> tuple[float, float]:
+def first_audio_latency(model, sample, cfg, vocoder, audio_chunk_frames) -> tuple[float, float]:
+    """Seconds to the first audio chunk and to the end of a streamed generation with the vocoder."""
     t0 = time.perf_counter()
     first = None
-    for ev in model.stream(sample, cfg, vocoder=vocoder, chunk_tokens=max(1, math.ceil(8 / model.config.speech.r))):
+    for ev in model.stream(sample, cfg, vocoder=vocoder, audio_chunk_frames=audio_chunk_frames):
         if ev.kind == "audio" and first is None:
             first = time.perf_counter() - t0
     return first or float("nan"), time.perf_counter() - t0
+
+
+def weights_pass_ms(n_params: int, repeats: int = 20) -> float:
+    """Median time of one matrix-vector product over ``n_params`` float32 weights: the memory floor
+    of a batch-1 step that reads every weight once."""
+    cols = 1024
+    m = torch.randn(-(-n_params // cols), cols)
+    v = torch.randn(cols)
+    torch.mv(m, v)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mv(m, v)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def measure(model, prompt, cfg, vocoder, args) -> dict:
+    """One round of every measurement of one model (the caller alternates models between rounds, so
+    that load from other jobs falls on all of them alike)."""
+    rate = model.config.speech.token_rate
+    delay = model.config.layout.text_delay
+    t = time.perf_counter()
+    steps = timed_steps(model, [prompt], cfg)
+    gen_s = time.perf_counter() - t
+    audio_s = (len(steps) - delay - 1) / rate
+    first, total_voc = first_audio_latency(model, prompt, cfg, vocoder, args.audio_chunk_frames)
+    _, total_fixed = first_audio_latency(model, prompt, cfg, vocoder, 8)
+    t = time.perf_counter()
+    timed_steps(model, [prompt] * 8, cfg)
+    b8 = time.perf_counter() - t
+    return dict(
+        step=statistics.median(steps[5:30]) * 1e3,  # positions 5-30: past the prompt, before any growth
+        rtf=gen_s / audio_s,
+        rtf_voc=total_voc / audio_s,
+        rtf_voc8=total_fixed / audio_s,
+        first=first,
+        b1=len(steps) / gen_s,
+        b8=8 * len(steps) / b8,
+    )
 
 
 def main() -> None:
@@ -78,74 +127,99 @@ def main() -> None:
     ap.add_argument(
         "--tokens", nargs="+", default=["continuous"], choices=["continuous", "kmeans"], help="speech heads to time"
     )
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over all heads; medians are reported")
+    ap.add_argument(
+        "--audio-chunk-frames", type=int, default=AUDIO_CHUNK_FRAMES, help="streaming vocoder chunk cap (frames)"
+    )
+    ap.add_argument("--no-cache-rows", action="store_true", help="also time steps without the KV cache")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--json", type=Path, default=None, help="also write settings, commit, machine and rows here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()
     vocoder = Vocoder().eval()
     prompt = Sample("T2A", prompt_text="the quick brown fox")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, flow head: euler\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, flow head: euler, load average "
+        f"{load_at_start[0]:.2f} on {os.cpu_count()} cores\n"
+    )
     rows = []
     heads = [(t, s) for t in args.tokens for s in (args.steps if t == "continuous" else [0])]
     for preset in args.presets:
         for r in args.rs:
+            models, cfgs, rounds = {}, {}, {}
             for tokens, nfe in heads:
                 model = speaking_model(preset, r, tokens)
-                rate = model.config.speech.token_rate
-                n = math.ceil(args.seconds * rate) + model.config.layout.text_delay + 2
+                n = math.ceil(args.seconds * model.config.speech.token_rate) + model.config.layout.text_delay + 2
                 steps_ = max(nfe, 1)  # ignored by a code head
-                cfg = GenerationConfig(max_new_positions=n, steps=steps_, seed=0)
+                cfgs[tokens, nfe] = GenerationConfig(max_new_positions=n, steps=steps_, seed=0)
                 timed_steps(model, [prompt], GenerationConfig(max_new_positions=4, steps=steps_))  # warm-up
-                t = time.perf_counter()
-                steps = timed_steps(model, [prompt], cfg)
-                gen_s = time.perf_counter() - t
-                audio_s = (len(steps) - model.config.layout.text_delay - 1) / rate
-                first, total_voc = first_audio_latency(model, prompt, cfg, vocoder)
-                t = time.perf_counter()
-                timed_steps(model, [prompt] * 8, cfg)
-                b8 = time.perf_counter() - t
-                long_cfg = GenerationConfig(max_new_positions=args.long + 10, steps=steps_)
-                per = timed_steps(model, [prompt], long_cfg)
-                early = sorted(per[8:13])[2]
-                late = sorted(per[args.long - 2 : args.long + 3])[2]
-                nc_cfg = GenerationConfig(max_new_positions=310, steps=steps_, use_cache=False)
-                per_nc = timed_steps(model, [prompt], nc_cfg)
-                rows.append(
-                    dict(
-                        preset=preset,
-                        r=r,
-                        head=f"flow, {nfe} Euler" if tokens == "continuous" else tokens,
-                        params=model.num_parameters() / 1e6,
-                        rate=rate,
-                        rtf=gen_s / audio_s,
-                        rtf_voc=total_voc / audio_s,
-                        first=first,
-                        early=early * 1e3,
-                        late=late * 1e3,
-                        nc_early=sorted(per_nc[8:13])[2] * 1e3,
-                        nc_late=sorted(per_nc[298:303])[2] * 1e3,
-                        b1=len(steps) / gen_s,
-                        b8=8 * len(steps) / b8,
-                    )
+                models[tokens, nfe], rounds[tokens, nfe] = model, []
+            for _ in range(args.rounds):
+                for key in heads:
+                    rounds[key].append(measure(models[key], prompt, cfgs[key], vocoder, args))
+            for tokens, nfe in heads:
+                model, steps_ = models[tokens, nfe], max(nfe, 1)
+                row = {k: statistics.median(m[k] for m in rounds[tokens, nfe]) for k in rounds[tokens, nfe][0]}
+                per = timed_steps(model, [prompt], GenerationConfig(max_new_positions=args.long + 30, steps=steps_))
+                row.update(
+                    preset=preset,
+                    r=r,
+                    head=f"flow, {nfe} Euler" if tokens == "continuous" else tokens,
+                    params=model.num_parameters() / 1e6,
+                    rate=model.config.speech.token_rate,
+                    early=statistics.median(per[5:30]) * 1e3,
+                    late=statistics.median(per[args.long - 10 : args.long + 10]) * 1e3,
+                    floor=weights_pass_ms(model.num_parameters()),
                 )
+                if args.no_cache_rows:
+                    per_nc = timed_steps(
+                        model, [prompt], GenerationConfig(max_new_positions=310, steps=steps_, use_cache=False)
+                    )
+                    row.update(
+                        nc_early=statistics.median(per_nc[5:15]) * 1e3, nc_late=statistics.median(per_nc[295:305]) * 1e3
+                    )
+                rows.append(row)
                 print(f"done {preset} r={r} {tokens} {nfe or ''}", flush=True)
     print()
+    print_tables(rows, args)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    if args.json is not None:
+        write_result(args.json, "generation.py (speech heads side by side)", args, load_at_start, rows=rows)
+
+
+def print_tables(rows: list[dict], args) -> None:
+    nc = "| no-cache ms/step @10 | @300 " if args.no_cache_rows else ""
     print(
-        "| preset | r | speech head | params (M) | LLM steps / s audio | RTF gen | RTF gen+Vocos (stream) "
-        "| first audio (s) "
-        f"| ms/step @10 | ms/step @{args.long} | no-cache ms/step @10 | @300 | tokens/s b=1 | tokens/s b=8 | b8/b1 |"
+        "| preset | r | speech head | params (M) | LLM steps / s audio | ms/step | RTF gen "
+        f"| RTF gen+Vocos (stream, cap {args.audio_chunk_frames}) | RTF gen+Vocos (8-frame chunks) | first audio (s) "
+        f"| ms/step @10 | ms/step @{args.long} | @{args.long} / @10 {nc}| tokens/s b=1 | tokens/s b=8 | b8/b1 "
+        "| weights pass (ms) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * (17 + 2 * args.no_cache_rows) + "|")
     for x in rows:
+        ncv = f"| {x['nc_early']:.1f} | {x['nc_late']:.1f} " if args.no_cache_rows else ""
         print(
-            f"| {x['preset']} | {x['r']} | {x['head']} | {x['params']:.1f} | {x['rate']:.1f} | {x['rtf']:.2f} "
-            f"| {x['rtf_voc']:.2f} "
-            f"| {x['first']:.2f} | {x['early']:.1f} | {x['late']:.1f} | {x['nc_early']:.1f} | {x['nc_late']:.1f} "
-            f"| {x['b1']:.0f} | {x['b8']:.0f} | {x['b8'] / x['b1']:.1f} |"
+            f"| {x['preset']} | {x['r']} | {x['head']} | {x['params']:.1f} | {x['rate']:.1f} | {x['step']:.2f} "
+            f"| {x['rtf']:.2f} | {x['rtf_voc']:.2f} | {x['rtf_voc8']:.2f} | {x['first']:.3f} | {x['early']:.2f} "
+            f"| {x['late']:.2f} | {x['late'] / x['early']:.2f} {ncv}| {x['b1']:.0f} | {x['b8']:.0f} "
+            f"| {x['b8'] / x['b1']:.1f} | {x['floor']:.2f} |"
         )
+    # The issue's first target: a flow-head step over a code-head step on the same backbone.
+    codes = {(x["preset"], x["r"]): x for x in rows if not x["head"].startswith("flow")}
+    for x in rows:
+        ref = codes.get((x["preset"], x["r"]))
+        if ref is not None and x is not ref:
+            print(
+                f"\n{x['preset']} r={x['r']} {x['head']} / {ref['head']}: step {x['step'] / ref['step']:.2f}x "
+                f"(positions 5-30, medians of {args.rounds} rounds), tokens/s b=1 {ref['b1'] / x['b1']:.2f}x slower"
+            )
     print(
-        "\nRTF = wall time / seconds of audio (< 1 is faster than real time). First audio waits for the "
-        "Vocos right context (29 frames) plus one chunk."
+        "\nRTF = wall time / seconds of audio (< 1 is faster than real time). ms/step: median over positions "
+        "5-30 of the rounds' runs; @10 and @N: medians over positions 5-30 and N-10..N+10 of one long run. "
+        "First audio waits for the Vocos right context (29 frames) plus the first token that completes it. "
+        "Weights pass: one float32 matrix-vector product over as many weights as the model has."
     )
 
 

@@ -199,7 +199,8 @@ def test_fast_sampler_in_chunks_of_the_grid(trained, mixture, monkeypatch):
 
 
 def test_cached_time_embeddings_follow_the_weights(trained, mixture):
-    """The grid's time embeddings are kept between calls; changed weights must not reuse them."""
+    """The grid's time embeddings and the fused adaLN weights are kept between calls; changed
+    weights must not reuse them."""
     zs, _, _ = mixture
     head = copy.deepcopy(trained)
     noise = torch.randn(3, D, generator=torch.Generator().manual_seed(5))
@@ -214,6 +215,12 @@ def test_cached_time_embeddings_follow_the_weights(trained, mixture):
     head.time_embed.mlp[2].weight.grad = torch.randn_like(head.time_embed.mlp[2].weight)
     opt.step()  # an in-place update of the time MLP
     assert agrees_with_reference()
+    for layer in (head.res_blocks[1].adaLN_modulation[-1], head.final_layer.adaLN_modulation[-1]):
+        before = head.sample(zs, steps=4, solver="midpoint", noise=noise)
+        with torch.no_grad():
+            layer.bias.add_(0.3)  # in place: same tensor, new version
+        assert not torch.allclose(before, head.sample(zs, steps=4, solver="midpoint", noise=noise))
+        assert agrees_with_reference()
     head.load_state_dict(_perturbed(trained, seed=1).state_dict())
     assert agrees_with_reference()
     double = head.double()  # new tensors and a new dtype
@@ -221,6 +228,17 @@ def test_cached_time_embeddings_follow_the_weights(trained, mixture):
     fast = double.sample(z64, steps=4, solver="midpoint", noise=noise64)
     ref = double.sample(z64, steps=4, solver="midpoint", noise=noise64, fast=False)
     assert fast.dtype == torch.float64 and (fast - ref).abs().max().item() < 1e-12
+
+
+def test_sample_keeps_the_training_mode(trained, mixture):
+    zs, _, _ = mixture
+    head = copy.deepcopy(trained)
+    noise = torch.randn(3, D, generator=torch.Generator().manual_seed(7))
+    for training in (True, False):
+        head.train(training)
+        out = head.sample(zs, steps=3, noise=noise)
+        assert all(m.training is training for m in head.modules())
+        assert torch.equal(out, trained.sample(zs, steps=3, noise=noise))
 
 
 def test_compiled_sampler_equals_eager(trained, mixture):

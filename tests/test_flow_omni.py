@@ -175,6 +175,50 @@ def test_stream_with_vocoder_yields_audio(trained, corpus):
     assert torch.allclose(audio, voc.decode(mel), atol=1e-4)
 
 
+def test_stream_audio_chunks_grow_and_first_audio_is_early():
+    """Untrained model biased to speak every step (so the test needs no training): the streamed audio
+    equals the offline decode for every chunk cap, the first audio leaves as soon as the vocoder's
+    look-ahead has arrived whatever the mel chunking, and the default cap needs far fewer decodes."""
+    from flow_omni.layout import STATE_START
+    from flow_omni.vocoder import Vocoder, VocoderConfig
+
+    torch.manual_seed(0)
+    model = FlowOmni(tiny_config()).eval()
+    with torch.no_grad():
+        model.state_head.bias[STATE_START] = 100.0
+        model.state_head.bias[STATE_GEN] = 100.0
+    # Narrow but as deep as the real Vocos, so the receptive field (29 frames) is the real one.
+    voc = Vocoder(VocoderConfig(dim=32, intermediate_dim=64, num_layers=8)).eval()
+    rf, r, hop = voc.receptive_field, model.config.speech.r, voc.config.hop_length
+    calls = []
+    decode = voc.decode
+    voc.decode = lambda m: calls.append(m.shape[-1]) or decode(m)
+    decoded, firsts = {}, set()
+    for cap, chunk_tokens in [(1, 4), (16, 4), (128, 4), (128, 50)]:
+        calls.clear()
+        events = list(
+            model.stream(
+                Sample("T2A", prompt_text="hi"),
+                max_new_positions=80,
+                vocoder=voc,
+                chunk_tokens=chunk_tokens,
+                audio_chunk_frames=cap,
+            )
+        )
+        audio = [e.audio for e in events if e.kind == "audio"]
+        mel = torch.cat([e.mel for e in events if e.kind == "mel"], dim=-1)
+        assert mel.shape[-1] > 4 * rf
+        assert torch.allclose(torch.cat(audio), decode(mel), atol=1e-4)
+        firsts.add(audio[0].numel())
+        decoded[cap] = sum(calls)
+        sizes = [a.numel() // hop for a in audio[:-1]]  # the last one is the flush
+        assert max(sizes) < cap + r
+    # Tokens reach the vocoder one by one: the first audio holds the frames final when the first
+    # ceil((rf + 1) / r) tokens have arrived, even with mel events of 50 tokens.
+    assert firsts == {(-(-(rf + 1) // r) * r - rf) * hop}
+    assert decoded[128] < decoded[16] < decoded[1] / 3
+
+
 def test_batch_parallel_text_guides_speech(trained, corpus):
     model, _, _ = trained
     s = Sample("A2A", prompt_audio=model.prepare_audio(corpus[0]))

@@ -159,6 +159,70 @@ def test_streaming_emits_after_right_context_and_bounds_memory(small):
     assert emitted == 399 * 256
 
 
+def _emitted_frames(streamer: StreamingVocoder, mel: torch.Tensor, size: int) -> tuple[list[int], torch.Tensor]:
+    """Push ``mel`` in ``size``-frame chunks; the frames of each non-empty emission, and all the audio."""
+    pieces = [streamer.push(c) for c in _chunks(mel, [size])]
+    pieces = [p for p in pieces if p.numel()]
+    frames = [p.numel() // 256 for p in pieces]
+    return frames, torch.cat(pieces + [streamer.flush()])
+
+
+def test_chunk_schedule_doubles_up_to_the_cap(small):
+    rf = small.receptive_field
+    mel = _mel(400)
+    offline = small.decode(mel)
+    streamer = StreamingVocoder(small, max_new_frames=64)
+    frames, audio = _emitted_frames(streamer, mel, 1)
+    # First audio as soon as frame 0 is final; then each chunk as long as everything before it.
+    assert frames[:8] == [1, 1, 2, 4, 8, 16, 32, 64]
+    assert all(f == 64 for f in frames[7:])
+    assert (audio - offline).abs().max() < TOL
+    # Memory stays bounded by the cap: left context + one chunk + right context.
+    streamer = StreamingVocoder(small, max_new_frames=64)
+    for i in range(400):
+        streamer.push(mel[:, i : i + 1])
+        assert streamer._buffer.shape[-1] <= 2 * rf + 64
+
+
+@pytest.mark.parametrize(("lo", "hi", "size"), [(1, 128, 4), (5, 40, 3), (8, 8, 1), (1, 1000, 7)])
+def test_chunk_schedule_equals_offline(small, lo, hi, size):
+    mel = _mel(300, seed=4)
+    streamer = StreamingVocoder(small, min_new_frames=lo, max_new_frames=hi)
+    frames, audio = _emitted_frames(streamer, mel, size)
+    offline = small.decode(mel)
+    assert audio.shape == offline.shape and (audio - offline).abs().max() < TOL
+    emitted = 0
+    for f in frames:  # each emission waits for what the schedule asks, overshooting by less than a push
+        wanted = min(max(emitted, lo), hi)
+        assert wanted <= f < wanted + size
+        emitted += f
+
+
+def test_chunk_schedule_full_size_equals_offline(full):
+    mel = _mel(300, seed=6)
+    streamed = torch.cat(list(stream_decode(full, _chunks(mel, [4]), max_new_frames=128)))
+    offline = full.decode(mel)
+    assert streamed.shape == offline.shape and (streamed - offline).abs().max() < TOL
+
+
+def test_chunk_schedule_fewer_decodes(small, monkeypatch):
+    calls = []
+    decode = Vocoder.decode
+    monkeypatch.setattr(Vocoder, "decode", lambda self, m: calls.append(m.shape[-1]) or decode(self, m))
+    mel = _mel(400)
+    _emitted_frames(StreamingVocoder(small), mel, 4)
+    fixed = sum(calls)
+    calls.clear()
+    _emitted_frames(StreamingVocoder(small, max_new_frames=128), mel, 4)
+    # The context re-decoded around 4-frame chunks is most of the work; the schedule removes most of it.
+    assert sum(calls) < fixed / 3
+
+
+def test_chunk_schedule_rejects_cap_below_first(small):
+    with pytest.raises(ValueError, match="max_new_frames"):
+        StreamingVocoder(small, min_new_frames=8, max_new_frames=4)
+
+
 def test_streaming_reset_and_reuse(small):
     streamer = StreamingVocoder(small)
     streamer.push(_mel(60, seed=7))

@@ -20,7 +20,7 @@ from flow_omni.errors import FlowOmniError, UnknownCharactersWarning
 from flow_omni.eval.timing import real_time_factor
 from flow_omni.layout import Sample
 from flow_omni.models.flow_omni import FlowOmni
-from flow_omni.models.generation import GenerationConfig
+from flow_omni.models.generation import AUDIO_CHUNK_FRAMES, GenerationConfig
 from flow_omni.text.tokenizer import unknown_characters_message
 from flow_omni.vocoder import GriffinLim, load_vocoder
 
@@ -43,7 +43,8 @@ def stream_to_file(model: FlowOmni, sample: Sample, out: Path, gen: GenerationCo
             # The command has said which characters were lost (or refused them with --strict).
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UnknownCharactersWarning)
-                for ev in model.stream(sample, gen, vocoder=streamed):
+                chunk = getattr(args, "audio_chunk_frames", AUDIO_CHUNK_FRAMES)
+                for ev in model.stream(sample, gen, vocoder=streamed, audio_chunk_frames=chunk):
                     if ev.kind == "text":
                         text += ev.text
                         if args.show_text:
@@ -177,3 +178,10 @@ def _generation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-positions", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--show-text", action="store_true", help="print the text stream as it is generated")
+    p.add_argument(
+        "--audio-chunk-frames",
+        type=int,
+        default=AUDIO_CHUNK_FRAMES,
+        help="largest Vocos chunk in mel frames: streamed audio chunks start at 1 frame and double up to this "
+        "(smaller: more vocoder work; the audio is the same)",
+    )

@@ -97,7 +97,7 @@ class FlowNoise:
 def modulate(x: torch.Tensor, shift: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """AdaLN ``x * (1 + scale) + shift`` with ``factor = 1 + scale`` formed by the layer's
     ``modulation``: the sampler forms it once per token instead of once per evaluation."""
-    return x * factor + shift
+    return torch.addcmul(shift, x, factor)  # one op where `x * factor + shift` takes two
 
 
 class TimestepEmbedder(nn.Module):
@@ -141,7 +141,7 @@ class ResBlock(nn.Module):
         return shift, 1 + scale, gate
 
     def modulated(self, x: torch.Tensor, shift: torch.Tensor, factor: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        return x + gate * self.mlp(modulate(self.in_ln(x), shift, factor))
+        return torch.addcmul(x, gate, self.mlp(modulate(self.in_ln(x), shift, factor)))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.modulated(x, *self.modulation(y))
@@ -201,7 +201,8 @@ class FlowHead(nn.Module):
         # Stands in for z when the condition is dropped (CFG); small like a token embedding.
         self.null_cond = nn.Parameter(torch.randn(c) * 0.02)
         self.nfe = 0
-        # (solver, steps, dtype, device) → (weights key, (K, W) time embeddings of that grid).
+        # (solver, steps, dtype, device) → (weights key, (K, W) time embeddings of that grid), and
+        # "modulation" → (weights key, the fused adaLN weight and bias).
         self._time_cache: dict = {}
         self._init_weights()
 
@@ -412,7 +413,10 @@ class FlowHead(nn.Module):
         velocity = _compiled_guided_velocity() if compile else FlowHead._guided_velocity
         nfe = 0
         was_training = self.training
-        self.eval()
+        # Switching modes walks every submodule (a tenth of a millisecond, a tenth of a token's
+        # sampling at a few steps): do it only when there is something to switch.
+        if was_training:
+            self.eval()
         try:
             if uses_fast_loop(solver, fast):
                 t_emb = self._grid_time_embeddings(solver, steps, x0.device)
@@ -436,7 +440,8 @@ class FlowHead(nn.Module):
 
                 out = integrate(fn, x0, solver=solver, steps=steps, rtol=rtol, atol=atol, fast=fast)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
             self.nfe = nfe
         return out
 
@@ -459,23 +464,53 @@ class FlowHead(nn.Module):
         self._time_cache[key] = (weights, t_emb)
         return t_emb
 
+    def _fused_modulation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every layer's adaLN ``Linear`` stacked into one: weight ``(M, W)`` and bias ``(M,)`` with
+        ``M = (3 * depth + 2) * W``, the ``1 +`` of each scale folded into its bias. Kept between
+        calls, keyed like :meth:`_grid_time_embeddings` on the tensors it was built from.
+
+        One ``SiLU`` and one matmul then form all modulations of a set of times, where the layers
+        would take one each plus a ``1 + scale`` per layer: at a few rows the dispatch of those ops
+        costs about as much as their arithmetic.
+        """
+        linears = [b.adaLN_modulation[-1] for b in self.res_blocks] + [self.final_layer.adaLN_modulation[-1]]
+        tensors = [t for lin in linears for t in (lin.weight, lin.bias)]
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        hit = self._time_cache.get("modulation")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        w = self.config.width
+        biases = []
+        for lin in linears:
+            bias = lin.bias.detach().clone()
+            bias[w : 2 * w] += 1  # the scale part: modulate() takes 1 + scale
+            biases.append(bias)
+        fused = (torch.cat([lin.weight.detach() for lin in linears]), torch.cat(biases))
+        self._time_cache["modulation"] = (key, fused)
+        return fused
+
     def _grid_modulations(self, t_emb: torch.Tensor, c_emb: torch.Tensor) -> Iterator[list[tuple[torch.Tensor, ...]]]:
         """The :meth:`_modulations` of every evaluation time ``t_emb (K, W)`` for rows ``c_emb
         (R, W)``, in order: one ``(R, W)`` set per evaluation.
 
-        They are formed for many times in one matmul per layer (``y (k, R, W)``), because at a few
-        rows the adaLN layers are most of the head's weights and a matmul per evaluation would read
-        them K times. ``_MODULATION_BUDGET`` bounds the elements formed at once, which matters only
-        for large batches, where each chunk is a large matmul anyway.
+        They are formed for many times in one matmul (``y (k, R, W)`` through
+        :meth:`_fused_modulation`), because at a few rows the adaLN layers are most of the head's
+        weights and a matmul per evaluation would read them K times. ``_MODULATION_BUDGET`` bounds
+        the elements formed at once, which matters only for large batches, where each chunk is a
+        large matmul anyway.
         """
-        k_total, rows = t_emb.shape[0], c_emb.shape[0]
-        per_time = rows * c_emb.shape[1] * (3 * len(self.res_blocks) + 2)
-        chunk = max(1, _MODULATION_BUDGET // per_time)
+        k_total, rows, w = t_emb.shape[0], c_emb.shape[0], c_emb.shape[1]
+        n_parts = 3 * len(self.res_blocks) + 2
+        chunk = max(1, _MODULATION_BUDGET // (rows * w * n_parts))
+        weight, bias = self._fused_modulation()
         for start in range(0, k_total, chunk):
-            layers = self._modulations(t_emb[start : start + chunk, None] + c_emb[None])
-            unbound = [[part.unbind(0) for part in layer] for layer in layers]
-            for j in range(min(chunk, k_total - start)):
-                yield [tuple(part[j] for part in layer) for layer in unbound]
+            y = t_emb[start : start + chunk, None] + c_emb[None]
+            mods = nn.functional.linear(nn.functional.silu(y), weight, bias)  # (k, R, n_parts * W)
+            for j in range(mods.shape[0]):
+                # One select and one split per time: each is a view, which is all the loop needs.
+                parts = mods[j].split(w, dim=-1)
+                blocks = [parts[3 * i : 3 * i + 3] for i in range(len(self.res_blocks))]
+                yield blocks + [parts[-2:]]
 
 
 #: Elements of adaLN modulations the fixed-grid sampler forms at once (8 MB in float32).

@@ -48,7 +48,7 @@ from flow_omni.models.backbone import (
 )
 from flow_omni.models.continuous_speech import ContinuousSpeech
 from flow_omni.models.flow_head import FlowHeadConfig
-from flow_omni.models.generation import GenerationConfig, generate, stream
+from flow_omni.models.generation import AUDIO_CHUNK_FRAMES, GenerationConfig, generate, stream
 from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.models.speech_encoder import SpeechEncoder, SpeechEncoderConfig
 from flow_omni.models.speech_head import EMBEDDING_SCALE, SpeechHead
@@ -538,10 +538,25 @@ class FlowOmni(nn.Module):
             )
         return generate(self, list(samples), GenerationConfig.of(config, **overrides))
 
-    def stream(self, sample, config=None, *, vocoder=None, chunk_tokens: int = 4, **overrides):
-        """Iterate over text / mel / audio :class:`~flow_omni.models.generation.StreamEvent` s for one prompt."""
+    def stream(
+        self,
+        sample,
+        config=None,
+        *,
+        vocoder=None,
+        chunk_tokens: int = 4,
+        audio_chunk_frames: int | None = AUDIO_CHUNK_FRAMES,
+        **overrides,
+    ):
+        """Iterate over text / mel / audio :class:`~flow_omni.models.generation.StreamEvent` s for one prompt
+        (``chunk_tokens``, ``audio_chunk_frames``: see :func:`~flow_omni.models.generation.stream`)."""
         return stream(
-            self, sample, GenerationConfig.of(config, **overrides), vocoder=vocoder, chunk_tokens=chunk_tokens
+            self,
+            sample,
+            GenerationConfig.of(config, **overrides),
+            vocoder=vocoder,
+            chunk_tokens=chunk_tokens,
+            audio_chunk_frames=audio_chunk_frames,
         )
 
 

@@ -380,34 +380,52 @@ class StreamEvent:
     tokens: torch.Tensor | None = None  # (n, token_dim) for "mel" events
 
 
+#: Default cap of the streaming vocoder's chunk schedule (frames): large enough that the context
+#: re-decoded around each chunk is a small share of the work, small enough to bound its memory.
+AUDIO_CHUNK_FRAMES = 128
+
+
 def stream(
-    model: nn.Module, sample: Sample, cfg: GenerationConfig | None = None, *, vocoder=None, chunk_tokens: int = 4
+    model: nn.Module,
+    sample: Sample,
+    cfg: GenerationConfig | None = None,
+    *,
+    vocoder=None,
+    chunk_tokens: int = 4,
+    audio_chunk_frames: int | None = AUDIO_CHUNK_FRAMES,
 ) -> Iterator[StreamEvent]:
     """Yield text pieces, mel chunks (every ``chunk_tokens`` speech tokens) and, with a vocoder,
-    audio chunks as they are produced. Concatenating the "mel" events gives :attr:`Generated.mel`."""
+    audio chunks as they are produced. Concatenating the "mel" events gives :attr:`Generated.mel`;
+    concatenating the "audio" events equals ``vocoder.decode`` of that mel (float rounding apart).
+
+    Every speech token goes to the :class:`StreamingVocoder` as soon as it is complete, whatever
+    ``chunk_tokens`` is: the first audio leaves once its vocoder look-ahead has arrived, and later
+    audio chunks double in size up to ``audio_chunk_frames`` mel frames, so that the vocoder context
+    re-decoded around each chunk stays a small share of the work. ``audio_chunk_frames=1`` emits
+    every frame as soon as it is final (most vocoder work); ``None`` likewise.
+    """
     cfg = GenerationConfig.of(cfg)
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    if audio_chunk_frames is not None and audio_chunk_frames < 1:
+        raise ValueError(f"audio_chunk_frames must be >= 1 or None, got {audio_chunk_frames}")
     streamer = None
     if vocoder is not None:
-        streamer = StreamingVocoder(vocoder)
+        streamer = StreamingVocoder(vocoder, min_new_frames=1, max_new_frames=audio_chunk_frames)
     ids: list[int] = []
     said = ""
-    pending: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []  # complete tokens not yet sent as a "mel" event
+    pending_mel: list[torch.Tensor] = []  # their mel, (n_mels, r) each
     payloads: list[torch.Tensor] = []  # the newest payloads, enough to complete a token
     keep = model.speech.tail + 1
 
     def flush_mel(final: bool) -> Iterator[StreamEvent]:
-        nonlocal pending
+        nonlocal pending, pending_mel
         if pending and (final or len(pending) >= chunk_tokens):
-            toks = torch.stack(pending)
-            pending = []
-            mel = model.speech_tokenizer.decode(toks)
-            yield StreamEvent("mel", mel=mel, tokens=toks)
-            if streamer is not None:
-                audio = streamer.push(mel)
-                if audio.numel():
-                    yield StreamEvent("audio", audio=audio)
+            # The tokenizer's decode is elementwise per frame, so per-token mels concatenate to the
+            # chunk's mel exactly.
+            yield StreamEvent("mel", mel=torch.cat(pending_mel, dim=-1), tokens=torch.stack(pending))
+            pending, pending_mel = [], []
 
     for step in decode_steps(model, [sample], cfg):
         if bool(step.new_text[0]):
@@ -420,8 +438,16 @@ def stream(
             # A token is complete once its deepest (most delayed) level has arrived. Only the
             # newest token can have completed: decode the last tail + 1 payloads.
             payloads = (payloads + [step.speech[0]])[-keep:]
-            pending.extend(model.speech.to_tokens(torch.stack(payloads)))
-            yield from flush_mel(False)
+            new = model.speech.to_tokens(torch.stack(payloads))
+            if len(new):
+                mel = model.speech_tokenizer.decode(new)
+                pending.extend(new)
+                pending_mel.append(mel)
+                yield from flush_mel(False)
+                if streamer is not None:
+                    audio = streamer.push(mel)
+                    if audio.numel():
+                        yield StreamEvent("audio", audio=audio)
     yield from flush_mel(True)
     if streamer is not None:
         tail = streamer.flush()

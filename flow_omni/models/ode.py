@@ -23,6 +23,7 @@ tensor shaped like ``x0`` and returns the velocity shaped like ``x0``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -87,6 +88,15 @@ def stage_times(solver: str, steps: int, *, dtype: torch.dtype, device: torch.de
     raise ValueError(f"no hand-written loop for solver {solver!r}; it has {list(FAST_SOLVERS)}")
 
 
+@functools.lru_cache(maxsize=64)
+def _step_sizes(steps: int, dtype: torch.dtype, device: torch.device) -> tuple[float, ...]:
+    """The grid's exact step sizes as Python floats: multiplying by them rounds as multiplying by
+    the 0-d tensors odeint uses, without an extra tensor op per step. Cached: building them costs
+    three tensor ops and a device read per sampled token."""
+    grid = time_grid(steps, dtype=dtype, device=device)
+    return tuple((grid[1:] - grid[:-1]).tolist())
+
+
 def fixed_grid_loop(fn: IndexedVelocityFn, x0: torch.Tensor, *, solver: str, steps: int) -> torch.Tensor:
     """``steps`` steps of ``solver`` from t=0 to t=1, calling ``fn(k, x)`` for k = 0, 1, … in order.
 
@@ -96,10 +106,7 @@ def fixed_grid_loop(fn: IndexedVelocityFn, x0: torch.Tensor, *, solver: str, ste
     """
     if solver not in FAST_SOLVERS:
         raise ValueError(f"no hand-written loop for solver {solver!r}; it has {list(FAST_SOLVERS)}")
-    grid = time_grid(steps, dtype=x0.dtype, device=x0.device)
-    # Python floats holding the grid's exact step sizes: multiplying by them rounds as
-    # multiplying by the 0-d tensors odeint uses, without an extra tensor op per step.
-    dts = (grid[1:] - grid[:-1]).tolist()
+    dts = _step_sizes(steps, x0.dtype, x0.device)
     x = x0
     for i, dt in enumerate(dts):
         if solver == "euler":

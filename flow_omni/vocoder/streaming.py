@@ -19,13 +19,22 @@ makes the output differ from offline decoding near every chunk edge (trained Voc
 an effective receptive field well below the theoretical one, so ~10 frames often sounds fine).
 
 Memory: only the last ``left_context`` frames before the first not-yet-emitted frame and the
-frames after it are kept, so a stream of any length uses bounded memory; each push decodes
+frames after it are kept, so a stream of any length uses bounded memory (about ``left_context +
+max_new_frames + right_context`` frames plus the last chunk pushed); each emission decodes
 ``left_context + new + right_context`` frames.
 
-Speed: each push is one small decode (~30 ms for the default model on 59 frames, 1 CPU thread),
-so pushing single frames (10.7 ms of audio each) is slower than real time on a CPU; use
-``min_new_frames`` or larger chunks. On a CPU shared with other jobs, ``torch.set_num_threads(1)``
-made 1-frame streaming ~35× faster than 2 threads (measured), as small ops stop waiting on each other.
+Speed: every decode re-runs ``left_context + right_context`` (58) frames of context around the
+frames it emits, so emitting a few frames at a time costs many times an offline decode (8-frame
+chunks decode 66 frames per 8 emitted). A growing chunk schedule keeps the first audio early and
+the total work close to offline: the first emission waits for ``min_new_frames`` final frames, each
+later one for as many new frames as were emitted so far (the stream's length doubles), capped at
+``max_new_frames``. A listener who starts playing at the first audio hears no gap as long as
+producing and decoding the audio runs at least twice as fast as real time (RTF <= 0.5: the ``E``
+frames after the ``E`` already emitted must be final before those have played, counted from the
+first audio); once the cap is reached, RTF < 1 suffices. ``max_new_frames=None`` keeps the chunk
+size fixed at ``min_new_frames``. Decode timings are in the README's "Benchmarks". On a CPU shared
+with other jobs, ``torch.set_num_threads(1)`` made 1-frame streaming ~35× faster than 2 threads
+(measured), as small ops stop waiting on each other.
 """
 
 from __future__ import annotations
@@ -47,8 +56,12 @@ class StreamingVocoder:
         left_context: frames of past context per decode (default ``vocoder.receptive_field``).
         right_context: frames of look-ahead before audio is final (default
             ``vocoder.receptive_field``); sets the latency (see module docstring).
-        min_new_frames: emit only when at least this many frames became final, to trade latency
-            for fewer decode calls (default 1: emit as soon as possible).
+        min_new_frames: the first emission waits until at least this many frames are final (default
+            1: the first audio leaves as soon as possible).
+        max_new_frames: largest number of new frames a later emission waits for. Each emission after
+            the first waits for ``clamp(frames emitted so far, min_new_frames, max_new_frames)`` new
+            final frames (a doubling schedule; see the module docstring). ``None`` (default) keeps
+            every emission at ``min_new_frames``. Only the chunking changes: the audio is the same.
     """
 
     def __init__(
@@ -58,6 +71,7 @@ class StreamingVocoder:
         right_context: int | None = None,
         *,
         min_new_frames: int = 1,
+        max_new_frames: int | None = None,
     ) -> None:
         rf = vocoder.receptive_field
         self.vocoder = vocoder
@@ -65,7 +79,10 @@ class StreamingVocoder:
         self.right_context = rf if right_context is None else int(right_context)
         if self.left_context < 0 or self.right_context < 0 or min_new_frames < 1:
             raise ValueError("left_context and right_context must be >= 0 and min_new_frames >= 1")
+        if max_new_frames is not None and max_new_frames < min_new_frames:
+            raise ValueError(f"max_new_frames ({max_new_frames}) must be >= min_new_frames ({min_new_frames})")
         self.min_new_frames = min_new_frames
+        self.max_new_frames = min_new_frames if max_new_frames is None else int(max_new_frames)
         self.n_mels = vocoder.config.n_mels
         self.hop = vocoder.config.hop_length
         # With center padding a frame's own hop of audio needs the next frame's ISTFT window, and
@@ -91,6 +108,11 @@ class StreamingVocoder:
         self._emitted = 0  # audio of frames [0, _emitted) has been returned
 
     @property
+    def frames_wanted(self) -> int:
+        """New final frames the next emission waits for (the chunk schedule)."""
+        return min(max(self._emitted, self.min_new_frames), self.max_new_frames)
+
+    @property
     def frames_received(self) -> int:
         return self._received
 
@@ -110,7 +132,7 @@ class StreamingVocoder:
         self._buffer = chunk if self._buffer is None else torch.cat([self._buffer, chunk.to(self._buffer)], dim=-1)
         self._received += chunk.shape[-1]
         final_until = self._received - max(self.right_context, self._min_lookahead)
-        if final_until - self._emitted < self.min_new_frames:
+        if final_until - self._emitted < self.frames_wanted:
             return self._empty()
         return self._emit(final_until, self._received)
 
@@ -156,13 +178,19 @@ def stream_decode(
     chunks: Iterable[torch.Tensor],
     left_context: int | None = None,
     right_context: int | None = None,
+    *,
+    min_new_frames: int = 1,
+    max_new_frames: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield audio ``(t,)`` for each mel chunk ``(n_mels, f)`` as soon as it is final, then the rest.
 
     Empty audio chunks are skipped; concatenating what is yielded equals ``vocoder.decode`` of the
-    concatenated mel.
+    concatenated mel. ``min_new_frames`` / ``max_new_frames``: the chunk schedule of
+    :class:`StreamingVocoder`.
     """
-    streamer = StreamingVocoder(vocoder, left_context, right_context)
+    streamer = StreamingVocoder(
+        vocoder, left_context, right_context, min_new_frames=min_new_frames, max_new_frames=max_new_frames
+    )
     for chunk in chunks:
         audio = streamer.push(chunk)
         if audio.numel():
