@@ -125,7 +125,8 @@ audio { width: 100%; min-width: 10em; height: 2.2em; display: block; }
 code { background: #f3f3f3; padding: 0 0.2em; overflow-wrap: anywhere; }
 p, li { overflow-wrap: anywhere; }
 .plots { display: flex; flex-wrap: wrap; gap: 0.8em; }
-.plots img { max-width: min(100%, 660px); border: 1px solid #eee; }
+.plots img { box-sizing: border-box; width: calc(50% - 0.5em); min-width: 320px; max-width: 660px; }
+.plots img { border: 1px solid #eee; }
 """
 
 
