@@ -89,3 +89,18 @@ def write_tiny_corpus(out: Path) -> Path:
     write_manifest(out / "train.jsonl", entries)
     write_manifest(out / "valid.jsonl", entries[:4])
     return out
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless browser of the listening-page tests. Missing, they fail under CI (``.ci/run`` sets CI and
+    installs Debian's chromium) and are skipped elsewhere, with the reason."""
+    from browser import chromium_path
+
+    path = chromium_path()
+    if path is None:
+        why = "Chromium is not installed (Debian: apt-get install chromium); the listening-page tests need it"
+        if os.environ.get("CI"):
+            pytest.fail(why + "; under CI they must run")
+        pytest.skip(why)
+    return path

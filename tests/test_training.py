@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from browser import check_page
 from conftest import write_tiny_corpus
 
 from flow_omni import FlowOmni, Sample
@@ -554,7 +555,7 @@ def test_bf16_mixed_trains_on_cpu_with_the_flow_head_in_float32(data_dir, tmp_pa
     assert {p.dtype for p in FlowOmni.from_pretrained(res.model_dir).parameters()} == {torch.float32}
 
 
-def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path, capsys):
+def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path, capsys, chromium):
     from flow_omni.training.train import recipe_path
 
     _, ref = straight
@@ -599,6 +600,16 @@ def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path, c
     assert set(numbers) == {"before", "after"}
     assert numbers["before"]["held_out"]["asr"]["white@5"]["n"] == 2
     assert (res.out_dir / "eval_cer.png").stat().st_size > 1000
+    # The listening page: the same table, and each item's input as heard under both conditions (the same audio
+    # before and after) with the transcripts of the model before and after, playable in a browser.
+    page = (res.out_dir / "report.html").read_text()
+    for cond in ("clean", "white@5"):
+        b, a = numbers["before"]["held_out"]["asr"][cond], numbers["after"]["held_out"]["asr"][cond]
+        assert f"<td>{cond}</td><td>{b['cer']:.3f}</td><td>{a['cer']:.3f}</td>" in page
+    state = check_page(chromium, res.out_dir / "report.html", tmp_path / "finetune_report.png")
+    heard = sorted(x["src"] for x in state["audio"] if "_input_" in x["src"])
+    assert heard == sorted(f"wavs/before/held_out_input_{c}_u{i}.wav" for c in ("clean", "white_5") for i in (0, 1))
+    assert page.count("transcript:") == 2 * 2 * 2  # 2 items x 2 conditions x before and after
     card = (res.model_dir / "README.md").read_text()  # the card was rewritten with what was measured after training
     assert f"fine-tuned from `{ref.model_dir}`" in card and "a share of 0.8 of the input utterances perturbed" in card
     after, before = numbers["after"]["held_out"]["asr"]["white@5"], numbers["before"]["held_out"]["asr"]["white@5"]

@@ -15,8 +15,8 @@ def demo_command(args: argparse.Namespace) -> None:
 
     Build the default synthetic corpus, train the continuous variant and a k-means variant with the same
     budget, run a reduced robustness benchmark (ASR, TTS, spoken QA under clean / noisy / pitch-shifted /
-    unseen-voice input) and write report.md, PNG plots, WAVs and results.json/csv. The full benchmark is
-    `flow-omni bench robustness`.
+    unseen-voice input) and write report.md, the listening page report.html, PNG plots, WAVs and
+    results.json/csv. The full benchmark is `flow-omni bench robustness`.
     """
     cfg = RobustnessConfig.demo(args.out).merged(parse_overrides(args.set or []))
     t0 = time.perf_counter()
@@ -27,6 +27,7 @@ def demo_command(args: argparse.Namespace) -> None:
         f"{len(cfg.variants)} variants x {len(cfg.conditions()) + 1} conditions"
     )
     print(f"report:  {report}")
+    print(f"page:    {out / 'report.html'}  (tables, plots and the audio side by side; open it in a browser)")
     print(f"plots:   {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
     print(f"audio:   {out / 'wavs'}  (inputs as heard, spoken answers, TTS outputs)")
     print(f"numbers: {out / 'results.json'}, {out / 'results.csv'}")
@@ -52,8 +53,9 @@ def robustness_command(args: argparse.Namespace) -> None:
     """continuous vs discrete tokens under noise, pitch, rate and unseen voices
 
     Train every variant (continuous, k-means, RVQ, low-rate) with the same budget for each seed, score
-    ASR / TTS / spoken QA under each condition, and write report.md, PNG plots, sample WAVs and
-    results.json/csv. Finished runs are reused, so rerunning the command resumes a long benchmark.
+    ASR / TTS / spoken QA under each condition, and write report.md, the listening page report.html, PNG
+    plots, sample WAVs and results.json/csv. Finished runs are reused, so rerunning the command resumes a
+    long benchmark.
     """
     cfg = RobustnessConfig.load(args.config) if args.config else RobustnessConfig()
     cfg = cfg.merged(parse_overrides(args.set or []))
@@ -61,6 +63,7 @@ def robustness_command(args: argparse.Namespace) -> None:
         cfg = cfg.merged({"out_dir": args.out})
     report = run_robustness(cfg, progress=not args.no_progress, title="bench")
     print(f"\nreport:  {report}")
+    print(f"page:    {report.parent / 'report.html'}  (tables, plots and the audio side by side)")
     print(f"numbers: {report.parent / 'results.json'}, {report.parent / 'results.csv'}")
     print(f"plots:   {', '.join(p.name for p in sorted(report.parent.glob('*.png')))}")
     print(f"audio:   {report.parent / 'wavs'}")

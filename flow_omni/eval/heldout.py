@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,8 +28,10 @@ from flow_omni.audio.synth import synth_corpus
 from flow_omni.data.manifest import ManifestEntry, read_manifest
 from flow_omni.errors import ConfigError
 from flow_omni.eval.audio_metrics import mel_distance
+from flow_omni.eval.samples import SampleLog
 from flow_omni.eval.text_metrics import cer, wer
 from flow_omni.layout import Sample
+from flow_omni.vocoder import load_vocoder
 
 
 def parse_condition(cond: str) -> tuple[str, float | None]:
@@ -99,10 +102,12 @@ def evaluate_asr(
     seed: int = 0,
     batch_size: int = 8,
     max_new_positions: int = 200,
+    examples: int = 4,
 ) -> HeldoutResult:
-    """Greedy A→T transcription of every entry's audio under ``cond``; CER/WER against its text."""
+    """Greedy A→T transcription of every entry's audio under ``cond``; CER/WER against its text, and the first
+    ``examples`` transcripts (``{id, ref, hyp}``)."""
     model.eval()
-    hyps, refs, examples = [], [], []
+    hyps, refs, kept = [], [], []
     for start in range(0, len(entries), batch_size):
         chunk = list(zip(entries[start : start + batch_size], audios[start : start + batch_size]))
         prompts = [
@@ -115,9 +120,9 @@ def evaluate_asr(
         for (e, _), g in zip(chunk, out):
             hyps.append(g.text)
             refs.append(e.text)
-            if len(examples) < 4:
-                examples.append({"id": e.id, "ref": e.text, "hyp": g.text})
-    return HeldoutResult(cond, len(refs), cer(refs, hyps), wer(refs, hyps), examples=examples)
+            if len(kept) < examples:
+                kept.append({"id": e.id, "ref": e.text, "hyp": g.text})
+    return HeldoutResult(cond, len(refs), cer(refs, hyps), wer(refs, hyps), examples=kept)
 
 
 @torch.no_grad()
@@ -129,8 +134,10 @@ def evaluate_tts(
     seed: int = 0,
     batch_size: int = 8,
     max_new_positions: int = 400,
+    outputs: list | None = None,
 ) -> float:
-    """Greedy T→A on every entry's text; mean log-mel distance to ``audios`` (the references)."""
+    """Greedy T→A on every entry's text; mean log-mel distance to ``audios`` (the references). The generated
+    items are appended to ``outputs`` when it is given."""
     model.eval()
     dists = []
     for start in range(0, len(entries), batch_size):
@@ -139,6 +146,8 @@ def evaluate_tts(
         out = model.generate(
             prompts, text_temperature=0.0, speech_temperature=0.0, max_new_positions=max_new_positions, seed=seed
         )
+        if outputs is not None:
+            outputs.extend(out)
         for (_, a), g in zip(chunk, out):
             ref = model.speech_tokenizer.mel(a)
             if g.mel is None or g.mel.shape[-1] == 0:
@@ -157,8 +166,14 @@ def evaluate_heldout(
     tts: bool = True,
     seed: int = 0,
     on_part: Callable[[str, float], None] | None = None,
+    wav_dir: Path | None = None,
+    sample_wavs: int = 0,
 ) -> dict:
     """Every manifest × every condition: ASR CER/WER; and clean TTS mel distance per manifest.
+
+    With ``wav_dir``, the first ``sample_wavs`` items of each manifest are kept for listening
+    (:class:`~flow_omni.eval.samples.SampleLog`): the input as heard under each condition with its
+    transcript, and the TTS speech (Griffin-Lim).
 
     ``on_part(what, done)`` is called before each part (one manifest under one condition, or its TTS)
     with what it scores and the share of the parts done, so that a caller can say how far it is.
@@ -176,20 +191,45 @@ def evaluate_heldout(
         done += 1
 
     results: dict = {}
+    sr = model.config.speech.mel.sample_rate
+    log = SampleLog(wav_dir, sr) if wav_dir is not None and sample_wavs else None
     for name, path in manifests.items():
         entries = read_manifest(path)[:max_items]
         audios = [load_audio(e.audio) for e in entries]
+        keep = sample_wavs if log is not None else 0
         asr = {}
         for c in conditions:
             start(name, f"ASR {c}")
-            asr[c] = dataclasses.asdict(evaluate_asr(model, entries, audios, c, seed=seed))
+            res = evaluate_asr(model, entries, audios, c, seed=seed, examples=max(4, keep))
+            asr[c] = dataclasses.asdict(res)
+            asr[c]["examples"] = asr[c]["examples"][:4]  # eval.json keeps four, as before
+            for e, a, ex in zip(entries[:keep], audios, res.examples):
+                wav = log.save(
+                    f"{name}_input_{c.replace('@', '_')}_{e.id}.wav",
+                    apply_condition(a, c, condition_seed(e.id, c, seed), sr),
+                )
+                log.add("asr", c, e.id, e.text, data=name, input=wav, text=ex["hyp"])
         mel_l1 = None
         if tts:
             start(name, "TTS")
+            outputs: list = []
             # TTS is scored against the output voice (what T2A trains on) when the corpus has one.
-            mel_l1 = evaluate_tts(model, entries, [load_audio(e.t2a_audio) for e in entries], seed=seed)
+            mel_l1 = evaluate_tts(
+                model, entries, [load_audio(e.t2a_audio) for e in entries], seed=seed, outputs=outputs
+            )
+            for e, g in zip(entries[:keep], outputs):
+                record = log.add("tts", "clean", e.id, e.text, data=name)
+                if g.mel is not None and g.mel.shape[-1]:
+                    record["output"] = log.save(f"{name}_tts_output_{e.id}.wav", _griffin_lim(g.mel))
         results[name] = {"asr": asr, "tts_mel_l1": mel_l1, "n": len(entries)}
+    if log is not None:
+        log.write()
     return results
+
+
+def _griffin_lim(mel: torch.Tensor) -> torch.Tensor:
+    """Audio of a generated mel for listening (the fine-tune report has no Vocos checkpoint to hand)."""
+    return load_vocoder(None).decode(mel)
 
 
 def heldout_rows(results: dict, before: dict | None = None) -> list[dict]:

@@ -1,4 +1,5 @@
-"""The robustness benchmark's report: Markdown tables (mean ± std over seeds) and PNG plots."""
+"""The robustness benchmark's report: tables (mean ± std over seeds), PNG plots and sample audio, as ``report.md``
+and a listening page ``report.html``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flow_omni.checkpoint import atomic_write_text
-from flow_omni.eval.robustness import aggregate
+from flow_omni.eval.document import Block, Bullets, Heading, Images, Table, Text, to_html, to_markdown
+from flow_omni.eval.robustness import UNSEEN, aggregate
+from flow_omni.eval.samples import listening
 from flow_omni.plotting import plot_curve
 
 #: x position of the clean condition on metric-vs-SNR plots (clean = no noise, drawn right of 20 dB)
@@ -31,10 +34,11 @@ def metrics_table(rows: Sequence[dict]) -> str:
     metric), a column per variant (mean ± std when there are several seeds), in the order the rows came."""
     agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(rows)}
     variants = list(dict.fromkeys(k[0] for k in agg))
-    lines = ["| task | condition | metric | " + " | ".join(variants) + " |", "|---|---|---|" + "---|" * len(variants)]
-    for key in dict.fromkeys(k[1:] for k in agg):
-        lines.append("| " + " | ".join(key) + " | " + " | ".join(_cell(agg, (v, *key)) for v in variants) + " |")
-    return "\n".join(lines)
+    table = Table(
+        ["task", "condition", "metric", *variants],
+        [[*key, *(_cell(agg, (v, *key)) for v in variants)] for key in dict.fromkeys(k[1:] for k in agg)],
+    )
+    return to_markdown([table]).rstrip("\n")
 
 
 #: What counts as learned, for the report's plain-words summary (the learning issue's bars).
@@ -70,69 +74,85 @@ def learned(agg: dict[tuple, dict], v: str) -> str:
 def write_robustness_report(
     out: Path, cfg, rows: Sequence[dict], aggregate: Sequence[dict], timings: dict, sizes: dict
 ) -> Path:
+    """``report.md`` and ``report.html`` (the same blocks, plus audio players side by side) in ``out``; returns
+    the path of ``report.md``."""
     out = Path(out)
+    blocks = robustness_blocks(out, cfg, aggregate, timings, sizes)
+    atomic_write_text(out / "report.md", to_markdown(blocks))
+    atomic_write_text(out / "report.html", to_html(blocks, TITLE))
+    return out / "report.md"
+
+
+TITLE = "Robustness: continuous vs discrete speech tokens"
+
+
+def robustness_blocks(out: Path, cfg, aggregate: Sequence[dict], timings: dict, sizes: dict) -> list[Block]:
+    """The benchmark report as blocks (:mod:`flow_omni.eval.document`); writes the PNG plots into ``out``."""
     agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate}
     variants = [v.name for v in cfg.variants]
     conditions = cfg.conditions()
-    lines = [
-        "# Robustness: continuous vs discrete speech tokens",
-        "",
-        f"Variants {', '.join(variants)}; seeds {cfg.seeds} (cells are mean ± std over seeds); the same tiny "
-        f"backbone, layout, data, mel space and training budget for every variant ({_budget(cfg)}).",
-        f"Test sets: {sizes['test']} utterances (ASR, TTS), {sizes['qa']} spoken questions (QA), "
-        f"{sizes['unseen']} utterances in voices unseen in training.",
-        "",
-        "Metrics: ASR = the model's own greedy A→T, CER/WER after normalisation (lower is better); TTS = greedy "
-        "T→A from text, mean |Δ log-mel| to the reference recording over the common length (lower is better; a "
-        "model that stays silent is scored against the log-mel floor), `spoke` = share of prompts that produced "
-        "speech, `self_asr_cer` = the model's own ASR of what it said (its generated tokens for a conv encoder, "
-        "the vocoded audio for a Whisper encoder), `mcd_db` = mel-cepstral distortion (DTW-aligned, c1–c12 of the "
-        "DCT of the 100-bin natural-log mel; not SPTK mel-cepstra, so compare variants with each other, not with "
-        "published MCDs), `whisper_wer` = Whisper tiny.en's WER on the vocoded output (when installed), "
-        "`whisper_wer_ceiling` = the same for the reference mel through the same vocoder; QA = share of spoken "
-        "questions whose text answer is right (`score_answer`); `speech_accuracy` = the same for the spoken answer, "
-        "vocoded and transcribed by Whisper (a silent answer is wrong). Noise is seeded per utterance and condition, "
-        "so every variant hears identical audio.",
-        "",
-        "## Summary",
-        "",
+    blocks: list[Block] = [
+        Heading(TITLE, 1),
+        Text(
+            [
+                f"Variants {', '.join(variants)}; seeds {cfg.seeds} (cells are mean ± std over seeds); the same tiny "
+                f"backbone, layout, data, mel space and training budget for every variant ({_budget(cfg)}).",
+                f"Test sets: {sizes['test']} utterances (ASR, TTS), {sizes['qa']} spoken questions (QA), "
+                f"{sizes['unseen']} utterances in voices unseen in training.",
+            ]
+        ),
+        Text(
+            [
+                "Metrics: ASR = the model's own greedy A→T, CER/WER after normalisation (lower is better); TTS = "
+                "greedy T→A from text, mean |Δ log-mel| to the reference recording over the common length (lower is "
+                "better; a model that stays silent is scored against the log-mel floor), `spoke` = share of prompts "
+                "that produced speech, `self_asr_cer` = the model's own ASR of what it said (its generated tokens for "
+                "a conv encoder, the vocoded audio for a Whisper encoder), `mcd_db` = mel-cepstral distortion "
+                "(DTW-aligned, c1–c12 of the DCT of the 100-bin natural-log mel; not SPTK mel-cepstra, so compare "
+                "variants with each other, not with published MCDs), `whisper_wer` = Whisper tiny.en's WER on the "
+                "vocoded output (when installed), `whisper_wer_ceiling` = the same for the reference mel through the "
+                "same vocoder; QA = share of spoken questions whose text answer is right (`score_answer`); "
+                "`speech_accuracy` = the same for the spoken answer, vocoded and transcribed by Whisper (a silent "
+                "answer is wrong). Noise is seeded per utterance and condition, so every variant hears identical "
+                "audio."
+            ]
+        ),
+        Heading("Summary"),
     ]
     worst = [c for c in conditions if c.endswith("@0")] or conditions[-1:]
-    head = [
-        "variant",
-        "ASR CER clean",
-        f"ASR CER @0 dB (mean of {len(worst)})",
-        "ASR CER unseen voices",
-        "TTS mel L1",
-        "TTS spoke",
-        "QA acc clean",
-        "QA acc @0 dB",
-    ]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for v in variants:
 
-        def avg(task, metric, conds):
-            vals = [agg[(v, task, c, metric)]["mean"] for c in conds if (v, task, c, metric) in agg]
-            return f"{sum(vals) / len(vals):.3f}" if vals else "—"
+    def avg(v, task, metric, conds):
+        vals = [agg[(v, task, c, metric)]["mean"] for c in conds if (v, task, c, metric) in agg]
+        return f"{sum(vals) / len(vals):.3f}" if vals else "—"
 
-        lines.append(
-            "| "
-            + " | ".join(
+    blocks.append(
+        Table(
+            [
+                "variant",
+                "ASR CER clean",
+                f"ASR CER @0 dB (mean of {len(worst)})",
+                "ASR CER unseen voices",
+                "TTS mel L1",
+                "TTS spoke",
+                "QA acc clean",
+                "QA acc @0 dB",
+            ],
+            [
                 [
                     v,
                     _cell(agg, (v, "asr", "clean", "cer")),
-                    avg("asr", "cer", worst),
+                    avg(v, "asr", "cer", worst),
                     _cell(agg, (v, "asr", "unseen_voices", "cer")),
                     _cell(agg, (v, "tts", "clean", "mel_l1")),
                     _cell(agg, (v, "tts", "clean", "spoke")),
                     _cell(agg, (v, "qa", "clean", "accuracy")),
-                    avg("qa", "accuracy", worst),
+                    avg(v, "qa", "accuracy", worst),
                 ]
-            )
-            + " |"
+                for v in variants
+            ],
         )
-    lines.append("")
-    lines += ["## What was learned", ""] + [f"- {v}: {learned(agg, v)}" for v in variants] + [""]
+    )
+    blocks += [Heading("What was learned"), Bullets([f"{v}: {learned(agg, v)}" for v in variants])]
     plots = []
     for task, metric, title in (
         ("asr", "cer", "ASR CER"),
@@ -142,16 +162,14 @@ def write_robustness_report(
     ):
         if not any(k[1] == task and k[3] == metric for k in agg):
             continue
-        lines += [
-            f"## {title} by condition",
-            "",
-            "| condition | " + " | ".join(variants) + " |",
-            "|---|" + "---|" * len(variants),
-        ]
         extra = ["unseen_voices"] if task == "asr" else []
-        for c in conditions + extra:
-            lines.append(f"| {c} | " + " | ".join(_cell(agg, (v, task, c, metric)) for v in variants) + " |")
-        lines.append("")
+        blocks += [
+            Heading(f"{title} by condition"),
+            Table(
+                ["condition", *variants],
+                [[c, *(_cell(agg, (v, task, c, metric)) for v in variants)] for c in conditions + extra],
+            ),
+        ]
         for kind in cfg.noise_kinds:
             xs = [CLEAN_X] + list(cfg.snrs)
             series = {}
@@ -173,54 +191,59 @@ def write_robustness_report(
                 )
                 plots.append(name)
     for task, title in (
-        ("tts", "## TTS (clean text in)"),
+        ("tts", "TTS (clean text in)"),
         (
             "latency",
-            "## Streaming TTS latency (generation only, median of the first test "
+            "Streaming TTS latency (generation only, median of the first test "
             "prompts, one run at a time; seconds, RTF = compute / audio duration)",
         ),
     ):
         task_metrics = sorted({k[3] for k in agg if k[1] == task})
         if task_metrics:
-            lines += [title, "", "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
-            for m in task_metrics:
-                lines.append(f"| {m} | " + " | ".join(_cell(agg, (v, task, "clean", m)) for v in variants) + " |")
-            lines.append("")
+            blocks += [
+                Heading(title),
+                Table(
+                    ["metric", *variants],
+                    [[m, *(_cell(agg, (v, task, "clean", m)) for v in variants)] for m in task_metrics],
+                ),
+            ]
     if plots:
-        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    lines += [
-        "## Cost",
-        "",
-        f"Wall-clock seconds per run, {cfg.jobs} run(s) at a time"
-        + (f" with {cfg.threads} torch thread(s) each." if cfg.threads else "."),
-        "",
-        "| model | parameters | train (s) | eval (s) |",
-        "|---|---|---|---|",
+        blocks += [Heading("Plots"), Images([(p, p) for p in plots])]
+    blocks += [
+        Heading("Cost"),
+        Text(
+            [
+                f"Wall-clock seconds per run, {cfg.jobs} run(s) at a time"
+                + (f" with {cfg.threads} torch thread(s) each." if cfg.threads else ".")
+            ]
+        ),
+        Table(
+            ["model", "parameters", "train (s)", "eval (s)"],
+            [
+                [name, f"{t['parameters'] / 1e6:.2f} M", f"{t['train_s']:.0f}", f"{t['eval_s']:.0f}"]
+                for name, t in timings.items()
+            ],
+        ),
     ]
-    for name, t in timings.items():
-        lines.append(f"| {name} | {t['parameters'] / 1e6:.2f} M | {t['train_s']:.0f} | {t['eval_s']:.0f} |")
-    wavs = sorted((out / "wavs").rglob("*.wav")) if (out / "wavs").is_dir() else []
-    if wavs:
+    wavs = out / "wavs"
+    listen = listening(out, {v: wavs / v for v in variants if (wavs / v).is_dir()}, conditions + [UNSEEN])
+    if listen is not None:
         vocoder = f"Vocos from {cfg.vocoder}" if cfg.vocoder else "Griffin-Lim (no Vocos weights given)"
-        lines += [
-            "",
-            "## Sample audio",
-            "",
-            f"First seed of each variant: `input_*` = ASR input as heard, `qa_question_*` / `qa_answer_*` = a "
-            f"spoken question and the model's spoken answer, `tts_output_*` = TTS output; vocoder: {vocoder}.",
-            "",
+        blocks += [
+            Heading("Sample audio"),
+            Text(
+                [
+                    f"The first {cfg.sample_wavs} item(s) of each task, first seed of each variant: the input as "
+                    "heard under each condition (the same audio for every variant), then what each variant said "
+                    f"and wrote; vocoder: {vocoder}. In `report.html` they play side by side."
+                ]
+            ),
+            listen,
         ]
-        for w in wavs:
-            rel = w.relative_to(out)
-            lines.append(f"- [{rel}]({rel})")
-    lines += [
-        "",
-        "Raw numbers: `results.json`, `results.csv` (one row per variant, seed, task, condition, metric).",
-        "",
-    ]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    blocks.append(
+        Text(["Raw numbers: `results.json`, `results.csv` (one row per variant, seed, task, condition, metric)."])
+    )
+    return blocks
 
 
 def _budget(cfg) -> str:

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flow_omni.audio.io import load_audio, save_audio
+from flow_omni.audio.io import load_audio
 from flow_omni.data.manifest import ManifestEntry
 from flow_omni.eval.audio_metrics import mel_cepstral_distortion, mel_distance, qa_accuracy
 from flow_omni.eval.heldout import apply_condition, condition_seed, evaluate_asr
+from flow_omni.eval.samples import SampleLog
 from flow_omni.eval.text_metrics import cer, wer
 from flow_omni.layout import Sample
 from flow_omni.vocoder import load_vocoder
@@ -81,9 +82,10 @@ def evaluate_model(
 ) -> list[dict]:
     """Score one model; returns long-format rows ``{variant, seed, task, condition, metric, value, n}``.
 
-    With ``wav_dir``, the first ``sample_wavs`` inputs of every condition are written as heard, and the
-    speech the model produced (TTS outputs, QA answers) is vocoded with ``vocoder`` (a callable
-    mel ``(n_mels, F)`` → audio; Griffin-Lim when None) — the same vocoder for every variant.
+    With ``wav_dir``, the first ``sample_wavs`` items of every task and condition are kept for listening
+    (:class:`~flow_omni.eval.samples.SampleLog`): the inputs as heard, the speech the model produced (TTS
+    outputs, QA answers) vocoded with ``vocoder`` (a callable mel ``(n_mels, F)`` → audio; Griffin-Lim
+    when None; the same vocoder for every variant), and ``samples.json`` with what was said in each.
 
     ``ceiling_cache``: a dict the caller keeps between calls with the same ``vocoder`` and
     ``external_asr``; the listener's transcript of each resynthesised reference (the TTS ceiling) is
@@ -96,6 +98,8 @@ def evaluate_model(
     rows: list[dict] = []
     sr = model.config.speech.mel.sample_rate
     test_audio = [load_audio(e.audio) for e in test]
+    keep = sample_wavs if wav_dir is not None else 0
+    log = SampleLog(wav_dir, sr) if keep else None
     qa_audio = [load_audio(e.audio) for e in qa]
     bar = tqdm(
         total=len(conditions) * (("asr" in tasks) + ("qa" in tasks)) + ("tts" in tasks) + bool(unseen),
@@ -108,12 +112,12 @@ def evaluate_model(
         return [apply_condition(a, cond, condition_seed(e.id, cond, 0), sr) for e, a in zip(entries, audios)]
 
     def asr(entries, audios, cond, name):
-        res = evaluate_asr(model, entries, audios, cond, max_new_positions=max_new_positions)
+        res = evaluate_asr(model, entries, audios, cond, max_new_positions=max_new_positions, examples=keep)
         rows.extend(metric_rows(variant, seed, "asr", name, {"cer": res.cer, "wer": res.wer}, res.n))
-        if wav_dir is not None and sample_wavs:
-            k = sample_wavs
-            for e, a in zip(entries[:k], heard(entries[:k], audios[:k], cond)):
-                save_audio(wav_dir / f"input_{name.replace('@', '_')}_{e.id}.wav", a, sr)
+        if log is not None:
+            for e, a, ex in zip(entries[:keep], heard(entries[:keep], audios[:keep], cond), res.examples):
+                wav = log.save(f"input_{name.replace('@', '_')}_{e.id}.wav", a)
+                log.add("asr", name, e.id, e.text, input=wav, text=ex["hyp"])
 
     if "asr" in tasks and test:
         for cond in conditions:
@@ -127,9 +131,12 @@ def evaluate_model(
             vocoder = load_vocoder(None).decode
         out = _generate(model, [Sample("T2A", prompt_text=e.text) for e in test], max_new_positions)
         dists, mcds, spoke, said, refs, heard_text, heard_ref = [], [], 0, [], [], [], []
+        kept: dict[int, dict] = {}  # position in `said` -> the sample record its own ASR goes into
         # The reference is the sentence in the output voice when the corpus has one (what T2A trains on).
-        for e, g in zip(test, out):
+        for i, (e, g) in enumerate(zip(test, out)):
             ref = model.speech_tokenizer.mel(load_audio(e.t2a_audio))
+            # The first items whatever they hold, so that every variant's page shows the same sentences.
+            record = log.add("tts", "clean", e.id, e.text) if log is not None and i < keep else None
             if external_asr is not None:  # the ceiling: the reference itself through the same vocoder
                 cache = {} if ceiling_cache is None else ceiling_cache
                 if e.t2a_audio not in cache:
@@ -143,6 +150,11 @@ def evaluate_model(
             mcds.append(mel_cepstral_distortion(g.mel, ref, align="dtw"))
             if external_asr is not None:  # intelligibility to a listener that never saw our data
                 heard_text.append((e.text, external_asr.transcribe(vocoder(g.mel), sr)))
+            if record is not None:
+                record["output"] = log.save(f"tts_output_{e.id}.wav", vocoder(g.mel))
+                if external_asr is not None:
+                    record["heard"] = heard_text[-1][1]
+                kept[len(said)] = record
             # Intelligibility by the model's own ASR: a conv encoder reads the generated tokens directly,
             # a Whisper encoder hears them vocoded.
             said.append(
@@ -154,8 +166,6 @@ def evaluate_model(
                 )
             )
             refs.append(e.text)
-            if wav_dir is not None and sample_wavs and spoke <= sample_wavs:
-                save_audio(wav_dir / f"tts_output_{e.id}.wav", vocoder(g.mel), sr)
         metrics = {"mel_l1": float(np.mean(dists)), "spoke": spoke / len(test)}
         if mcds:
             metrics["mcd_db"] = float(np.mean(mcds))
@@ -166,6 +176,8 @@ def evaluate_model(
         if said:
             hyps = [g.text for g in _generate(model, said, max_new_positions)]
             metrics["self_asr_cer"] = cer(refs, hyps)
+            for j, record in kept.items():
+                record["own"] = hyps[j]
         rows.extend(metric_rows(variant, seed, "tts", "clean", metrics, len(test)))
         bar.update()
     if "qa" in tasks and qa:
@@ -185,14 +197,19 @@ def evaluate_model(
                 ]
                 metrics["speech_accuracy"] = qa_accuracy(heard_answers, refs)
             rows.extend(metric_rows(variant, seed, "qa", cond, metrics, len(qa)))
-            if wav_dir is not None and sample_wavs:
+            if log is not None:
                 name = cond.replace("@", "_")
-                for e, a, g in list(zip(qa, noisy, out))[:sample_wavs]:
-                    save_audio(wav_dir / f"qa_question_{name}_{e.id}.wav", a, sr)
+                for i, (e, a, g) in enumerate(list(zip(qa, noisy, out))[:keep]):
+                    record = log.add("qa", cond, e.id, e.answer_text, prompt=e.text, text=g.text)
+                    record["input"] = log.save(f"qa_question_{name}_{e.id}.wav", a)
                     if g.mel is not None and g.mel.shape[-1]:
-                        save_audio(wav_dir / f"qa_answer_{name}_{e.id}.wav", vocoder(g.mel), sr)
+                        record["output"] = log.save(f"qa_answer_{name}_{e.id}.wav", vocoder(g.mel))
+                    if external_asr is not None and cond in speech_answer_conditions:
+                        record["heard"] = heard_answers[i]
             bar.update()
     bar.close()
+    if log is not None:
+        log.write()
     return rows
 
 

@@ -88,6 +88,9 @@ class EvalSpec(Config):
     max_items: int = 16
     tts: bool = True  # also measure TTS mel distance (clean only: TTS input is text)
     seed: int = 0
+    #: items per manifest kept for report.html, before and after: the input as heard under each condition
+    #: with its transcript, and the TTS speech (0 = none)
+    sample_wavs: int = 2
 
 
 @dataclasses.dataclass

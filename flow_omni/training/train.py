@@ -56,7 +56,9 @@ RUN_OUTPUTS = (
     "eval_before.json",
     "eval.json",
     "eval_report.md",
+    "report.html",
     "eval_cer.png",
+    "wavs",
 )
 #: What makes an out_dir hold an earlier run: something to resume from, or a result.
 RUN_MARKS = ("checkpoints/*.ckpt", "model", "adapter")
@@ -345,7 +347,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     stages = _eval_stages() if config.eval is not None and config.eval.manifests and trainer.is_global_zero else None
     if stages is not None and ckpt_path is None:
         stages.start("before", _eval_scope(config))
-        before = _evaluate(model, config, stages)
+        before = _evaluate(model, config, stages, out / "wavs" / "before")
         atomic_write_text(out / "eval_before.json", json.dumps(before, indent=2))
         model.train()
     elif stages is not None:
@@ -378,7 +380,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         if before is not None:
             stages.expect("after", stages.measured("before"))  # the same parts as before training
             stages.start("after", _eval_scope(config))
-            after = _evaluate(model, config, stages)
+            after = _evaluate(model, config, stages, out / "wavs" / "after")
             eval_report = write_eval_report(out, before, after)
             # The card was written before this evaluation (the weights are safe on disk whatever it does).
             card = heldout_rows(after, before)
@@ -417,7 +419,9 @@ def training_record(config: TrainConfig, steps: int, seconds: float | None, entr
     )
 
 
-def _evaluate(model: FlowOmni, config: TrainConfig, stages: StageReporter | None = None) -> dict:
+def _evaluate(
+    model: FlowOmni, config: TrainConfig, stages: StageReporter | None = None, wav_dir: Path | None = None
+) -> dict:
     spec = config.eval
     return evaluate_heldout(
         model,
@@ -427,6 +431,8 @@ def _evaluate(model: FlowOmni, config: TrainConfig, stages: StageReporter | None
         tts=spec.tts,
         seed=spec.seed,
         on_part=None if stages is None else stages.note,
+        wav_dir=wav_dir,
+        sample_wavs=spec.sample_wavs,
     )
 
 
