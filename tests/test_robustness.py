@@ -8,7 +8,7 @@ import json
 import pytest
 
 from flow_omni.bench import RobustnessConfig
-from flow_omni.eval.report import metrics_table
+from flow_omni.eval.report import _budget, metrics_table
 from flow_omni.eval.robustness import aggregate
 
 
@@ -222,3 +222,13 @@ def test_ceiling_cache_transcribes_each_reference_once(tmp_path):
         return next(r["value"] for r in rows if r["metric"] == "whisper_wer_ceiling")
 
     assert ceiling(cached) == ceiling(plain)
+
+
+def test_report_names_the_settings_the_budget_changes_from_the_recipe():
+    # The demo trains the learn recipe with its own lr and task mix: the report must not let a reader
+    # take the recipe's own settings for what was run.
+    text = _budget(RobustnessConfig.demo())
+    assert text.startswith("recipe learn, 500 steps")
+    assert "lr 0.001" in text
+    assert "tasks A2T 3 : T2A 1 : A2A 1" in text
+    assert _budget(RobustnessConfig(train={"max_steps": 10})) == "default training settings, 10 steps"

@@ -254,4 +254,10 @@ def _budget(cfg) -> str:
         parts.append(f"{t['max_steps']} steps")
     if "batch_size" in t.get("data", {}):
         parts.append(f"batch {t['data']['batch_size']}")
+    # The settings this budget changes from the recipe, so that a reader does not take the recipe's own.
+    if "lr" in t.get("optim", {}):
+        parts.append(f"lr {t['optim']['lr']:g}")
+    weights = t.get("data", {}).get("task_weights")
+    if weights:
+        parts.append("tasks " + " : ".join(f"{k} {v:g}" for k, v in weights.items()))
     return ", ".join(parts)
