@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
+import torch
 
 from flow_omni.bench import RobustnessConfig
 from flow_omni.eval.report import _budget, metrics_table
@@ -46,8 +48,25 @@ def test_conditions_and_config_errors():
 
     with pytest.raises(ConfigError, match="unknown kind"):
         RobustnessConfig(other_conditions=["echo@3"])
+    with pytest.raises(ConfigError, match="reverberation time must be in"):
+        RobustnessConfig(other_conditions=["reverb@0"])
     with pytest.raises(ConfigError, match="names must be unique"):
         RobustnessConfig.from_dict({"variants": [{"name": "x"}, {"name": "x"}]})
+
+
+def test_reverb_condition_is_a_deterministic_room_that_keeps_length_and_loudness():
+    from flow_omni.eval.heldout import apply_condition
+
+    t = torch.arange(24000) / 24000
+    audio = 0.3 * torch.sin(2 * math.pi * 220 * t) * (t < 0.3)  # a tone burst, then silence
+    wet = apply_condition(audio, "reverb@0.8", seed=7)
+    assert wet.shape == audio.shape
+    assert torch.equal(wet, apply_condition(audio, "reverb@0.8", seed=7))
+    assert not torch.equal(wet, apply_condition(audio, "reverb@0.8", seed=8))
+    assert float(wet.pow(2).mean()) == pytest.approx(float(audio.pow(2).mean()), rel=1e-4)
+    # The room rings on after the burst has stopped: longer for the longer reverberation time.
+    tail = {rt: float(apply_condition(audio, f"reverb@{rt}", seed=7)[9000:12000].abs().mean()) for rt in (0.3, 0.8)}
+    assert 0 < tail[0.3] < tail[0.8]
 
 
 def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):

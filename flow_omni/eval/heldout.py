@@ -1,7 +1,8 @@
 """Held-out evaluation of a FlowOmni under listening conditions (clean, noise at an SNR, …).
 
 A *condition* is a string: ``clean``, ``<noise>@<snr_db>`` (``white@10``, ``babble@0``; noise
-kinds as in :mod:`flow_omni.audio.noise`), ``pitch@<semitones>`` or ``speed@<factor>``. It is
+kinds as in :mod:`flow_omni.audio.noise`), ``pitch@<semitones>``, ``speed@<factor>`` or
+``reverb@<rt60_seconds>`` (a synthetic room, :func:`flow_omni.audio.perturb.add_reverb`). It is
 applied to the *input* audio of the ASR task; the noise of each utterance is drawn from a seed
 fixed by the utterance and the condition, so two models evaluated under the same condition hear
 exactly the same noisy audio (a before/after comparison is paired).
@@ -23,7 +24,7 @@ import torch
 
 from flow_omni.audio.io import load_audio
 from flow_omni.audio.noise import NOISE_KINDS, make_noise, mix_at_snr
-from flow_omni.audio.perturb import pitch_shift, speed_perturb
+from flow_omni.audio.perturb import MAX_RT60, add_reverb, pitch_shift, speed_perturb
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.data.manifest import ManifestEntry, read_manifest
 from flow_omni.errors import ConfigError
@@ -33,6 +34,9 @@ from flow_omni.eval.text_metrics import cer, wer
 from flow_omni.layout import Sample
 from flow_omni.vocoder import load_vocoder
 
+#: Condition kinds besides the noises: a pitch shift, a rate change, a room.
+OTHER_KINDS = ("pitch", "speed", "reverb")
+
 
 def parse_condition(cond: str) -> tuple[str, float | None]:
     """``"babble@5"`` → ``("babble", 5.0)``; ``"clean"`` → ``("clean", None)``."""
@@ -41,16 +45,19 @@ def parse_condition(cond: str) -> tuple[str, float | None]:
     kind, sep, value = cond.partition("@")
     if not sep:
         raise ConfigError(
-            f"condition {cond!r}: expected 'clean', '<noise>@<snr_db>', 'pitch@<semitones>' or 'speed@<factor>'"
+            f"condition {cond!r}: expected 'clean', '<noise>@<snr_db>', 'pitch@<semitones>', 'speed@<factor>'"
+            " or 'reverb@<rt60_seconds>'"
         )
     try:
         v = float(value)
     except ValueError:
         raise ConfigError(f"condition {cond!r}: {value!r} is not a number") from None
-    if kind not in NOISE_KINDS and kind not in ("pitch", "speed"):
-        raise ConfigError(f"condition {cond!r}: unknown kind {kind!r}; valid: {list(NOISE_KINDS) + ['pitch', 'speed']}")
+    if kind not in NOISE_KINDS and kind not in OTHER_KINDS:
+        raise ConfigError(f"condition {cond!r}: unknown kind {kind!r}; valid: {list(NOISE_KINDS) + list(OTHER_KINDS)}")
     if kind == "speed" and v <= 0:
         raise ConfigError(f"condition {cond!r}: speed factor must be > 0")
+    if kind == "reverb" and not 0 < v <= MAX_RT60:
+        raise ConfigError(f"condition {cond!r}: the reverberation time must be in (0, {MAX_RT60:g}] seconds")
     return kind, v
 
 
@@ -70,6 +77,8 @@ def apply_condition(
     if kind == "speed":
         return speed_perturb(audio, value, sample_rate)
     rng = np.random.default_rng(seed)
+    if kind == "reverb":
+        return add_reverb(audio, sample_rate, value, rng)
     if kind == "babble" and not babble_pool:
         babble_pool = synth_corpus(8, seed=12345, sample_rate=sample_rate)
     noise = make_noise(
