@@ -48,6 +48,7 @@ from flow_omni.vocoder import GriffinLim
 VARIANTS = {
     "continuous": {},
     "kmeans": {"tokens": "kmeans", "quantizer": {"codebook_size": 256}},
+    "kmeans1024": {"tokens": "kmeans", "quantizer": {"codebook_size": 1024}},
 }
 #: (task, condition, metric) → column name, in table order.
 COLUMNS = [

@@ -66,6 +66,8 @@ def test_miniature_benchmark_page_in_chromium(tmp_path, capsys, chromium):
         f"corpus={tmp_path / 'corpus'}",
         "corpus_config={n_sentences: 8, n_qa: 8, n_interleaved: 0, test_fraction: 0.25}",
         "variants=[{name: continuous}, {name: kmeans, tokens: kmeans, quantizer: {codebook_size: 16, iterations: 5}}]",
+        "recipe=null",
+        "finetune_variants=[]",
         "seeds=[0]",
         "train={max_steps: 3, data: {batch_size: 4}}",
         "noise_kinds=[white]",

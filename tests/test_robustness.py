@@ -8,7 +8,9 @@ import math
 
 import pytest
 import torch
+import yaml
 
+from flow_omni import FlowOmni
 from flow_omni.bench import RobustnessConfig
 from flow_omni.eval.report import _budget, metrics_table
 from flow_omni.eval.robustness import aggregate
@@ -83,6 +85,8 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
         f"corpus={corpus}",
         "corpus_config={n_sentences: 12, n_qa: 16, n_interleaved: 0, test_fraction: 0.25}",
         "variants=[{name: continuous}, {name: kmeans, tokens: kmeans, quantizer: {codebook_size: 16, iterations: 5}}]",
+        "recipe=null",
+        "finetune_variants=[]",
         "seeds=[0, 1]",
         "train={max_steps: 3, data: {batch_size: 4}}",
         "noise_kinds=[white, babble]",
@@ -159,10 +163,100 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns == scored
     assert (out / "runs" / "kmeans-seed1" / "latency.json").stat().st_mtime_ns == timed
     assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
+    # Kept scores alone (no models), put into a new folder, are reused for the same training settings.
+    moved = tmp_path / "moved"
+    for run in (out / "runs").iterdir():
+        (moved / "runs" / run.name).mkdir(parents=True)
+        for name in ("eval.json", "latency.json"):
+            (moved / "runs" / run.name / name).write_bytes((run / name).read_bytes())
+    at = args.index("--out") + 1
+    assert main(args[:at] + [str(moved)] + args[at + 1 :]) == 0
+    lines = [ln.split(" | ")[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[bench ")]
+    assert lines[1] == "[bench 2/4] speech encoder features: every run is trained and scored already"
+    assert json.loads((moved / "results.json").read_text())["rows"] == data["rows"]
+    assert not any((moved / "runs").glob("*/model"))
+    # ... but not for other training settings: that run trains again.
+    assert (
+        main(
+            args[:at]
+            + [str(moved)]
+            + args[at + 1 : -1]
+            + ["jobs=1", "train={max_steps: 2, data: {batch_size: 4}}", "seeds=[0]", "variants=[{name: continuous}]"]
+        )
+        == 0
+    )
+    assert (moved / "runs" / "continuous-seed0" / "model" / "model.safetensors").is_file()
     assert main(args + ["tasks=[asr]", "snrs=[]", "other_conditions=[]", "unseen_voices=false"]) == 0
     assert (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns != scored  # new settings: rescored
     assert {r["task"] for r in json.loads((out / "results.json").read_text())["rows"]} == {"asr"}
+
+
+def test_miniature_benchmark_fine_tunes_and_listens_through_units(tmp_path, capsys):
+    """The grid's other parts: a variant that listens through discrete units of a frozen Whisper's outputs,
+    and the noisy-domain fine-tune of chosen variants, scored under the same conditions and reported as
+    before → after; each variant's difference from the first is reported too."""
+    from flow_omni.cli import main
+
+    out, corpus = tmp_path / "bench", tmp_path / "corpus"
+    whisper = "{kind: whisper, whisper_d_model: 32, whisper_layers: 1, whisper_heads: 2, frozen: true, downsample: 2}"
+    args = [
+        "bench",
+        "robustness",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        f"corpus={corpus}",
+        "corpus_config={n_sentences: 12, n_qa: 16, n_interleaved: 0, test_fraction: 0.25}",
+        "variants=[{name: continuous}, {name: units_in, encoder: {input_units: 8}}]",
+        "recipe=null",
+        "seeds=[0, 1]",
+        f"train={{max_steps: 3, data: {{batch_size: 4}}, model: {{overrides: {{encoder: {whisper}}}}}}}",
+        "finetune_variants=[units_in]",
+        "finetune_share=0.67",
+        "noise_kinds=[babble]",
+        "snrs=[0]",
+        "other_conditions=[reverb@0.8]",
+        "tasks=[asr, qa]",
+        "max_items=2",
+        "max_new_positions=16",
+        "threads=1",
+        "external_asr=false",
+    ]
+    assert main(args) == 0
+    capsys.readouterr()
+    tuned = "units_in+noisy_ft"
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {(r["variant"], r["seed"]) for r in rows} == {
+        (v, k) for v in ("continuous", "units_in", tuned) for k in (0, 1)
+    }
+    conditions = {r["condition"] for r in rows if r["variant"] == tuned and r["task"] == "asr"}
+    assert conditions == {"clean", "babble@0", "reverb@0.8", "unseen_voices"}
+    for k in (0, 1):
+        ft = out / "runs" / f"units_in-seed{k}" / "noisy_finetune"
+        config = yaml.safe_load((ft / "config.yaml").read_text())
+        assert config["max_steps"] == 2 and config["model"]["init_from"].endswith(f"units_in-seed{k}/model")
+        assert config["data"]["p_augment"] > 0 and config["eval"] is None
+        base = FlowOmni.from_pretrained(out / "runs" / f"units_in-seed{k}" / "model")
+        after = FlowOmni.from_pretrained(ft / "model")
+        assert base.config.encoder.input_units == after.config.encoder.input_units == 8
+        # The codebook stays as fitted for the base model; the unit embeddings are fine-tuned.
+        assert torch.equal(base.encoder.units.codebooks, after.encoder.units.codebooks)
+        assert not torch.equal(base.encoder.adapter.weight, after.encoder.adapter.weight)
+    assert not (out / "runs" / "continuous-seed0" / "noisy_finetune").exists()
+    report = (out / "report.md").read_text()
+    block = report.split("## Noisy-domain fine-tune: before → after")[1].split("\n## ")[0]
+    assert "| condition | units_in before | after | change |" in block
+    assert next(ln for ln in block.splitlines() if ln.startswith("| babble@0 |")).count("±") == 2
+    diffs = report.split("## Differences from continuous")[1].split("\n## ")[0]
+    row = next(ln for ln in diffs.splitlines() if ln.startswith("| units_in |"))
+    assert row.count("|") == 9 and ("+" in row or "-" in row)
+    assert "units_in+noisy_ft" in report.split("## ASR CER by condition")[1]
+    # A rerun with the same settings reuses every run, the fine-tunes included.
+    scored = (out / "runs" / "units_in-seed1" / "eval.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "runs" / "units_in-seed1" / "eval.json").stat().st_mtime_ns == scored
 
 
 def test_workers_stop_when_the_benchmark_is_killed(tmp_path):
@@ -250,4 +344,4 @@ def test_report_names_the_settings_the_budget_changes_from_the_recipe():
     assert text.startswith("recipe learn, 500 steps")
     assert "lr 0.001" in text
     assert "tasks A2T 3 : T2A 1 : A2A 1" in text
-    assert _budget(RobustnessConfig(train={"max_steps": 10})) == "default training settings, 10 steps"
+    assert _budget(RobustnessConfig(recipe=None, train={"max_steps": 10})) == "default training settings, 10 steps"

@@ -4,12 +4,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import harmonic_tone
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
 from flow_omni.audio.io import resample
 from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer
-from flow_omni.errors import AudioError, CheckpointError, ConfigError, MelShapeError
+from flow_omni.errors import AudioError, CheckpointError, ConfigError, FlowOmniError, MelShapeError
 from flow_omni.models.speech_encoder import SpeechEncoder, SpeechEncoderConfig, build_speech_encoder
 
 WIDTH = 48
@@ -197,3 +198,52 @@ def test_output_norm_puts_audio_on_the_embeddings_scale(tok):
     assert rms["plain"].mean() > 2 * 0.02
     assert plain.feature_spec() == normed.feature_spec()
     assert plain.feature_spec() != make("whisper", tok, whisper_layers=2).feature_spec()
+
+
+def test_discrete_input_units_code_the_stacked_frozen_features(tok):
+    """``input_units``: each stacked frame becomes the nearest of K centroids fitted on training inputs,
+    read through an embedding table; batching and padding behave as with the adapter; the cache key of
+    the features is the continuous model's (the units are computed after it)."""
+    units = make("whisper", tok, frozen=True, downsample=2, input_units=6, units_fit_max=0)
+    plain = make("whisper", tok, frozen=True, downsample=2)
+    assert units.feature_spec() == plain.feature_spec()
+    clips = [harmonic_tone(s, seed=i, f0=110 + 60 * i) for i, s in enumerate([1.0, 0.45, 1.3])]
+    feats = [units.featurize(c, tok) for c in clips]
+    assert units.needs_fit and not plain.needs_fit
+    x, lengths = padded_batch(feats[:2])
+    with pytest.raises(FlowOmniError, match="never fitted"):
+        units(x, lengths)
+    units.fit_units(iter(feats))  # any iterable, streamed
+    assert not units.needs_fit and int(units.units.fitted_tokens) == sum(-(-f.shape[0] // 2) for f in feats)
+
+    x, lengths = padded_batch([feats[0], None, feats[1]])
+    emb, out_len = units(x, lengths)
+    codebook = units.units.codebooks[0]
+    for i, f in ((0, feats[0]), (2, feats[1])):
+        n = int(out_len[i])
+        stacked = F.pad(f, (0, 0, 0, (-f.shape[0]) % 2)).reshape(-1, 2 * f.shape[1])
+        assert n == stacked.shape[0]
+        codes = torch.cdist(stacked, codebook).argmin(-1)
+        torch.testing.assert_close(emb[i, :n], units.adapter.weight[codes])
+        assert torch.all(emb[i, n:] == 0)
+        single, _ = units(f[None], torch.tensor([f.shape[0]]))
+        torch.testing.assert_close(single[0], emb[i, :n])
+    assert torch.all(emb[1] == 0) and int(out_len[1]) == 0
+    # Different clips are coded apart: the units carry what was said, not one code for everything.
+    assert len(emb[0, : out_len[0]].unique(dim=0)) > 1
+
+    # The codebook is state: a model rebuilt from the config and the state dict codes the same way.
+    again = make("whisper", tok, seed=1, frozen=True, downsample=2, input_units=6, units_fit_max=0)
+    assert again.needs_fit
+    again.load_state_dict(units.state_dict())
+    assert not again.needs_fit
+    torch.testing.assert_close(again(x, lengths)[0], emb)
+
+
+def test_discrete_input_units_config_errors(tok):
+    with pytest.raises(ConfigError, match="input_units needs a frozen Whisper"):
+        SpeechEncoderConfig(**WHISPER, input_units=8)
+    with pytest.raises(ConfigError, match="units_fit_max=4 keeps fewer frames"):
+        SpeechEncoderConfig(**WHISPER, frozen=True, input_units=8, units_fit_max=4)
+    with pytest.raises(ConfigError, match="input_units is 0"):
+        make("whisper", tok, frozen=True).fit_units([torch.zeros(4, 64)])

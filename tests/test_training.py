@@ -25,6 +25,7 @@ from browser import check_page
 from conftest import write_tiny_corpus
 
 from flow_omni import FlowOmni, Sample
+from flow_omni.audio.io import load_audio
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.config import parse_overrides
 from flow_omni.data.manifest import ManifestEntry, read_manifest, write_manifest
@@ -225,6 +226,27 @@ def test_special_token_rows_train_alone_in_a_frozen_backbone(data_dir, tmp_path)
     assert not torch.equal(after[weight][rows], before[weight][rows])
     assert torch.equal(after[weight][~rows], before[weight][~rows])
     assert all(torch.equal(after[k], before[k]) for k in after if k != weight and k != "lm_head.weight")
+
+
+def test_discrete_input_units_are_fitted_before_training_and_saved(data_dir, tmp_path):
+    """A model that listens through units: train() fits the unit codebook on the training inputs'
+    features before step 0, the unit embeddings learn, and the saved model codes and listens the same."""
+    enc = {"kind": "whisper", "whisper_d_model": 32, "whisper_layers": 1, "whisper_heads": 2}
+    enc.update(whisper_max_seconds=4.0, frozen=True, downsample=2, input_units=16)
+    cfg = config(data_dir, tmp_path, max_steps=4, **{"model.overrides": {"encoder": enc}})
+    res = train(cfg)
+    model = FlowOmni.from_pretrained(res.model_dir)
+    assert not model.encoder.needs_fit and int(model.encoder.units.fitted_tokens) > 16
+    L.seed_everything(cfg.seed, verbose=False)  # the weights train() started from
+    assert not torch.equal(build_model(cfg).encoder.adapter.weight, model.encoder.adapter.weight)
+    entry = read_manifest(data_dir / "train.jsonl")[0]
+    feats = model.encoder.featurize(load_audio(entry.audio))
+    emb, n = model.encoder(feats[None], torch.tensor([feats.shape[0]]))
+    assert int(n[0]) == model.encoder.output_length(feats.shape[0]) > 0
+    rows = emb[0, : int(n[0])]
+    # Every position is a row of the unit table, and not all the same row.
+    table = model.encoder.adapter.weight
+    assert torch.cdist(rows, table).min(-1).values.max() == 0 and len(rows.unique(dim=0)) > 1
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):

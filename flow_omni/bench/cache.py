@@ -1,8 +1,13 @@
 """What a benchmark run keeps on disk so that a rerun reuses it: scores and timings keyed by their settings.
 
 A run's folder is ``out_dir/runs/<variant>-seed<k>``. Its ``eval.json`` and ``latency.json`` hold
-``{"key": ..., ...}``: the key records everything the numbers depend on (the weights, by size and
-mtime; the test sets; the evaluation settings), and a file whose key differs is computed again.
+``{"key": ..., ...}``: the key records everything the numbers depend on (the training settings that
+made the weights, and the weights file by size and mtime; the test sets; the evaluation settings), and
+a file whose key differs is computed again.
+
+A folder may hold the scores without the model: a long benchmark's finished runs can be kept (they are
+small) and put back into a new ``out_dir`` on another machine or day, where the weights are gone. Such
+scores are reused when everything but the weights file matches, the training settings included.
 """
 
 from __future__ import annotations
@@ -14,22 +19,40 @@ from flow_omni.bench.config import RobustnessConfig, VariantSpec
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.eval.asr import WhisperASR
 
+#: TrainConfig fields that do not change the weights a run trains.
+NOT_TRAINING = ("out_dir", "progress", "loggers", "threads", "checkpoint_every_steps", "log_every_steps")
+
 
 def run_dir(cfg: RobustnessConfig, variant: VariantSpec, seed: int) -> Path:
     """The folder of one (variant, seed) run: its training output, model and kept scores."""
     return Path(cfg.out_dir) / "runs" / f"{variant.name}-seed{seed}"
 
 
-def weights_stamp(model_dir: Path) -> list[int]:
-    """The model's weights file identified by size and mtime."""
-    st = (model_dir / "model.safetensors").stat()
+def weights_stamp(model_dir: Path) -> list[int] | None:
+    """The model's weights file identified by size and mtime; None when it is not there."""
+    try:
+        st = (model_dir / "model.safetensors").stat()
+    except FileNotFoundError:
+        return None
     return [st.st_size, st.st_mtime_ns]
 
 
-def eval_key(cfg: RobustnessConfig, model_dir: Path) -> dict:
-    """Everything a run's scores depend on besides the model weights (identified by size and mtime)."""
+def training_settings(config) -> dict:
+    """A run's TrainConfig as a dict, without the fields that do not change what it trains."""
+    return {k: v for k, v in config.to_dict().items() if k not in NOT_TRAINING}
+
+
+def eval_key(cfg: RobustnessConfig, model_dir: Path, variant: VariantSpec, train: dict) -> dict:
+    """Everything a run's scores depend on: the training settings ``train`` (:func:`training_settings`)
+    and the weights file (:func:`weights_stamp`), the fine-tune's settings for a fine-tuned variant, the
+    test sets and the evaluation settings."""
+    finetune = None
+    if variant.name in cfg.tuned_variants():
+        finetune = {"share": cfg.finetune_share, "overrides": cfg.finetune}
     return {
+        "train": train,
         "weights": weights_stamp(model_dir),
+        "finetune": finetune,
         "corpus": str(Path(cfg.corpus).resolve()),
         "conditions": cfg.conditions(),
         "unseen_voices": cfg.unseen_voices,
@@ -44,12 +67,21 @@ def eval_key(cfg: RobustnessConfig, model_dir: Path) -> dict:
 
 
 def read_keyed(path: Path, key: dict) -> dict | None:
-    """A JSON file written with ``{"key": key, ...}``, or None when missing, unreadable or for another key."""
+    """A JSON file written with ``{"key": key, ...}``, or None when missing, unreadable or for another key.
+
+    A ``key["weights"]`` of None (the weights file is gone) matches whatever weights the file was written for.
+    """
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None  # written atomically, so a damaged file is foreign: compute again
-    return data if data.get("key") == json.loads(json.dumps(key)) else None  # JSON round trip: tuples → lists
+    want = json.loads(json.dumps(key))  # JSON round trip: tuples → lists
+    have = data.get("key")
+    if not isinstance(have, dict):
+        return None
+    if "weights" in want and want["weights"] is None:
+        have = {**have, "weights": None}
+    return data if have == want else None
 
 
 def write_keyed(path: Path, key: dict, **data) -> None:
@@ -57,11 +89,9 @@ def write_keyed(path: Path, key: dict, **data) -> None:
     atomic_write_text(path, json.dumps({"key": key, **data}, indent=1))
 
 
-def cached_run(cfg: RobustnessConfig, variant: VariantSpec, seed: int) -> tuple[list[dict], dict] | None:
-    """The kept (rows, timing) of a trained run scored with the same settings, else None."""
+def cached_run(cfg: RobustnessConfig, variant: VariantSpec, seed: int, train: dict) -> tuple[list[dict], dict] | None:
+    """The kept (rows, timing) of a run trained with the settings ``train`` and scored with the same
+    evaluation settings (its weights on disk, or gone: see the module doc), else None."""
     run = run_dir(cfg, variant, seed)
-    model_dir = run / "model"
-    if not (model_dir / "model.safetensors").is_file():
-        return None
-    data = read_keyed(run / "eval.json", eval_key(cfg, model_dir))
+    data = read_keyed(run / "eval.json", eval_key(cfg, run / "model", variant, train))
     return None if data is None else (data["rows"], data["timing"])

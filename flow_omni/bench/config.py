@@ -7,7 +7,7 @@ import dataclasses
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError
 from flow_omni.eval.heldout import parse_condition
-from flow_omni.eval.robustness import TASKS
+from flow_omni.eval.robustness import FINETUNED, TASKS
 
 
 @dataclasses.dataclass
@@ -15,46 +15,63 @@ class VariantSpec(Config):
     """One speech tokenisation to compare (FlowOmniConfig fields that differ between variants)."""
 
     name: str
-    tokens: str = "continuous"  # continuous | kmeans | rvq
+    tokens: str = "continuous"  # continuous | kmeans | rvq: how the model speaks
     quantizer: dict | None = None
     r: int = 4
     preset: str = "tiny"
+    #: SpeechEncoderConfig overrides: how the model listens, e.g. ``{"input_units": 512}`` for discrete
+    #: units of the frozen encoder's outputs instead of its continuous features
+    encoder: dict | None = None
 
     def model_overrides(self) -> dict:
-        return {} if self.tokens == "continuous" else {"tokens": self.tokens, "quantizer": dict(self.quantizer or {})}
+        out = {} if self.tokens == "continuous" else {"tokens": self.tokens, "quantizer": dict(self.quantizer or {})}
+        if self.encoder:
+            out["encoder"] = dict(self.encoder)
+        return out
 
 
 def default_variants() -> list[VariantSpec]:
+    """The benchmark issue's grid: four ways to speak (all listening through the encoder's continuous
+    features) and one way to listen through discrete units (speaking continuously)."""
     return [
         VariantSpec("continuous"),
         VariantSpec("kmeans", tokens="kmeans", quantizer={"codebook_size": 256}),
         VariantSpec("rvq4", tokens="rvq", quantizer={"codebook_size": 256, "num_levels": 4}),
-        VariantSpec("kmeans_lowrate_r8", tokens="kmeans", quantizer={"codebook_size": 256}, r=8),
+        VariantSpec("continuous_r8", r=8),
+        VariantSpec("units_in", encoder={"input_units": 512}),
     ]
+
+
+#: The variants fine-tuned on noisy inputs unless told otherwise: the continuous-input and the
+#: discrete-input model (the grid's "noisy-domain fine-tune").
+DEFAULT_FINETUNED = ("continuous", "units_in")
+#: Training steps of every grid run; see the README ("Continuous vs discrete") for how it was chosen.
+GRID_STEPS = 3000
+#: The corpus of the learning curves (README, "Models that learn"): 5,000 sentences and 2,500 spoken questions.
+LEARN_CORPUS = {"n_sentences": 5000, "n_qa": 2500, "n_interleaved": 0}
 
 
 @dataclasses.dataclass
 class RobustnessConfig(Config):
+    """The benchmark. The defaults are the full grid (README, "Continuous vs discrete"): the ``learn``
+    recipe for every variant, three seeds, noise, rooms, pitch, rate and unseen voices, and a noisy-domain
+    fine-tune of the continuous-input and the discrete-input model."""
+
     out_dir: str = "bench_robustness"
-    corpus: str = "data/synth"  # a flow-omni corpus folder; built here if missing
-    corpus_config: dict = dataclasses.field(default_factory=dict)  # CorpusConfig overrides for that build
+    corpus: str = "data/learn"  # a flow-omni corpus folder; built here if missing
+    #: CorpusConfig overrides for that build
+    corpus_config: dict = dataclasses.field(default_factory=lambda: dict(LEARN_CORPUS))
     variants: list[VariantSpec] = dataclasses.field(default_factory=default_variants)
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     #: the training recipe (name or YAML path) every run starts from, before the variant's model fields
     #: and ``train``; None = TrainConfig's defaults
-    recipe: str | None = None
+    recipe: str | None = "learn"
     #: TrainConfig overrides shared by every variant and seed (the equal budget)
-    train: dict = dataclasses.field(
-        default_factory=lambda: {
-            "max_steps": 1500,
-            "data": {"batch_size": 8},
-            "optim": {"lr": 2e-3, "warmup_steps": 50},
-        }
-    )
+    train: dict = dataclasses.field(default_factory=lambda: {"max_steps": GRID_STEPS, "precision": "bf16-mixed"})
     noise_kinds: list[str] = dataclasses.field(default_factory=lambda: ["white", "pink", "babble"])
     snrs: list[float] = dataclasses.field(default_factory=lambda: [20.0, 10.0, 5.0, 0.0])
     other_conditions: list[str] = dataclasses.field(
-        default_factory=lambda: ["pitch@3", "pitch@-3", "speed@1.15", "speed@0.85"]
+        default_factory=lambda: ["reverb@0.3", "reverb@0.8", "pitch@3", "pitch@-3", "speed@1.15", "speed@0.85"]
     )
     unseen_voices: bool = True
     tasks: list[str] = dataclasses.field(default_factory=lambda: list(TASKS))
@@ -69,11 +86,21 @@ class RobustnessConfig(Config):
     threads: int | None = None  # torch threads per run; None = all cores split evenly between `jobs`
     #: (variant, seed) runs trained and scored side by side in separate processes; each finished run's
     #: scores are kept in ``runs/<variant>-seed<k>/eval.json`` so a rerun (or an interrupted run) reuses them
-    jobs: int = 1
+    jobs: int = 2
+    #: variants that are, after training and scoring, fine-tuned on noisy inputs (the noisy_finetune recipe
+    #: from the trained model, same corpus) and scored again under the same conditions as "<name>+noisy_ft"
+    #: None = those of DEFAULT_FINETUNED that are among the variants
+    finetune_variants: list[str] | None = None
+    #: the fine-tune's steps as a share of the base training's
+    finetune_share: float = 0.2
+    #: TrainConfig overrides of the fine-tune, over the noisy_finetune recipe
+    finetune: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
             raise ConfigError(f"RobustnessConfig.jobs must be >= 1, got {self.jobs}")
+        if not 0 < self.finetune_share <= 1:
+            raise ConfigError(f"RobustnessConfig.finetune_share must be in (0, 1], got {self.finetune_share}")
         bad = sorted(set(self.tasks) - set(TASKS))
         if bad:
             raise ConfigError(f"RobustnessConfig.tasks: unknown {bad}; valid: {list(TASKS)}")
@@ -82,6 +109,11 @@ class RobustnessConfig(Config):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ConfigError(f"RobustnessConfig.variants: names must be unique, got {names}")
+        if any(FINETUNED in n for n in names):
+            raise ConfigError(f"RobustnessConfig.variants: {FINETUNED!r} marks fine-tuned models; rename {names}")
+        unknown = sorted(set(self.finetune_variants or []) - set(names))
+        if unknown:
+            raise ConfigError(f"RobustnessConfig.finetune_variants: {unknown} are not variants; variants: {names}")
         for c in self.conditions():
             parse_condition(c)
 
@@ -120,7 +152,14 @@ class RobustnessConfig(Config):
             max_items=8,
             max_new_positions=200,
             jobs=2,
+            finetune_variants=[],
         )
+
+    def tuned_variants(self) -> list[str]:
+        """The names of the variants that are fine-tuned on noisy inputs after training."""
+        if self.finetune_variants is None:
+            return [v.name for v in self.variants if v.name in DEFAULT_FINETUNED]
+        return list(self.finetune_variants)
 
     def conditions(self) -> list[str]:
         """Input conditions for ASR and QA, clean first."""

@@ -19,14 +19,20 @@ from flow_omni.models.flow_omni import FlowOmni
 LATENCY_PROMPTS = 3  # TTS prompts timed per run; the median is reported
 
 
-def run_latency(cfg: RobustnessConfig, variant: VariantSpec, seed: int, test: Sequence[ManifestEntry]) -> list[dict]:
+def run_latency(
+    cfg: RobustnessConfig, variant: VariantSpec, seed: int, test: Sequence[ManifestEntry], train: dict
+) -> list[dict]:
     """Streaming TTS latency of one trained run: median time to the first mel chunk and real-time factor.
 
     Generation only (greedy, no vocoder: the vocoder is the same for every variant); the first prompt is
-    also run once untimed. Kept in ``runs/<run>/latency.json`` for the same weights, prompts and threads.
+    also run once untimed. Kept in ``runs/<run>/latency.json`` for the same training settings ``train``
+    (:func:`~flow_omni.bench.cache.training_settings`), weights, prompts and threads; a kept file is
+    reused when the weights are gone (:mod:`flow_omni.bench.cache`). A run kept without its model and
+    without this file has no latency rows.
     """
     run = run_dir(cfg, variant, seed)
     key = {
+        "train": train,
         "weights": weights_stamp(run / "model"),
         "prompts": [e.id for e in test],
         "max_new_positions": cfg.max_new_positions,
@@ -36,6 +42,9 @@ def run_latency(cfg: RobustnessConfig, variant: VariantSpec, seed: int, test: Se
     cached = read_keyed(path, key)
     if cached is not None:
         return cached["rows"]
+    if key["weights"] is None:  # scores kept without the model (or the latency): nothing to time
+        print(f"[latency] {run.name}: not timed, its model is not in {run} (its scores were kept without it)")
+        return []
     model = FlowOmni.from_pretrained(run / "model")
     lats = [
         measure_latency(

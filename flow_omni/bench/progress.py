@@ -66,6 +66,15 @@ def run_seconds(cfg: RobustnessConfig, steps: int, batch_size: int) -> tuple[flo
     return train_s, EVAL_SETUP_S + eval_positions(cfg) * EVAL_S_PER_POSITION
 
 
+def finetune_seconds(cfg: RobustnessConfig, steps: int, batch_size: int, p_augment: float) -> float:
+    """What the noisy-domain fine-tune of one run is expected to take, with its scoring, in seconds (0 for a
+    run that is not fine-tuned). Its inputs are augmented on the fly (``p_augment`` of them), so a frozen
+    encoder reads them again: each such item costs an encoding on top of a training item."""
+    ft_steps = max(1, round(cfg.finetune_share * steps))
+    train_s = TRAIN_SETUP_S + ft_steps * batch_size * (TRAIN_S_PER_SAMPLE + p_augment * ENCODE_S_PER_FILE)
+    return train_s + run_seconds(cfg, steps, batch_size)[1]
+
+
 def benchmark_stages(
     cfg: RobustnessConfig,
     todo: list[tuple[VariantSpec, int]],
@@ -75,10 +84,13 @@ def benchmark_stages(
     jobs: int,
     wavs: int,
     inputs: int,
+    finetune_s: float = 0.0,
 ) -> list[Stage]:
     """The stages of a benchmark call with ``todo`` runs to train or score, ``jobs`` at a time, a corpus of
-    ``wavs`` WAVs to build and ``inputs`` files to encode (0 when there is nothing to do)."""
+    ``wavs`` WAVs to build and ``inputs`` files to encode (0 when there is nothing to do); a run of a
+    variant in ``cfg.tuned_variants()`` is then fine-tuned and scored again, in ``finetune_s``."""
     train_s, eval_s = run_seconds(cfg, steps, batch_size)
+    tuned = [(v, s) for v, s in todo if v.name in cfg.tuned_variants()]
     stages = [
         Stage("corpus", "corpus", wavs * SYNTH_S_PER_WAV),
         Stage("features", "speech encoder features", inputs * ENCODE_S_PER_FILE),
@@ -86,12 +98,17 @@ def benchmark_stages(
     if jobs > 1:
         rounds = math.ceil(len(todo) / jobs)
         label = f"training and scoring {len(todo)} runs, {jobs} side by side"
-        stages.append(Stage("runs", label, rounds * (train_s + eval_s)))
+        if tuned:
+            label += f", {len(tuned)} of them fine-tuned on noisy inputs and scored again"
+        stages.append(Stage("runs", label, rounds * (train_s + eval_s) + len(tuned) * finetune_s / jobs))
     else:
         for k, (v, s) in enumerate(todo, 1):
             name = f"{v.name}-seed{s}"
             stages.append(Stage(f"train {name}", f"training {k}/{len(todo)}: {name}", train_s, kind="train"))
-            stages.append(Stage(f"score {name}", f"scoring {k}/{len(todo)}: {name}", eval_s, kind="score"))
+            score_s, what = eval_s, "scoring"
+            if (v, s) in tuned:  # the fine-tune and its scoring follow the run's scoring in the same stage
+                score_s, what = eval_s + finetune_s, "scoring, fine-tuning on noisy inputs and scoring again"
+            stages.append(Stage(f"score {name}", f"{what} {k}/{len(todo)}: {name}", score_s, kind="score"))
     runs = len(cfg.variants) * len(cfg.seeds)
     if "tts" in cfg.tasks:
         stages.append(Stage("latency", f"streaming latency of {runs} runs, one at a time", runs * LATENCY_S_PER_RUN))

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from flow_omni.bench.cache import cached_run, eval_key, run_dir, write_keyed
+from flow_omni.bench.cache import cached_run, eval_key, run_dir, training_settings, write_keyed
 from flow_omni.bench.config import RobustnessConfig, VariantSpec
 from flow_omni.bench.latency import LATENCY_PROMPTS, run_latency
 from flow_omni.bench.pool import worker_pool
-from flow_omni.bench.progress import RunWatch, benchmark_stages, corpus_size, run_seconds
+from flow_omni.bench.progress import RunWatch, benchmark_stages, corpus_size, finetune_seconds, run_seconds
 from flow_omni.bench.results import write_results
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.checks import check_output_folder
@@ -39,7 +39,7 @@ from flow_omni.data.features import FeatureCache
 from flow_omni.data.manifest import read_manifest
 from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.report import write_robustness_report
-from flow_omni.eval.robustness import aggregate, evaluate_model
+from flow_omni.eval.robustness import FINETUNED, aggregate, evaluate_model
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.stages import StageReporter
 from flow_omni.training.config import TrainConfig
@@ -103,6 +103,38 @@ def run_config(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: P
     return _recipe(cfg).merged(base).merged(cfg.train).merged({"data": {"valid": []}})
 
 
+def finetune_config(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True):
+    """The TrainConfig of a run's noisy-domain fine-tune: the ``noisy_finetune`` recipe from the run's trained
+    model, on the same corpus with the same batch, input window and precision, for ``finetune_share`` of
+    the run's steps; then ``cfg.finetune``. The recipe's own before/after scoring is off: the benchmark
+    scores the model itself, under its own conditions."""
+    base = run_config(cfg, variant, seed, corpus, progress)
+    steps = max(1, round(cfg.finetune_share * base.max_steps))
+    run = run_dir(cfg, variant, seed)
+    over = {
+        "out_dir": str(run / "noisy_finetune"),
+        "seed": seed,
+        "progress": progress,
+        "loggers": ["csv"],
+        "threads": cfg.threads,
+        "precision": base.precision,
+        "model": {"init_from": str(run / "model")},
+        "data": {
+            "train": list(base.data.train),
+            "valid": [],
+            "batch_size": base.data.batch_size,
+            "max_seconds": base.data.max_seconds,
+            "cache_dir": base.data.cache_dir,
+        },
+        "max_steps": steps,
+        "optim": {"warmup_steps": min(100, max(1, steps // 10))},
+        "val_every_steps": 10**9,
+        "checkpoint_every_steps": 500,
+        "eval": None,
+    }
+    return TrainConfig.load(recipe_path("noisy_finetune")).merged(over).merged(cfg.finetune)
+
+
 def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True) -> Path:
     """Train one variant with the shared budget; reuses a finished run (the benchmark can be resumed)."""
     out = run_dir(cfg, variant, seed)
@@ -123,11 +155,13 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str =
     out = check_output_folder(cfg.out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
-    runs = [(v, s) for v in cfg.variants for s in cfg.seeds]
+    # Seed by seed: an interrupted grid has every variant on its first seeds, a comparison already.
+    runs = [(v, s) for s in cfg.seeds for v in cfg.variants]
     done: dict[tuple[str, int], tuple[list[dict], dict]] = {}
     todo = []
+    settings = {(v.name, s): training_settings(run_config(cfg, v, s, Path(cfg.corpus))) for v, s in runs}
     for v, s in runs:
-        cached = cached_run(cfg, v, s)
+        cached = cached_run(cfg, v, s, settings[(v.name, s)])
         if cached is not None:
             done[(v.name, s)] = cached
         else:
@@ -178,12 +212,13 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str =
         # After the pool has closed, one run at a time: streaming latency is wall-clock and must not
         # be measured while other runs share the cores.
         for v, s in tqdm(runs, desc="latency", disable=not progress):
-            latency[(v.name, s)] = run_latency(cfg, v, s, test[:LATENCY_PROMPTS])
+            latency[(v.name, s)] = run_latency(cfg, v, s, test[:LATENCY_PROMPTS], settings[(v.name, s)])
     elif "tts" in cfg.tasks:
         stages.skip("latency", "no test prompts")
     stages.start("report")
-    rows = [r for v, s in runs for r in done[(v.name, s)][0] + latency.get((v.name, s), [])]
-    timings = {f"{v.name}/seed{s}": done[(v.name, s)][1] for v, s in runs}
+    by_variant = [(v, s) for v in cfg.variants for s in cfg.seeds]
+    rows = [r for v, s in by_variant for r in done[(v.name, s)][0] + latency.get((v.name, s), [])]
+    timings = {f"{v.name}/seed{s}": done[(v.name, s)][1] for v, s in by_variant}
     write_results(out, rows, timings)
     report = write_robustness_report(
         out, cfg, rows, aggregate(rows), timings, {"test": len(test), "qa": len(qa), "unseen": len(unseen)}
@@ -202,8 +237,19 @@ def _stages(
     if todo and encodes:  # a corpus built before says itself what the encoder reads
         inputs = len(_input_files(Path(cfg.corpus))) if built else planned
     config = run_config(cfg, *(todo or [(cfg.variants[0], cfg.seeds[0])])[0], Path(cfg.corpus))
+    finetune_s = 0.0
+    if cfg.tuned_variants():
+        p_augment = TrainConfig.load(recipe_path("noisy_finetune")).merged(cfg.finetune).data.p_augment
+        finetune_s = finetune_seconds(cfg, config.max_steps, config.data.batch_size, p_augment)
     plan = benchmark_stages(
-        cfg, todo, steps=config.max_steps, batch_size=config.data.batch_size, jobs=jobs, wavs=wavs, inputs=inputs
+        cfg,
+        todo,
+        steps=config.max_steps,
+        batch_size=config.data.batch_size,
+        jobs=jobs,
+        wavs=wavs,
+        inputs=inputs,
+        finetune_s=finetune_s,
     )
     return StageReporter(title, plan)
 
@@ -295,28 +341,42 @@ def run_one(
         on_trained()
     t1 = time.perf_counter()
     model = FlowOmni.from_pretrained(model_dir)
-    wav_dir = Path(cfg.out_dir) / "wavs" / variant.name if seed == cfg.seeds[0] and cfg.sample_wavs else None
-    if wav_dir is not None:
-        wav_dir.mkdir(parents=True, exist_ok=True)
-    test, qa, unseen = sets
-    rows = evaluate_model(
-        model,
-        test,
-        qa,
-        cfg.conditions(),
-        unseen=unseen,
-        tasks=cfg.tasks,
-        max_new_positions=cfg.max_new_positions,
-        label=(variant.name, seed),
-        wav_dir=wav_dir,
-        sample_wavs=cfg.sample_wavs,
-        vocoder=vocoder,
-        external_asr=asr,
-        speech_answer_conditions=cfg.speech_answer_conditions,
-        progress=progress,
-    )
+    wav_root = Path(cfg.out_dir) / "wavs" if seed == cfg.seeds[0] and cfg.sample_wavs else None
+
+    def score(model: FlowOmni, name: str) -> list[dict]:
+        wav_dir = None if wav_root is None else wav_root / name
+        if wav_dir is not None:
+            wav_dir.mkdir(parents=True, exist_ok=True)
+        test, qa, unseen = sets
+        return evaluate_model(
+            model,
+            test,
+            qa,
+            cfg.conditions(),
+            unseen=unseen,
+            tasks=cfg.tasks,
+            max_new_positions=cfg.max_new_positions,
+            label=(name, seed),
+            wav_dir=wav_dir,
+            sample_wavs=cfg.sample_wavs,
+            vocoder=vocoder,
+            external_asr=asr,
+            speech_answer_conditions=cfg.speech_answer_conditions,
+            progress=progress,
+        )
+
+    rows = score(model, variant.name)
     timing = {"train_s": train_s, "eval_s": time.perf_counter() - t1, "parameters": model.num_parameters()}
-    write_keyed(run / "eval.json", eval_key(cfg, model_dir), rows=rows, timing=timing)
+    if variant.name in cfg.tuned_variants():
+        t2 = time.perf_counter()
+        ft_dir = run / "noisy_finetune" / "model"
+        if not (ft_dir / "model.safetensors").is_file():
+            train(finetune_config(cfg, variant, seed, corpus, progress), resume="auto")
+        t3 = time.perf_counter()
+        rows += score(FlowOmni.from_pretrained(ft_dir), variant.name + FINETUNED)
+        timing.update(finetune_s=t3 - t2, finetune_eval_s=time.perf_counter() - t3)
+    train_key = training_settings(run_config(cfg, variant, seed, corpus))
+    write_keyed(run / "eval.json", eval_key(cfg, model_dir, variant, train_key), rows=rows, timing=timing)
     return rows, timing
 
 
@@ -344,5 +404,6 @@ __all__ = [
     "run_config",
     "run_one",
     "run_robustness",
+    "finetune_config",
     "train_variant",
 ]

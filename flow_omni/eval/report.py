@@ -3,12 +3,13 @@ and a listening page ``report.html``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.eval.document import Block, Bullets, Heading, Images, Table, Text, to_html, to_markdown
-from flow_omni.eval.robustness import UNSEEN, aggregate
+from flow_omni.eval.robustness import FINETUNED, UNSEEN, aggregate
 from flow_omni.eval.samples import listening
 from flow_omni.plotting import plot_curve
 
@@ -89,7 +90,9 @@ TITLE = "Robustness: continuous vs discrete speech tokens"
 def robustness_blocks(out: Path, cfg, aggregate: Sequence[dict], timings: dict, sizes: dict) -> list[Block]:
     """The benchmark report as blocks (:mod:`flow_omni.eval.document`); writes the PNG plots into ``out``."""
     agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate}
-    variants = [v.name for v in cfg.variants]
+    base = [v.name for v in cfg.variants]
+    tuned = [v + FINETUNED for v in cfg.tuned_variants()]
+    variants = base + tuned
     conditions = cfg.conditions()
     blocks: list[Block] = [
         Heading(TITLE, 1),
@@ -153,6 +156,10 @@ def robustness_blocks(out: Path, cfg, aggregate: Sequence[dict], timings: dict, 
         )
     )
     blocks += [Heading("What was learned"), Bullets([f"{v}: {learned(agg, v)}" for v in variants])]
+    if len(base) > 1:
+        blocks += differences_blocks(agg, base, worst)
+    if tuned:
+        blocks += finetune_blocks(agg, [v[: -len(FINETUNED)] for v in tuned], conditions)
     plots = []
     for task, metric, title in (
         ("asr", "cer", "ASR CER"),
@@ -246,12 +253,108 @@ def robustness_blocks(out: Path, cfg, aggregate: Sequence[dict], timings: dict, 
     return blocks
 
 
+#: The summary metrics compared between variants: (label, task, conditions or None = the worst ones, metric).
+COMPARED = (
+    ("ASR CER clean", "asr", ["clean"], "cer"),
+    ("ASR CER @0 dB", "asr", None, "cer"),
+    ("ASR CER unseen voices", "asr", [UNSEEN], "cer"),
+    ("QA acc clean", "qa", ["clean"], "accuracy"),
+    ("TTS Whisper WER", "tts", ["clean"], "whisper_wer"),
+    ("TTS own-ASR CER", "tts", ["clean"], "self_asr_cer"),
+    ("TTS mel L1", "tts", ["clean"], "mel_l1"),
+)
+
+
+def _pooled(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str) -> tuple[float, float, int]:
+    """(mean, variance of that mean over seeds, seeds) of a metric averaged over ``conds``; NaN when missing."""
+    cells = [agg.get((v, task, c, metric)) for c in conds]
+    if not cells or any(a is None for a in cells):
+        return math.nan, math.nan, 0
+    n = min(a["seeds"] for a in cells)
+    mean = sum(a["mean"] for a in cells) / len(cells)
+    # The conditions of one seed share the model, so their errors add as if correlated (an upper bound).
+    std = sum(a["std"] for a in cells) / len(cells)
+    return mean, std**2 / n, n
+
+
+def difference(agg: dict[tuple, dict], v: str, ref: str, task: str, conds: Sequence[str], metric: str) -> str:
+    """``v`` minus ``ref`` on a metric, marked ``*`` when it exceeds twice its standard error over seeds.
+
+    Each variant's seeds are independent trainings, so the error of the difference of the two means is
+    ``sqrt(s_v² / n_v + s_ref² / n_ref)``; with one seed there is no spread and nothing is marked."""
+    mv, var_v, nv = _pooled(agg, v, task, conds, metric)
+    mr, var_r, nr = _pooled(agg, ref, task, conds, metric)
+    if math.isnan(mv) or math.isnan(mr):
+        return "—"
+    d = mv - mr
+    se = math.sqrt(var_v + var_r)
+    beyond = nv > 1 and nr > 1 and abs(d) > 2 * se
+    return f"{d:+.3f}{' *' if beyond else ''}"
+
+
+def differences_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: Sequence[str]) -> list[Block]:
+    """Each variant against the first (the continuous baseline) on the summary metrics."""
+    ref, others = variants[0], variants[1:]
+    return [
+        Heading(f"Differences from {ref}"),
+        Text(
+            [
+                f"Each cell is the variant's mean minus {ref}'s, over seeds. `*`: the difference exceeds twice "
+                "its standard error over seeds (each variant's seeds are separate trainings on the same test "
+                f"items); unmarked differences are within what retraining alone moves. `@0 dB` averages "
+                f"{', '.join(worst)}. Lower is better for CER, WER and mel L1; higher for accuracy."
+            ]
+        ),
+        Table(
+            ["variant", *(label for label, *_ in COMPARED)],
+            [
+                [v, *(difference(agg, v, ref, task, conds or worst, m) for _, task, conds, m in COMPARED)]
+                for v in others
+            ],
+        ),
+    ]
+
+
+def finetune_blocks(agg: dict[tuple, dict], variants: Sequence[str], conditions: Sequence[str]) -> list[Block]:
+    """Before and after the noisy-domain fine-tune, per variant and condition: ASR CER and QA accuracy."""
+    blocks: list[Block] = [
+        Heading("Noisy-domain fine-tune: before → after"),
+        Text(
+            [
+                "The noisy_finetune recipe from each trained model (noise, rate, pitch and room augmentation on "
+                "the input side only), scored on the same test audio before and after. `*` marks a change "
+                "beyond twice its standard error over seeds (unpaired, so cautious: before and after share a seed). "
+                "Clean and unseen voices show whether it forgets."
+            ]
+        ),
+    ]
+    for task, metric, label in (("asr", "cer", "ASR CER"), ("qa", "accuracy", "QA accuracy")):
+        header = ["condition"]
+        for v in variants:
+            header += [f"{v} before", "after", "change"]
+        rows = []
+        for c in list(conditions) + ([UNSEEN] if task == "asr" else []):
+            row = [c]
+            for v in variants:
+                after = v + FINETUNED
+                row += [
+                    _cell(agg, (v, task, c, metric)),
+                    _cell(agg, (after, task, c, metric)),
+                    difference(agg, after, v, task, [c], metric),
+                ]
+            rows.append(row)
+        blocks += [Text([f"**{label}**"]), Table(header, rows)]
+    return blocks
+
+
 def _budget(cfg) -> str:
     t = cfg.train
     recipe = f"recipe {cfg.recipe}" if getattr(cfg, "recipe", None) else "default training settings"
     parts = [recipe]
     if "max_steps" in t:
         parts.append(f"{t['max_steps']} steps")
+    if "precision" in t:
+        parts.append(t["precision"])
     if "batch_size" in t.get("data", {}):
         parts.append(f"batch {t['data']['batch_size']}")
     # The settings this budget changes from the recipe, so that a reader does not take the recipe's own.

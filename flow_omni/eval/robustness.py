@@ -36,6 +36,8 @@ from flow_omni.vocoder import load_vocoder
 
 TASKS = ("asr", "tts", "qa")
 UNSEEN = "unseen_voices"
+#: The name suffix of a variant after the noisy-domain fine-tune (``continuous+noisy_ft``).
+FINETUNED = "+noisy_ft"
 
 
 # ----------------------------------------------------------------------------------- scoring

@@ -15,6 +15,12 @@ Two backends behind one module, :class:`SpeechEncoder`:
   ``whisper_window_seconds`` keeps only the first part of its positional table, so every item is
   padded to that shorter window instead (cheaper; accuracy vs the full window in benchmarks/README.md).
 
+Discrete input (``input_units = K``, frozen Whisper only): each stacked frame is replaced by the
+nearest of ``K`` k-means centroids fitted on the training inputs (:meth:`SpeechEncoder.fit_units`) and
+read through an embedding table instead of the adapter, as models that listen through discrete
+units do (GLM-4-Voice's Whisper-VQ tokens, HuBERT units). The continuous features and these units
+then come from the same encoder at the same rate, so the two differ only in the quantisation.
+
 Padding never leaks: conv inputs are zeroed outside each item before every convolution and padded
 keys are masked in attention; Whisper sees each item padded *on its own* to its fixed
 ``2*max_source_positions`` frames, so batched and item-by-item outputs agree on valid positions.
@@ -29,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -38,9 +45,10 @@ from torch import nn
 
 from flow_omni.audio.io import TARGET_SAMPLE_RATE, resample, validate_audio
 from flow_omni.config import Config
-from flow_omni.errors import AudioError, CheckpointError, ConfigError, MelShapeError
+from flow_omni.errors import AudioError, CheckpointError, ConfigError, FlowOmniError, MelShapeError
 from flow_omni.models.continuous_speech import EMBEDDING_SCALE
 from flow_omni.models.whisper_weights import BUILTIN_PREFIX, BUILTIN_WHISPER, resolve_whisper_path, set_encoder_window
+from flow_omni.quantize.kmeans import KMeansConfig, KMeansQuantizer
 
 WHISPER_SAMPLE_RATE = 16000
 WHISPER_HOP = 160
@@ -83,6 +91,12 @@ class SpeechEncoderConfig(Config):
     # 100 against 2 in a trained tiny model), so the residual updates of the LLM's layers are small
     # next to it and the audio positions pass through the layers nearly unchanged.
     output_norm: bool = False
+    # Discrete input: > 0 replaces each stacked frame of a frozen Whisper by the nearest of this many
+    # k-means centroids (fitted on the training inputs before training) and reads it through an
+    # embedding table instead of the adapter. 0 = the continuous features.
+    input_units: int = 0
+    # Stacked frames the unit codebook is fitted on at most (a seeded subsample; 0 = all of them).
+    units_fit_max: int = 200_000
     # Filled in when a pretrained Whisper is loaded, so a checkpoint rebuilds without the source dir.
     whisper_config: dict = dataclasses.field(default_factory=dict)
 
@@ -102,12 +116,22 @@ class SpeechEncoderConfig(Config):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"SpeechEncoderConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ("transformer_layers", "adapter_hidden"):
+        for name in ("transformer_layers", "adapter_hidden", "input_units", "units_fit_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"SpeechEncoderConfig.{name} must be an integer >= 0, got {value!r}")
         if self.frozen and self.kind != "whisper":
             raise ConfigError("SpeechEncoderConfig.frozen needs kind='whisper' (the conv encoder learns from scratch)")
+        if self.input_units and not self.frozen:
+            raise ConfigError(
+                "SpeechEncoderConfig.input_units needs a frozen Whisper encoder (kind='whisper', frozen=true): "
+                "the units are k-means codes of its fixed outputs"
+            )
+        if self.input_units and self.units_fit_max and self.units_fit_max < self.input_units:
+            raise ConfigError(
+                f"SpeechEncoderConfig.units_fit_max={self.units_fit_max} keeps fewer frames than "
+                f"input_units={self.input_units}"
+            )
         if self.kernel_size % 2 == 0:
             raise ConfigError(f"SpeechEncoderConfig.kernel_size must be odd (same padding), got {self.kernel_size}")
         if self.transformer_layers and self.channels % self.heads:
@@ -358,8 +382,18 @@ class SpeechEncoder(nn.Module):
             self.body.requires_grad_(False)
         self._spec: dict | None = None
         self.downsample = self.body.downsample
+        stacked = self.body.out_dim * self.downsample
+        self.units: KMeansQuantizer | None = None
+        if config.input_units:
+            # The codebook is a buffer of the quantiser (saved with the model); only the embedding trains.
+            self.units = KMeansQuantizer(
+                KMeansConfig(dim=stacked, codebook_size=config.input_units, max_tokens=config.units_fit_max)
+            )
+            self.adapter = nn.Embedding(config.input_units, llm_width)
+            nn.init.normal_(self.adapter.weight, std=EMBEDDING_SCALE)  # on the scale of the text embeddings
+            return
         hidden = config.adapter_hidden or llm_width
-        layers = [nn.Linear(self.body.out_dim * self.downsample, hidden), nn.GELU(), nn.Linear(hidden, llm_width)]
+        layers = [nn.Linear(stacked, hidden), nn.GELU(), nn.Linear(hidden, llm_width)]
         if config.output_norm:
             norm = nn.RMSNorm(llm_width, eps=1e-6)
             nn.init.constant_(norm.weight, EMBEDDING_SCALE)
@@ -381,7 +415,8 @@ class SpeechEncoder(nn.Module):
         """
         if self._spec is None:
             # The adapter runs after the features, so its settings are not part of what they depend on.
-            spec = {k: v for k, v in self.config.to_dict().items() if k not in ("adapter_hidden", "output_norm")}
+            after = ("adapter_hidden", "output_norm", "input_units", "units_fit_max")
+            spec = {k: v for k, v in self.config.to_dict().items() if k not in after}
             if self.frozen:
                 spec["weights"] = float(sum(p.double().abs().sum() for p in self.body.parameters()))
             self._spec = spec
@@ -438,6 +473,17 @@ class SpeechEncoder(nn.Module):
             or bool((lengths > features.shape[1]).any())
         ):
             raise MelShapeError(f"lengths {lengths.tolist()} do not fit features of shape {tuple(features.shape)}")
+        h, out_lengths = self._stacked(features, lengths)
+        if self.units is not None:
+            if not self.units.is_fitted:
+                raise FlowOmniError("this speech encoder reads discrete units, but its codebook was never fitted")
+            emb = self.adapter(self.units.encode(h.float())[..., 0])
+        else:
+            emb = self.adapter(h)
+        return emb * _valid_mask(out_lengths, h.shape[1])[..., None].to(emb.dtype), out_lengths
+
+    def _stacked(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Body outputs with ``downsample`` frames stacked: ``(B, M, ds * D)`` (zero past each length), ``(B,)``."""
         if self.frozen:  # the features are the body's outputs already (featurize ran it)
             h, n_len = features, lengths
         else:
@@ -448,9 +494,28 @@ class SpeechEncoder(nn.Module):
         if ds > 1:  # stack ds consecutive frames; the tail group is zero-padded
             h = F.pad(h, (0, 0, 0, (-h.shape[1]) % ds))
             h = h.reshape(h.shape[0], h.shape[1] // ds, ds * h.shape[2])
-        out_lengths = torch.div(n_len + ds - 1, ds, rounding_mode="floor")
-        emb = self.adapter(h) * _valid_mask(out_lengths, h.shape[1])[..., None].to(h.dtype)
-        return emb, out_lengths
+        return h, torch.div(n_len + ds - 1, ds, rounding_mode="floor")
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether this encoder reads discrete units whose codebook is not fitted yet."""
+        return self.units is not None and not self.units.is_fitted
+
+    @torch.no_grad()
+    def fit_units(self, features: Iterable[torch.Tensor], *, progress: bool = False) -> None:
+        """Fit the unit codebook on features ``(F_i, C)`` of training inputs (what :meth:`featurize` returns).
+
+        Each item is stacked as :meth:`forward` stacks it, so the codebook sees the vectors it will code.
+        """
+        if self.units is None:
+            raise ConfigError("fit_units: this speech encoder reads continuous features (input_units is 0)")
+
+        def stacked():  # streamed: the fit keeps a bounded subsample (units_fit_max), not every frame
+            for f in features:
+                h, n = self._stacked(f[None].float(), torch.tensor([f.shape[0]]))
+                yield h[0, : int(n[0])]
+
+        self.units.fit(stacked(), progress=progress)
 
     def freeze_encoder(self, freeze: bool = True) -> None:
         """(Un)freeze the encoder body, keeping the adapter trainable (adapter-alignment stages)."""

@@ -14,12 +14,14 @@ the main process, from what the collate function passed on).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
 from flow_omni.audio.mel import MelConfig
-from flow_omni.data.dataset import Collator, DataConfig, SpeechDataset
+from flow_omni.data.dataset import Collator, DataConfig, SpeechDataset, whisper_features
 from flow_omni.data.features import FeatureCache
 from flow_omni.data.manifest import ManifestEntry
 from flow_omni.data.report import Collated, DataReport
@@ -111,6 +113,16 @@ class FlowOmniDataModule(L.LightningDataModule):
                 )
             self.train_entries = keep
         return mels
+
+    def encoder_features(self) -> Iterator[torch.Tensor]:
+        """The speech encoder's features ``(F, C)`` of every training input audio, each file once, from
+        the disk cache when there (for fitting an encoder that reads discrete units). Files the data
+        report has dropped are not among the entries any more."""
+        seen: set[str] = set()
+        for e in self.train_entries:
+            if e.audio and e.audio not in seen:
+                seen.add(e.audio)
+                yield whisper_features(self.cache, self.model.encoder, e.audio)
 
     def _world(self) -> tuple[int, int]:
         if self.trainer is not None:

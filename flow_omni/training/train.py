@@ -272,6 +272,8 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         model.fit_speech_stats(mels=mels)
         if model.speech.needs_fit:  # e.g. a discrete model's codebooks: fitted on the same tokens, same files
             model.fit_speech_head([model.speech_tokenizer.encode_mel(m) for m in mels])
+        if model.encoder.needs_fit:  # discrete input units: a codebook over the frozen encoder's outputs
+            model.encoder.fit_units(data.encoder_features(), progress=config.progress)
     if not is_rank0:  # rank 0 has written what every rank found so far; each appends what its batches meet
         data.report.attach(report_path, write=False)
     counts = set_trainable(model, config)
