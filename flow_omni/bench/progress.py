@@ -31,6 +31,10 @@ SYNTH_S_PER_WAV = 0.0115  # espeak-ng synthesis: 4,362 corpus WAVs in 50 s
 ENCODE_S_PER_FILE = 0.078  # the frozen Whisper encoder: 1,955 training inputs in 153 s
 #: training, learn recipe: 500 steps x 16 items in 517 s (flow head, the slower of the two; k-means 406 s)
 TRAIN_SETUP_S, TRAIN_S_PER_SAMPLE = 28.0, 0.061
+#: A training item's cost under a precision, relative to float32: the learn recipe's 60-minute runs side by
+#: side (one thread each) took 0.60 s per step in bf16-mixed autocast against 1.17 s in float32 (flow head;
+#: k-means 0.43 against 0.93), benchmarks/results/learning_bf16.json against learning.json.
+PRECISION_TRAIN_FACTOR = {"bf16-mixed": 0.52}
 #: scoring: 136 prompts of 200 positions at most in 49 s (flow head) and 75 s (k-means, beside a training)
 EVAL_SETUP_S, EVAL_S_PER_POSITION = 23.0, 0.0019
 LATENCY_S_PER_RUN = 2.0  # streaming TTS timed on 3 prompts: 2 runs in 4 s
@@ -60,19 +64,24 @@ def eval_positions(cfg: RobustnessConfig) -> int:
     return prompts * cfg.max_new_positions
 
 
-def run_seconds(cfg: RobustnessConfig, steps: int, batch_size: int) -> tuple[float, float]:
+def train_item_seconds(precision: str) -> float:
+    """The cost of one training item under a Lightning ``precision``."""
+    return TRAIN_S_PER_SAMPLE * PRECISION_TRAIN_FACTOR.get(precision, 1.0)
+
+
+def run_seconds(cfg: RobustnessConfig, steps: int, batch_size: int, precision: str) -> tuple[float, float]:
     """What one run is expected to take: (training ``steps`` of ``batch_size`` items, scoring), in seconds."""
-    train_s = TRAIN_SETUP_S + steps * batch_size * TRAIN_S_PER_SAMPLE
+    train_s = TRAIN_SETUP_S + steps * batch_size * train_item_seconds(precision)
     return train_s, EVAL_SETUP_S + eval_positions(cfg) * EVAL_S_PER_POSITION
 
 
-def finetune_seconds(cfg: RobustnessConfig, steps: int, batch_size: int, p_augment: float) -> float:
+def finetune_seconds(cfg: RobustnessConfig, steps: int, batch_size: int, precision: str, p_augment: float) -> float:
     """What the noisy-domain fine-tune of one run is expected to take, with its scoring, in seconds (0 for a
     run that is not fine-tuned). Its inputs are augmented on the fly (``p_augment`` of them), so a frozen
     encoder reads them again: each such item costs an encoding on top of a training item."""
     ft_steps = max(1, round(cfg.finetune_share * steps))
-    train_s = TRAIN_SETUP_S + ft_steps * batch_size * (TRAIN_S_PER_SAMPLE + p_augment * ENCODE_S_PER_FILE)
-    return train_s + run_seconds(cfg, steps, batch_size)[1]
+    train_s = TRAIN_SETUP_S + ft_steps * batch_size * (train_item_seconds(precision) + p_augment * ENCODE_S_PER_FILE)
+    return train_s + run_seconds(cfg, steps, batch_size, precision)[1]
 
 
 def benchmark_stages(
@@ -84,12 +93,13 @@ def benchmark_stages(
     jobs: int,
     wavs: int,
     inputs: int,
+    precision: str = "32-true",
     finetune_s: float = 0.0,
 ) -> list[Stage]:
     """The stages of a benchmark call with ``todo`` runs to train or score, ``jobs`` at a time, a corpus of
     ``wavs`` WAVs to build and ``inputs`` files to encode (0 when there is nothing to do); a run of a
     variant in ``cfg.tuned_variants()`` is then fine-tuned and scored again, in ``finetune_s``."""
-    train_s, eval_s = run_seconds(cfg, steps, batch_size)
+    train_s, eval_s = run_seconds(cfg, steps, batch_size, precision)
     tuned = [(v, s) for v, s in todo if v.name in cfg.tuned_variants()]
     stages = [
         Stage("corpus", "corpus", wavs * SYNTH_S_PER_WAV),

@@ -240,7 +240,7 @@ def _stages(
     finetune_s = 0.0
     if cfg.tuned_variants():
         p_augment = TrainConfig.load(recipe_path("noisy_finetune")).merged(cfg.finetune).data.p_augment
-        finetune_s = finetune_seconds(cfg, config.max_steps, config.data.batch_size, p_augment)
+        finetune_s = finetune_seconds(cfg, config.max_steps, config.data.batch_size, config.precision, p_augment)
     plan = benchmark_stages(
         cfg,
         todo,
@@ -249,6 +249,7 @@ def _stages(
         jobs=jobs,
         wavs=wavs,
         inputs=inputs,
+        precision=config.precision,
         finetune_s=finetune_s,
     )
     return StageReporter(title, plan)
@@ -273,7 +274,7 @@ def _run_in_pool(
     threads = cfg.threads or max(1, (torch.get_num_threads() or 1) // jobs)
     worker_cfg = cfg.merged({"threads": threads}).to_dict()
     config = run_config(cfg, *todo[0], corpus)
-    train_s, eval_s = run_seconds(cfg, config.max_steps, config.data.batch_size)
+    train_s, eval_s = run_seconds(cfg, config.max_steps, config.data.batch_size, config.precision)
     watch = RunWatch(cfg, todo, config.max_steps, stages, progress=progress, train_share=train_s / (train_s + eval_s))
     done = {}
     with worker_pool(jobs) as pool, contextlib.closing(watch):
