@@ -27,8 +27,8 @@ from pathlib import Path
 from record import write_result
 
 from flow_omni.bench import RobustnessConfig, run_robustness
-from flow_omni.bench.cache import cached_run, run_dir, training_settings
-from flow_omni.bench.robustness import run_config
+from flow_omni.bench.cache import cached_run, read_keyed, run_dir, weights_stamp
+from flow_omni.bench.robustness import run_settings
 from flow_omni.config import parse_overrides
 from flow_omni.eval.robustness import aggregate
 
@@ -76,15 +76,22 @@ def keep(cfg: RobustnessConfig, kept: Path) -> list[str]:
     scored = []
     for v in cfg.variants:
         for s in cfg.seeds:
-            train = training_settings(run_config(cfg, v, s, Path(cfg.corpus)))
+            train = run_settings(cfg, v, s, Path(cfg.corpus))
             if cached_run(cfg, v, s, train) is None:
                 continue
             run = run_dir(cfg, v, s)
             scored.append(run.name)
             (kept / run.name).mkdir(parents=True, exist_ok=True)
-            for name in KEPT:
-                if (run / name).is_file():
-                    shutil.copyfile(run / name, kept / run.name / name)
+            shutil.copyfile(run / "eval.json", kept / run.name / "eval.json")
+            # Latency is timed after every run has finished: until then the folder may hold a file of
+            # earlier settings or weights, which is not kept.
+            now = {"train": train, "weights": weights_stamp(run / "model")}
+            latency = read_keyed(run / "latency.json", now, partial=True)
+            stale = kept / run.name / "latency.json"
+            if latency is not None:
+                shutil.copyfile(run / "latency.json", stale)
+            elif stale.is_file():
+                stale.unlink()
     return scored
 
 

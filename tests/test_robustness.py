@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -163,8 +164,11 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns == scored
     assert (out / "runs" / "kmeans-seed1" / "latency.json").stat().st_mtime_ns == timed
     assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
-    # Kept scores alone (no models), put into a new folder, are reused for the same training settings.
+    # Kept scores alone (no models), put into a new folder, are reused for the same training settings,
+    # also with the corpus at another path.
     moved = tmp_path / "moved"
+    shutil.copytree(corpus, tmp_path / "corpus_copy")
+    args[args.index(f"corpus={corpus}")] = f"corpus={tmp_path / 'corpus_copy'}"
     for run in (out / "runs").iterdir():
         (moved / "runs" / run.name).mkdir(parents=True)
         for name in ("eval.json", "latency.json"):
@@ -186,6 +190,10 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
         == 0
     )
     assert (moved / "runs" / "continuous-seed0" / "model" / "model.safetensors").is_file()
+    # That model is never scored as if trained with the first settings: the run refuses, in one line.
+    assert main(args[:at] + [str(moved)] + args[at + 1 : -1] + ["jobs=1"]) == 2
+    assert "holds a model trained with other settings" in capsys.readouterr().err
+    args[args.index(f"corpus={tmp_path / 'corpus_copy'}")] = f"corpus={corpus}"
     assert main(args + ["tasks=[asr]", "snrs=[]", "other_conditions=[]", "unseen_voices=false"]) == 0
     assert (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns != scored  # new settings: rescored

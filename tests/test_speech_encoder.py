@@ -229,6 +229,8 @@ def test_discrete_input_units_code_the_stacked_frozen_features(tok):
         single, _ = units(f[None], torch.tensor([f.shape[0]]))
         torch.testing.assert_close(single[0], emb[i, :n])
     assert torch.all(emb[1] == 0) and int(out_len[1]) == 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16-mixed training codes as evaluation does
+        torch.testing.assert_close(units(x, lengths)[0], emb, atol=0, rtol=0)
     # Different clips are coded apart: the units carry what was said, not one code for everything.
     assert len(emb[0, : out_len[0]].unique(dim=0)) > 1
 

@@ -12,6 +12,7 @@ scores are reused when everything but the weights file matches, the training set
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -37,9 +38,27 @@ def weights_stamp(model_dir: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def training_settings(config) -> dict:
-    """A run's TrainConfig as a dict, without the fields that do not change what it trains."""
-    return {k: v for k, v in config.to_dict().items() if k not in NOT_TRAINING}
+#: The files of a corpus folder whose bytes identify it (its build settings and manifests, which name
+#: audio files relative to themselves).
+CORPUS_FILES = ("corpus.json", "train.jsonl", "valid.jsonl", "test.jsonl", "test_unseen_voices.jsonl")
+
+
+def corpus_id(corpus: Path) -> str:
+    """A digest of the corpus folder's build settings and manifests: the same on any machine or path."""
+    h = hashlib.sha256()
+    for name in CORPUS_FILES:
+        path = Path(corpus) / name
+        if path.is_file():
+            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def training_settings(config, corpus: Path) -> dict:
+    """A run's TrainConfig as a dict, without the fields that do not change what it trains, with the
+    corpus folder named by :func:`corpus_id` instead of its path (so that the settings match elsewhere)."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_TRAINING}
+    text = json.dumps(settings, sort_keys=True).replace(json.dumps(str(corpus))[1:-1], "<corpus>")
+    return {**json.loads(text), "corpus": corpus_id(corpus)}
 
 
 def eval_key(cfg: RobustnessConfig, model_dir: Path, variant: VariantSpec, train: dict) -> dict:
@@ -53,7 +72,7 @@ def eval_key(cfg: RobustnessConfig, model_dir: Path, variant: VariantSpec, train
         "train": train,
         "weights": weights_stamp(model_dir),
         "finetune": finetune,
-        "corpus": str(Path(cfg.corpus).resolve()),
+        "corpus": corpus_id(Path(cfg.corpus)),
         "conditions": cfg.conditions(),
         "unseen_voices": cfg.unseen_voices,
         "tasks": list(cfg.tasks),
@@ -66,10 +85,11 @@ def eval_key(cfg: RobustnessConfig, model_dir: Path, variant: VariantSpec, train
     }
 
 
-def read_keyed(path: Path, key: dict) -> dict | None:
+def read_keyed(path: Path, key: dict, *, partial: bool = False) -> dict | None:
     """A JSON file written with ``{"key": key, ...}``, or None when missing, unreadable or for another key.
 
     A ``key["weights"]`` of None (the weights file is gone) matches whatever weights the file was written for.
+    ``partial``: only the entries of ``key`` are compared (the file's key may hold more).
     """
     try:
         data = json.loads(path.read_text())
@@ -81,6 +101,8 @@ def read_keyed(path: Path, key: dict) -> dict | None:
         return None
     if "weights" in want and want["weights"] is None:
         have = {**have, "weights": None}
+    if partial:
+        have = {k: have.get(k) for k in want}
     return data if have == want else None
 
 

@@ -37,6 +37,7 @@ from flow_omni.data.corpus import CorpusConfig, build_corpus
 from flow_omni.data.dataset import whisper_features
 from flow_omni.data.features import FeatureCache
 from flow_omni.data.manifest import read_manifest
+from flow_omni.errors import FlowOmniError
 from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.report import write_robustness_report
 from flow_omni.eval.robustness import FINETUNED, aggregate, evaluate_model
@@ -135,13 +136,39 @@ def finetune_config(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corp
     return TrainConfig.load(recipe_path("noisy_finetune")).merged(over).merged(cfg.finetune)
 
 
+def run_settings(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path) -> dict:
+    """What one run's weights depend on (:func:`~flow_omni.bench.cache.training_settings` of its config)."""
+    return training_settings(run_config(cfg, variant, seed, corpus), corpus)
+
+
+def _reuse(config: TrainConfig, corpus: Path) -> Path | None:
+    """The model a finished run of ``config`` left in its folder, or None when it has not finished.
+
+    A model trained with other settings is refused (one line, naming the folder), never relabelled:
+    its scores would be kept under these settings."""
+    out = config.out
+    if not (out / "model" / "model.safetensors").is_file():
+        return None
+    try:
+        before = training_settings(TrainConfig.load(out / "config.yaml"), corpus)
+    except (OSError, FlowOmniError):
+        before = None
+    if before != training_settings(config, corpus):
+        raise FlowOmniError(
+            f"{out} holds a model trained with other settings than this benchmark's; use another out_dir, "
+            "or remove that run folder to train it again"
+        )
+    return out / "model"
+
+
 def train_variant(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True) -> Path:
     """Train one variant with the shared budget; reuses a finished run (the benchmark can be resumed)."""
-    out = run_dir(cfg, variant, seed)
-    if (out / "model" / "model.safetensors").is_file():
-        return out / "model"
-    train(run_config(cfg, variant, seed, corpus, progress), resume="auto")
-    return out / "model"
+    config = run_config(cfg, variant, seed, corpus, progress)
+    model = _reuse(config, corpus)
+    if model is None:
+        train(config, resume="auto")
+        model = config.out / "model"
+    return model
 
 
 def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str = "bench") -> Path:
@@ -159,9 +186,10 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str =
     runs = [(v, s) for s in cfg.seeds for v in cfg.variants]
     done: dict[tuple[str, int], tuple[list[dict], dict]] = {}
     todo = []
-    settings = {(v.name, s): training_settings(run_config(cfg, v, s, Path(cfg.corpus))) for v, s in runs}
+    # Kept scores name the corpus by its contents (corpus_id), so none can match before it is built.
+    built = (Path(cfg.corpus) / "train.jsonl").is_file()
     for v, s in runs:
-        cached = cached_run(cfg, v, s, settings[(v.name, s)])
+        cached = cached_run(cfg, v, s, run_settings(cfg, v, s, Path(cfg.corpus))) if built else None
         if cached is not None:
             done[(v.name, s)] = cached
         else:
@@ -176,6 +204,7 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str =
     else:
         stages.start("corpus", str(root))
     corpus = ensure_corpus(cfg, progress)
+    settings = {(v.name, s): run_settings(cfg, v, s, corpus) for v, s in runs}
     test, qa, unseen = _test_sets(cfg, corpus)
     if not todo:
         stages.skip("features", "every run is trained and scored already")
@@ -370,13 +399,15 @@ def run_one(
     timing = {"train_s": train_s, "eval_s": time.perf_counter() - t1, "parameters": model.num_parameters()}
     if variant.name in cfg.tuned_variants():
         t2 = time.perf_counter()
-        ft_dir = run / "noisy_finetune" / "model"
-        if not (ft_dir / "model.safetensors").is_file():
-            train(finetune_config(cfg, variant, seed, corpus, progress), resume="auto")
+        ft_config = finetune_config(cfg, variant, seed, corpus, progress)
+        ft_dir = _reuse(ft_config, corpus)
+        if ft_dir is None:
+            train(ft_config, resume="auto")
+            ft_dir = ft_config.out / "model"
         t3 = time.perf_counter()
         rows += score(FlowOmni.from_pretrained(ft_dir), variant.name + FINETUNED)
         timing.update(finetune_s=t3 - t2, finetune_eval_s=time.perf_counter() - t3)
-    train_key = training_settings(run_config(cfg, variant, seed, corpus))
+    train_key = run_settings(cfg, variant, seed, corpus)
     write_keyed(run / "eval.json", eval_key(cfg, model_dir, variant, train_key), rows=rows, timing=timing)
     return rows, timing
 
@@ -406,5 +437,6 @@ __all__ = [
     "run_one",
     "run_robustness",
     "finetune_config",
+    "run_settings",
     "train_variant",
 ]

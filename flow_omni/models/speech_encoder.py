@@ -477,7 +477,11 @@ class SpeechEncoder(nn.Module):
         if self.units is not None:
             if not self.units.is_fitted:
                 raise FlowOmniError("this speech encoder reads discrete units, but its codebook was never fitted")
-            emb = self.adapter(self.units.encode(h.float())[..., 0])
+            # Distances in float32 also under autocast: a bf16 addmm would pick other codes in training
+            # than at test time.
+            with torch.autocast(device_type=h.device.type, enabled=False):
+                codes = self.units.encode(h.float())[..., 0]
+            emb = self.adapter(codes)
         else:
             emb = self.adapter(h)
         return emb * _valid_mask(out_lengths, h.shape[1])[..., None].to(emb.dtype), out_lengths
