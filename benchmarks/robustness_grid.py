@@ -3,7 +3,7 @@
 The grid is 5 variants x 3 seeds of the ``learn`` recipe, scored under noise, rooms, pitch, rate and
 unseen voices, plus a noisy-domain fine-tune of two of them: hours of work, longer than one sitting.
 Each finished run's scores are small, so this script keeps them in the repository
-(``benchmarks/results/robustness/runs/<run>/``) and puts them back into a new output folder before
+(``benchmarks/results/robustness/<run>/``) and puts them back into a new output folder before
 the grid starts: a run whose scores are kept is not trained again (for the same training and
 evaluation settings; :mod:`flow_omni.bench.cache`), even where its model is gone.
 
