@@ -31,10 +31,10 @@ SYNTH_S_PER_WAV = 0.0115  # espeak-ng synthesis: 4,362 corpus WAVs in 50 s
 ENCODE_S_PER_FILE = 0.078  # the frozen Whisper encoder: 1,955 training inputs in 153 s
 #: training, learn recipe: 500 steps x 16 items in 517 s (flow head, the slower of the two; k-means 406 s)
 TRAIN_SETUP_S, TRAIN_S_PER_SAMPLE = 28.0, 0.061
-#: A training item's cost under a precision, relative to float32: the learn recipe's 60-minute runs side by
-#: side (one thread each) took 0.60 s per step in bf16-mixed autocast against 1.17 s in float32 (flow head;
-#: k-means 0.43 against 0.93), benchmarks/results/learning_bf16.json against learning.json.
-PRECISION_TRAIN_FACTOR = {"bf16-mixed": 0.52}
+#: A training item's cost under a precision, relative to float32: one learn-recipe step took 766 ms in
+#: bf16-mixed autocast against 1,339 ms in float32 (medians over the same batches, one thread, idle;
+#: benchmarks/training_precision.py, continuous variant).
+PRECISION_TRAIN_FACTOR = {"bf16-mixed": 0.57}
 #: scoring: 136 prompts of 200 positions at most in 49 s (flow head) and 75 s (k-means, beside a training)
 EVAL_SETUP_S, EVAL_S_PER_POSITION = 23.0, 0.0019
 LATENCY_S_PER_RUN = 2.0  # streaming TTS timed on 3 prompts: 2 runs in 4 s

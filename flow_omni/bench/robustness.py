@@ -188,8 +188,9 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str =
     todo = []
     # Kept scores name the corpus by its contents (corpus_id), so none can match before it is built.
     built = (Path(cfg.corpus) / "train.jsonl").is_file()
+    settings = {(v.name, s): run_settings(cfg, v, s, Path(cfg.corpus)) for v, s in runs} if built else {}
     for v, s in runs:
-        cached = cached_run(cfg, v, s, run_settings(cfg, v, s, Path(cfg.corpus))) if built else None
+        cached = cached_run(cfg, v, s, settings[(v.name, s)]) if built else None
         if cached is not None:
             done[(v.name, s)] = cached
         else:
@@ -204,7 +205,7 @@ def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str =
     else:
         stages.start("corpus", str(root))
     corpus = ensure_corpus(cfg, progress)
-    settings = {(v.name, s): run_settings(cfg, v, s, corpus) for v, s in runs}
+    settings = settings or {(v.name, s): run_settings(cfg, v, s, corpus) for v, s in runs}
     test, qa, unseen = _test_sets(cfg, corpus)
     if not todo:
         stages.skip("features", "every run is trained and scored already")
