@@ -32,6 +32,7 @@ from flow_omni.checks import check_number
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError, UnknownCharactersWarning
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP, Sample
+from flow_omni.models.kv_cache import GrowingCache
 from flow_omni.models.ode import SOLVERS
 from flow_omni.text.tokenizer import unknown_characters_message
 from flow_omni.vocoder.streaming import StreamingVocoder
@@ -222,9 +223,11 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
     base = model.backbone.base_model
 
     emb = model.embed_batch(batch)
-    out = base(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=cfg.use_cache)
-    past = out.past_key_values if cfg.use_cache else None
-    cond, post_past = model.condition(out.last_hidden_state, mask, pos, use_cache=cfg.use_cache)
+    # Growing caches: a step's keys and values are written in place, not appended by copying the cache.
+    past = GrowingCache(base.config) if cfg.use_cache else None
+    out = base(inputs_embeds=emb, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=cfg.use_cache)
+    post_past = GrowingCache(model.postnet.config) if cfg.use_cache and model.postnet is not None else None
+    cond, post_past = model.condition(out.last_hidden_state, mask, pos, past=post_past, use_cache=cfg.use_cache)
     h, c = out.last_hidden_state[:, -1], cond[:, -1]
     cur_speech = torch.zeros(B, P, device=device)
     allowed_text = None

@@ -1,0 +1,80 @@
+"""GrowingCache: the same keys, values and outputs as transformers' DynamicCache, past every doubling."""
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaModel, MistralConfig, MistralModel
+
+from flow_omni.models.kv_cache import MIN_CAPACITY, GrowingCache, GrowingLayer
+
+
+@pytest.fixture(scope="module")
+def llama():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
+    return LlamaModel(cfg).eval()
+
+
+def _decode(model, cache, prompt: int, steps: int, batch: int = 2) -> tuple[list[torch.Tensor], object]:
+    """Hidden states of a prompt then ``steps`` one-position steps, with a left-padded first item."""
+    torch.manual_seed(1)
+    x = torch.randn(batch, prompt + steps, model.config.hidden_size)
+    mask = torch.ones(batch, prompt, dtype=torch.long)
+    mask[0, :3] = 0
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    outs = []
+    with torch.no_grad():
+        out = model(inputs_embeds=x[:, :prompt], attention_mask=mask, position_ids=pos, past_key_values=cache)
+        outs.append(out.last_hidden_state)
+        for t in range(prompt, prompt + steps):
+            mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype)], 1)
+            pos = pos[:, -1:] + 1
+            out = model(inputs_embeds=x[:, t : t + 1], attention_mask=mask, position_ids=pos, past_key_values=cache)
+            outs.append(out.last_hidden_state)
+    return outs, cache
+
+
+def test_growing_cache_matches_dynamic_cache_across_doublings(llama):
+    steps = 3 * MIN_CAPACITY  # the buffers double twice
+    ref, ref_cache = _decode(llama, DynamicCache(), prompt=10, steps=steps)
+    got, cache = _decode(llama, GrowingCache(llama.config), prompt=10, steps=steps)
+    assert all(isinstance(layer, GrowingLayer) for layer in cache.layers)
+    assert cache.layers[0]._keys.shape[-2] > 2 * MIN_CAPACITY  # it did grow
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(cache.layers, ref_cache.layers):
+        assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
+    assert cache.get_seq_length() == ref_cache.get_seq_length() == 10 + steps
+
+
+def test_growing_cache_edits_keep_the_buffers_in_step(llama):
+    _, cache = _decode(llama, GrowingCache(), prompt=10, steps=20)
+    _, ref = _decode(llama, DynamicCache(), prompt=10, steps=20)
+    for c in (cache, ref):
+        c.crop(-5)
+        c.batch_select_indices(torch.tensor([1]))
+    x = torch.randn(1, 1, llama.config.hidden_size)
+    with torch.no_grad():
+        a = llama(inputs_embeds=x, position_ids=torch.tensor([[25]]), past_key_values=ref).last_hidden_state
+        b = llama(inputs_embeds=x, position_ids=torch.tensor([[25]]), past_key_values=cache).last_hidden_state
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert cache.get_seq_length() == 26 and cache.layers[0]._n == 26
+
+
+def test_sliding_window_layers_keep_their_kind():
+    cfg = MistralConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=8,
+    )
+    model = MistralModel(cfg).eval()
+    cache = GrowingCache(cfg)
+    assert not any(isinstance(layer, GrowingLayer) for layer in cache.layers)
+    ref, _ = _decode(model, DynamicCache(config=cfg), prompt=6, steps=20)
+    got, _ = _decode(model, cache, prompt=6, steps=20)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
