@@ -37,7 +37,7 @@ from record import write_result  # noqa: E402  (benchmarks/record.py, beside thi
 
 from flow_omni import FlowOmni, FlowOmniConfig, Sample  # noqa: E402
 from flow_omni.layout import STATE_GEN, STATE_START  # noqa: E402
-from flow_omni.models.generation import AUDIO_CHUNK_FRAMES, GenerationConfig, decode_steps  # noqa: E402
+from flow_omni.models.generation import AUDIO_CHUNK_FRAMES, KV_CACHES, GenerationConfig, decode_steps  # noqa: E402
 from flow_omni.vocoder import Vocoder  # noqa: E402
 
 
@@ -131,6 +131,13 @@ def main() -> None:
     ap.add_argument(
         "--audio-chunk-frames", type=int, default=AUDIO_CHUNK_FRAMES, help="streaming vocoder chunk cap (frames)"
     )
+    ap.add_argument(
+        "--kv-caches",
+        nargs="+",
+        default=["growing"],
+        choices=sorted(KV_CACHES),
+        help="caches of the long runs (@10 / @N); the first fills the main table, each gets a line below it",
+    )
     ap.add_argument("--no-cache-rows", action="store_true", help="also time steps without the KV cache")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--json", type=Path, default=None, help="also write settings, commit, machine and rows here")
@@ -159,18 +166,33 @@ def main() -> None:
             for _ in range(args.rounds):
                 for key in heads:
                     rounds[key].append(measure(models[key], prompt, cfgs[key], vocoder, args))
+            # Long runs, the heads taking turns as above: one run's early and late steps share its conditions.
+            long_runs = {(key, cache): [] for key in heads for cache in args.kv_caches}
+            for _ in range(args.rounds):
+                for (tokens, nfe), cache in long_runs:
+                    cfg = GenerationConfig(max_new_positions=args.long + 30, steps=max(nfe, 1), kv_cache=cache)
+                    per = timed_steps(models[tokens, nfe], [prompt], cfg)
+                    early, late = statistics.median(per[5:30]), statistics.median(per[args.long - 10 : args.long + 10])
+                    long_runs[(tokens, nfe), cache].append((early * 1e3, late * 1e3, late / early))
             for tokens, nfe in heads:
                 model, steps_ = models[tokens, nfe], max(nfe, 1)
                 row = {k: statistics.median(m[k] for m in rounds[tokens, nfe]) for k in rounds[tokens, nfe][0]}
-                per = timed_steps(model, [prompt], GenerationConfig(max_new_positions=args.long + 30, steps=steps_))
+                by_cache = {
+                    cache: [statistics.median(x) for x in zip(*long_runs[(tokens, nfe), cache])]
+                    for cache in args.kv_caches
+                }
+                early, late, ratio = by_cache[args.kv_caches[0]]
                 row.update(
                     preset=preset,
                     r=r,
                     head=f"flow, {nfe} Euler" if tokens == "continuous" else tokens,
                     params=model.num_parameters() / 1e6,
                     rate=model.config.speech.token_rate,
-                    early=statistics.median(per[5:30]) * 1e3,
-                    late=statistics.median(per[args.long - 10 : args.long + 10]) * 1e3,
+                    early=early,
+                    late=late,
+                    late_ratio=ratio,
+                    late_ratios=[x[2] for x in long_runs[(tokens, nfe), args.kv_caches[0]]],
+                    long_by_cache=by_cache,
                     floor=weights_pass_ms(model.num_parameters()),
                 )
                 if args.no_cache_rows:
@@ -203,7 +225,7 @@ def print_tables(rows: list[dict], args) -> None:
         print(
             f"| {x['preset']} | {x['r']} | {x['head']} | {x['params']:.1f} | {x['rate']:.1f} | {x['step']:.2f} "
             f"| {x['rtf']:.2f} | {x['rtf_voc']:.2f} | {x['rtf_voc8']:.2f} | {x['first']:.3f} | {x['early']:.2f} "
-            f"| {x['late']:.2f} | {x['late'] / x['early']:.2f} {ncv}| {x['b1']:.0f} | {x['b8']:.0f} "
+            f"| {x['late']:.2f} | {x['late_ratio']:.2f} {ncv}| {x['b1']:.0f} | {x['b8']:.0f} "
             f"| {x['b8'] / x['b1']:.1f} | {x['floor']:.2f} |"
         )
     # The issue's first target: a flow-head step over a code-head step on the same backbone.
@@ -215,9 +237,15 @@ def print_tables(rows: list[dict], args) -> None:
                 f"\n{x['preset']} r={x['r']} {x['head']} / {ref['head']}: step {x['step'] / ref['step']:.2f}x "
                 f"(positions 5-30, medians of {args.rounds} rounds), tokens/s b=1 {ref['b1'] / x['b1']:.2f}x slower"
             )
+    if len(args.kv_caches) > 1:
+        print(f"\nms/step @10 → @{args.long} (ratio) by KV cache, medians of {args.rounds} long runs taking turns:")
+        for x in rows:
+            cells = ", ".join(f"{c} {e:.2f} → {late:.2f} ({q:.2f})" for c, (e, late, q) in x["long_by_cache"].items())
+            print(f"{x['preset']} r={x['r']} {x['head']}: {cells}")
     print(
         "\nRTF = wall time / seconds of audio (< 1 is faster than real time). ms/step: median over positions "
-        "5-30 of the rounds' runs; @10 and @N: medians over positions 5-30 and N-10..N+10 of one long run. "
+        "5-30 of the rounds' runs; @10 and @N: medians over positions 5-30 and N-10..N+10 of a long run, "
+        "and their ratio, each the median over one long run per round. "
         "First audio waits for the Vocos right context (29 frames) plus the first token that completes it. "
         "Weights pass: one float32 matrix-vector product over as many weights as the model has."
     )

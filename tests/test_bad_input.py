@@ -350,6 +350,7 @@ def model(user) -> FlowOmni:
         ("seed", -1, "seed must be within [0, 2**64 - 1]"),
         ("seed", "3", "seed must be an integer"),
         ("solver", "rk45", "solver 'rk45' is unknown"),
+        ("kv_cache", "static", "kv_cache 'static' is unknown"),
     ],
 )
 def test_generation_settings_out_of_range_are_refused(model, field, value, fragment):

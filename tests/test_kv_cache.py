@@ -4,6 +4,8 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaModel, MistralConfig, MistralModel
 
+from flow_omni import FlowOmni, FlowOmniConfig, GenerationConfig, Sample
+from flow_omni.layout import STATE_GEN, STATE_START
 from flow_omni.models.kv_cache import MIN_CAPACITY, GrowingCache, GrowingLayer
 
 
@@ -78,3 +80,19 @@ def test_sliding_window_layers_keep_their_kind():
     got, _ = _decode(model, cache, prompt=6, steps=20)
     for a, b in zip(ref, got):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_generation_with_either_cache_is_the_same():
+    """A speaking model (untrained, biased to speak every step) past two doublings of the buffers."""
+    torch.manual_seed(0)
+    model = FlowOmni(FlowOmniConfig.preset("tiny", r=4)).eval()
+    with torch.no_grad():
+        model.state_head.bias[STATE_START] = model.state_head.bias[STATE_GEN] = 100.0
+    prompts = [Sample("T2A", prompt_text="hello there"), Sample("A2A", prompt_audio=model.prepare_audio(0.1 * torch.randn(8000)))]
+    out = {}
+    for cache in ("growing", "dynamic"):
+        out[cache] = model.generate(prompts, GenerationConfig(max_new_positions=150, steps=2, kv_cache=cache))
+    for a, b in zip(out["growing"], out["dynamic"]):
+        assert a.text_ids == b.text_ids and a.states == b.states and a.positions == b.positions
+        torch.testing.assert_close(a.speech_tokens, b.speech_tokens, rtol=1e-4, atol=1e-4)
+    assert out["growing"][0].speech_tokens.shape[0] > 2 * MIN_CAPACITY

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.cache_utils import DynamicCache
 
 from flow_omni.checks import check_number
 from flow_omni.config import Config
@@ -43,6 +44,8 @@ from flow_omni.vocoder.streaming import StreamingVocoder
 _NEG = float("-inf")
 #: Item ``i`` of a batch draws from a generator seeded ``seed + i``; torch takes seeds below 2**64.
 _SEED_LIMIT = 2**64
+#: GenerationConfig.kv_cache → the cache class, built from the attention stack's config.
+KV_CACHES = {"growing": GrowingCache, "dynamic": lambda config: DynamicCache(config=config)}
 
 
 @dataclasses.dataclass
@@ -56,6 +59,7 @@ class GenerationConfig(Config):
     cfg_scale: float = 1.0
     compile: bool = False  # torch.compile the flow head's evaluations (FlowHead.sample)
     use_cache: bool = True
+    kv_cache: str = "growing"  # "growing": appends in place (GrowingCache); "dynamic": transformers' DynamicCache
     seed: int = 0
     batch_parallel: bool = False  # Mini-Omni: an A2T copy's text drives each A2A item
 
@@ -75,6 +79,8 @@ class GenerationConfig(Config):
             raise ConfigError(f"GenerationConfig.steps must be >= 1, got {self.steps}")
         if self.solver not in SOLVERS:
             raise ConfigError(f"GenerationConfig.solver {self.solver!r} is unknown; valid solvers are {list(SOLVERS)}")
+        if self.kv_cache not in KV_CACHES:
+            raise ConfigError(f"GenerationConfig.kv_cache {self.kv_cache!r} is unknown; valid: {list(KV_CACHES)}")
         if not 0 <= self.seed < _SEED_LIMIT:
             raise ConfigError(f"GenerationConfig.seed must be within [0, 2**64 - 1], got {self.seed}")
 
@@ -223,10 +229,10 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
     base = model.backbone.base_model
 
     emb = model.embed_batch(batch)
-    # Growing caches: a step's keys and values are written in place, not appended by copying the cache.
-    past = GrowingCache(base.config) if cfg.use_cache else None
+    # The default growing caches write a step's keys and values in place; DynamicCache copies the cache to append.
+    past = KV_CACHES[cfg.kv_cache](base.config) if cfg.use_cache else None
     out = base(inputs_embeds=emb, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=cfg.use_cache)
-    post_past = GrowingCache(model.postnet.config) if cfg.use_cache and model.postnet is not None else None
+    post_past = KV_CACHES[cfg.kv_cache](model.postnet.config) if cfg.use_cache and model.postnet is not None else None
     cond, post_past = model.condition(out.last_hidden_state, mask, pos, past=post_past, use_cache=cfg.use_cache)
     h, c = out.last_hidden_state[:, -1], cond[:, -1]
     cur_speech = torch.zeros(B, P, device=device)
