@@ -88,7 +88,8 @@ def test_generation_with_either_cache_is_the_same():
     model = FlowOmni(FlowOmniConfig.preset("tiny", r=4)).eval()
     with torch.no_grad():
         model.state_head.bias[STATE_START] = model.state_head.bias[STATE_GEN] = 100.0
-    prompts = [Sample("T2A", prompt_text="hello there"), Sample("A2A", prompt_audio=model.prepare_audio(0.1 * torch.randn(8000)))]
+    speech = model.prepare_audio(0.1 * torch.randn(8000))
+    prompts = [Sample("T2A", prompt_text="hello there"), Sample("A2A", prompt_audio=speech)]
     out = {}
     for cache in ("growing", "dynamic"):
         out[cache] = model.generate(prompts, GenerationConfig(max_new_positions=150, steps=2, kv_cache=cache))
