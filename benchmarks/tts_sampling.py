@@ -7,9 +7,11 @@ to the output-voice reference and the generated/reference length ratios.
 
 ``--nfe`` instead measures the quality-cost curve of issue 12: greedy speech (temperature 0, as the
 evaluation report samples) for each solver in ``--solvers`` at each number of network evaluations
-per token (NFE; midpoint and Heun take two per step, so they skip odd NFE), with the mel L1 and the
-model's own-ASR CER of what it said (a conv encoder reads the generated tokens, a Whisper encoder
-hears them through ``--vocoder``, Griffin-Lim by default, as in the evaluation report).
+per token (NFE; midpoint and Heun take two per step, so they skip odd NFE) and each classifier-free
+guidance scale in ``--cfg-scales`` (a model trained with ``flow.cfg_dropout`` > 0), scored as the
+evaluation report scores T→A (:func:`~flow_omni.eval.robustness.evaluate_model`): the mel L1, the
+model's own-ASR CER of what it said, and Whisper tiny.en's WER of it through ``--vocoder``
+(Griffin-Lim by default) next to the same for the resynthesised references.
 
     python benchmarks/tts_sampling.py --model M --corpus C --nfe 1 2 3 4 6 10 32 --json out.json
 """
@@ -26,8 +28,9 @@ import torch
 from flow_omni import FlowOmni, Sample
 from flow_omni.audio.io import load_audio
 from flow_omni.data.manifest import read_manifest
+from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.audio_metrics import mel_distance
-from flow_omni.eval.text_metrics import cer
+from flow_omni.eval.robustness import evaluate_model
 from flow_omni.models.ode import SOLVERS
 from flow_omni.vocoder import load_vocoder
 
@@ -44,15 +47,17 @@ def main() -> None:
     p.add_argument("--solvers", nargs="+", default=["euler", "midpoint", "heun"])
     p.add_argument("--vocoder", default=None, help="for the own-ASR CER of a Whisper-encoder model (Griffin-Lim)")
     p.add_argument("--max-positions", type=int, default=300)
+    p.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0], help="--nfe: classifier-free guidance scales")
+    p.add_argument("--no-whisper", dest="whisper", action="store_false", help="--nfe: skip Whisper's WER")
     p.add_argument("--json", type=Path, default=None, help="also write the --nfe rows here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = FlowOmni.from_pretrained(args.model)
     test = [e for e in read_manifest(f"{args.corpus}/test.jsonl") if not e.answer_text][: args.items]
-    refs = [model.speech_tokenizer.mel(load_audio(e.t2a_audio)) for e in test]
     if args.nfe:
-        nfe_curve(model, test, refs, args)
+        nfe_curve(model, test, args)
         return
+    refs = [model.speech_tokenizer.mel(load_audio(e.t2a_audio)) for e in test]
     print("| Euler steps | temperature | mel L1 | length ratio (min–max) | seconds |\n|---|---|---|---|---|")
     for steps, temp in SETTINGS:
         t0 = time.perf_counter()
@@ -70,72 +75,51 @@ def main() -> None:
         print(f"| {steps} | {temp} | {l1:.3f} | {span} | {time.perf_counter() - t0:.1f} |")
 
 
-def nfe_curve(model: FlowOmni, test, refs, args) -> None:
-    vocoder = load_vocoder(args.vocoder)
-    sr = model.config.speech.mel.sample_rate
+def nfe_curve(model: FlowOmni, test, args) -> None:
+    """Score T→A (as the evaluation report does) at each solver × NFE × CFG scale."""
+    vocoder = load_vocoder(args.vocoder).decode
+    listener = WhisperASR() if args.whisper else None
+    ceiling: dict[str, str] = {}  # the resynthesised references, transcribed once
     rows = []
-    print("| solver | NFE | steps | mel L1 | own-ASR CER | spoke | length ratio (min–max) | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| solver | NFE | steps | CFG scale | mel L1 | own-ASR CER | Whisper WER | spoke | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for solver in args.solvers:
         per_step = SOLVERS[solver]
         for nfe in args.nfe:
             if nfe % per_step:
                 continue
-            t0 = time.perf_counter()
-            out = model.generate(
-                [Sample("T2A", prompt_text=e.text) for e in test],
-                text_temperature=0.0,
-                speech_temperature=0.0,
-                solver=solver,
-                steps=nfe // per_step,
-                max_new_positions=args.max_positions,
-                seed=0,
-            )
-            spoken = [(e, g, r) for e, g, r in zip(test, out, refs) if g.mel is not None and g.mel.shape[-1]]
-            # Silence counts as silence against the reference, as in the evaluation report.
-            dist = [mel_distance(g.mel, r) if g.mel is not None else None for g, r in zip(out, refs)]
-            dist = [
-                d if d is not None else mel_distance(torch.full_like(r, -float("inf")), r) for d, r in zip(dist, refs)
-            ]
-            heard = [
-                Sample(
-                    "A2T",
-                    prompt_audio=g.speech_tokens
-                    if model.config.encoder.kind == "conv"
-                    else model.prepare_audio(_within(vocoder.decode(g.mel), model.encoder.max_seconds, sr)),
+            for scale in args.cfg_scales:
+                t0 = time.perf_counter()
+                generation = {"solver": solver, "steps": nfe // per_step, "cfg_scale": scale}
+                scores = evaluate_model(
+                    model,
+                    test,
+                    [],
+                    ["clean"],
+                    tasks=("tts",),
+                    max_new_positions=args.max_positions,
+                    vocoder=vocoder,
+                    external_asr=listener,
+                    ceiling_cache=ceiling,
+                    generation=generation,
                 )
-                for _, g, _ in spoken
-            ]
-            hyps = (
-                [h.text for h in model.generate(heard, max_new_positions=args.max_positions, seed=0)] if heard else []
-            )
-            row = dict(
-                solver=solver,
-                nfe=nfe,
-                steps=nfe // per_step,
-                mel_l1=sum(dist) / len(dist),
-                self_asr_cer=cer([e.text for e, _, _ in spoken], hyps) if spoken else float("nan"),
-                spoke=len(spoken) / len(test),
-                length_ratios=[g.mel.shape[-1] / r.shape[-1] for _, g, r in spoken],
-                seconds=time.perf_counter() - t0,
-            )
-            rows.append(row)
-            ratios = row["length_ratios"]
-            span = f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "silent"
-            print(
-                f"| {solver} | {nfe} | {row['steps']} | {row['mel_l1']:.3f} | {row['self_asr_cer']:.3f} "
-                f"| {row['spoke']:.2f} | {span} | {row['seconds']:.1f} |",
-                flush=True,
-            )
+                row = dict(solver=solver, nfe=nfe, steps=nfe // per_step, cfg_scale=scale)
+                row.update({r["metric"]: r["value"] for r in scores})
+                row["seconds"] = time.perf_counter() - t0
+                rows.append(row)
+                print(
+                    f"| {solver} | {nfe} | {row['steps']} | {scale} | {row['mel_l1']:.3f} "
+                    f"| {row.get('self_asr_cer', float('nan')):.3f} | {row.get('whisper_wer', float('nan')):.3f} "
+                    f"| {row['spoke']:.2f} | {row['seconds']:.1f} |",
+                    flush=True,
+                )
+    if rows and "whisper_wer_ceiling" in rows[0]:
+        ceiling_wer = rows[0]["whisper_wer_ceiling"]
+        print(f"\nWhisper WER of the references resynthesised by the same vocoder: {ceiling_wer:.3f}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         args.json.write_text(json.dumps(dict(settings=settings, items=len(test), rows=rows), indent=1))
-
-
-def _within(audio: torch.Tensor, seconds: float | None, sr: int) -> torch.Tensor:
-    """The first ``seconds`` of ``audio`` (a runaway output must still fit the encoder's window)."""
-    return audio if seconds is None else audio[: int(seconds * sr)]
 
 
 if __name__ == "__main__":

@@ -345,6 +345,45 @@ def test_ceiling_cache_transcribes_each_reference_once(tmp_path):
     assert ceiling(cached) == ceiling(plain)
 
 
+def test_evaluate_model_samples_with_the_generation_settings_it_is_given(tmp_path):
+    """``generation`` reaches every generate call of T→A scoring (the speech and its own-ASR read-back),
+    on top of greedy decoding."""
+    import torch
+
+    from flow_omni.data.corpus import CorpusConfig, build_corpus
+    from flow_omni.data.manifest import read_manifest
+    from flow_omni.eval.robustness import evaluate_model
+    from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
+    from flow_omni.vocoder.griffinlim import GriffinLim
+
+    build_corpus(CorpusConfig(n_sentences=4, n_qa=0, n_interleaved=0, test_fraction=0.5), tmp_path, progress=False)
+    test = [e for e in read_manifest(tmp_path / "test.jsonl") if not e.answer_text][:2]
+    torch.manual_seed(0)
+    model = FlowOmni(FlowOmniConfig.preset("tiny"))
+    model.fit_speech_stats([torch.randn(24000) * 0.1])
+    calls, generate = [], model.generate
+
+    def spy(prompts, **settings):
+        calls.append(settings)
+        return generate(prompts, **settings)
+
+    model.generate = spy
+    evaluate_model(
+        model,
+        test,
+        [],
+        ["clean"],
+        tasks=["tts"],
+        max_new_positions=6,
+        vocoder=GriffinLim(n_iter=2).decode,
+        generation={"steps": 2, "solver": "midpoint", "cfg_scale": 1.5},
+    )
+    assert calls
+    for settings in calls:
+        assert settings["steps"] == 2 and settings["solver"] == "midpoint" and settings["cfg_scale"] == 1.5
+        assert settings["speech_temperature"] == 0.0 and settings["text_temperature"] == 0.0
+
+
 def test_report_names_the_settings_the_budget_changes_from_the_recipe():
     # The demo trains the learn recipe with its own lr and task mix: the report must not let a reader
     # take the recipe's own settings for what was run.

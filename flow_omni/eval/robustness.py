@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +49,13 @@ def metric_rows(variant: str, seed: int, task: str, condition: str, metrics: dic
     ]
 
 
-def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8):
+def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8, generation: Mapping | None = None):
+    """Greedy text and speech (temperature 0), with ``generation``'s GenerationConfig fields on top."""
+    settings = {"text_temperature": 0.0, "speech_temperature": 0.0, "max_new_positions": max_new, "seed": 0}
+    settings.update(generation or {})
     out = []
     for i in range(0, len(prompts), batch_size):
-        out += model.generate(
-            prompts[i : i + batch_size], text_temperature=0.0, speech_temperature=0.0, max_new_positions=max_new, seed=0
-        )
+        out += model.generate(prompts[i : i + batch_size], **settings)
     return out
 
 
@@ -81,6 +82,7 @@ def evaluate_model(
     speech_answer_conditions: Sequence[str] = ("clean",),
     progress: bool = False,
     ceiling_cache: dict[str, str] | None = None,
+    generation: Mapping | None = None,
 ) -> list[dict]:
     """Score one model; returns long-format rows ``{variant, seed, task, condition, metric, value, n}``.
 
@@ -92,6 +94,9 @@ def evaluate_model(
     ``ceiling_cache``: a dict the caller keeps between calls with the same ``vocoder`` and
     ``external_asr``; the listener's transcript of each resynthesised reference (the TTS ceiling) is
     stored in it by reference file, so scoring many checkpoints transcribes the references once.
+
+    ``generation``: GenerationConfig fields for every generation besides greedy decoding (e.g. the
+    flow head's ``solver``, ``steps`` or ``cfg_scale``), to score one model under other sampling settings.
     """
     model.eval()
     if (external_asr is not None or (wav_dir is not None and sample_wavs)) and vocoder is None:
@@ -131,7 +136,8 @@ def evaluate_model(
     if "tts" in tasks and test:
         if vocoder is None:  # the model's own ASR of a Whisper-encoder model listens to audio
             vocoder = load_vocoder(None).decode
-        out = _generate(model, [Sample("T2A", prompt_text=e.text) for e in test], max_new_positions)
+        prompts = [Sample("T2A", prompt_text=e.text) for e in test]
+        out = _generate(model, prompts, max_new_positions, generation=generation)
         dists, mcds, spoke, said, refs, heard_text, heard_ref = [], [], 0, [], [], [], []
         kept: dict[int, dict] = {}  # position in `said` -> the sample record its own ASR goes into
         # The reference is the sentence in the output voice when the corpus has one (what T2A trains on).
@@ -176,7 +182,7 @@ def evaluate_model(
         if heard_ref:
             metrics["whisper_wer_ceiling"] = wer([e.text for e in test], heard_ref)
         if said:
-            hyps = [g.text for g in _generate(model, said, max_new_positions)]
+            hyps = [g.text for g in _generate(model, said, max_new_positions, generation=generation)]
             metrics["self_asr_cer"] = cer(refs, hyps)
             for j, record in kept.items():
                 record["own"] = hyps[j]
@@ -186,7 +192,10 @@ def evaluate_model(
         for cond in conditions:
             noisy = heard(qa, qa_audio, cond)
             out = _generate(
-                model, [Sample("A2A", prompt_audio=model.prepare_audio(a)) for a in noisy], max_new_positions
+                model,
+                [Sample("A2A", prompt_audio=model.prepare_audio(a)) for a in noisy],
+                max_new_positions,
+                generation=generation,
             )
             refs = [e.answer_text for e in qa]
             metrics = {"accuracy": qa_accuracy([g.text for g in out], refs)}
