@@ -160,16 +160,20 @@ def main() -> None:
                 model = speaking_model(preset, r, tokens)
                 n = math.ceil(args.seconds * model.config.speech.token_rate) + model.config.layout.text_delay + 2
                 steps_ = max(nfe, 1)  # ignored by a code head
-                cfgs[tokens, nfe] = GenerationConfig(max_new_positions=n, steps=steps_, seed=0)
+                cfgs[tokens, nfe] = GenerationConfig(
+                    max_new_positions=n, steps=steps_, seed=0, kv_cache=args.kv_caches[0]
+                )
                 timed_steps(model, [prompt], GenerationConfig(max_new_positions=4, steps=steps_))  # warm-up
                 models[tokens, nfe], rounds[tokens, nfe] = model, []
             for _ in range(args.rounds):
                 for key in heads:
                     rounds[key].append(measure(models[key], prompt, cfgs[key], vocoder, args))
             # Long runs, the heads taking turns as above: one run's early and late steps share its conditions.
+            # The caches swap order every round, so that neither always runs first.
             long_runs = {(key, cache): [] for key in heads for cache in args.kv_caches}
-            for _ in range(args.rounds):
-                for (tokens, nfe), cache in long_runs:
+            for i in range(args.rounds):
+                caches = args.kv_caches if i % 2 == 0 else args.kv_caches[::-1]
+                for (tokens, nfe), cache in ((key, c) for key in heads for c in caches):
                     cfg = GenerationConfig(max_new_positions=args.long + 30, steps=max(nfe, 1), kv_cache=cache)
                     per = timed_steps(models[tokens, nfe], [prompt], cfg)
                     early, late = statistics.median(per[5:30]), statistics.median(per[args.long - 10 : args.long + 10])
@@ -193,6 +197,7 @@ def main() -> None:
                     late_ratio=ratio,
                     late_ratios=[x[2] for x in long_runs[(tokens, nfe), args.kv_caches[0]]],
                     long_by_cache=by_cache,
+                    long_runs_by_cache={c: long_runs[(tokens, nfe), c] for c in args.kv_caches},
                     floor=weights_pass_ms(model.num_parameters()),
                 )
                 if args.no_cache_rows:

@@ -50,17 +50,38 @@ def test_growing_cache_matches_dynamic_cache_across_doublings(llama):
     assert cache.get_seq_length() == ref_cache.get_seq_length() == 10 + steps
 
 
+def test_growing_cache_writes_in_place_between_doublings(llama):
+    """A step's rows go into the buffer it already has; a new buffer only when it is full."""
+    cache = GrowingCache(llama.config)
+    x = torch.randn(1, 200, llama.config.hidden_size)
+    buffers, capacity = set(), []
+    with torch.no_grad():
+        for t in range(200):
+            llama(inputs_embeds=x[:, t : t + 1], position_ids=torch.tensor([[t]]), past_key_values=cache)
+            layer = cache.layers[0]
+            buffers.add(layer._keys.data_ptr())
+            capacity.append(layer._keys.shape[-2])
+            assert layer.keys.data_ptr() == layer._keys.data_ptr()  # a view of the buffer, not a copy
+    assert sorted(set(capacity)) == [MIN_CAPACITY, 2 * MIN_CAPACITY + 2, 4 * MIN_CAPACITY + 6]
+    assert len(buffers) == len(set(capacity))
+
+
 def test_growing_cache_edits_keep_the_buffers_in_step(llama):
     _, cache = _decode(llama, GrowingCache(), prompt=10, steps=20)
     _, ref = _decode(llama, DynamicCache(), prompt=10, steps=20)
     for c in (cache, ref):
         c.crop(-5)
-        c.batch_select_indices(torch.tensor([1]))
-    x = torch.randn(1, 1, llama.config.hidden_size)
+        c.reorder_cache(torch.tensor([1, 0]))
+        c.batch_repeat_interleave(2)
+        c.batch_select_indices(torch.tensor([0, 3]))
+    x = torch.randn(2, 1, llama.config.hidden_size)
+    pos = torch.tensor([[25], [25]])
     with torch.no_grad():
-        a = llama(inputs_embeds=x, position_ids=torch.tensor([[25]]), past_key_values=ref).last_hidden_state
-        b = llama(inputs_embeds=x, position_ids=torch.tensor([[25]]), past_key_values=cache).last_hidden_state
+        a = llama(inputs_embeds=x, position_ids=pos, past_key_values=ref).last_hidden_state
+        b = llama(inputs_embeds=x, position_ids=pos, past_key_values=cache).last_hidden_state
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(cache.layers, ref.layers):
+        assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
     assert cache.get_seq_length() == 26 and cache.layers[0]._n == 26
 
 
@@ -90,9 +111,18 @@ def test_generation_with_either_cache_is_the_same():
         model.state_head.bias[STATE_START] = model.state_head.bias[STATE_GEN] = 100.0
     speech = model.prepare_audio(0.1 * torch.randn(8000))
     prompts = [Sample("T2A", prompt_text="hello there"), Sample("A2A", prompt_audio=speech)]
-    out = {}
+    out, used = {}, []
+    forward = model.backbone.base_model.forward
+
+    def spy(*args, past_key_values=None, **kwargs):
+        used.append(type(past_key_values))
+        return forward(*args, past_key_values=past_key_values, **kwargs)
+
+    model.backbone.base_model.forward = spy
     for cache in ("growing", "dynamic"):
+        used.clear()
         out[cache] = model.generate(prompts, GenerationConfig(max_new_positions=150, steps=2, kv_cache=cache))
+        assert set(used) == {GrowingCache if cache == "growing" else DynamicCache}
     for a, b in zip(out["growing"], out["dynamic"]):
         assert a.text_ids == b.text_ids and a.states == b.states and a.positions == b.positions
         torch.testing.assert_close(a.speech_tokens, b.speech_tokens, rtol=1e-4, atol=1e-4)

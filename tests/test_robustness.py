@@ -358,9 +358,13 @@ def test_evaluate_model_samples_with_the_generation_settings_it_is_given(tmp_pat
 
     build_corpus(CorpusConfig(n_sentences=4, n_qa=0, n_interleaved=0, test_fraction=0.5), tmp_path, progress=False)
     test = [e for e in read_manifest(tmp_path / "test.jsonl") if not e.answer_text][:2]
+    from flow_omni.layout import STATE_GEN, STATE_START
+
     torch.manual_seed(0)
     model = FlowOmni(FlowOmniConfig.preset("tiny"))
     model.fit_speech_stats([torch.randn(24000) * 0.1])
+    with torch.no_grad():  # speak at once, so that its speech is read back by its own ASR too
+        model.state_head.bias[STATE_START] = model.state_head.bias[STATE_GEN] = 100.0
     calls, generate = [], model.generate
 
     def spy(prompts, **settings):
@@ -378,7 +382,7 @@ def test_evaluate_model_samples_with_the_generation_settings_it_is_given(tmp_pat
         vocoder=GriffinLim(n_iter=2).decode,
         generation={"steps": 2, "solver": "midpoint", "cfg_scale": 1.5},
     )
-    assert calls
+    assert len(calls) == 2  # the speech, then its read-back
     for settings in calls:
         assert settings["steps"] == 2 and settings["solver"] == "midpoint" and settings["cfg_scale"] == 1.5
         assert settings["speech_temperature"] == 0.0 and settings["text_temperature"] == 0.0

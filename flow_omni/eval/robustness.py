@@ -95,8 +95,9 @@ def evaluate_model(
     ``external_asr``; the listener's transcript of each resynthesised reference (the TTS ceiling) is
     stored in it by reference file, so scoring many checkpoints transcribes the references once.
 
-    ``generation``: GenerationConfig fields for every generation besides greedy decoding (e.g. the
-    flow head's ``solver``, ``steps`` or ``cfg_scale``), to score one model under other sampling settings.
+    ``generation``: GenerationConfig fields on top of greedy decoding for the T→A and QA generations
+    and the read-back of the model's speech (e.g. the flow head's ``solver``, ``steps`` or
+    ``cfg_scale``), to score one model under other sampling settings; ASR decodes with the defaults.
     """
     model.eval()
     if (external_asr is not None or (wav_dir is not None and sample_wavs)) and vocoder is None:

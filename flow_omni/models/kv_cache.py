@@ -5,6 +5,9 @@ the whole cache: at position ``n`` a step moves ``n`` rows per layer, so the cos
 with the position. :class:`GrowingCache` keeps each layer's keys and values in a buffer with spare
 room that doubles when full, writes a step's rows in place, and hands attention a view of the filled
 part: the same tensors ``DynamicCache`` would return, without the copy.
+
+It is for decoding under ``torch.no_grad()``: the views share their buffer's version counter, so
+autograd would refuse a backward through keys that a later step has written next to.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class GrowingLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n, add = self._n, key_states.shape[-2]
+        if n == 0 and key_states.shape[:-2] != self._keys.shape[:-2]:  # still empty: take the batch as it comes
+            self._adopt(key_states[..., :0, :], value_states[..., :0, :], room=add)
         if n + add > self._keys.shape[-2]:
             self._adopt(self.keys, self.values, room=add)
         self._keys[..., n : n + add, :] = key_states
@@ -69,6 +74,9 @@ class GrowingLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
         self._follow()
+
+    def offload(self):
+        raise NotImplementedError("GrowingLayer does not offload; use DynamicCache(offloading=True)")
 
     def reset(self) -> None:
         self._keys = self._values = None
