@@ -13,6 +13,7 @@ import torch
 from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.errors import CheckpointError, ConfigError, FlowOmniError
+from flow_omni.eval.teacher_forcing import teacher_forced_speech
 from flow_omni.layout import STATE_GEN, STATE_STOP
 from flow_omni.models.flow_omni import LossWeights
 from flow_omni.training.quicktrain import quick_train
@@ -90,6 +91,30 @@ def test_tts_stops_by_itself_near_target(trained, corpus):
         n = min(out.mel.shape[-1], target_mel.shape[-1])
         err = (out.mel[:, :n].clamp_min(MEL_FLOOR) - target_mel[:, :n].clamp_min(MEL_FLOOR)).abs().mean()
         assert err < TTS_MEL_TOLERANCE, float(err)
+
+
+def test_teacher_forced_speech_reads_the_reference_prefix(trained, corpus):
+    """Each teacher-forced token is sampled from the reference's history only: the first equals free-running
+    generation's first (nothing spoken yet in either), later ones follow the reference, and changing the
+    reference's second half leaves the first half's tokens as they were."""
+    model, _, _ = trained
+    refs = [model.speech_tokenizer.mel(a) for a in corpus]
+    r = model.config.speech.r
+    out = teacher_forced_speech(model, TEXTS, refs, steps=16, batch_size=3)  # two batches, one of 1
+    assert [m.shape for m in out] == [ref.shape for ref in refs]
+    for m, ref in zip(out, refs):
+        err = (m.clamp_min(MEL_FLOOR) - ref.clamp_min(MEL_FLOOR)).abs().mean()
+        assert err < TTS_MEL_TOLERANCE, float(err)
+    free = model.generate([Sample("T2A", prompt_text=TEXTS[0])], speech_temperature=0.0, steps=16, max_new_positions=60)
+    assert torch.allclose(out[0][:, :r], free[0].mel[:, :r], atol=1e-4)
+
+    half = (refs[0].shape[-1] // (2 * r)) * r  # a token boundary
+    changed = refs[0].clone()
+    changed[:, half:] = changed[:, half:].flip(-1)  # the second half played backwards
+    again = teacher_forced_speech(model, [TEXTS[0]], [changed], steps=16)[0]
+    # The token at the boundary is predicted from the unchanged prefix; everything before it too.
+    assert torch.allclose(again[:, : half + r], out[0][:, : half + r], atol=1e-4)
+    assert (again[:, half + 2 * r :] - out[0][:, half + 2 * r :]).abs().mean() > 0.1
 
 
 #: Batched vs single (left padding) and cached vs uncached runs use different matmul shapes, so their sums

@@ -1,0 +1,122 @@
+"""TTS with a true history against TTS on the model's own: where does a model's speech go wrong?
+
+For each ``--model`` and the first ``--items`` test sentences of a corpus, the T→A speech scored three
+ways, through the same vocoder (Griffin-Lim by default) and listener (Whisper tiny.en):
+
+- ``reference``: the sentence in the output voice, resynthesised (the ceiling this vocoder allows);
+- ``teacher-forced``: at every speech position the LLM has read the reference's tokens so far and the
+  speech head samples the next one (:func:`~flow_omni.eval.teacher_forcing.teacher_forced_speech`);
+- ``free-running``: greedy ``generate``, the model reading back its own tokens (what users hear).
+
+Speech that is understood teacher-forced and not free-running goes wrong by drift: the model was
+trained only on true histories and its own tokens lead it astray. Per mode: mel L1 to the reference
+(frames beyond the shorter of the two are not compared), Whisper's WER over all items, and the median
+of the per-item WERs (one item whose transcript loops adds hundreds of insertions to the first).
+
+    python benchmarks/tts_teacher_forcing.py --corpus data/learn --model runs/learn/model --items 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from record import write_result  # benchmarks/record.py, beside this script
+
+from flow_omni import FlowOmni, Sample
+from flow_omni.audio.io import load_audio
+from flow_omni.data.manifest import read_manifest
+from flow_omni.eval.asr import WhisperASR
+from flow_omni.eval.audio_metrics import mel_distance
+from flow_omni.eval.teacher_forcing import teacher_forced_speech
+from flow_omni.eval.text_metrics import wer
+from flow_omni.vocoder import load_vocoder
+
+MODES = ("reference", "teacher-forced", "free-running")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="+", required=True, help="save_pretrained folders")
+    p.add_argument("--corpus", required=True, help="a flow-omni corpus folder (its test.jsonl)")
+    p.add_argument("--items", type=int, default=24, help="test sentences")
+    p.add_argument("--steps", type=int, default=10, help="flow-head Euler steps (both modes)")
+    p.add_argument("--max-positions", type=int, default=300, help="free-running: generated positions at most")
+    p.add_argument("--vocoder", default=None, help="mel → audio for the listener (default Griffin-Lim)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None, help="also write the rows and every transcript here")
+    return p.parse_args()
+
+
+def score(texts: list[str], heard: list[str], mels: list[torch.Tensor | None], refs: list[torch.Tensor]) -> dict:
+    """Metrics of one mode; a ``None`` mel (the model said nothing) is scored as silence."""
+    dist = [mel_distance(torch.full_like(r, -math.inf) if m is None else m, r) for m, r in zip(mels, refs)]
+    return {
+        "mel_l1": statistics.mean(dist),
+        "whisper_wer": wer(texts, heard),
+        "median_item_wer": statistics.median(wer([t], [h]) for t, h in zip(texts, heard)),
+    }
+
+
+def print_row(row: dict) -> None:
+    print(
+        f"| {row['model']} | {row['mode']} | {row['mel_l1']:.3f} | {row['whisper_wer']:.3f} "
+        f"| {row['median_item_wer']:.3f} | {row['seconds']:.0f} |",
+        flush=True,
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    load = os.getloadavg()
+    torch.set_num_threads(args.threads)
+    test = [e for e in read_manifest(f"{args.corpus}/test.jsonl") if not e.answer_text][: args.items]
+    vocoder = load_vocoder(args.vocoder).decode
+    listener = WhisperASR(cpu_threads=args.threads)
+    texts = [e.text for e in test]
+
+    def listen(mels: list[torch.Tensor | None], sr: int) -> list[str]:
+        return ["" if m is None else listener.transcribe(vocoder(m), sr) for m in mels]
+
+    rows, transcripts = [], {}
+    print("| model | speech | mel L1 | Whisper WER | median item WER | seconds |\n|---|---|---|---|---|---|")
+    for path in args.model:
+        model = FlowOmni.from_pretrained(path)
+        sr = model.config.speech.mel.sample_rate
+        refs = [model.speech_tokenizer.mel(load_audio(e.t2a_audio)) for e in test]
+        if not rows:  # the references are the corpus's: the same for every model
+            t0 = time.perf_counter()
+            transcripts["reference"] = listen(refs, sr)
+            rows.append(dict(model="—", mode="reference", **score(texts, transcripts["reference"], refs, refs)))
+            rows[-1]["seconds"] = time.perf_counter() - t0
+            print_row(rows[-1])
+        for mode in MODES[1:]:
+            t0 = time.perf_counter()
+            if mode == "teacher-forced":
+                mels = teacher_forced_speech(model, texts, refs, steps=args.steps)
+            else:
+                out = model.generate(
+                    [Sample("T2A", prompt_text=t) for t in texts],
+                    text_temperature=0.0,
+                    speech_temperature=0.0,
+                    steps=args.steps,
+                    max_new_positions=args.max_positions,
+                    seed=0,
+                )
+                mels = [g.mel if g.mel is not None and g.mel.shape[-1] else None for g in out]
+            heard = listen(mels, sr)
+            transcripts[f"{path} {mode}"] = heard
+            rows.append(dict(model=path, mode=mode, **score(texts, heard, mels, refs)))
+            rows[-1]["seconds"] = time.perf_counter() - t0
+            print_row(rows[-1])
+    if args.json is not None:
+        write_result(args.json, "tts_teacher_forcing", args, load, texts=texts, rows=rows, transcripts=transcripts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Teacher-forced speech: what a model says when every speech token it reads is the reference's.
+
+Free-running T→A feeds the model its own speech tokens; teacher forcing feeds it the reference's,
+so each sampled token is the speech head's prediction from a true history, as in training. The two
+together separate what the model has learned to say (teacher-forced) from what feeding back its
+own, imperfect tokens costs (free-running): a model whose teacher-forced speech is understood and
+whose free-running speech is not suffers from drift (exposure bias), not from a head that cannot
+produce speech.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from flow_omni.layout import Sample
+
+
+@torch.no_grad()
+def teacher_forced_speech(
+    model,
+    texts: Sequence[str],
+    references: Sequence[torch.Tensor],
+    *,
+    steps: int = 10,
+    solver: str = "euler",
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[torch.Tensor]:
+    """The log-mel ``(n_mels, F)`` that ``model`` samples for each T→A item when, at every speech position,
+    the LLM has read the reference's tokens before it.
+
+    ``texts[i]`` is the prompt and ``references[i]`` its spoken reference, a raw log-mel ``(n_mels, F)``
+    (``model.speech_tokenizer.mel(audio)``). Each of the item's speech positions gets one token from the
+    speech head, given the condition there and the reference's previous token (the flow head's
+    ``prior="previous"`` starts from it). Row ``j`` of item ``i`` draws from a generator seeded with
+    ``seed + j`` (temperature 0, the default, draws nothing). The output has the reference's ``F`` frames.
+    """
+    if len(texts) != len(references):
+        raise ValueError(f"teacher_forced_speech: {len(texts)} texts but {len(references)} references")
+    model.eval()
+    tok = model.speech_tokenizer
+    out: list[torch.Tensor] = []
+    for start in range(0, len(texts), batch_size):
+        refs = references[start : start + batch_size]
+        samples = [
+            Sample("T2A", prompt_text=t, target_text=t, target_speech=tok.encode_mel(r))
+            for t, r in zip(texts[start : start + batch_size], refs)
+        ]
+        batch = model.collate(samples).to(model.device)
+        payloads = model.speech.payloads(batch.speech, batch.state)
+        hidden = model.backbone.base_model(
+            inputs_embeds=model.embed_batch(batch, payloads),
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+        ).last_hidden_state
+        cond, _ = model.condition(hidden, batch.attention_mask, batch.position_ids)
+        _, _, speech_mask = batch.targets()  # position p whose next position holds a speech token
+        for row, ref in enumerate(refs):
+            mask = speech_mask[row]
+            gens = [torch.Generator().manual_seed(seed + j) for j in range(int(mask.sum()))]
+            sampled = model.speech.sample(
+                cond[row][mask],
+                payloads[row][mask],
+                gens,
+                temperature=temperature,
+                steps=steps,
+                solver=solver,
+                cfg_scale=1.0,
+            )
+            out.append(tok.decode(model.speech.to_tokens(sampled), num_frames=ref.shape[-1]).cpu())
+    return out
