@@ -21,6 +21,12 @@ from other processes hits all alike; one intra-op thread unless ``--threads`` sa
     python benchmarks/flow_sampler.py                       # the full table, ~1 min on an idle core
     python benchmarks/flow_sampler.py --json benchmarks/results/flow_sampler.json
     python benchmarks/flow_sampler.py --nfe 2 10 --batches 1 --repeats 3   # a quick check
+    python benchmarks/flow_sampler.py --routes fast --evict-mb 0 32        # warm caches against cold
+
+``--evict-mb``: before every timed call, read this many MB of other data (untimed), so the call finds
+the CPU caches holding something else, as it does inside generation, where the LLM's weights pass
+through them between two tokens. 0 is back-to-back calls (the head's weights stay cached); each size
+is a column of its own, measured in the same run.
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per cell (median reported)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--evict-mb", type=float, nargs="+", default=[0.0], help="MB of other data read before each call (0 = none)"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write settings, commit, machine and cells here")
     return p.parse_args()
 
@@ -80,22 +89,29 @@ def build_head(args: argparse.Namespace) -> FlowHead:
 
 
 def measure_cell(head: FlowHead, inputs: dict, solver: str, steps: int, args: argparse.Namespace) -> dict:
-    """Median ms per call of each route, max |route - odeint| and the first call's seconds."""
+    """Median ms per call of each column (a route, at each ``--evict-mb``), max |route - odeint| and the
+    first call's seconds. A column is named by its route, with ``@<MB>MB`` when other data was read before."""
 
     def call(route: str) -> torch.Tensor:
         return head.sample(**inputs, steps=steps, solver=solver, cfg_scale=args.cfg_scale, **ROUTE_ARGS[route])
+
+    # float32 elements of each eviction buffer; summing one reads it through the caches
+    evict = {mb: torch.ones(int(mb * 2**20) // 4) for mb in args.evict_mb if mb > 0}
 
     first_s, outputs = {}, {}
     for route in args.routes:  # warm-up; a compiled route's first call of a shape compiles
         t0 = time.perf_counter()
         outputs[route] = call(route)
         first_s[route] = time.perf_counter() - t0
-    times = {route: [] for route in args.routes}
+    times = {column(r, mb): [] for r in args.routes for mb in args.evict_mb}
     for _ in range(args.repeats):
         for route in args.routes:
-            t0 = time.perf_counter()
-            call(route)
-            times[route].append(time.perf_counter() - t0)
+            for mb in args.evict_mb:
+                if mb > 0:
+                    evict[mb].sum()
+                t0 = time.perf_counter()
+                call(route)
+                times[column(route, mb)].append(time.perf_counter() - t0)
     cell = {"ms": {r: 1000 * statistics.median(t) for r, t in times.items()}, "first_call_s": first_s}
     if "odeint" in outputs:
         ref = outputs["odeint"]
@@ -103,17 +119,23 @@ def measure_cell(head: FlowHead, inputs: dict, solver: str, steps: int, args: ar
     return cell
 
 
-def print_table(batch: int, cells: list[dict], routes: list[str]) -> None:
+def column(route: str, evict_mb: float) -> str:
+    """A timing column's name: the route, and how much other data was read before each call."""
+    return route if evict_mb <= 0 else f"{route}@{evict_mb:g}MB"
+
+
+def print_table(batch: int, cells: list[dict], columns: list[str]) -> None:
+    """``columns``: the timing columns (:func:`column`), each also as a ratio to ``fast``."""
     print(f"### Batch {batch}: ms per call ({batch} token(s), one decoding step)\n")
-    ratios = [r for r in routes if r != "fast" and "fast" in routes]
-    head = ["solver", "NFE", "steps"] + [f"{r} ms" for r in routes] + [f"{r} / fast" for r in ratios]
-    diffs = [r for r in routes if r != "odeint" and "odeint" in routes]
+    ratios = [r for r in columns if r != "fast" and "fast" in columns]
+    head = ["solver", "NFE", "steps"] + [f"{r} ms" for r in columns] + [f"{r} / fast" for r in ratios]
+    diffs = [r for r in ROUTES if r != "odeint" and r in columns and "odeint" in columns]
     head += [f"max abs diff {r} vs odeint" for r in diffs]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for c in cells:
         ms = c["ms"]
-        row = [c["solver"], str(c["nfe"]), str(c["steps"])] + [f"{ms[r]:.3f}" for r in routes]
+        row = [c["solver"], str(c["nfe"]), str(c["steps"])] + [f"{ms[r]:.3f}" for r in columns]
         row += [f"{ms[r] / ms['fast']:.2f}" for r in ratios]
         row += [f"{c['max_abs_diff_vs_odeint'][r]:.1e}" for r in diffs]
         print("| " + " | ".join(row) + " |")
@@ -158,7 +180,7 @@ def main() -> None:
             first = max(c["first_call_s"]["compiled"] for c in rows)
             print(f"\nslowest first compiled call at batch {batch} (compiling): {first:.1f} s")
         print()
-        print_table(batch, rows, args.routes)
+        print_table(batch, rows, [column(r, mb) for r in args.routes for mb in args.evict_mb])
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json is not None:
         write_result(args.json, "flow_sampler", args, load_at_start, flow_head_parameters=n_params, cells=cells)
