@@ -5,8 +5,9 @@ head on the same backbone): LLM steps per second of audio, real-time factor of g
 with the streaming Vocos vocoder (the default doubling chunk schedule, and chunks held at 8 frames
 as a comparison), time to the first audio chunk, time per step at position ~10 vs ~1000 (the KV
 cache keeps it flat; ``--no-cache-rows`` adds steps without it, whose cost grows with the position),
-batch-8 vs batch-1 throughput, the flow-head step over the code-head step, and the time of one pass
-over as many float32 weights as the model has (the memory floor of a batch-1 step). Everything is
+batch-8 vs batch-1 throughput, the flow-head step over the code-head step, where a step's time goes
+(the LLM, the post-net, the speech head, the rest of the loop; timed in a run of its own), and the
+time of one pass over as many float32 weights as the model has (the memory floor of a batch-1 step). Everything is
 measured in one run; the models take turns over ``--rounds`` rounds and medians are reported, so
 that load from other jobs falls on every head alike.
 
@@ -67,6 +68,49 @@ def timed_steps(model, samples, cfg) -> list[float]:
     return times
 
 
+#: The parts of a decoding step timed separately: the backbone LLM, the post-net that turns
+#: its hidden state into the speech head's condition, and the speech head's sampling of the next token.
+PARTS = {"llm": ("backbone.base_model", "forward"), "postnet": ("", "condition"), "head": ("speech", "sample")}
+
+
+def split_step(model, samples, cfg) -> dict[str, float]:
+    """Milliseconds per step spent in each of :data:`PARTS` and in the rest of the loop, medians over
+    positions 5-30 of one run. The parts are wrapped with timers for this run only (the wrappers cost a
+    few microseconds per call, so the main table is timed without them)."""
+    spent: dict[str, list[float]] = {name: [] for name in PARTS}
+    wrapped = []
+    for name, (path, method) in PARTS.items():
+        owner = model
+        for attr in filter(None, path.split(".")):
+            owner = getattr(owner, attr)
+        inner = getattr(owner, method)
+
+        def timed(*a, _inner=inner, _name=name, **k):
+            t = time.perf_counter()
+            out = _inner(*a, **k)
+            spent[_name][-1] += time.perf_counter() - t
+            return out
+
+        setattr(owner, method, timed)  # an instance attribute: shadows the method until deleted
+        wrapped.append((owner, method))
+    try:
+        totals, t = [], time.perf_counter()
+        for name in PARTS:
+            spent[name].append(0.0)
+        for _ in decode_steps(model, samples, cfg):
+            now = time.perf_counter()
+            totals.append(now - t)
+            t = now
+            for name in PARTS:
+                spent[name].append(0.0)
+    finally:
+        for owner, method in wrapped:
+            delattr(owner, method)
+    parts = {name: statistics.median(v[5:30]) * 1e3 for name, v in spent.items()}
+    parts["rest"] = statistics.median(totals[5:30]) * 1e3 - sum(parts.values())
+    return parts
+
+
 def first_audio_latency(model, sample, cfg, vocoder, audio_chunk_frames) -> tuple[float, float]:
     """Seconds to the first audio chunk and to the end of a streamed generation with the vocoder."""
     t0 = time.perf_counter()
@@ -106,7 +150,9 @@ def measure(model, prompt, cfg, vocoder, args) -> dict:
     t = time.perf_counter()
     timed_steps(model, [prompt] * 8, cfg)
     b8 = time.perf_counter() - t
+    split = split_step(model, [prompt], cfg)
     return dict(
+        **{f"split_{k}": v for k, v in split.items()},
         step=statistics.median(steps[5:30]) * 1e3,  # positions 5-30: past the prompt, before any growth
         rtf=gen_s / audio_s,
         rtf_voc=total_voc / audio_s,
@@ -242,6 +288,13 @@ def print_tables(rows: list[dict], args) -> None:
                 f"\n{x['preset']} r={x['r']} {x['head']} / {ref['head']}: step {x['step'] / ref['step']:.2f}x "
                 f"(positions 5-30, medians of {args.rounds} rounds), tokens/s b=1 {ref['b1'] / x['b1']:.2f}x slower"
             )
+    print(f"\nWhere a step's time goes (ms, medians over positions 5-30 and {args.rounds} rounds, timed apart):\n")
+    print(
+        "| preset | r | speech head | LLM | post-net | speech head | rest of the loop |\n|---|---|---|---|---|---|---|"
+    )
+    for x in rows:
+        cells = " | ".join(f"{x[f'split_{k}']:.2f}" for k in (*PARTS, "rest"))
+        print(f"| {x['preset']} | {x['r']} | {x['head']} | {cells} |")
     if len(args.kv_caches) > 1:
         print(f"\nms/step @10 → @{args.long} (ratio) by KV cache, medians of {args.rounds} long runs taking turns:")
         for x in rows:
