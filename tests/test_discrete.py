@@ -8,6 +8,7 @@ import torch
 from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.audio.synth import synth_corpus
 from flow_omni.errors import ConfigError
+from flow_omni.eval.teacher_forcing import teacher_forced_speech
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
 from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.training.quicktrain import quick_train
@@ -96,3 +97,21 @@ def test_discrete_variant_trains_and_generates(corpus, kind, q, tmp_path):
     batch = model.collate(samples[:2])
     with torch.no_grad():
         assert again.train()(batch).loss.item() == pytest.approx(model(batch).loss.item(), rel=1e-6)
+
+
+def test_teacher_forced_codes_follow_the_level_delay(corpus):
+    """RVQ with Mini-Omni's per-level delay: level l of token j is sampled l positions after level 0, from
+    a history that holds reference tokens up to j + l - 1. So changing the reference from token h on
+    leaves tokens before h - (levels - 1) as they were, and the output has the reference's frames."""
+    model = discrete_model(corpus, num_levels=3)
+    r, tail = model.config.speech.r, model.config.layout.speech_tail
+    ref = model.speech_tokenizer.mel(corpus[0])
+    out = teacher_forced_speech(model, [TEXTS[0]], [ref])[0]
+    assert out.shape == ref.shape
+    h = ref.shape[-1] // r // 2
+    changed = ref.clone()
+    changed[:, h * r :] = changed[:, h * r :].flip(-1)
+    again = teacher_forced_speech(model, [TEXTS[0]], [changed])[0]
+    keep = (h - tail) * r
+    assert torch.equal(again[:, :keep], out[:, :keep])
+    assert not torch.equal(again, out)

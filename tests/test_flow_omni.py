@@ -117,6 +117,22 @@ def test_teacher_forced_speech_reads_the_reference_prefix(trained, corpus):
     assert (again[:, half + 2 * r :] - out[0][:, half + 2 * r :]).abs().mean() > 0.1
 
 
+def test_teacher_forced_speech_starts_each_token_at_the_references_previous(corpus):
+    """A fresh flow head predicts v = 0 (its output layer starts at zero), so with the tiny preset's
+    prior="previous" at temperature 0 every sampled token is its prior's mean: the reference's previous
+    token, and the padding value before the first. Teacher forcing must hand the head exactly that."""
+    torch.manual_seed(0)
+    model = FlowOmni(tiny_config())
+    assert model.config.flow.prior == "previous"
+    model.fit_speech_stats(corpus)
+    ref = model.speech_tokenizer.mel(corpus[0])
+    out = teacher_forced_speech(model, [TEXTS[0]], [ref])[0]
+    tokens = model.speech_tokenizer.encode_mel(ref)
+    shifted = torch.cat([torch.full_like(tokens[:1], model.speech.pad_value), tokens[:-1]])
+    expected = model.speech_tokenizer.decode(shifted, num_frames=ref.shape[-1])
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
 #: Batched vs single (left padding) and cached vs uncached runs use different matmul shapes, so their sums
 #: differ in the last bits, and a sampled autoregressive run feeds such a difference back at every token.
 #: In float32 it grew from ~1e-6 per step to 9e-3 over the 57 tokens of this fixture's first prompt (and

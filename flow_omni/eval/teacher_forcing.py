@@ -35,8 +35,12 @@ def teacher_forced_speech(
     ``texts[i]`` is the prompt and ``references[i]`` its spoken reference, a raw log-mel ``(n_mels, F)``
     (``model.speech_tokenizer.mel(audio)``). Each of the item's speech positions gets one token from the
     speech head, given the condition there and the reference's previous token (the flow head's
-    ``prior="previous"`` starts from it). Row ``j`` of item ``i`` draws from a generator seeded with
-    ``seed + j`` (temperature 0, the default, draws nothing). The output has the reference's ``F`` frames.
+    ``prior="previous"`` starts from it). Item ``i`` draws its noise from one generator seeded with
+    ``seed + i``, position after position (at temperature 0, the default, the draws are scaled to
+    nothing). The output has the reference's ``F`` frames.
+
+    Besides the speech tokens, teacher forcing also fixes the text stream, the length and the stop
+    to the reference's, so the gap to free-running speech is more than the speech tokens alone.
     """
     if len(texts) != len(references):
         raise ValueError(f"teacher_forced_speech: {len(texts)} texts but {len(references)} references")
@@ -60,11 +64,12 @@ def teacher_forced_speech(
         _, _, speech_mask = batch.targets()  # position p whose next position holds a speech token
         for row, ref in enumerate(refs):
             mask = speech_mask[row]
-            gens = [torch.Generator().manual_seed(seed + j) for j in range(int(mask.sum()))]
+            # The same generator for every row: the head draws from it row after row, in order.
+            gen = torch.Generator().manual_seed(seed + start + row)
             sampled = model.speech.sample(
                 cond[row][mask],
                 payloads[row][mask],
-                gens,
+                [gen] * int(mask.sum()),
                 temperature=temperature,
                 steps=steps,
                 solver=solver,
