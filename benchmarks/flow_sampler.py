@@ -22,11 +22,16 @@ from other processes hits all alike; one intra-op thread unless ``--threads`` sa
     python benchmarks/flow_sampler.py --json benchmarks/results/flow_sampler.json
     python benchmarks/flow_sampler.py --nfe 2 10 --batches 1 --repeats 3   # a quick check
     python benchmarks/flow_sampler.py --routes fast --evict-mb 0 32        # warm caches against cold
+    python benchmarks/flow_sampler.py --routes fast --between sdpa llm     # after other kernels
 
-``--evict-mb``: before every timed call, read this many MB of other data (untimed), so the call finds
-the CPU caches holding something else, as it does inside generation, where the LLM's weights pass
-through them between two tokens. 0 is back-to-back calls (the head's weights stay cached); each size
-is a column of its own, measured in the same run.
+Inside generation the head samples between two LLM steps. Two options time it after other work
+(untimed, before every timed call), each setting a column of its own in the same run:
+
+- ``--evict-mb``: read this many MB of other data, so the call finds the CPU caches holding something
+  else. 0 is back-to-back calls (the head's weights stay cached).
+- ``--between``: run other kernels: ``sdpa``, four attention calls of one query over 30 keys (the tiny
+  preset's heads; almost no data); ``llm``, one decoding step of the tiny preset's backbone
+  (untrained, 1 position, no cache; it reads the LLM's weights, about 12 MB).
 """
 
 from __future__ import annotations
@@ -36,11 +41,14 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from record import write_result  # benchmarks/record.py, beside this script
+from torch import nn
 
+from flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models import FlowHead, FlowHeadConfig
 from flow_omni.models.ode import FAST_SOLVERS
 
@@ -67,6 +75,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--evict-mb", type=float, nargs="+", default=[0.0], help="MB of other data read before each call (0 = none)"
     )
+    p.add_argument("--between", nargs="*", default=[], choices=sorted(BETWEEN), help="kernels run before each call")
     p.add_argument("--json", type=Path, default=None, help="also write settings, commit, machine and cells here")
     return p.parse_args()
 
@@ -88,30 +97,28 @@ def build_head(args: argparse.Namespace) -> FlowHead:
     return head.eval()
 
 
-def measure_cell(head: FlowHead, inputs: dict, solver: str, steps: int, args: argparse.Namespace) -> dict:
-    """Median ms per call of each column (a route, at each ``--evict-mb``), max |route - odeint| and the
-    first call's seconds. A column is named by its route, with ``@<MB>MB`` when other data was read before."""
+def measure_cell(
+    head: FlowHead, inputs: dict, solver: str, steps: int, args: argparse.Namespace, before: dict[str, Callable]
+) -> dict:
+    """Median ms per call of each column (a route after each workload of :func:`workloads`), max |route -
+    odeint| and the first call's seconds. A column is named by its route and, after ``@``, the workload."""
 
     def call(route: str) -> torch.Tensor:
         return head.sample(**inputs, steps=steps, solver=solver, cfg_scale=args.cfg_scale, **ROUTE_ARGS[route])
-
-    # float32 elements of each eviction buffer; summing one reads it through the caches
-    evict = {mb: torch.ones(int(mb * 2**20) // 4) for mb in args.evict_mb if mb > 0}
 
     first_s, outputs = {}, {}
     for route in args.routes:  # warm-up; a compiled route's first call of a shape compiles
         t0 = time.perf_counter()
         outputs[route] = call(route)
         first_s[route] = time.perf_counter() - t0
-    times = {column(r, mb): [] for r in args.routes for mb in args.evict_mb}
+    times = {column(r, w): [] for r in args.routes for w in before}
     for _ in range(args.repeats):
         for route in args.routes:
-            for mb in args.evict_mb:
-                if mb > 0:
-                    evict[mb].sum()
+            for name, work in before.items():
+                work()
                 t0 = time.perf_counter()
                 call(route)
-                times[column(route, mb)].append(time.perf_counter() - t0)
+                times[column(route, name)].append(time.perf_counter() - t0)
     cell = {"ms": {r: 1000 * statistics.median(t) for r, t in times.items()}, "first_call_s": first_s}
     if "odeint" in outputs:
         ref = outputs["odeint"]
@@ -119,9 +126,50 @@ def measure_cell(head: FlowHead, inputs: dict, solver: str, steps: int, args: ar
     return cell
 
 
-def column(route: str, evict_mb: float) -> str:
-    """A timing column's name: the route, and how much other data was read before each call."""
-    return route if evict_mb <= 0 else f"{route}@{evict_mb:g}MB"
+def _sdpa_calls() -> Callable[[], None]:
+    q, kv = torch.randn(1, 4, 1, 64), torch.randn(1, 4, 30, 64)
+
+    def run() -> None:
+        for _ in range(4):
+            nn.functional.scaled_dot_product_attention(q, kv, kv)
+
+    return run
+
+
+def _llm_step() -> Callable[[], None]:
+    torch.manual_seed(0)
+    llm = FlowOmni(FlowOmniConfig.preset("tiny")).backbone.base_model.eval()
+    x = torch.randn(1, 1, llm.config.hidden_size)
+
+    def run() -> None:
+        with torch.no_grad():
+            llm(inputs_embeds=x)
+
+    return run
+
+
+#: ``--between`` workloads: name → builder of a function that runs it once.
+BETWEEN: dict[str, Callable[[], Callable[[], None]]] = {"sdpa": _sdpa_calls, "llm": _llm_step}
+
+
+def workloads(args: argparse.Namespace) -> dict[str, Callable[[], None]]:
+    """What runs (untimed) before each timed call, by column suffix: ``""`` nothing, ``"<N>MB"`` a read of
+    N MB of float32 data (summing a tensor reads it through the caches), and each ``--between`` kernel."""
+    out: dict[str, Callable[[], None]] = {}
+    for mb in args.evict_mb:
+        if mb <= 0:
+            out[""] = lambda: None
+        else:
+            buf = torch.ones(int(mb * 2**20) // 4)
+            out[f"{mb:g}MB"] = buf.sum
+    for name in args.between:
+        out[name] = BETWEEN[name]()
+    return out
+
+
+def column(route: str, workload: str) -> str:
+    """A timing column's name: the route, and after ``@`` what ran before each call (nothing: no suffix)."""
+    return f"{route}@{workload}" if workload else route
 
 
 def print_table(batch: int, cells: list[dict], columns: list[str]) -> None:
@@ -153,6 +201,7 @@ def main() -> None:
         f"{load_at_start[0]:.2f} on {os.cpu_count()} cores; FlowHead {n_params / 1e6:.2f} M parameters (D "
         f"{args.token_dim}, C {args.cond_dim}, width {args.width}, depth {args.depth}), cfg_scale {args.cfg_scale:g}\n"
     )
+    before = workloads(args)  # built once: the LLM workload builds a model
     g = torch.Generator().manual_seed(args.seed + 1)
     cells = []
     for batch in args.batches:
@@ -167,7 +216,7 @@ def main() -> None:
             for nfe in args.nfe:
                 if nfe % per_step:
                     continue  # two evaluations per step: no odd NFE
-                cell = measure_cell(head, inputs, solver, nfe // per_step, args)
+                cell = measure_cell(head, inputs, solver, nfe // per_step, args, before)
                 rows.append(dict(batch=batch, solver=solver, nfe=nfe, steps=nfe // per_step) | cell)
                 print(
                     f"  batch {batch} {solver} NFE {nfe}: "
@@ -180,7 +229,7 @@ def main() -> None:
             first = max(c["first_call_s"]["compiled"] for c in rows)
             print(f"\nslowest first compiled call at batch {batch} (compiling): {first:.1f} s")
         print()
-        print_table(batch, rows, [column(r, mb) for r in args.routes for mb in args.evict_mb])
+        print_table(batch, rows, [column(r, w) for r in args.routes for w in before])
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json is not None:
         write_result(args.json, "flow_sampler", args, load_at_start, flow_head_parameters=n_params, cells=cells)
