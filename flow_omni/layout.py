@@ -21,6 +21,20 @@ text ids (T2A, T2T) or encoder positions (A2T, A2A). Two response layouts:
     state  : PAD  PAD  START GEN  GEN  …    GEN   STOP        (d = text_delay = 2)
     speech : 0    0    0     s1   s2   …    sN    0
 
+``aligned`` (Moshi's "inner monologue" with word timings): parallel streams as above, but each word's
+text is placed where the word is spoken, ``text_delay + 1`` positions before the speech token in which
+its speech begins, with ``<tpad>`` between words, and ``<eot>`` right after the last word. The text
+at a position then names the word being spoken instead of lying seconds back in the sequence, so
+the model need not learn an alignment by attention. It needs the targets' word onsets
+(:attr:`Sample.target_alignment`); at generation the model writes ``<tpad>`` itself until the next
+word is due::
+
+    j      : 0      1  2  3  4  5      6      7  8  9  10  …
+    text   : <tpad> a  n  n  a  <tpad> <tpad> ␣  r  a  n   …  <eot> <tpad> …
+    state  : PAD    PAD  START  GEN …          (as in parallel; d = 2, so speech token k is at j = k + 3)
+
+(the words "anna" and " ran" begin in speech tokens 1 and 7; a character tokenizer's ids.)
+
 ``interleaved`` (GLM-4-Voice): one position is either text or speech; chunks of ``text_chunk``
 text tokens alternate with ``speech_chunk`` speech positions; when one stream runs out the other
 continues alone; the speech stream ends with a ``STOP`` position right after its last token::
@@ -60,7 +74,7 @@ TASKS: tuple[str, ...] = ("A2T", "T2A", "A2A", "T2T", "MIX")
 
 @dataclasses.dataclass
 class LayoutConfig(Config):
-    kind: Literal["parallel", "interleaved"] = "parallel"
+    kind: Literal["parallel", "interleaved", "aligned"] = "parallel"
     text_delay: int = 2
     text_chunk: int = 13
     speech_chunk: int = 26
@@ -70,6 +84,8 @@ class LayoutConfig(Config):
     speech_tail: int = 0
 
     def __post_init__(self) -> None:
+        if self.kind not in ("parallel", "interleaved", "aligned"):
+            raise ConfigError(f"LayoutConfig: kind must be parallel, interleaved or aligned, got {self.kind!r}")
         if self.text_delay < 0:
             raise ConfigError(f"LayoutConfig: text_delay must be >= 0, got {self.text_delay}")
         if self.text_chunk < 1 or self.speech_chunk < 1:
@@ -96,6 +112,9 @@ class Sample:
     target_speech: torch.Tensor | None = None
     #: MIX only: the spans of the document, ``(text, speech tokens (n, D) or None)``
     segments: list[tuple[str, torch.Tensor | None]] | None = None
+    #: training only, for the ``aligned`` layout: when each word of ``target_text`` begins in
+    #: ``target_speech``, as ``(character index, seconds)`` pairs (the manifest's word onsets)
+    target_alignment: Sequence[tuple[int, float]] | None = None
     #: training only: the words spoken in ``prompt_audio`` (A2T: the target; A2A: the question), the
     #: target of the auxiliary CTC loss on the speech encoder's output (``LossWeights.ctc``)
     prompt_transcript: str | None = None
@@ -167,8 +186,13 @@ def build_response(
     speech: torch.Tensor | None,
     special: dict[str, int],
     token_dim: int,
+    onsets: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[list[int], list[int], torch.Tensor]:
-    """The response streams ``(text, state, speech (R, D))`` for the layout in ``cfg``."""
+    """The response streams ``(text, state, speech (R, D))`` for the layout in ``cfg``.
+
+    ``onsets`` (the ``aligned`` layout's speech tasks): ``(index in text_ids, speech token index)`` of
+    each word, the first at index 0: the word's ids run to the next word's index.
+    """
     eot, tpad = special["<eot>"], special["<tpad>"]
     text_seq = list(text_ids) + [eot]
     if not task.endswith("A"):
@@ -178,10 +202,11 @@ def build_response(
     if cfg.speech_tail:
         speech = torch.cat([speech, speech.new_zeros(cfg.speech_tail, speech.shape[1])])
     n_speech = speech.shape[0]
-    if cfg.kind == "parallel":
+    if cfg.kind in ("parallel", "aligned"):
         d = cfg.text_delay
-        length = max(len(text_seq), d + n_speech + 2)
-        text = text_seq + [tpad] * (length - len(text_seq))
+        text = text_seq if cfg.kind == "parallel" else _aligned_text(text_ids, onsets, eot, tpad)
+        length = max(len(text), d + n_speech + 2)
+        text = text + [tpad] * (length - len(text))
         state = [STATE_PAD] * d + [STATE_START] + [STATE_GEN] * n_speech + [STATE_STOP]
         state += [STATE_PAD] * (length - len(state))
         vec = torch.zeros(length, token_dim)
@@ -210,6 +235,23 @@ def build_response(
             rows.append(zero if last else speech[si])
             si += 1
     return text, state, torch.stack(rows)
+
+
+def _aligned_text(text_ids: Sequence[int], onsets: Sequence[tuple[int, int]] | None, eot: int, tpad: int) -> list[int]:
+    """The ``aligned`` text stream: each word's ids from its speech token index on (or right after the
+    word before, when that one runs late), ``<tpad>`` between, ``<eot>`` after the last."""
+    if not onsets or onsets[0][0] != 0:
+        raise FlowOmniError(
+            "the aligned layout needs the target's word onsets, the first at text index 0 "
+            "(Sample.target_alignment: (character index, seconds) pairs)"
+        )
+    text: list[int] = []
+    ends = [i for i, _ in onsets[1:]] + [len(text_ids)]
+    for (start, at), end in zip(onsets, ends):
+        if not start < end <= len(text_ids):
+            raise FlowOmniError(f"word onsets must increase within the {len(text_ids)} text ids, got {list(onsets)}")
+        text += [tpad] * (at - len(text)) + list(text_ids[start:end])
+    return text + [eot]
 
 
 def build_mix_response(
@@ -249,10 +291,12 @@ def layout_sample(
     special: dict[str, int],
     token_dim: int,
     mix_segments: Sequence[tuple[Sequence[int], torch.Tensor | None]] | None = None,
+    onsets: Sequence[tuple[int, int]] | None = None,
 ) -> Sequence3:
     """Prompt + (optional) response for one sample, checked against ``cfg.max_length``.
 
-    ``mix_segments``: for a MIX sample, its spans with text already tokenised.
+    ``mix_segments``: for a MIX sample, its spans with text already tokenised. ``onsets``: for a
+    speech task in the ``aligned`` layout, where each word of the target begins (:func:`build_response`).
     """
     seq = build_prompt(sample, prompt_text_ids, audio_positions, special, token_dim)
     if sample.task == "MIX":
@@ -268,7 +312,7 @@ def layout_sample(
         )
     elif target_text_ids is not None or sample.target_speech is not None:
         text, state, vec = build_response(
-            cfg, sample.task, target_text_ids or [], sample.target_speech, special, token_dim
+            cfg, sample.task, target_text_ids or [], sample.target_speech, special, token_dim, onsets
         )
         seq = Sequence3(
             seq.text + text,

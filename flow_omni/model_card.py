@@ -150,6 +150,11 @@ def _layout(config: dict) -> str:
     lay = config["layout"]
     if lay["kind"] == "parallel":
         return f"parallel text and speech streams, text {lay['text_delay']} positions ahead of speech"
+    if lay["kind"] == "aligned":
+        return (
+            "parallel text and speech streams, each word's text placed where it is spoken, "
+            f"{lay['text_delay'] + 1} positions ahead of its speech"
+        )
     return f"interleaved chunks of {lay['text_chunk']} text tokens and {lay['speech_chunk']} speech positions"
 
 

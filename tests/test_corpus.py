@@ -16,12 +16,15 @@ from flow_omni.data.corpus import (
     HELDOUT_VARIANTS,
     HELDOUT_VOICES,
     SPLITS,
+    WAV_DIR,
+    WORDS_NAME,
     CorpusConfig,
     CorpusError,
     build_corpus,
     make_plan,
 )
 from flow_omni.data.espeak import (
+    DEFAULT_MARGIN_SECONDS,
     ENGLISH_LANGUAGES,
     ENGLISH_VARIANTS,
     ESPEAK_SAMPLE_RATE,
@@ -279,6 +282,16 @@ def test_manifests_audio_and_voices(built):
             assert abs(sf.info(e.audio).frames / SR - e.duration) < 1e-5
             assert abs(sf.info(e.target_audio).frames / SR - e.target_duration) < 1e-5
             assert e.meta["target_speaker"] == "en-us+m3" and e.target_audio != e.audio
+            # word onsets of every spoken text, the first at the margin (espeak gives none to some short
+            # unstressed words, "the" in "in the farm", and two to a number read as two words)
+            for words, text, seconds in (
+                (e.alignment, e.text, e.duration),
+                (e.target_alignment, e.text, e.target_duration),
+                (e.answer_alignment, e.answer_text, e.answer_duration),
+            ):
+                if text is None or e.answer_audio is None and words is e.answer_alignment:
+                    continue
+                assert len(words) >= 0.7 * len(text.split()) and words[0][1] < 0.1 and words[-1][1] < seconds
             voices = cfg.heldout_voices if split == "test_unseen_voices" else cfg.voices
             assert e.speaker in voices
             assert cfg.rate_range[0] <= e.meta["rate"] <= cfg.rate_range[1]
@@ -426,11 +439,36 @@ def test_one_output_voice_moves_nothing_else_and_can_be_turned_off(built, tmp_pa
     assert all(e.t2a_audio == e.audio for e in entries)  # T2A falls back to the many-voice audio
     # The audio both corpora have is the same bytes (voices, rates and splits of the seed do not move).
     one = tree(out)
-    shared = [k for k in many if k.startswith("wavs/") and k in one]
+    shared = [k for k in many if k.startswith("wavs/") and k.endswith(".wav") and k in one]
     assert len(shared) == len([u for u in off.utterances if not re.search(r"-s\d\d$", u.uid)])
     assert all(one[k] == many[k] for k in shared)
     with pytest.raises(CorpusError, match="one_output_voice: False -> True"):
         build_corpus(small_config(), tmp_path / "off", progress=False, stop_after=0)
+
+
+def test_word_onsets_follow_the_words(es):
+    text = "anna ran calmly past 42 red doors."
+    audio, words = es.synthesize_aligned(text, "en-us+m3")
+    assert torch.equal(audio, es.synthesize(text, "en-us+m3"))
+    starts = [m.start() for m in re.finditer(r"\S+", text)]
+    chars = [c for c, _ in words]
+    # one onset per word, and two for "42" (read "forty two"), at its first and second digit
+    assert chars == starts[:4] + [starts[4], starts[4] + 1] + starts[5:]
+    times = [t for _, t in words]
+    assert times[0] == pytest.approx(DEFAULT_MARGIN_SECONDS, abs=0.02)
+    assert all(b - a > 0.05 for a, b in zip(times, times[1:])) and times[-1] < audio.shape[0] / SR - 0.1
+
+
+def test_a_folder_built_before_word_timings_resumes_with_them(built, tmp_path):
+    out, full = built
+    d = tmp_path / "old"
+    shutil.copytree(out, d)
+    (d / WAV_DIR / WORDS_NAME).unlink()
+    for split in SPLITS:
+        (d / f"{split}.jsonl").unlink()
+    report = build_corpus(small_config(), d, progress=False)
+    assert report.complete and report.synthesized == 0 and report.reused == full.n_utterances
+    assert tree(d) == tree(out)  # the WAVs spoken again gave the same timings (and audio)
 
 
 def test_a_many_voice_folder_of_an_older_version_resumes_into_one_voice(built, tmp_path):
@@ -446,8 +484,11 @@ def test_a_many_voice_folder_of_an_older_version_resumes_into_one_voice(built, t
     assert report.complete and report.reused == len([u for u in plan.utterances if u.path in old_names])
     assert report.synthesized == full.n_utterances - report.reused > 0
     now, straight = tree(d), tree(out)
-    # Every file of the straight build is there, byte for byte; the old span WAVs are left over, unused.
-    assert all(now[k] == v for k, v in straight.items() if k != "corpus.json")
+    # Every file of the straight build is there, byte for byte (the word-timing log in another order);
+    # the old span WAVs are left over, unused.
+    words = WAV_DIR + "/" + WORDS_NAME
+    assert set(straight[words].splitlines()) <= set(now[words].splitlines())
+    assert all(now[k] == v for k, v in straight.items() if k not in ("corpus.json", words))
     assert all(re.fullmatch(r"wavs/doc-\d{6}-s\d\d\.wav", k) for k in set(now) - set(straight))
 
 

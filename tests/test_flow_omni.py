@@ -16,6 +16,7 @@ from flow_omni.errors import CheckpointError, ConfigError, FlowOmniError
 from flow_omni.eval.teacher_forcing import teacher_forced_speech
 from flow_omni.layout import STATE_GEN, STATE_STOP
 from flow_omni.models.flow_omni import LossWeights
+from flow_omni.models.generation import GenerationConfig, decode_steps
 from flow_omni.training.quicktrain import quick_train
 
 TEXTS = ["hello", "blue sky", "open door", "seven"]
@@ -441,3 +442,34 @@ def test_ctc_auxiliary_loss(corpus):
     history = quick_train(model, samples, steps=120, batch_size=4, lr=3e-3, seed=0)
     first, last = history[0]["ctc"], sum(h["ctc"] for h in history[-10:]) / 10
     assert last < 0.5 * first, (first, last)
+
+
+def test_aligned_layout_trains_and_writes_pads_between_words(corpus):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.layout = dataclasses.replace(cfg.layout, kind="aligned")
+    model = FlowOmni(cfg)
+    model.fit_speech_stats(corpus)
+    onsets = {"blue sky": [(0, 0.05), (5, 0.5)], "open door": [(0, 0.05), (5, 0.55)]}
+    samples = [
+        Sample("T2A", prompt_text=t, target_text=t, target_speech=model.encode_speech(a), target_alignment=onsets[t])
+        for t, a in zip(TEXTS[1:3], corpus[1:3])
+    ]
+    batch = model.collate(samples[:1])
+    tpad, rate = model.special["<tpad>"], model.speech_tokenizer.config.token_rate
+    response = batch.text[0, batch.prompt_lengths[0] :].tolist()
+    # " sky" (with its space) starts at the speech token of 0.5 s
+    assert response.index(model.text_tokenizer.encode(" ")[0]) == int(0.5 * rate)
+    assert response[0] == tpad and response[1] == model.text_tokenizer.encode("b")[0]
+    history = quick_train(model, samples, steps=400, batch_size=2, lr=3e-3)
+    assert history[-1]["text"] < 0.01 < history[0]["text"]
+    prompt = [Sample("T2A", prompt_text="blue sky")]
+    stream = [int(step.text[0]) for step in decode_steps(model, prompt, GenerationConfig(max_new_positions=40))]
+    # The model writes the pads between words itself (greedy; its own speech drifts from the two
+    # training items' later on, so only the first word and the pause after it are checked).
+    blue = model.text_tokenizer.encode("blue")
+    assert stream[: 1 + len(blue) + 6] == [tpad, *blue, *[tpad] * 6]
+    out = model.generate(prompt, max_new_positions=40)[0]
+    assert out.text.startswith("blue") and tpad not in out.text_ids
+    with pytest.raises(FlowOmniError, match="word onsets"):
+        model.collate([dataclasses.replace(samples[0], target_alignment=None)])

@@ -109,3 +109,23 @@ def test_mix_sample_interleaves_text_and_speech_spans():
         layout_sample(LayoutConfig(), sample, [], None, 0, SP, D)  # no spans: a generation request
     with pytest.raises(FlowOmniError, match="needs segments"):
         Sample("MIX")
+
+
+def test_aligned_response_places_each_word_where_it_is_spoken():
+    cfg = LayoutConfig(kind="aligned", text_delay=2)
+    speech = torch.randn(12, D)
+    ids = TOK.encode("anna ran")  # pieces "anna" (ids 0-3) and " ran" (ids 4-7)
+    text, state, vec = build_response(cfg, "T2A", ids, speech, SP, D, onsets=[(0, 1), (4, 7)])
+    tp = SP["<tpad>"]
+    assert text[:12] == [tp, *ids[:4], tp, tp, *ids[4:], SP["<eot>"]]
+    assert all(t == tp for t in text[12:]) and len(text) == 2 + 12 + 2
+    # speech as in the parallel layout: token k at position k + text_delay + 1, so word text leads by d + 1
+    parallel = build_response(LayoutConfig(text_delay=2), "T2A", ids, speech, SP, D)
+    assert state == parallel[1] and torch.equal(vec, parallel[2])
+    # a word due before the one before it has been written follows it at once
+    late, _, _ = build_response(cfg, "T2A", ids, speech, SP, D, onsets=[(0, 0), (4, 2)])
+    assert late[:9] == [*ids, SP["<eot>"]]
+    with pytest.raises(FlowOmniError, match="word onsets"):
+        build_response(cfg, "T2A", ids, speech, SP, D)
+    with pytest.raises(FlowOmniError, match="increase"):
+        build_response(cfg, "T2A", ids, speech, SP, D, onsets=[(0, 1), (9, 3)])

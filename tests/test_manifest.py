@@ -493,3 +493,19 @@ def test_target_audio_round_trip_and_old_manifests(corpus):
     shutil.copytree(corpus, dest)
     (moved,) = read_manifest(dest / "t.jsonl")
     assert moved.target_audio == str((dest / "wavs" / "s0001.wav").resolve())
+
+
+def test_word_onsets_round_trip_and_bad_ones_are_named(corpus):
+    line = {"id": "s0", "audio": "wavs/s0000.wav", "text": "hello there", "alignment": [[0, 0.05], [6, 0.4]]}
+    (e,) = read_manifest(write_lines(corpus / "w.jsonl", [line]))
+    assert e.alignment == [[0, 0.05], [6, 0.4]] and e.t2a_alignment == e.alignment
+    for bad, why in (
+        ([[0, 0.05], [6, 0.01]], "must increase"),
+        ([[0, 0.05], [60, 0.5]], "within the text's 11 characters"),
+        ([[0, "x"]], r"\[character index, seconds\] pairs"),
+        ([], "non-empty list"),
+    ):
+        with pytest.raises(ManifestError, match=why):
+            read_manifest(write_lines(corpus / "w.jsonl", [{**line, "alignment": bad}]))
+    with pytest.raises(ManifestError, match="'answer_alignment' describes a text the line does not have"):
+        read_manifest(write_lines(corpus / "w.jsonl", [{**line, "answer_alignment": [[0, 0.1]]}]))

@@ -5,6 +5,7 @@
 
     out_dir/corpus.json                the CorpusConfig (CorpusConfig.load reads it back)
     out_dir/wavs/*.wav                 16-bit PCM mono at config.sample_rate
+    out_dir/wavs/words.jsonl           when each word of each WAV begins (espeak's word events)
     out_dir/train.jsonl                manifests (flow_omni.data.manifest schema) ...
     out_dir/valid.jsonl
     out_dir/test.jsonl                 ... these three in the training voices,
@@ -31,6 +32,13 @@ document's voice. ``audio`` (A2T input, A2A question) keeps its many voices. Equ
 answer voice share one WAV, answers included. Turned off, the corpus is the many-voice one of
 before (same WAVs and manifests for a seed): a T2A target is then the sentence in a random voice.
 
+Word timings: every WAV's word onsets, ``[[character index, seconds], …]`` (the index in its text
+where a spoken word starts, and when its speech starts), are recorded from espeak's word events and
+written to the manifests next to the audio they describe (``alignment``, ``answer_alignment``,
+``target_alignment``); the ``aligned`` layout places text by them. ``wavs/words.jsonl`` keeps them
+across an interrupted build; a WAV it does not cover (one from a build before it) is spoken again
+for its timings, which gives the same audio.
+
 Length: an entry whose audio, answer or target is longer than training's default limit
 (:data:`~flow_omni.data.dataset.MAX_SECONDS`, ``DataConfig.max_seconds``) is left out of the
 manifests and named in the report; training would skip it. Only long interleaved documents reach it.
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import random
 import re
 import shutil
@@ -486,18 +495,26 @@ def _prepare_dir(out_dir: Path, config: CorpusConfig, overwrite: bool) -> None:
         atomic_write_text(cfg_path, config.to_json() + "\n")
 
 
-def _entry(e: PlannedEntry, seconds: dict[str, float]) -> ManifestEntry:
+#: The word timings of the WAVs made so far, one JSON line per WAV (in ``wavs/``, so that overwrite removes it).
+WORDS_NAME = "words.jsonl"
+
+
+def _entry(e: PlannedEntry, seconds: dict[str, float], words: dict[str, list]) -> ManifestEntry:
     u = e.main
     meta = {"kind": e.kind, "rate": u.rate, "pitch": u.pitch, "intonation": u.intonation, **e.meta}
-    out = ManifestEntry(id=e.id, audio=u.path, text=u.text, speaker=u.voice, duration=seconds[u.uid], meta=meta)
+    out = ManifestEntry(
+        id=e.id, audio=u.path, text=u.text, speaker=u.voice, duration=seconds[u.uid], alignment=words[u.uid], meta=meta
+    )
     if e.answer is not None:
         out.answer_audio = e.answer.path
         out.answer_text = e.answer.text
         out.answer_duration = seconds[e.answer.uid]
+        out.answer_alignment = words[e.answer.uid]
         meta["answer_speaker"] = e.answer.voice
     if e.target is not None:
         out.target_audio = e.target.path
         out.target_duration = seconds[e.target.uid]
+        out.target_alignment = words[e.target.uid]
         meta["target_speaker"] = e.target.voice
     if e.segments is not None:
         out.segments = [Segment(text, None if s is None else s.path) for text, s in e.segments]
@@ -540,23 +557,39 @@ def build_corpus(
     _prepare_dir(out_dir, config, overwrite)
 
     frames: dict[str, int] = {}
+    words_path = out_dir / WAV_DIR / WORDS_NAME
+    words = _read_words(words_path)
     synthesized = reused = 0
     new_frames = 0
+
+    def speak(u: Utterance) -> tuple[torch.Tensor, list]:
+        audio, onsets = espeak.synthesize_aligned(
+            u.text, u.voice, rate_wpm=u.rate, pitch=u.pitch, pitch_range=u.intonation,
+            sample_rate=config.sample_rate, margin_seconds=config.margin_seconds,
+        )  # fmt: skip
+        return audio, [list(w) for w in onsets]
+
     bar = tqdm(total=len(plan.utterances), desc="synthesising", unit="wav", disable=not progress, dynamic_ncols=True)
-    with _one_torch_thread(), contextlib.closing(bar):
+    with _one_torch_thread(), contextlib.closing(bar), open(words_path, "a", encoding="utf-8") as words_log:
         for u in plan.utterances:
             path = out_dir / u.path
             if path.exists():
                 frames[u.uid] = _existing_frames(path, config.sample_rate)
+                if u.uid not in words:  # a WAV from a build before word timings: speak it again for them
+                    audio, words[u.uid] = speak(u)
+                    if audio.shape[-1] != frames[u.uid]:
+                        raise CorpusError(
+                            f"{path} has {frames[u.uid]} samples but speaking its text again gives "
+                            f"{audio.shape[-1]}; delete it and rerun to resynthesise it"
+                        )
+                    _log_words(words_log, u.uid, words[u.uid])
                 reused += 1
             else:
                 if stop_after is not None and synthesized >= stop_after:
                     break
-                audio = espeak.synthesize(
-                    u.text, u.voice, rate_wpm=u.rate, pitch=u.pitch, pitch_range=u.intonation,
-                    sample_rate=config.sample_rate, margin_seconds=config.margin_seconds,
-                )  # fmt: skip
+                audio, words[u.uid] = speak(u)
                 _write_wav(path, audio.numpy(), config.sample_rate)
+                _log_words(words_log, u.uid, words[u.uid])
                 frames[u.uid] = int(audio.shape[-1])
                 new_frames += frames[u.uid]
                 synthesized += 1
@@ -572,7 +605,7 @@ def build_corpus(
         too_long = [e.id for e in entries if _longest(e, frames) / config.sample_rate > MAX_SECONDS]
         entries = [e for e in entries if e.id not in too_long]
         for split in SPLITS:
-            write_manifest(out_dir / f"{split}.jsonl", [_entry(e, seconds) for e in entries if e.split == split])
+            write_manifest(out_dir / f"{split}.jsonl", [_entry(e, seconds, words) for e in entries if e.split == split])
     counts = {s: {k: 0 for k in KINDS} for s in SPLITS}
     for e in entries:
         counts[e.split][e.kind] += 1
@@ -589,6 +622,25 @@ def build_corpus(
         wall_seconds=time.perf_counter() - start,
         too_long=too_long,
     )
+
+
+def _read_words(path: Path) -> dict[str, list]:
+    """The word timings logged by earlier builds into ``path``, by WAV uid (a torn last line is ignored)."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(line)
+            out[item["uid"]] = item["words"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a killed build: its WAV is spoken again
+    return out
+
+
+def _log_words(log, uid: str, words: list) -> None:
+    log.write(json.dumps({"uid": uid, "words": words}) + "\n")
+    log.flush()
 
 
 def _longest(e: PlannedEntry, frames: dict[str, int]) -> int:

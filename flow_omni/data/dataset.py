@@ -218,6 +218,7 @@ class SpeechDataset(Dataset):
                         prompt_text=e.text,
                         target_text=e.text,
                         target_speech=self._target_speech(e.t2a_audio, rng),
+                        target_alignment=_pairs(e.t2a_alignment),
                     )
                 elif key.task == "A2A":
                     feats, info = self._input_features(e.audio, rng)
@@ -226,6 +227,7 @@ class SpeechDataset(Dataset):
                         prompt_audio=feats,
                         target_text=e.answer_text,
                         target_speech=self._target_speech(e.answer_audio, rng),
+                        target_alignment=_pairs(e.answer_alignment),
                         prompt_transcript=e.text,
                     )
                 elif key.task == "T2T":
@@ -236,6 +238,10 @@ class SpeechDataset(Dataset):
         except FlowOmniError as exc:
             return Skipped(f"entry {e.id!r}: {exc}")
         return Item(sample, key.seed, key, info)
+
+
+def _pairs(words: list[list] | None) -> list[tuple[int, float]] | None:
+    return None if words is None else [(int(c), float(t)) for c, t in words]
 
 
 class Collator:

@@ -78,7 +78,25 @@ _PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
 _EE_OK, _EE_NOT_FOUND = 0, 2
 _RAND_SEED = 1234
 
-_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_EVENT_LIST_TERMINATED, _EVENT_WORD = 0, 1
+
+
+class _Event(ctypes.Structure):
+    """``espeak_EVENT`` of speak_lib.h (the trailing ``id`` union is pointer-sized)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # 1-based character position of the word in the text
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # milliseconds into the generated speech
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_void_p),
+    ]
+
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
 class EspeakError(FlowOmniError, RuntimeError):
@@ -182,6 +200,7 @@ class Espeak:
         shutil.copyfile(self.library_path, self._private_lib)
         self._libc = ctypes.CDLL(None)
         self._chunks: list[np.ndarray] = []
+        self._words: list[tuple[int, int]] = []  # (character index, milliseconds) of each word event
         self._callback = _SynthCallback(self._collect)  # kept alive as long as self
         with self._lock:
             lib = self._open()
@@ -254,6 +273,11 @@ class Espeak:
     def _collect(self, wav, n: int, events) -> int:
         if n > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        i = 0
+        while events and events[i].type != _EVENT_LIST_TERMINATED:
+            if events[i].type == _EVENT_WORD:
+                self._words.append((events[i].text_position - 1, events[i].audio_position))
+            i += 1
         return 0  # 0 = go on synthesising
 
     # ---- voices ---------------------------------------------------------------------------
@@ -299,6 +323,12 @@ class Espeak:
         pitch_range: int = 50,
     ) -> np.ndarray:
         """The raw int16 samples at 22 050 Hz, untrimmed, as espeak produces them: ``(T,)``."""
+        return self._speak(text, voice, variant, rate_wpm=rate_wpm, pitch=pitch, pitch_range=pitch_range)[0]
+
+    def _speak(
+        self, text: str, voice: str | VoiceSpec, variant: str | None, *, rate_wpm: int, pitch: int, pitch_range: int
+    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """:meth:`synthesize_native`'s samples and the word events ``(character index, milliseconds)``."""
         if not isinstance(text, str) or not text.strip():
             raise EspeakError(f"text to speak must be a non-empty string, got {text!r}")
         spec = self.check_voice(voice, variant)
@@ -313,7 +343,7 @@ class Espeak:
         with self._lock:
             lib = self._open()
             try:
-                self._chunks = []
+                self._chunks, self._words = [], []
                 if lib.espeak_SetVoiceByName(str(spec).encode()) != _EE_OK:
                     raise UnknownVoiceError(f"libespeak-ng refused voice {str(spec)!r}")
                 lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
@@ -326,9 +356,10 @@ class Espeak:
                     raise EspeakError(f"espeak_Synth failed with status {status} for text {text[:60]!r}")
                 lib.espeak_Synchronize()
                 chunks, self._chunks = self._chunks, []
+                words, self._words = self._words, []
             finally:
                 self._close(lib)
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        return (np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)), words
 
     def synthesize(
         self,
@@ -352,7 +383,30 @@ class Espeak:
         Raises:
             UnknownVoiceError, EspeakError: bad voice/parameters, or no audible speech came out.
         """
-        raw = self.synthesize_native(text, voice, variant, rate_wpm=rate_wpm, pitch=pitch, pitch_range=pitch_range)
+        return self.synthesize_aligned(
+            text, voice, variant, rate_wpm=rate_wpm, pitch=pitch, pitch_range=pitch_range,
+            sample_rate=sample_rate, margin_seconds=margin_seconds,
+        )[0]  # fmt: skip
+
+    def synthesize_aligned(
+        self,
+        text: str,
+        voice: str | VoiceSpec = "en",
+        variant: str | None = None,
+        *,
+        rate_wpm: int = 175,
+        pitch: int = 50,
+        pitch_range: int = 50,
+        sample_rate: int = TARGET_SAMPLE_RATE,
+        margin_seconds: float = DEFAULT_MARGIN_SECONDS,
+    ) -> tuple[torch.Tensor, list[tuple[int, float]]]:
+        """:meth:`synthesize`, and when each word begins: ``(audio (T,), [(character index, seconds), …])``.
+
+        The pairs come from espeak's word events: the index in ``text`` where a spoken word starts
+        (a number read as several words gives several events) and the time its speech starts in the
+        trimmed audio, in increasing order of both, within ``[0, duration]``.
+        """
+        raw, events = self._speak(text, voice, variant, rate_wpm=rate_wpm, pitch=pitch, pitch_range=pitch_range)
         loud = np.flatnonzero(np.abs(raw.astype(np.int32)) >= TRIM_THRESHOLD)
         if loud.size == 0:
             raise EspeakError(f"espeak produced no audible speech for {text[:60]!r} in voice {voice!r}")
@@ -361,7 +415,13 @@ class Espeak:
         body = raw[max(start, 0) : min(stop, raw.size)].astype(np.float64) / 32768.0
         audio = np.pad(body, (max(0, -start), max(0, stop - raw.size)))
         out = resample(torch.from_numpy(audio), ESPEAK_SAMPLE_RATE, sample_rate)
-        return out.to(torch.float32).clamp_(-1.0, 1.0).contiguous()
+        duration = out.shape[-1] / sample_rate
+        words: list[tuple[int, float]] = []
+        for char, ms in events:
+            seconds = min(max(ms / 1000 - start / ESPEAK_SAMPLE_RATE, 0.0), duration)
+            if not words or (char > words[-1][0] and seconds >= words[-1][1]):
+                words.append((char, round(seconds, 4)))
+        return out.to(torch.float32).clamp_(-1.0, 1.0).contiguous(), words
 
 
 _DEFAULT: Espeak | None = None

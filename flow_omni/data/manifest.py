@@ -8,6 +8,8 @@ Schema (every line is a JSON object)::
      "answer_duration": 0.61,
      "target_audio": "wavs/s0001_t.wav", "target_duration": 1.05,             # optional (TTS target)
      "segments": [{"text": "…", "audio": "wavs/…"}, …],                        # optional (interleaved)
+     "alignment": [[0, 0.05], [4, 0.31], [8, 0.52]],                           # optional (word onsets)
+     "answer_alignment": […], "target_alignment": […],
      "meta": {...}}                                                           # optional, free-form
 
 Relative paths are relative to the manifest's own folder, so a corpus folder can be moved or copied
@@ -19,6 +21,12 @@ of which are given as speech (``audio`` set) and the rest as text.
 one output voice), while ``audio`` may be any speaker: a text-to-speech (T2A) target is
 ``target_audio`` when it is set and ``audio`` otherwise (:attr:`ManifestEntry.t2a_audio`).
 Manifests without it (imported corpora, corpora built before it existed) read as before.
+
+``alignment`` gives when each spoken word of ``text`` begins in ``audio``: ``[character index, seconds]``
+pairs, increasing in both (the synthetic corpus takes them from espeak; a forced aligner gives them
+for recorded speech). ``answer_alignment`` and ``target_alignment`` do the same for ``answer_text`` in
+``answer_audio`` and ``text`` in ``target_audio``. The ``aligned`` layout needs them for its speech
+targets (:attr:`ManifestEntry.t2a_alignment`, ``answer_alignment``).
 """
 
 from __future__ import annotations
@@ -66,6 +74,9 @@ class ManifestEntry:
     target_audio: str | None = None
     target_duration: float | None = None
     segments: list[Segment] | None = None
+    alignment: list[list] | None = None
+    answer_alignment: list[list] | None = None
+    target_alignment: list[list] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,6 +88,11 @@ class ManifestEntry:
     def t2a_duration(self) -> float | None:
         """The duration of :attr:`t2a_audio` (seconds), if the manifest gives it."""
         return self.target_duration if self.target_audio is not None else self.duration
+
+    @property
+    def t2a_alignment(self) -> list[list] | None:
+        """The word onsets of ``text`` in :attr:`t2a_audio`, if the manifest gives them."""
+        return self.target_alignment if self.target_audio is not None else self.alignment
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object for this entry; ``None`` fields are left out to keep lines short."""
@@ -110,6 +126,11 @@ class ManifestEntry:
             if not isinstance(segs, list) or not all(isinstance(s, dict) and "text" in s for s in segs):
                 raise ManifestError(f"{where}: 'segments' must be a list of objects with a 'text' key")
             data["segments"] = [Segment(text=s["text"], audio=s.get("audio")) for s in segs]
+        for key, text_key in (("alignment", "text"), ("answer_alignment", "answer_text"), ("target_alignment", "text")):
+            if data.get(key) is not None:
+                problem = alignment_problem(data[key], data.get(text_key))
+                if problem:
+                    raise ManifestError(f"{where}: {key!r} {problem}")
         return cls(**data)
 
     def resolve(self, root: str | Path) -> ManifestEntry:
@@ -128,6 +149,26 @@ class ManifestEntry:
             target_audio=fix(self.target_audio),
             segments=segs,
         )
+
+
+def alignment_problem(words: Any, text: Any) -> str | None:
+    """What is wrong with word onsets ``words`` of ``text`` (None when nothing is)."""
+    if not isinstance(words, list) or not words:
+        return "must be a non-empty list of [character index, seconds] pairs"
+    if not isinstance(text, str):
+        return "describes a text the line does not have"
+    last_char, last_time = -1, -1.0
+    for w in words:
+        ok = isinstance(w, list) and len(w) == 2 and isinstance(w[0], int) and not isinstance(w[0], bool)
+        if not ok or not isinstance(w[1], (int, float)) or isinstance(w[1], bool):
+            return f"must hold [character index, seconds] pairs, got {w!r}"
+        if not (last_char < w[0] < len(text)) or w[1] < max(last_time, 0.0):
+            return (
+                f"must increase in both character index (within the text's {len(text)} characters) and "
+                f"seconds (from 0), got {w!r} after [{last_char}, {last_time}]"
+            )
+        last_char, last_time = w[0], float(w[1])
+    return None
 
 
 #: Bytes read to tell a text manifest from a binary file (an audio file or an archive given by mistake).

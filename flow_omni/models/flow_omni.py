@@ -302,6 +302,35 @@ class FlowOmni(nn.Module):
             raise FlowOmniError(f"{what} is empty; expected some text")
         return ids
 
+    def _aligned_target(self, s: Sample) -> tuple[list[int], list[tuple[int, int]]]:
+        """A speech target's text ids for the ``aligned`` layout and each word's ``(first id index, speech
+        token index)``: the text is cut before each word (with the spaces before it, as BPE vocabularies
+        attach them) and the pieces are tokenised one by one, so that every id belongs to one word."""
+        text, words = s.target_text, s.target_alignment
+        if not words:
+            raise FlowOmniError(
+                f"the aligned layout needs word onsets for a {s.task} target (Sample.target_alignment; a "
+                "manifest's target_alignment / answer_alignment, which flow-omni corpus writes)"
+            )
+        cuts = []
+        for char, _ in words:
+            while char > 0 and text[char - 1].isspace():
+                char -= 1
+            cuts.append(char)
+        cuts[0] = 0
+        rate = self.speech_tokenizer.config.token_rate
+        n_tokens = s.target_speech.shape[0] if s.target_speech is not None else 1  # None: build_response says so
+        ids: list[int] = []
+        onsets: list[tuple[int, int]] = []
+        for (start, end), (_, seconds) in zip(zip(cuts, [*cuts[1:], len(text)]), words):
+            piece = self.text_tokenizer.encode(text[start:end]) if end > start else []
+            if piece:
+                onsets.append((len(ids), min(int(seconds * rate), n_tokens - 1)))
+                ids += piece
+        if not ids:
+            raise FlowOmniError(f"target_text of a {s.task} sample is empty; expected some text")
+        return ids, onsets
+
     def collate(self, samples: Sequence[Sample], *, left_pad: bool = False, with_targets: bool = True) -> Batch:
         """Lay out and pad samples (targets included unless ``with_targets=False``)."""
         seqs, feats = [], []
@@ -315,8 +344,10 @@ class FlowOmni(nn.Module):
             if s.target_speech is not None and (s.target_speech.dim() != 2 or s.target_speech.shape[-1] != D):
                 raise FlowOmniError(f"target_speech must be (N, {D}) speech tokens, got {tuple(s.target_speech.shape)}")
             n_audio = self.encoder.output_length(s.prompt_audio.shape[0]) if s.prompt_audio is not None else 0
-            target = None
-            if with_targets:
+            target = onsets = None
+            if with_targets and self.config.layout.kind == "aligned" and s.speaks:
+                target, onsets = self._aligned_target(s)
+            elif with_targets:
                 target = (
                     self._text_ids(s.target_text, f"target_text of a {s.task} sample")
                     if s.target_text is not None
@@ -336,6 +367,7 @@ class FlowOmni(nn.Module):
                     self.special,
                     D,
                     mix,
+                    onsets,
                 )
             )
             feats.append(s.prompt_audio)

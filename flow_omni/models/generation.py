@@ -236,15 +236,20 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
     cond, post_past = model.condition(out.last_hidden_state, mask, pos, past=post_past, use_cache=cfg.use_cache)
     h, c = out.last_hidden_state[:, -1], cond[:, -1]
     cur_speech = torch.zeros(B, P, device=device)
-    allowed_text = None
+    allowed_text = allowed_speaking = None
+    aligned = layout.kind == "aligned"
     # Items that copy a partner's text go last, after the partner has picked its token.
     order = sorted(range(B), key=lambda i: tracks[i].partner is not None)
+    speaking = torch.tensor([t.speaks for t in tracks], device=device)
 
     for _ in range(cfg.max_new_positions):
         logits = model.text_logits(h)
         if allowed_text is None:
             allowed_text = _allowed_text_mask(model, logits.shape[-1], device)
-        logits = logits.masked_fill(~allowed_text, _NEG)
+            # the aligned layout's speech writes <tpad> between words itself
+            allowed_speaking = allowed_text.clone()
+            allowed_speaking[sp["<tpad>"]] = aligned
+        logits = logits.masked_fill(~torch.where(speaking[:, None], allowed_speaking, allowed_text), _NEG)
         state_logits = model.state_head(h)
         nxt_text = torch.full((B,), sp["<tpad>"], dtype=torch.long)
         nxt_state = torch.full((B,), STATE_PAD, dtype=torch.long)
@@ -254,7 +259,7 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
             t = tracks[i]
             if t.done:
                 continue
-            want_text = not t.text_done and (layout.kind == "parallel" or not t.speaks or t.mode is Mode.TEXT)
+            want_text = not t.text_done and (layout.kind != "interleaved" or not t.speaks or t.mode is Mode.TEXT)
             if want_text:
                 if t.partner is not None:
                     # The partner (processed first) wrote its token; <tpad> means it has finished.
@@ -264,7 +269,7 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
                 else:
                     tok = _pick_text(logits[i], cfg, gens[i])
                 nxt_text[i] = tok
-                new_text[i] = tok != sp["<eot>"]
+                new_text[i] = tok not in (sp["<eot>"], sp["<tpad>"])
                 t.text_done = tok == sp["<eot>"]
             if t.speaks:
                 nxt_state[i] = _next_state(t, layout, state_logits[i], want_text)
@@ -308,7 +313,7 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
 
 def _next_state(t: _Track, layout, logits: torch.Tensor, wrote_text: bool) -> int:
     """Greedy state restricted to legal transitions; updates the track's phase/mode."""
-    if layout.kind == "parallel":
+    if layout.kind != "interleaved":
         allowed = {
             Phase.BEFORE: (STATE_PAD, STATE_START),
             Phase.SPEAKING: (STATE_GEN, STATE_STOP),
