@@ -98,7 +98,9 @@ def main() -> None:
         for mode in MODES[1:]:
             t0 = time.perf_counter()
             if mode == "teacher-forced":
-                mels = teacher_forced_speech(model, texts, refs, steps=args.steps)
+                mels = teacher_forced_speech(
+                    model, texts, refs, steps=args.steps, alignments=[e.t2a_alignment for e in test]
+                )
             else:
                 out = model.generate(
                     [Sample("T2A", prompt_text=t) for t in texts],

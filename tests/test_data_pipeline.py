@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from flow_omni import FlowOmni, FlowOmniConfig
+from flow_omni.audio.augment import AugmentConfig
 from flow_omni.audio.io import save_audio
 from flow_omni.audio.mel import LogMel
 from flow_omni.audio.synth import synth_corpus
@@ -279,3 +280,24 @@ def test_feature_masks_zero_bounded_spans_of_inputs_only(files, tmp_path):
     t2a = masked[ItemKey(0, "T2A", 7)].sample.target_speech
     assert torch.equal(t2a, clean[ItemKey(0, "T2A", 7)].sample.target_speech)  # targets are not masked
     assert _no_augment(config).feature_mask is None and config.feature_mask is strong  # validation: no masks
+
+
+def test_word_onsets_reach_the_samples_and_move_with_a_speed_change(files, tmp_path):
+    _, paths, audios = files
+    model = FlowOmni(FlowOmniConfig.preset("tiny"))
+    words = [[0, 0.05], [5, 0.3]]
+    entry = ManifestEntry(
+        "q", str(paths[0]), "what is", answer_audio=str(paths[1]), answer_text="two", answer_alignment=[[0, 0.04]],
+        target_audio=str(paths[3]), target_alignment=words,
+    )  # fmt: skip
+    cache = FeatureCache(tmp_path / "c")
+    clean = SpeechDataset([entry], model, DataConfig(), cache)
+    assert clean[ItemKey(0, "T2A", 1)].sample.target_alignment == [(0, 0.05), (5, 0.3)]
+    assert clean[ItemKey(0, "A2A", 1)].sample.target_alignment == [(0, 0.04)]
+    only_speed = AugmentConfig(p_noise=0.0, p_speed=1.0, p_pitch=0.0, p_reverb=0.0, speed_range=[0.8, 0.8])
+    slow = SpeechDataset([entry], model, DataConfig(augment=only_speed, p_augment=1.0, augment_targets=True), cache)
+    item = slow[ItemKey(0, "T2A", 1)].sample
+    stretch = 1 / 0.8  # speed 0.8: the audio, and every onset in it, lasts 1.25 times as long
+    assert item.target_speech.shape[0] == pytest.approx(model.speech_tokenizer.num_tokens(audios[3].shape[0]) * stretch, abs=2)
+    assert [c for c, _ in item.target_alignment] == [0, 5]
+    assert [t for _, t in item.target_alignment] == pytest.approx([0.05 * stretch, 0.3 * stretch], rel=0.01)

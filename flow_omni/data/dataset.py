@@ -194,12 +194,17 @@ class SpeechDataset(Dataset):
             return whisper_features(self.cache, self.encoder, path), {"applied": []}
         return self.tokenizer.encode_mel(self.cache.mel(path)), {"applied": []}
 
-    def _target_speech(self, path: str, rng: np.random.Generator) -> torch.Tensor:
+    def _target_speech(
+        self, path: str, rng: np.random.Generator, words: list[list] | None = None
+    ) -> tuple[torch.Tensor, list[tuple[int, float]] | None]:
+        """Target speech tokens of a file and its word onsets ``words``, both through the same augmentation
+        (a speed change moves the onsets with the audio)."""
         if self.config.augment_targets and self.augmenter is not None and rng.random() < self.config.p_augment:
-            audio, _ = self.augmenter(self.cache.load_audio(path), int(rng.integers(2**62)))
+            clean = self.cache.load_audio(path)
+            audio, _ = self.augmenter(clean, int(rng.integers(2**62)))
             with about_file(path):
-                return self.tokenizer.encode(audio)
-        return self.tokenizer.encode_mel(self.cache.mel(path))
+                return self.tokenizer.encode(audio), _pairs(words, audio.shape[-1] / clean.shape[-1])
+        return self.tokenizer.encode_mel(self.cache.mel(path)), _pairs(words)
 
     def __getitem__(self, key: ItemKey) -> Item | Skipped:
         if not isinstance(key, ItemKey):
@@ -213,35 +218,34 @@ class SpeechDataset(Dataset):
                     feats, info = self._input_features(e.audio, rng)
                     sample = Sample("A2T", prompt_audio=feats, target_text=e.text, prompt_transcript=e.text)
                 elif key.task == "T2A":
+                    speech, words = self._target_speech(e.t2a_audio, rng, e.t2a_alignment)
                     sample = Sample(
-                        "T2A",
-                        prompt_text=e.text,
-                        target_text=e.text,
-                        target_speech=self._target_speech(e.t2a_audio, rng),
-                        target_alignment=_pairs(e.t2a_alignment),
+                        "T2A", prompt_text=e.text, target_text=e.text, target_speech=speech, target_alignment=words
                     )
                 elif key.task == "A2A":
                     feats, info = self._input_features(e.audio, rng)
+                    speech, words = self._target_speech(e.answer_audio, rng, e.answer_alignment)
                     sample = Sample(
                         "A2A",
                         prompt_audio=feats,
                         target_text=e.answer_text,
-                        target_speech=self._target_speech(e.answer_audio, rng),
-                        target_alignment=_pairs(e.answer_alignment),
+                        target_speech=speech,
+                        target_alignment=words,
                         prompt_transcript=e.text,
                     )
                 elif key.task == "T2T":
                     sample = Sample("T2T", prompt_text=e.text, target_text=e.answer_text)
                 else:
-                    spans = [(s.text, self._target_speech(s.audio, rng) if s.audio else None) for s in e.segments]
+                    spans = [(s.text, self._target_speech(s.audio, rng)[0] if s.audio else None) for s in e.segments]
                     sample = Sample("MIX", segments=spans)
         except FlowOmniError as exc:
             return Skipped(f"entry {e.id!r}: {exc}")
         return Item(sample, key.seed, key, info)
 
 
-def _pairs(words: list[list] | None) -> list[tuple[int, float]] | None:
-    return None if words is None else [(int(c), float(t)) for c, t in words]
+def _pairs(words: list[list] | None, stretch: float = 1.0) -> list[tuple[int, float]] | None:
+    """Manifest word onsets as ``(character index, seconds)``, the times scaled by ``stretch``."""
+    return None if words is None else [(int(c), float(t) * stretch) for c, t in words]
 
 
 class Collator:

@@ -28,6 +28,7 @@ def teacher_forced_speech(
     temperature: float = 0.0,
     seed: int = 0,
     batch_size: int = 8,
+    alignments: Sequence[Sequence[tuple[int, float]] | None] | None = None,
 ) -> list[torch.Tensor]:
     """The log-mel ``(n_mels, F)`` that ``model`` samples for each T→A item when, at every speech position,
     the LLM has read the reference's tokens before it.
@@ -37,21 +38,28 @@ def teacher_forced_speech(
     speech head, given the condition there and the reference's previous token (the flow head's
     ``prior="previous"`` starts from it). Item ``i`` draws its noise from one generator seeded with
     ``seed + i``, position after position (at temperature 0, the default, the draws are scaled to
-    nothing). The output has the reference's ``F`` frames.
+    nothing). The output has the reference's ``F`` frames. ``alignments[i]`` is the word onsets of
+    ``texts[i]`` in its reference (:attr:`Sample.target_alignment`), which a model of the ``aligned``
+    layout needs to place the text.
 
     Besides the speech tokens, teacher forcing also fixes the text stream, the length and the stop
     to the reference's, so the gap to free-running speech is more than the speech tokens alone.
     """
-    if len(texts) != len(references):
-        raise ValueError(f"teacher_forced_speech: {len(texts)} texts but {len(references)} references")
+    if len(texts) != len(references) or (alignments is not None and len(alignments) != len(texts)):
+        raise ValueError(
+            f"teacher_forced_speech: {len(texts)} texts, {len(references)} references and "
+            f"{'no' if alignments is None else len(alignments)} alignments; expected one of each per item"
+        )
+    alignments = alignments if alignments is not None else [None] * len(texts)
     model.eval()
     tok = model.speech_tokenizer
     out: list[torch.Tensor] = []
     for start in range(0, len(texts), batch_size):
         refs = references[start : start + batch_size]
+        part = slice(start, start + batch_size)
         samples = [
-            Sample("T2A", prompt_text=t, target_text=t, target_speech=tok.encode_mel(r))
-            for t, r in zip(texts[start : start + batch_size], refs)
+            Sample("T2A", prompt_text=t, target_text=t, target_speech=tok.encode_mel(r), target_alignment=a)
+            for t, r, a in zip(texts[part], refs, alignments[part])
         ]
         batch = model.collate(samples).to(model.device)
         payloads = model.speech.payloads(batch.speech, batch.state)
