@@ -302,3 +302,15 @@ def test_word_onsets_reach_the_samples_and_move_with_a_speed_change(files, tmp_p
     assert item.target_speech.shape[0] == pytest.approx(n_clean * stretch, abs=2)
     assert [c for c, _ in item.target_alignment] == [0, 5]
     assert [t for _, t in item.target_alignment] == pytest.approx([0.05 * stretch, 0.3 * stretch], rel=0.01)
+
+
+def test_the_aligned_layout_skips_speech_targets_without_word_onsets(files, tmp_path):
+    _, paths, _ = files
+    cfg = FlowOmniConfig.preset("tiny")
+    cfg.layout = dataclasses.replace(cfg.layout, kind="aligned")
+    entry = ManifestEntry("q", str(paths[0]), "what is", answer_audio=str(paths[1]), answer_text="two")
+    data = SpeechDataset([entry], FlowOmni(cfg), DataConfig(), FeatureCache(tmp_path / "c"))
+    for task, field in (("T2A", "alignment"), ("A2A", "answer_alignment")):
+        item = data[ItemKey(0, task, 1)]
+        assert isinstance(item, Skipped) and f"entry 'q': no {field} (word onsets) for the aligned layout" in item.line
+    assert data[ItemKey(0, "A2T", 1)].sample.target_text == "what is"  # listening needs none

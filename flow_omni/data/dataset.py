@@ -149,6 +149,7 @@ class SpeechDataset(Dataset):
         self.cache = cache
         self.tokenizer = model.speech_tokenizer
         self.encoder = model.encoder
+        self.aligned = model.config.layout.kind == "aligned"  # speech targets need their word onsets
         self.augmenter = (
             Augmenter(config.augment, sample_rate=cache.mel_config.sample_rate) if config.p_augment > 0 else None
         )
@@ -206,6 +207,13 @@ class SpeechDataset(Dataset):
                 return self.tokenizer.encode(audio), _pairs(words, audio.shape[-1] / clean.shape[-1])
         return self.tokenizer.encode_mel(self.cache.mel(path)), _pairs(words)
 
+    def _check_alignment(self, words: list[list] | None, field: str) -> None:
+        if self.aligned and words is None:
+            raise FlowOmniError(
+                f"no {field} (word onsets) for the aligned layout; flow-omni corpus writes them, "
+                "a forced aligner can give them for recorded speech"
+            )
+
     def __getitem__(self, key: ItemKey) -> Item | Skipped:
         if not isinstance(key, ItemKey):
             raise TypeError("SpeechDataset is indexed by ItemKey; use it with BucketBatchSampler")
@@ -218,11 +226,13 @@ class SpeechDataset(Dataset):
                     feats, info = self._input_features(e.audio, rng)
                     sample = Sample("A2T", prompt_audio=feats, target_text=e.text, prompt_transcript=e.text)
                 elif key.task == "T2A":
+                    self._check_alignment(e.t2a_alignment, "target_alignment" if e.target_audio else "alignment")
                     speech, words = self._target_speech(e.t2a_audio, rng, e.t2a_alignment)
                     sample = Sample(
                         "T2A", prompt_text=e.text, target_text=e.text, target_speech=speech, target_alignment=words
                     )
                 elif key.task == "A2A":
+                    self._check_alignment(e.answer_alignment, "answer_alignment")
                     feats, info = self._input_features(e.audio, rng)
                     speech, words = self._target_speech(e.answer_audio, rng, e.answer_alignment)
                     sample = Sample(
