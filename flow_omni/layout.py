@@ -11,7 +11,7 @@ The input embedding is the sum of the embeddings of the streams. Position ``p`` 
 streams of position ``p + 1`` (text CE, state CE, and the flow head for the next speech token).
 
 A sequence is ``prompt`` + ``response``. The prompt is ``<bos> <TASK> content <sep>`` where content is
-text ids (T2A, T2T) or encoder positions (A2T, A2A). Two response layouts:
+text ids (T2A, T2T) or encoder positions (A2T, A2A). Three response layouts:
 
 ``parallel`` (Flow-Omni / Mini-Omni): text and speech run side by side, text leading by
 ``text_delay`` positions::
@@ -54,9 +54,10 @@ document in either modality. It is a training format; generation takes the four 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -96,6 +97,28 @@ class LayoutConfig(Config):
             raise ConfigError(f"LayoutConfig: max_length must be >= 8, got {self.max_length}")
 
 
+def alignment_problem(words: Any, text: Any) -> str | None:
+    """What is wrong with word onsets ``words`` of ``text`` (None when nothing is): they must be
+    ``[character index, seconds]`` pairs, the indices increasing within the text, the times not
+    decreasing from 0."""
+    if not isinstance(words, list) or not words:
+        return "must be a non-empty list of [character index, seconds] pairs"
+    if not isinstance(text, str):
+        return "describes a text the line does not have"
+    last_char, last_time = -1, -1.0
+    for w in words:
+        ok = isinstance(w, (list, tuple)) and len(w) == 2 and isinstance(w[0], int) and not isinstance(w[0], bool)
+        if not ok or not isinstance(w[1], (int, float)) or isinstance(w[1], bool) or not math.isfinite(w[1]):
+            return f"must hold [character index, seconds] pairs of finite numbers, got {w!r}"
+        if not (last_char < w[0] < len(text)) or w[1] < max(last_time, 0.0):
+            return (
+                f"must increase in both character index (within the text's {len(text)} characters) and "
+                f"seconds (from 0), got {w!r} after [{last_char}, {last_time}]"
+            )
+        last_char, last_time = w[0], float(w[1])
+    return None
+
+
 @dataclass
 class Sample:
     """One example. Prompt: ``prompt_text`` (T2A, T2T) or ``prompt_audio`` (A2T, A2A);
@@ -112,8 +135,9 @@ class Sample:
     target_speech: torch.Tensor | None = None
     #: MIX only: the spans of the document, ``(text, speech tokens (n, D) or None)``
     segments: list[tuple[str, torch.Tensor | None]] | None = None
-    #: training only, for the ``aligned`` layout: when each word of ``target_text`` begins in
-    #: ``target_speech``, as ``(character index, seconds)`` pairs (the manifest's word onsets)
+    #: with targets (training, teacher forcing), for the ``aligned`` layout: when each word of
+    #: ``target_text`` begins in ``target_speech``, as ``(character index, seconds)`` pairs (the
+    #: manifest's word onsets; :func:`alignment_problem` says what is allowed)
     target_alignment: Sequence[tuple[int, float]] | None = None
     #: training only: the words spoken in ``prompt_audio`` (A2T: the target; A2A: the question), the
     #: target of the auxiliary CTC loss on the speech encoder's output (``LossWeights.ctc``)

@@ -23,6 +23,7 @@ from flow_omni.data.corpus import (
     build_corpus,
     make_plan,
 )
+from flow_omni.data.corpus import _read_words as read_words
 from flow_omni.data.espeak import (
     DEFAULT_MARGIN_SECONDS,
     ENGLISH_LANGUAGES,
@@ -469,6 +470,12 @@ def test_a_folder_built_before_word_timings_resumes_with_them(built, tmp_path):
     report = build_corpus(small_config(), d, progress=False)
     assert report.complete and report.synthesized == 0 and report.reused == full.n_utterances
     assert tree(d) == tree(out)  # the WAVs spoken again gave the same timings (and audio)
+    # a log line torn by a killed build: its WAV is spoken again, and the lines after it stand alone
+    log = d / WAV_DIR / WORDS_NAME
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:3]) + lines[3][:20])
+    build_corpus(small_config(), d, progress=False)
+    assert len(read_words(log)) == full.n_utterances and tree(d)["train.jsonl"] == tree(out)["train.jsonl"]
 
 
 def test_a_many_voice_folder_of_an_older_version_resumes_into_one_voice(built, tmp_path):

@@ -308,9 +308,16 @@ def test_the_aligned_layout_skips_speech_targets_without_word_onsets(files, tmp_
     _, paths, _ = files
     cfg = FlowOmniConfig.preset("tiny")
     cfg.layout = dataclasses.replace(cfg.layout, kind="aligned")
+    model, cache = FlowOmni(cfg), FeatureCache(tmp_path / "c")
     entry = ManifestEntry("q", str(paths[0]), "what is", answer_audio=str(paths[1]), answer_text="two")
-    data = SpeechDataset([entry], FlowOmni(cfg), DataConfig(), FeatureCache(tmp_path / "c"))
+    aligned = dataclasses.replace(entry, id="a", alignment=[[0, 0.05]], answer_alignment=[[0, 0.05]])
+    data = SpeechDataset([entry, aligned], model, DataConfig(), cache)
     for task, field in (("T2A", "alignment"), ("A2A", "answer_alignment")):
         item = data[ItemKey(0, task, 1)]
         assert isinstance(item, Skipped) and f"entry 'q': no {field} (word onsets) for the aligned layout" in item.line
+        assert not isinstance(data[ItemKey(1, task, 1)], Skipped)
     assert data[ItemKey(0, "A2T", 1)].sample.target_text == "what is"  # listening needs none
+    # a corpus without any onsets is refused up front, unless nothing is spoken
+    with pytest.raises(ConfigError, match="none of the 1 manifest entries has them"):
+        SpeechDataset([entry], model, DataConfig(), cache)
+    SpeechDataset([entry], model, DataConfig(task_weights={"A2T": 1.0}), cache)

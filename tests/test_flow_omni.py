@@ -473,3 +473,9 @@ def test_aligned_layout_trains_and_writes_pads_between_words(corpus):
     assert out.text.startswith("blue") and tpad not in out.text_ids
     with pytest.raises(FlowOmniError, match="word onsets"):
         model.collate([dataclasses.replace(samples[0], target_alignment=None)])
+    for bad in ([(0, 0.05), (5, 0.5), (3, 0.9)], [(0, 0.05), (40, 0.5)], [(0, 0.05), (5, float("nan"))]):
+        with pytest.raises(FlowOmniError, match="target_alignment of a T2A sample must"):
+            model.collate([dataclasses.replace(samples[0], target_alignment=bad)])
+    # text before the first onset (a word espeak gave no event) is due at time 0
+    late = model.collate([dataclasses.replace(samples[0], target_alignment=[(5, 0.5)])])
+    assert late.text[0, late.prompt_lengths[0]].item() == model.text_tokenizer.encode("b")[0]

@@ -503,6 +503,7 @@ def test_word_onsets_round_trip_and_bad_ones_are_named(corpus):
         ([[0, 0.05], [6, 0.01]], "must increase"),
         ([[0, 0.05], [60, 0.5]], "within the text's 11 characters"),
         ([[0, "x"]], r"\[character index, seconds\] pairs"),
+        ([[0, float("nan")]], "finite numbers"),
         ([], "non-empty list"),
     ):
         with pytest.raises(ManifestError, match=why):

@@ -567,9 +567,12 @@ def build_corpus(
             u.text, u.voice, rate_wpm=u.rate, pitch=u.pitch, pitch_range=u.intonation,
             sample_rate=config.sample_rate, margin_seconds=config.margin_seconds,
         )  # fmt: skip
-        return audio, [list(w) for w in onsets]
+        return audio, [list(w) for w in onsets] or None  # no word events: no alignment (the manifest allows none)
 
     bar = tqdm(total=len(plan.utterances), desc="synthesising", unit="wav", disable=not progress, dynamic_ncols=True)
+    if words_path.is_file() and words_path.stat().st_size and not words_path.read_bytes().endswith(b"\n"):
+        with open(words_path, "a", encoding="utf-8") as log:
+            log.write("\n")  # close a line torn by a killed build, so that the next line stands alone
     with _one_torch_thread(), contextlib.closing(bar), open(words_path, "a", encoding="utf-8") as words_log:
         for u in plan.utterances:
             path = out_dir / u.path
@@ -580,7 +583,8 @@ def build_corpus(
                     if audio.shape[-1] != frames[u.uid]:
                         raise CorpusError(
                             f"{path} has {frames[u.uid]} samples but speaking its text again gives "
-                            f"{audio.shape[-1]}; delete it and rerun to resynthesise it"
+                            f"{audio.shape[-1]}: the folder was built by another espeak; build into a new "
+                            "folder, or pass overwrite=True (--overwrite) to speak it all again"
                         )
                     _log_words(words_log, u.uid, words[u.uid])
                 reused += 1

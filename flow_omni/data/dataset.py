@@ -150,6 +150,15 @@ class SpeechDataset(Dataset):
         self.tokenizer = model.speech_tokenizer
         self.encoder = model.encoder
         self.aligned = model.config.layout.kind == "aligned"  # speech targets need their word onsets
+        speaks = any(config.task_weights.get(t, 0) > 0 for t in ("T2A", "A2A"))
+        if self.aligned and speaks and self.entries:
+            if not any(e.t2a_alignment or e.answer_alignment for e in self.entries):
+                raise ConfigError(
+                    f"the aligned layout needs word onsets for its speech targets, and none of the "
+                    f"{len(self.entries)} manifest entries has them (alignment, target_alignment, "
+                    "answer_alignment; flow-omni corpus writes them); use the parallel layout, or train "
+                    "only A2T/T2T (data.task_weights)"
+                )
         self.augmenter = (
             Augmenter(config.augment, sample_rate=cache.mel_config.sample_rate) if config.p_augment > 0 else None
         )

@@ -82,7 +82,8 @@ _EVENT_LIST_TERMINATED, _EVENT_WORD = 0, 1
 
 
 class _Event(ctypes.Structure):
-    """``espeak_EVENT`` of speak_lib.h (the trailing ``id`` union is pointer-sized)."""
+    """``espeak_EVENT`` of speak_lib.h (the trailing ``id`` union of an int, a pointer and ``char[8]``
+    is 8 bytes on every platform)."""
 
     _fields_ = [
         ("type", ctypes.c_int),
@@ -92,7 +93,7 @@ class _Event(ctypes.Structure):
         ("audio_position", ctypes.c_int),  # milliseconds into the generated speech
         ("sample", ctypes.c_int),
         ("user_data", ctypes.c_void_p),
-        ("id", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
     ]
 
 
@@ -404,7 +405,7 @@ class Espeak:
 
         The pairs come from espeak's word events: the index in ``text`` where a spoken word starts
         (a number read as several words gives several events) and the time its speech starts in the
-        trimmed audio, in increasing order of both, within ``[0, duration]``.
+        trimmed audio: character indices increasing, times not decreasing, within ``[0, duration]``.
         """
         raw, events = self._speak(text, voice, variant, rate_wpm=rate_wpm, pitch=pitch, pitch_range=pitch_range)
         loud = np.flatnonzero(np.abs(raw.astype(np.int32)) >= TRIM_THRESHOLD)
@@ -419,7 +420,7 @@ class Espeak:
         words: list[tuple[int, float]] = []
         for char, ms in events:
             seconds = min(max(ms / 1000 - start / ESPEAK_SAMPLE_RATE, 0.0), duration)
-            if not words or (char > words[-1][0] and seconds >= words[-1][1]):
+            if 0 <= char < len(text) and (not words or (char > words[-1][0] and seconds >= words[-1][1])):
                 words.append((char, round(seconds, 4)))
         return out.to(torch.float32).clamp_(-1.0, 1.0).contiguous(), words
 

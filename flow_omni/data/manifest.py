@@ -41,6 +41,7 @@ from typing import Any
 
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.errors import FlowOmniError
+from flow_omni.layout import alignment_problem
 
 REQUIRED_KEYS = ("id", "audio", "text")
 
@@ -149,26 +150,6 @@ class ManifestEntry:
             target_audio=fix(self.target_audio),
             segments=segs,
         )
-
-
-def alignment_problem(words: Any, text: Any) -> str | None:
-    """What is wrong with word onsets ``words`` of ``text`` (None when nothing is)."""
-    if not isinstance(words, list) or not words:
-        return "must be a non-empty list of [character index, seconds] pairs"
-    if not isinstance(text, str):
-        return "describes a text the line does not have"
-    last_char, last_time = -1, -1.0
-    for w in words:
-        ok = isinstance(w, list) and len(w) == 2 and isinstance(w[0], int) and not isinstance(w[0], bool)
-        if not ok or not isinstance(w[1], (int, float)) or isinstance(w[1], bool):
-            return f"must hold [character index, seconds] pairs, got {w!r}"
-        if not (last_char < w[0] < len(text)) or w[1] < max(last_time, 0.0):
-            return (
-                f"must increase in both character index (within the text's {len(text)} characters) and "
-                f"seconds (from 0), got {w!r} after [{last_char}, {last_time}]"
-            )
-        last_char, last_time = w[0], float(w[1])
-    return None
 
 
 #: Bytes read to tell a text manifest from a binary file (an audio file or an archive given by mistake).

@@ -36,7 +36,17 @@ from flow_omni.audio.speech_tokens import ContinuousSpeechTokenizer, SpeechToken
 from flow_omni.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, FlowOmniError
-from flow_omni.layout import IGNORE, NUM_STATES, STATE_GEN, Batch, LayoutConfig, Sample, collate, layout_sample
+from flow_omni.layout import (
+    IGNORE,
+    NUM_STATES,
+    STATE_GEN,
+    Batch,
+    LayoutConfig,
+    Sample,
+    alignment_problem,
+    collate,
+    layout_sample,
+)
 from flow_omni.model_card import TrainingRecord, write_model_card
 from flow_omni.models.backbone import (
     PRESETS,
@@ -304,25 +314,32 @@ class FlowOmni(nn.Module):
 
     def _aligned_target(self, s: Sample) -> tuple[list[int], list[tuple[int, int]]]:
         """A speech target's text ids for the ``aligned`` layout and each word's ``(first id index, speech
-        token index)``: the text is cut before each word (with the spaces before it, as BPE vocabularies
-        attach them) and the pieces are tokenised one by one, so that every id belongs to one word."""
+        token index)``: the text is cut before each word (with the spaces before it, as GPT-2-style BPE
+        vocabularies attach them) and the pieces are tokenised one by one, so that every id belongs to
+        one word. Text before the first onset (a word espeak gave no event) is due at time 0."""
         text, words = s.target_text, s.target_alignment
         if not words:
             raise FlowOmniError(
                 f"the aligned layout needs word onsets for a {s.task} target (Sample.target_alignment; a "
                 "manifest's target_alignment / answer_alignment, which flow-omni corpus writes)"
             )
-        cuts = []
-        for char, _ in words:
+        problem = alignment_problem(list(words), text)
+        if problem:
+            raise FlowOmniError(f"target_alignment of a {s.task} sample {problem}")
+        cuts, times = [], []
+        for char, seconds in words:
             while char > 0 and text[char - 1].isspace():
                 char -= 1
+            if char > 0 and not cuts:
+                cuts.append(0)
+                times.append(0.0)
             cuts.append(char)
-        cuts[0] = 0
+            times.append(seconds)
         rate = self.speech_tokenizer.config.token_rate
         n_tokens = s.target_speech.shape[0] if s.target_speech is not None else 1  # None: build_response says so
         ids: list[int] = []
         onsets: list[tuple[int, int]] = []
-        for (start, end), (_, seconds) in zip(zip(cuts, [*cuts[1:], len(text)]), words):
+        for start, end, seconds in zip(cuts, [*cuts[1:], len(text)], times):
             piece = self.text_tokenizer.encode(text[start:end]) if end > start else []
             if piece:
                 onsets.append((len(ids), min(int(seconds * rate), n_tokens - 1)))

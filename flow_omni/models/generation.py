@@ -246,10 +246,13 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
         logits = model.text_logits(h)
         if allowed_text is None:
             allowed_text = _allowed_text_mask(model, logits.shape[-1], device)
-            # the aligned layout's speech writes <tpad> between words itself
             allowed_speaking = allowed_text.clone()
-            allowed_speaking[sp["<tpad>"]] = aligned
-        logits = logits.masked_fill(~torch.where(speaking[:, None], allowed_speaking, allowed_text), _NEG)
+            allowed_speaking[sp["<tpad>"]] = True
+        if aligned:  # <tpad> between words, until the speech stops (training has no word due after STOP)
+            pads = speaking & torch.tensor([t.phase is not Phase.STOPPED for t in tracks], device=device)
+            logits = logits.masked_fill(~torch.where(pads[:, None], allowed_speaking, allowed_text), _NEG)
+        else:
+            logits = logits.masked_fill(~allowed_text, _NEG)
         state_logits = model.state_head(h)
         nxt_text = torch.full((B,), sp["<tpad>"], dtype=torch.long)
         nxt_state = torch.full((B,), STATE_PAD, dtype=torch.long)
