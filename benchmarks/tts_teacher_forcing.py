@@ -6,6 +6,9 @@ ways, through the same vocoder (Griffin-Lim by default) and listener (Whisper ti
 - ``reference``: the sentence in the output voice, resynthesised (the ceiling this vocoder allows);
 - ``teacher-forced``: at every speech position the LLM has read the reference's tokens so far and the
   speech head samples the next one (:func:`~flow_omni.eval.teacher_forcing.teacher_forced_speech`);
+- ``own-previous``: the LLM teacher-forced as above, but the speech head given its own previous
+  sample as the previous token (``previous="own"``): what a ``prior="previous"`` flow head does with
+  its own errors over a sentence when the LLM does not drift;
 - ``free-running``: greedy ``generate``, the model reading back its own tokens (what users hear).
 
 Speech that is understood teacher-forced and not free-running goes wrong by drift: the model was
@@ -37,7 +40,7 @@ from flow_omni.eval.teacher_forcing import teacher_forced_speech
 from flow_omni.eval.text_metrics import wer
 from flow_omni.vocoder import load_vocoder
 
-MODES = ("reference", "teacher-forced", "free-running")
+MODES = ("reference", "teacher-forced", "own-previous", "free-running")
 
 
 def parse_args() -> argparse.Namespace:
@@ -97,10 +100,11 @@ def main() -> None:
             print_row(rows[-1])
         for mode in MODES[1:]:
             t0 = time.perf_counter()
-            if mode == "teacher-forced":
+            if mode in ("teacher-forced", "own-previous"):
                 mels = teacher_forced_speech(
-                    model, texts, refs, steps=args.steps, alignments=[e.t2a_alignment for e in test]
-                )
+                    model, texts, refs, steps=args.steps, alignments=[e.t2a_alignment for e in test],
+                    previous="reference" if mode == "teacher-forced" else "own",
+                )  # fmt: skip
             else:
                 out = model.generate(
                     [Sample("T2A", prompt_text=t) for t in texts],

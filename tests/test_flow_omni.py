@@ -132,6 +132,12 @@ def test_teacher_forced_speech_starts_each_token_at_the_references_previous(corp
     shifted = torch.cat([torch.full_like(tokens[:1], model.speech.pad_value), tokens[:-1]])
     expected = model.speech_tokenizer.decode(shifted, num_frames=ref.shape[-1])
     assert torch.allclose(out, expected, atol=1e-5)
+    # with its own previous samples, the fresh head repeats the first position's start token throughout
+    own = teacher_forced_speech(model, [TEXTS[0]], [ref], previous="own")[0]
+    start = model.speech_tokenizer.decode(shifted[:1].expand_as(tokens), num_frames=ref.shape[-1])
+    assert torch.allclose(own, start, atol=1e-5) and not torch.allclose(own, expected, atol=1e-2)
+    with pytest.raises(ValueError, match="previous must be"):
+        teacher_forced_speech(model, [TEXTS[0]], [ref], previous="mine")
 
 
 #: Batched vs single (left padding) and cached vs uncached runs use different matmul shapes, so their sums

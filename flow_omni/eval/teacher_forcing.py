@@ -29,6 +29,7 @@ def teacher_forced_speech(
     seed: int = 0,
     batch_size: int = 8,
     alignments: Sequence[Sequence[tuple[int, float]] | None] | None = None,
+    previous: str = "reference",
 ) -> list[torch.Tensor]:
     """The log-mel ``(n_mels, F)`` that ``model`` samples for each T→A item when, at every speech position,
     the LLM has read the reference's tokens before it.
@@ -42,6 +43,11 @@ def teacher_forced_speech(
     ``texts[i]`` in its reference (:attr:`Sample.target_alignment`), which a model of the ``aligned``
     layout needs to place the text.
 
+    ``previous="own"`` keeps the LLM teacher-forced but gives the speech head its own previous sample
+    as the previous token (the first position still gets the reference's, which is the start token),
+    one position after another: what the head's prior does to its own errors over a sentence, with
+    the LLM's share of the drift taken out.
+
     Besides the speech tokens, teacher forcing also fixes the text stream, the length and the stop
     to the reference's, so the gap to free-running speech is more than the speech tokens alone.
     """
@@ -50,6 +56,8 @@ def teacher_forced_speech(
             f"teacher_forced_speech: {len(texts)} texts, {len(references)} references and "
             f"{'no' if alignments is None else len(alignments)} alignments; expected one of each per item"
         )
+    if previous not in ("reference", "own"):
+        raise ValueError(f"teacher_forced_speech: previous must be 'reference' or 'own', got {previous!r}")
     alignments = alignments if alignments is not None else [None] * len(texts)
     model.eval()
     tok = model.speech_tokenizer
@@ -74,14 +82,14 @@ def teacher_forced_speech(
             mask = speech_mask[row]
             # The same generator for every row: the head draws from it row after row, in order.
             gen = torch.Generator().manual_seed(seed + start + row)
-            sampled = model.speech.sample(
-                cond[row][mask],
-                payloads[row][mask],
-                [gen] * int(mask.sum()),
-                temperature=temperature,
-                steps=steps,
-                solver=solver,
-                cfg_scale=1.0,
-            )
+            conds, prevs = cond[row][mask], payloads[row][mask]
+            kw = dict(temperature=temperature, steps=steps, solver=solver, cfg_scale=1.0)
+            if previous == "reference":
+                sampled = model.speech.sample(conds, prevs, [gen] * len(conds), **kw)
+            else:
+                own = [prevs[:1]]
+                for k in range(len(conds)):
+                    own.append(model.speech.sample(conds[k : k + 1], own[-1], [gen], **kw))
+                sampled = torch.cat(own[1:])
             out.append(tok.decode(model.speech.to_tokens(sampled), num_frames=ref.shape[-1]).cpu())
     return out
