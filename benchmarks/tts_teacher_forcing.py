@@ -40,6 +40,8 @@ from flow_omni.eval.teacher_forcing import teacher_forced_speech
 from flow_omni.eval.text_metrics import wer
 from flow_omni.vocoder import load_vocoder
 
+#: seconds of speech whose mel L1 is also reported one by one
+SECONDS = 3
 MODES = ("reference", "teacher-forced", "own-previous", "free-running")
 
 
@@ -56,11 +58,21 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def score(texts: list[str], heard: list[str], mels: list[torch.Tensor | None], refs: list[torch.Tensor]) -> dict:
-    """Metrics of one mode; a ``None`` mel (the model said nothing) is scored as silence."""
-    dist = [mel_distance(torch.full_like(r, -math.inf) if m is None else m, r) for m, r in zip(mels, refs)]
+def score(
+    texts: list[str], heard: list[str], mels: list[torch.Tensor | None], refs: list[torch.Tensor], fps: float
+) -> dict:
+    """Metrics of one mode; a ``None`` mel (the model said nothing) is scored as silence. ``mel_l1_by_second``
+    is the mel L1 of the first, second and third second of speech (over the items that long): how fast
+    a mode's error grows along the sentence."""
+    mels = [torch.full_like(r, -math.inf) if m is None else m for m, r in zip(mels, refs)]
+    by_second = []
+    for s in range(SECONDS):
+        a, b = round(s * fps), round((s + 1) * fps)
+        d = [mel_distance(m[:, a:b], r[:, a:b]) for m, r in zip(mels, refs) if min(m.shape[-1], r.shape[-1]) > a]
+        by_second.append(statistics.mean(d) if d else math.nan)
     return {
-        "mel_l1": statistics.mean(dist),
+        "mel_l1": statistics.mean(mel_distance(m, r) for m, r in zip(mels, refs)),
+        "mel_l1_by_second": by_second,
         "whisper_wer": wer(texts, heard),
         "median_item_wer": statistics.median(wer([t], [h]) for t, h in zip(texts, heard)),
     }
@@ -68,7 +80,9 @@ def score(texts: list[str], heard: list[str], mels: list[torch.Tensor | None], r
 
 def print_row(row: dict) -> None:
     print(
-        f"| {row['model']} | {row['mode']} | {row['mel_l1']:.3f} | {row['whisper_wer']:.3f} "
+        f"| {row['model']} | {row['mode']} | {row['mel_l1']:.3f} | "
+        + " / ".join(f"{x:.2f}" for x in row["mel_l1_by_second"])
+        + f" | {row['whisper_wer']:.3f} "
         f"| {row['median_item_wer']:.3f} | {row['seconds']:.0f} |",
         flush=True,
     )
@@ -87,15 +101,19 @@ def main() -> None:
         return ["" if m is None else listener.transcribe(vocoder(m), sr) for m in mels]
 
     rows, transcripts = [], {}
-    print("| model | speech | mel L1 | Whisper WER | median item WER | seconds |\n|---|---|---|---|---|---|")
+    print(
+        "| model | speech | mel L1 | mel L1 in seconds 1 / 2 / 3 | Whisper WER | median item WER | seconds |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for path in args.model:
         model = FlowOmni.from_pretrained(path)
         sr = model.config.speech.mel.sample_rate
+        fps = model.config.speech.mel.frame_rate
         refs = [model.speech_tokenizer.mel(load_audio(e.t2a_audio)) for e in test]
         if not rows:  # the references are the corpus's: the same for every model
             t0 = time.perf_counter()
             transcripts["reference"] = listen(refs, sr)
-            rows.append(dict(model="—", mode="reference", **score(texts, transcripts["reference"], refs, refs)))
+            rows.append(dict(model="—", mode="reference", **score(texts, transcripts["reference"], refs, refs, fps)))
             rows[-1]["seconds"] = time.perf_counter() - t0
             print_row(rows[-1])
         for mode in MODES[1:]:
@@ -117,7 +135,7 @@ def main() -> None:
                 mels = [g.mel if g.mel is not None and g.mel.shape[-1] else None for g in out]
             heard = listen(mels, sr)
             transcripts[f"{path} {mode}"] = heard
-            rows.append(dict(model=path, mode=mode, **score(texts, heard, mels, refs)))
+            rows.append(dict(model=path, mode=mode, **score(texts, heard, mels, refs, fps)))
             rows[-1]["seconds"] = time.perf_counter() - t0
             print_row(rows[-1])
     if args.json is not None:
