@@ -2,11 +2,11 @@
 
 For the first ``--items`` T→A targets of a corpus (with the word onsets ``flow-omni corpus`` writes),
 the speech token index where each word's speech begins minus the response position of the word's
-first text id: how many positions the text comes early (both layouts add ``text_delay + 1`` to that). The parallel layout writes the
-text from the first position on, one id a position; the aligned layout puts each word at its onset,
-or right after the word before when that one runs late. Prints percentiles and the speech rate in
-text ids per second against the LLM's positions per second. No model is trained: the ids come from
-the model's text tokenizer (the tiny preset's characters by default).
+first text id: how many positions the text comes early (both layouts add ``text_delay + 1`` to that).
+The parallel layout writes the text from the first position on, one id a position; the aligned
+layout puts each word at its onset, or right after the word before when that one runs late.
+Prints percentiles and the speech rate in text ids per second against the LLM's positions per
+second. No model is trained: the ids come from the tiny preset's text tokenizer (characters).
 
     python benchmarks/text_lead.py --corpus data/learn --items 300
 """
@@ -55,8 +55,9 @@ def main() -> None:
             free = at + end - index
         ids_per_second.append(len(ids) / (speech.shape[0] / rate))
     print(f"{len(entries)} sentences, {len(parallel)} words of {args.corpus}/test.jsonl")
-    print(f"text ids per second of speech: mean {statistics.mean(ids_per_second):.1f}; LLM positions per second {rate:.1f}")
-    print(f"positions by which a word's first text id comes before the token its speech begins in (+ text_delay + 1):")
+    speed = statistics.mean(ids_per_second)
+    print(f"text ids per second of speech: mean {speed:.1f}; LLM positions a second {rate:.1f}")
+    print("positions by which a word's first text id comes before the token its speech begins in (+ text_delay + 1):")
     print(f"  parallel: {percentiles(parallel)}")
     late = sum(x <= -3 for x in aligned) / len(aligned)
     print(f"  aligned:  {percentiles(aligned)}; 3 or more positions late (text at or after its speech): {late:.3f}")
