@@ -50,7 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", nargs="+", required=True, help="save_pretrained folders")
     p.add_argument("--corpus", required=True, help="a flow-omni corpus folder (its test.jsonl)")
     p.add_argument("--items", type=int, default=24, help="test sentences")
-    p.add_argument("--steps", type=int, default=10, help="flow-head Euler steps (both modes)")
+    p.add_argument("--steps", type=int, default=10, help="flow-head Euler steps (every mode)")
+    p.add_argument("--temperature", type=float, default=0.0, help="scale of the flow head's initial noise (every mode)")
     p.add_argument("--max-positions", type=int, default=300, help="free-running: generated positions at most")
     p.add_argument("--vocoder", default=None, help="mel → audio for the listener (default Griffin-Lim)")
     p.add_argument("--threads", type=int, default=1)
@@ -121,13 +122,13 @@ def main() -> None:
             if mode in ("teacher-forced", "own-previous"):
                 mels = teacher_forced_speech(
                     model, texts, refs, steps=args.steps, alignments=[e.t2a_alignment for e in test],
-                    previous="reference" if mode == "teacher-forced" else "own",
+                    previous="reference" if mode == "teacher-forced" else "own", temperature=args.temperature,
                 )  # fmt: skip
             else:
                 out = model.generate(
                     [Sample("T2A", prompt_text=t) for t in texts],
                     text_temperature=0.0,
-                    speech_temperature=0.0,
+                    speech_temperature=args.temperature,
                     steps=args.steps,
                     max_new_positions=args.max_positions,
                     seed=0,
