@@ -248,7 +248,7 @@ def decode_steps(model: nn.Module, samples: Sequence[Sample], cfg: GenerationCon
             allowed_text = _allowed_text_mask(model, logits.shape[-1], device)
             allowed_speaking = allowed_text.clone()
             allowed_speaking[sp["<tpad>"]] = True
-        if aligned:  # <tpad> between words, until the speech stops (training has no word due after STOP)
+        if aligned:  # <tpad> between words while the speech lasts: in training none comes after STOP
             pads = speaking & torch.tensor([t.phase is not Phase.STOPPED for t in tracks], device=device)
             logits = logits.masked_fill(~torch.where(pads[:, None], allowed_speaking, allowed_text), _NEG)
         else:
