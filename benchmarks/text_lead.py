@@ -20,6 +20,7 @@ import statistics
 from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.audio.io import load_audio
 from flow_omni.data.manifest import read_manifest
+from flow_omni.layout import aligned_positions
 
 
 def percentiles(values: list[float]) -> str:
@@ -45,14 +46,10 @@ def main() -> None:
         sample = Sample(
             "T2A", prompt_text=e.text, target_text=e.text, target_speech=speech, target_alignment=e.t2a_alignment
         )
-        ids, onsets = model._aligned_target(sample)
-        ends = [index for index, _ in onsets[1:]] + [len(ids)]
-        free = 0  # the aligned layout's next free position
-        for (index, token), end in zip(onsets, ends):
+        ids, onsets = model.aligned_target(sample)
+        for (index, token), at in zip(onsets, aligned_positions(onsets, len(ids))):
             parallel.append(token - index)  # the parallel layout writes id i at position i
-            at = max(free, token)  # layout._aligned_text: at the onset, or after the word before
             aligned.append(token - at)
-            free = at + end - index
         ids_per_second.append(len(ids) / (speech.shape[0] / rate))
     print(f"{len(entries)} sentences, {len(parallel)} words of {args.corpus}/test.jsonl")
     speed = statistics.mean(ids_per_second)

@@ -261,19 +261,32 @@ def build_response(
     return text, state, torch.stack(rows)
 
 
-def _aligned_text(text_ids: Sequence[int], onsets: Sequence[tuple[int, int]] | None, eot: int, tpad: int) -> list[int]:
-    """The ``aligned`` text stream: each word's ids from its speech token index on (or right after the
-    word before, when that one runs late), ``<tpad>`` between, ``<eot>`` after the last."""
+def aligned_positions(onsets: Sequence[tuple[int, int]] | None, n_ids: int) -> list[int]:
+    """Where the ``aligned`` layout puts each word's first text id: at its speech token index, or right
+    after the word before when that one runs late. ``onsets`` as in :func:`build_response`, over
+    ``n_ids`` text ids."""
     if not onsets or onsets[0][0] != 0:
         raise FlowOmniError(
             "the aligned layout needs the target's word onsets, the first at text index 0 "
             "(Sample.target_alignment: (character index, seconds) pairs)"
         )
-    text: list[int] = []
-    ends = [i for i, _ in onsets[1:]] + [len(text_ids)]
+    positions, free = [], 0
+    ends = [i for i, _ in onsets[1:]] + [n_ids]
     for (start, at), end in zip(onsets, ends):
-        if not start < end <= len(text_ids):
-            raise FlowOmniError(f"word onsets must increase within the {len(text_ids)} text ids, got {list(onsets)}")
+        if not start < end <= n_ids:
+            raise FlowOmniError(f"word onsets must increase within the {n_ids} text ids, got {list(onsets)}")
+        positions.append(max(free, at))
+        free = positions[-1] + end - start
+    return positions
+
+
+def _aligned_text(text_ids: Sequence[int], onsets: Sequence[tuple[int, int]] | None, eot: int, tpad: int) -> list[int]:
+    """The ``aligned`` text stream: each word's ids at :func:`aligned_positions`, ``<tpad>`` between,
+    ``<eot>`` after the last."""
+    positions = aligned_positions(onsets, len(text_ids))
+    ends = [i for i, _ in onsets[1:]] + [len(text_ids)]
+    text: list[int] = []
+    for (start, _), end, at in zip(onsets, ends, positions):
         text += [tpad] * (at - len(text)) + list(text_ids[start:end])
     return text + [eot]
 

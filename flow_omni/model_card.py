@@ -153,7 +153,7 @@ def _layout(config: dict) -> str:
     if lay["kind"] == "aligned":
         return (
             "parallel text and speech streams, each word's text placed where it is spoken, "
-            f"{lay['text_delay'] + 1} positions ahead of its speech"
+            f"{lay['text_delay']} positions ahead of its speech"
         )
     return f"interleaved chunks of {lay['text_chunk']} text tokens and {lay['speech_chunk']} speech positions"
 

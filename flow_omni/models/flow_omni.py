@@ -312,7 +312,7 @@ class FlowOmni(nn.Module):
             raise FlowOmniError(f"{what} is empty; expected some text")
         return ids
 
-    def _aligned_target(self, s: Sample) -> tuple[list[int], list[tuple[int, int]]]:
+    def aligned_target(self, s: Sample) -> tuple[list[int], list[tuple[int, int]]]:
         """A speech target's text ids for the ``aligned`` layout and each word's ``(first id index, speech
         token index)``: the text is cut before each word (with the spaces before it, as GPT-2-style BPE
         vocabularies attach them) and the pieces are tokenised one by one, so that every id belongs to
@@ -363,7 +363,7 @@ class FlowOmni(nn.Module):
             n_audio = self.encoder.output_length(s.prompt_audio.shape[0]) if s.prompt_audio is not None else 0
             target = onsets = None
             if with_targets and self.config.layout.kind == "aligned" and s.speaks:
-                target, onsets = self._aligned_target(s)
+                target, onsets = self.aligned_target(s)
             elif with_targets:
                 target = (
                     self._text_ids(s.target_text, f"target_text of a {s.task} sample")
