@@ -436,7 +436,15 @@ def test_config_validation_and_round_trip():
         FlowHeadConfig(token_dim=8, cond_dim=4, prior_std=0.0)
     with pytest.raises(ConfigError, match="time_scale must be a positive number"):
         FlowHeadConfig(token_dim=8, cond_dim=4, time_scale=-1.0)
-    cfg = FlowHeadConfig(token_dim=8, cond_dim=4, width=32, prior="previous", prior_std=0.1, cfg_dropout=0.1)
+    with pytest.raises(ConfigError, match=r"own_previous must be a fraction in \[0, 1\], got 1.5"):
+        FlowHeadConfig(token_dim=8, cond_dim=4, prior="previous", own_previous=1.5)
+    with pytest.raises(ConfigError, match="own_previous needs prior='previous'.*got prior='gaussian'"):
+        FlowHeadConfig(token_dim=8, cond_dim=4, own_previous=0.5)
+    with pytest.raises(ConfigError, match="own_previous_rounds must be an integer >= 1"):
+        FlowHeadConfig(token_dim=8, cond_dim=4, prior="previous", own_previous=0.5, own_previous_rounds=0)
+    cfg = FlowHeadConfig(
+        token_dim=8, cond_dim=4, width=32, prior="previous", prior_std=0.1, cfg_dropout=0.1, own_previous=0.25
+    )
     assert FlowHeadConfig.from_json(cfg.to_json()) == cfg
     head, again = _tiny(), _tiny()
     again.load_state_dict(head.state_dict())

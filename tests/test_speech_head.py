@@ -1,16 +1,21 @@
 """The one speech-head interface: both kinds of speech token honour the same contract, the model
 treats its config as a value, and checkpoints from before the interface still load."""
 
+import dataclasses
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from flow_omni import FlowOmni, FlowOmniConfig
+from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
 from flow_omni.models.continuous_speech import ContinuousSpeech
+from flow_omni.models.flow_head import FlowHeadConfig
 from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.models.speech_head import SpeechHead
+from flow_omni.training.quicktrain import quick_train
 
 
 def model_of(kind: str, tone) -> FlowOmni:
@@ -121,3 +126,94 @@ def test_input_norm_puts_speech_on_the_text_embeddings_scale(tone):
         ratios[norm] = float(speech / text)
     assert ratios[False] > 3 * ratios[True]
     assert 0.5 < ratios[True] < 2.0, ratios
+
+
+def _own_previous_head(own_previous: float, rounds: int = 1) -> ContinuousSpeech:
+    torch.manual_seed(0)
+    flow = FlowHeadConfig(
+        token_dim=6,
+        cond_dim=8,
+        width=16,
+        depth=1,
+        prior="previous",
+        prior_std=0.5,
+        own_previous=own_previous,
+        own_previous_rounds=rounds,
+        own_previous_steps=2,
+    )
+    head = ContinuousSpeech(flow, width=8)
+    for p in head.output_head.parameters():  # a fresh head's sample is its prior's centre: give it a field
+        nn.init.normal_(p, std=0.3)
+    return head.train()
+
+
+def _speech_batch():
+    g = torch.Generator().manual_seed(1)
+    payloads, cond = torch.randn(2, 7, 6, generator=g), torch.randn(2, 7, 8, generator=g)
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[0, 1:5] = True  # positions whose next payload is a target
+    mask[1, 2:6] = True
+    return payloads, cond, mask
+
+
+def test_own_previous_gives_the_head_its_own_chained_samples():
+    """Scheduled sampling of the prior: with own_previous=1 every payload that the head predicts
+    becomes its greedy sample from the position before, round 2 starting from round 1's samples."""
+    head = _own_previous_head(1.0, rounds=2)
+    payloads, cond, mask = _speech_batch()
+    out = head.training_previous(cond, payloads, mask, None, torch.Generator().manual_seed(0))
+
+    def sample(z, prev):
+        return head.output_head.sample(
+            z[None], prev=prev[None], steps=2, solver="euler", temperature=0.0, noise=torch.zeros(1, 6)
+        )[0]
+
+    for b in range(2):
+        own = payloads[b]
+        for _ in range(2):
+            new = own.clone()
+            for t in range(1, 7):
+                if mask[b, t - 1]:
+                    new[t] = sample(cond[b, t - 1], own[t - 1])
+            own = new
+        torch.testing.assert_close(out[b], own, atol=1e-5, rtol=1e-4)
+    changed = (out != payloads).any(-1)
+    assert torch.equal(changed[:, 1:], mask[:, :-1]) and not changed[:, 0].any()
+    assert head.training  # sampling left the training mode as it was
+
+
+def test_own_previous_fraction_is_per_sample_and_off_outside_training():
+    payloads, cond, mask = _speech_batch()
+    head = _own_previous_head(0.5)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
+    out = head.training_previous(cond, payloads, mask, gens(), None)
+    changed = (out != payloads).any(-1)
+    eligible = int(mask.sum())
+    assert 0 < int(changed.sum()) < eligible and not (changed[:, 1:] & ~mask[:, :-1]).any()
+    # the rows chosen depend on each sample's generator alone
+    again = head.training_previous(cond[[1, 0]], payloads[[1, 0]], mask[[1, 0]], gens()[::-1], None)
+    torch.testing.assert_close(again[[1, 0]], out)
+    assert head.eval().training_previous(cond, payloads, mask, gens(), None) is payloads
+    assert _own_previous_head(0.0).training_previous(cond, payloads, mask, gens(), None) is payloads
+
+
+def test_forward_gives_the_flow_loss_the_heads_previous_tokens(tone, monkeypatch):
+    """FlowOmni.forward asks the speech head for the previous tokens of the flow loss: replacing them
+    changes the loss of an otherwise identical step."""
+    base = FlowOmniConfig.preset("tiny")
+    losses, own = [], ContinuousSpeech.training_previous
+    for shift in (0.0, 5.0):
+        torch.manual_seed(0)
+        model = FlowOmni(dataclasses.replace(base, flow=dataclasses.replace(base.flow, own_previous=0.5)))
+        model.fit_speech_stats([tone])
+        calls = []
+
+        def spy(self, cond, payloads, speech_mask, item_gens, generator, shift=shift, calls=calls):
+            calls.append(speech_mask.shape)
+            return own(self, cond, payloads, speech_mask, item_gens, generator) + shift
+
+        monkeypatch.setattr(ContinuousSpeech, "training_previous", spy)
+        sample = Sample("T2A", prompt_text="hi", target_text="hi", target_speech=model.encode_speech(tone))
+        losses.append(quick_train(model, [sample], steps=1, batch_size=1, seed=0)[0]["flow"])
+        assert calls and calls[0][0] == 1
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)

@@ -68,6 +68,50 @@ class ContinuousSpeech(SpeechHead):
             )
         return payloads + self.input_noise * noise
 
+    def training_previous(
+        self,
+        cond: torch.Tensor,
+        payloads: torch.Tensor,
+        speech_mask: torch.Tensor,
+        item_gens: Sequence[torch.Generator] | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Scheduled sampling of the prior's centre (``FlowHeadConfig.own_previous``): a payload that
+        is itself a target is replaced, for that fraction of rows, by the head's greedy sample of it
+        from the previous position (no gradient), chained ``own_previous_rounds`` times."""
+        cfg = self.output_head.config
+        if not self.training or cfg.own_previous <= 0:
+            return payloads
+        b, length = speech_mask.shape
+        if item_gens is None:
+            use = torch.rand((b, length), generator=generator, device=payloads.device)
+        else:
+            use = torch.stack([torch.rand(length, generator=g, device=payloads.device) for g in item_gens])
+        # Position t's payload is sampled from position t-1, which must predict a target.
+        sampled = torch.zeros_like(speech_mask)
+        sampled[:, 1:] = speech_mask[:, :-1]
+        use = (use < cfg.own_previous) & sampled
+        if not bool(use.any()):
+            return payloads
+        src = sampled[:, 1:]  # (B, L-1): positions t-1 whose sample lands at t
+        z = cond[:, :-1][src].detach()
+        own = payloads
+        with torch.no_grad():
+            for _ in range(cfg.own_previous_rounds):
+                prev = own[:, :-1][src]
+                out = self.output_head.sample(
+                    z,
+                    prev=prev,
+                    steps=cfg.own_previous_steps,
+                    solver="euler",
+                    temperature=0.0,
+                    noise=torch.zeros_like(prev),  # greedy: no draw from any generator
+                )
+                nxt = own.clone()
+                nxt[:, 1:][src] = out.to(own.dtype)
+                own = nxt
+        return torch.where(use[..., None], own, payloads)
+
     def loss(
         self,
         cond: torch.Tensor,

@@ -60,9 +60,20 @@ class FlowHeadConfig(Config):
     # scale makes the field smoother in t, which adaptive solvers need fewer evaluations for
     # (README, "Model choices"; benchmarks/flow_head.py --time-scale).
     time_scale: float = 1000.0
+    # Scheduled sampling of the prior (prior="previous" only). Trained on true previous tokens alone,
+    # the head carries an error in its own previous sample over into the next and grows it (README,
+    # "Found: the previous-token prior diverges"). This is the fraction of training rows whose prior is
+    # centred instead on the head's own greedy sample of the previous token, drawn without gradient
+    # with `own_previous_steps` Euler steps, `own_previous_rounds` times in a row (round k starts from
+    # round k-1's samples, so the errors of k consecutive own tokens are seen).
+    own_previous: float = 0.0
+    own_previous_steps: int = 3
+    own_previous_rounds: int = 1
 
     def __post_init__(self) -> None:
         for name in ("token_dim", "cond_dim", "width", "depth", "freq_dim", "repeats"):
+            _positive_int(name, getattr(self, name))
+        for name in ("own_previous_steps", "own_previous_rounds"):
             _positive_int(name, getattr(self, name))
         if self.freq_dim % 2:
             raise ConfigError(f"FlowHeadConfig.freq_dim must be even (cos and sin halves), got {self.freq_dim}")
@@ -76,6 +87,13 @@ class FlowHeadConfig(Config):
             raise ConfigError(f"FlowHeadConfig.prior_std must be a positive number, got {self.prior_std!r}")
         if not (isinstance(self.time_scale, (int, float)) and math.isfinite(self.time_scale) and self.time_scale > 0):
             raise ConfigError(f"FlowHeadConfig.time_scale must be a positive number, got {self.time_scale!r}")
+        if not (isinstance(self.own_previous, (int, float)) and 0.0 <= self.own_previous <= 1.0):
+            raise ConfigError(f"FlowHeadConfig.own_previous must be a fraction in [0, 1], got {self.own_previous!r}")
+        if self.own_previous > 0 and self.prior != "previous":
+            raise ConfigError(
+                "FlowHeadConfig.own_previous needs prior='previous' (it replaces the prior's centre), "
+                f"got prior={self.prior!r}"
+            )
 
 
 @dataclasses.dataclass

@@ -512,9 +512,10 @@ class FlowOmni(nn.Module):
             cond, _ = self.condition(hidden, batch.attention_mask, pos)
             nxt = torch.full_like(payloads, self.speech.pad_value)
             nxt[:, :-1] = payloads[:, 1:]
+            prev = self.speech.training_previous(cond, payloads, speech_mask, item_gens, generator)
             rows = None if item_gens is None else list(zip(speech_mask.sum(1).tolist(), item_gens))
             flow_loss = self.speech.loss(
-                cond[speech_mask], nxt[speech_mask], payloads[speech_mask], item_rows=rows, generator=generator
+                cond[speech_mask], nxt[speech_mask], prev[speech_mask], item_rows=rows, generator=generator
             )
         else:
             flow_loss = hidden.sum() * 0

@@ -73,6 +73,18 @@ class SpeechHead(nn.Module):
         return payloads
 
     # ------------------------------------------------------------------------------ outputs
+    def training_previous(
+        self,
+        cond: torch.Tensor,
+        payloads: torch.Tensor,
+        speech_mask: torch.Tensor,
+        item_gens: Sequence[torch.Generator] | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The previous payloads :meth:`loss` is given ``(B, L, P)``: the teacher-forced ``payloads`` by
+        default. cond ``(B, L, W)``; speech_mask ``(B, L)``, True where the next payload is a target."""
+        return payloads
+
     def loss(
         self,
         cond: torch.Tensor,
