@@ -62,10 +62,11 @@ class FlowHeadConfig(Config):
     time_scale: float = 1000.0
     # Scheduled sampling of the prior (prior="previous" only). Trained on true previous tokens alone,
     # the head carries an error in its own previous sample over into the next and grows it (README,
-    # "Found: the previous-token prior diverges"). This is the fraction of training rows whose prior is
-    # centred instead on the head's own greedy sample of the previous token, drawn without gradient
-    # with `own_previous_steps` Euler steps, `own_previous_rounds` times in a row (round k starts from
-    # round k-1's samples, so the errors of k consecutive own tokens are seen).
+    # "Found: the flow head's own previous token makes its errors grow"; what this option did there:
+    # "Tried and not kept: training the head on its own previous tokens"). The fraction of training
+    # rows whose prior is centred instead on the head's own greedy sample of the previous token, drawn
+    # without gradient with `own_previous_steps` Euler steps, `own_previous_rounds` times in a row
+    # (round k starts from round k-1's samples, so the errors of k consecutive own tokens are seen).
     own_previous: float = 0.0
     own_previous_steps: int = 3
     own_previous_rounds: int = 1
