@@ -12,7 +12,7 @@ from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
 from flow_omni.models.continuous_speech import ContinuousSpeech
-from flow_omni.models.flow_head import FlowHeadConfig
+from flow_omni.models.flow_head import FlowHead, FlowHeadConfig
 from flow_omni.models.speech_codes import CodeSpeech
 from flow_omni.models.speech_head import SpeechHead
 from flow_omni.training.quicktrain import quick_train
@@ -193,27 +193,46 @@ def test_own_previous_fraction_is_per_sample_and_off_outside_training():
     # the rows chosen depend on each sample's generator alone
     again = head.training_previous(cond[[1, 0]], payloads[[1, 0]], mask[[1, 0]], gens()[::-1], None)
     torch.testing.assert_close(again[[1, 0]], out)
+    # ... and not on how long the batch was padded: the same draws, and the generator left in the
+    # same state for the loss's draws that follow
+    pad = lambda x: torch.cat([x, torch.zeros(x.shape[0], 3, *x.shape[2:], dtype=x.dtype)], 1)  # noqa: E731
+    alone, padded = gens(), gens()
+    first = head.training_previous(cond[:1], payloads[:1], mask[:1], alone[:1], None)
+    longer = head.training_previous(pad(cond[:1]), pad(payloads[:1]), pad(mask[:1]), padded[:1], None)
+    torch.testing.assert_close(longer[:, :7], first)
+    assert torch.equal(torch.rand(4, generator=alone[0]), torch.rand(4, generator=padded[0]))
     assert head.eval().training_previous(cond, payloads, mask, gens(), None) is payloads
     assert _own_previous_head(0.0).training_previous(cond, payloads, mask, gens(), None) is payloads
 
 
 def test_forward_gives_the_flow_loss_the_heads_previous_tokens(tone, monkeypatch):
-    """FlowOmni.forward asks the speech head for the previous tokens of the flow loss: replacing them
-    changes the loss of an otherwise identical step."""
+    """FlowOmni.forward asks the speech head for the previous tokens of the flow loss: the row that
+    predicts payload t+1 gets payload t (the head's choice of it), and replacing them changes the loss
+    of an otherwise identical step."""
     base = FlowOmniConfig.preset("tiny")
-    losses, own = [], ContinuousSpeech.training_previous
-    for shift in (0.0, 5.0):
+    losses, own, head_loss = [], ContinuousSpeech.training_previous, FlowHead.loss
+    for fraction, shift in ((0.0, 0.0), (0.5, 5.0)):
         torch.manual_seed(0)
-        model = FlowOmni(dataclasses.replace(base, flow=dataclasses.replace(base.flow, own_previous=0.5)))
+        model = FlowOmni(dataclasses.replace(base, flow=dataclasses.replace(base.flow, own_previous=fraction)))
         model.fit_speech_stats([tone])
-        calls = []
+        seen = {}
 
-        def spy(self, cond, payloads, speech_mask, item_gens, generator, shift=shift, calls=calls):
-            calls.append(speech_mask.shape)
-            return own(self, cond, payloads, speech_mask, item_gens, generator) + shift
+        def spy(self, cond, payloads, speech_mask, item_gens, generator, shift=shift, seen=seen):
+            out = own(self, cond, payloads, speech_mask, item_gens, generator) + shift
+            seen.update(payloads=payloads, mask=speech_mask, previous=out)
+            return out
+
+        def loss_spy(self, target, z, prev=None, *args, seen=seen, **kw):
+            seen.update(target=target, prev=prev)
+            return head_loss(self, target, z, prev, *args, **kw)
 
         monkeypatch.setattr(ContinuousSpeech, "training_previous", spy)
+        monkeypatch.setattr(FlowHead, "loss", loss_spy)
         sample = Sample("T2A", prompt_text="hi", target_text="hi", target_speech=model.encode_speech(tone))
         losses.append(quick_train(model, [sample], steps=1, batch_size=1, seed=0)[0]["flow"])
-        assert calls and calls[0][0] == 1
+        payloads, mask = seen["payloads"], seen["mask"]
+        assert torch.equal(seen["prev"], seen["previous"][mask].to(seen["prev"]))
+        assert torch.equal(seen["target"], payloads[:, 1:][mask[:, :-1]].to(seen["target"]))
+        if fraction == 0:
+            assert torch.equal(seen["prev"], payloads[mask].to(seen["prev"]))
     assert losses[0] != pytest.approx(losses[1], rel=1e-3)

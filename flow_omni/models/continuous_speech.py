@@ -82,15 +82,19 @@ class ContinuousSpeech(SpeechHead):
         cfg = self.output_head.config
         if not self.training or cfg.own_previous <= 0:
             return payloads
-        b, length = speech_mask.shape
-        if item_gens is None:
-            use = torch.rand((b, length), generator=generator, device=payloads.device)
-        else:
-            use = torch.stack([torch.rand(length, generator=g, device=payloads.device) for g in item_gens])
         # Position t's payload is sampled from position t-1, which must predict a target.
         sampled = torch.zeros_like(speech_mask)
         sampled[:, 1:] = speech_mask[:, :-1]
-        use = (use < cfg.own_previous) & sampled
+        draws = torch.ones(speech_mask.shape, device=payloads.device)  # 1 is never < own_previous
+        if item_gens is None:
+            draws[sampled] = torch.rand(int(sampled.sum()), generator=generator, device=payloads.device)
+        else:
+            # One draw per position the item can use, not per padded position: the loss's draws that
+            # follow from the same generator must not depend on how long the batch was padded.
+            for row, g in enumerate(item_gens):
+                n = int(sampled[row].sum())
+                draws[row, sampled[row]] = torch.rand(n, generator=g, device=payloads.device)
+        use = (draws < cfg.own_previous) & sampled
         if not bool(use.any()):
             return payloads
         src = sampled[:, 1:]  # (B, L-1): positions t-1 whose sample lands at t
@@ -99,6 +103,8 @@ class ContinuousSpeech(SpeechHead):
         with torch.no_grad():
             for _ in range(cfg.own_previous_rounds):
                 prev = own[:, :-1][src]
+                # The fast sampler caches modulations keyed on the weights' version counters, which
+                # the (non-fused) AdamW step bumps, so the samples follow the weights as they train.
                 out = self.output_head.sample(
                     z,
                     prev=prev,
