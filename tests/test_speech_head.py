@@ -236,3 +236,20 @@ def test_forward_gives_the_flow_loss_the_heads_previous_tokens(tone, monkeypatch
         if fraction == 0:
             assert torch.equal(seen["prev"], payloads[mask].to(seen["prev"]))
     assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+
+
+def test_input_noise_depends_on_the_sample_alone():
+    """``speech_input_noise`` corrupts the real positions the LLM reads, in training only, with draws
+    that do not depend on the batch's padding (so the loss's later draws do not either)."""
+    head = ContinuousSpeech(FlowHeadConfig(token_dim=6, cond_dim=8, width=16), width=8, input_noise=0.5).train()
+    payloads = torch.randn(1, 7, 6, generator=torch.Generator().manual_seed(1))
+    padded = torch.cat([payloads, torch.zeros(1, 3, 6)], 1)
+    gens = lambda: [torch.Generator().manual_seed(3)]  # noqa: E731
+    alone, longer = gens(), gens()
+    out = head.perturb(payloads, torch.tensor([7]), alone, None)
+    out_padded = head.perturb(padded, torch.tensor([7]), longer, None)
+    torch.testing.assert_close(out_padded[:, :7], out)
+    assert torch.equal(out_padded[:, 7:], padded[:, 7:])  # padding is left alone
+    assert (out - payloads).abs().mean() > 0.1
+    assert torch.equal(torch.rand(4, generator=alone[0]), torch.rand(4, generator=longer[0]))
+    assert head.eval().perturb(payloads, torch.tensor([7]), gens(), None) is payloads

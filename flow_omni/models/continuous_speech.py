@@ -56,16 +56,23 @@ class ContinuousSpeech(SpeechHead):
         return self.input_layer(payloads)
 
     def perturb(
-        self, payloads: torch.Tensor, item_gens: Sequence[torch.Generator] | None, generator: torch.Generator | None
+        self,
+        payloads: torch.Tensor,
+        lengths: torch.Tensor,
+        item_gens: Sequence[torch.Generator] | None,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
         if not self.training or self.input_noise <= 0:
             return payloads
         if item_gens is None:
             noise = torch.randn(payloads.shape, generator=generator, device=payloads.device)
         else:
-            noise = torch.stack(
-                [torch.randn(payloads.shape[1:], generator=g, device=payloads.device) for g in item_gens]
-            )
+            # Draw for the item's real positions only: the draws that follow from the same generator
+            # must not depend on how long the batch was padded.
+            noise = torch.zeros(payloads.shape, device=payloads.device)
+            for row, g in enumerate(item_gens):
+                n = int(lengths[row])
+                noise[row, :n] = torch.randn((n, *payloads.shape[2:]), generator=g, device=payloads.device)
         return payloads + self.input_noise * noise
 
     def training_previous(

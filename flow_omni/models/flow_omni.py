@@ -490,7 +490,8 @@ class FlowOmni(nn.Module):
             item_gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in batch.seeds]
         payloads = self.speech.payloads(batch.speech, batch.state)
         encoded = None if batch.audio_features is None else self.encoder(batch.audio_features, batch.audio_lengths)
-        emb = self.embed_batch(batch, self.speech.perturb(payloads, item_gens, generator), encoded)
+        read = self.speech.perturb(payloads, batch.attention_mask.sum(1), item_gens, generator)
+        emb = self.embed_batch(batch, read, encoded)
         hidden = self.backbone.base_model(
             inputs_embeds=emb, attention_mask=batch.attention_mask, position_ids=pos
         ).last_hidden_state

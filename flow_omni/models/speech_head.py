@@ -67,9 +67,14 @@ class SpeechHead(nn.Module):
         raise NotImplementedError
 
     def perturb(
-        self, payloads: torch.Tensor, item_gens: Sequence[torch.Generator] | None, generator: torch.Generator | None
+        self,
+        payloads: torch.Tensor,
+        lengths: torch.Tensor,
+        item_gens: Sequence[torch.Generator] | None,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """Training-time corruption of the payloads the LLM reads ``(B, L, P)``; none by default."""
+        """Training-time corruption of the payloads the LLM reads ``(B, L, P)``, of which item ``b``'s
+        first ``lengths[b]`` positions are real (the rest padding); none by default."""
         return payloads
 
     # ------------------------------------------------------------------------------ outputs
