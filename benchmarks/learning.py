@@ -49,6 +49,7 @@ VARIANTS = {
     "continuous": {},
     "kmeans": {"tokens": "kmeans", "quantizer": {"codebook_size": 256}},
     "kmeans1024": {"tokens": "kmeans", "quantizer": {"codebook_size": 1024}},
+    "coarse_fine": {"tokens": "coarse_fine", "quantizer": {"codebook_size": 256}},
 }
 #: (task, condition, metric) → column name, in table order.
 COLUMNS = [

@@ -122,6 +122,14 @@ def _speech_head(config: dict) -> str:
         )
     q = config.get("quantizer") or {}
     levels = int(q.get("num_levels", 1))
+    if kind == "coarse_fine":
+        flow = config["flow"]
+        start = "the code's centroid" if flow.get("prior") == "previous" else "a standard Gaussian"
+        return (
+            f"continuous tokens, coarse to fine: a softmax picks one of K = {q.get('codebook_size')} k-means codes, "
+            f"then a flow-matching MLP (width {flow['width']}, {flow['depth']} residual blocks) conditioned on it "
+            f"refines the token from noise centred on {start} (std {flow.get('prior_std', 1.0):g})"
+        )
     if kind == "kmeans":
         return f"discrete k-means codes of the same tokens (K = {q.get('codebook_size')}), a softmax head"
     delay = ", Mini-Omni per-level delay" if config.get("level_delay", True) and levels > 1 else ""
@@ -251,9 +259,10 @@ def render_model_card(
     ``parameters`` maps sub-module paths to their counts, plus ``total``; ``metrics`` are long-format rows
     ``{task, condition, metric, value, n}`` with optional ``data`` (the test set) and ``before``.
     """
-    kind = (
-        "continuous speech tokens (flow-matching head)" if config["tokens"] == "continuous" else "discrete speech codes"
-    )
+    kind = {
+        "continuous": "continuous speech tokens (flow-matching head)",
+        "coarse_fine": "continuous speech tokens (k-means code, then flow-matching head)",
+    }.get(config["tokens"], "discrete speech codes")
     lines = [
         FRONT_MATTER,
         f"# FlowOmni speech LLM, {kind}",

@@ -49,6 +49,11 @@ class ContinuousSpeech(SpeechHead):
             nn.init.constant_(norm.weight, embedding_scale)
             self.input_layer = nn.Sequential(proj, norm)
 
+    @property
+    def flow_head(self) -> FlowHead:
+        """The flow head (the whole ``output_head`` here; a part of it in subclasses)."""
+        return self.output_head
+
     def payloads(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return tokens
 
@@ -86,7 +91,7 @@ class ContinuousSpeech(SpeechHead):
         """Scheduled sampling of the prior's centre (``FlowHeadConfig.own_previous``): a payload that
         is itself a target is replaced, for that fraction of rows, by the head's greedy sample of it
         from the previous position (no gradient), chained ``own_previous_rounds`` times."""
-        cfg = self.output_head.config
+        cfg = self.flow_head.config
         if not self.training or cfg.own_previous <= 0:
             return payloads
         # Position t's payload is sampled from position t-1, which must predict a target.
@@ -112,7 +117,7 @@ class ContinuousSpeech(SpeechHead):
                 prev = own[:, :-1][src]
                 # The fast sampler caches modulations keyed on the weights' version counters, which
                 # the (non-fused) AdamW step bumps, so the samples follow the weights as they train.
-                out = self.output_head.sample(
+                out = self.flow_head.sample(
                     z,
                     prev=prev,
                     steps=cfg.own_previous_steps,
@@ -136,10 +141,8 @@ class ContinuousSpeech(SpeechHead):
     ) -> torch.Tensor:
         noise = None
         if item_rows is not None:
-            noise = FlowNoise.cat(
-                [self.output_head.draw_noise(n, generator=g, device=cond.device) for n, g in item_rows]
-            )
-        return self.output_head.loss(target, cond, prev=prev, generator=generator, noise=noise)
+            noise = FlowNoise.cat([self.flow_head.draw_noise(n, generator=g, device=cond.device) for n, g in item_rows])
+        return self.flow_head.loss(target, cond, prev=prev, generator=generator, noise=noise)
 
     @torch.no_grad()
     def sample(
@@ -155,7 +158,7 @@ class ContinuousSpeech(SpeechHead):
         compile: bool = False,
     ) -> torch.Tensor:
         noise = torch.stack([torch.randn(self.payload_dim, generator=g) for g in generators]).to(cond.device)
-        return self.output_head.sample(
+        return self.flow_head.sample(
             cond,
             prev=prev,
             steps=steps,

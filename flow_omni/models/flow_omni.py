@@ -56,6 +56,7 @@ from flow_omni.models.backbone import (
     hidden_size,
     locate_backbone,
 )
+from flow_omni.models.coarse_fine_speech import CoarseFineSpeech
 from flow_omni.models.continuous_speech import ContinuousSpeech
 from flow_omni.models.flow_head import FlowHeadConfig
 from flow_omni.models.generation import AUDIO_CHUNK_FRAMES, GenerationConfig, generate, stream
@@ -101,10 +102,12 @@ class FlowOmniConfig(Config):
     speech_input_norm: bool = False
     text_tokenizer: dict = dataclasses.field(default_factory=lambda: {"kind": "char"})
     loss_weights: LossWeights = dataclasses.field(default_factory=LossWeights)
-    #: the speech stream: "continuous" (flow head) or the codes of a quantiser trained on the same
-    #: tokens — "kmeans" (one codebook) or "rvq" (residual levels); see flow_omni.models.speech_codes
-    tokens: Literal["continuous", "kmeans", "rvq"] = "continuous"
-    #: the quantiser's config (KMeansConfig / RVQConfig fields) for discrete tokens
+    #: the speech stream: "continuous" (flow head), the codes of a quantiser trained on the same
+    #: tokens — "kmeans" (one codebook) or "rvq" (residual levels); see flow_omni.models.speech_codes —
+    #: or "coarse_fine": continuous tokens, each predicted as a k-means code and refined from its
+    #: centroid by the flow head (flow_omni.models.coarse_fine_speech)
+    tokens: Literal["continuous", "kmeans", "rvq", "coarse_fine"] = "continuous"
+    #: the quantiser's config (KMeansConfig / RVQConfig fields) for discrete tokens and coarse_fine's codes
     quantizer: dict | None = None
     #: Mini-Omni per-level delay for multi-level codes (sets layout.speech_tail = levels - 1)
     level_delay: bool = True
@@ -116,13 +119,18 @@ class FlowOmniConfig(Config):
                     f"FlowOmniConfig: tokens={self.tokens!r} needs a quantizer config "
                     "(e.g. {'codebook_size': 256}; for rvq also 'num_levels')"
                 )
-            qcfg = quantizer_config(self.tokens, self.quantizer, dim=self.speech.token_dim)
+            qcfg = quantizer_config(self.quantizer_kind, self.quantizer, dim=self.speech.token_dim)
             self.quantizer = qcfg.to_dict()
             tail = qcfg.levels - 1 if (self.level_delay and qcfg.levels > 1) else 0
             if self.layout.speech_tail != tail:
                 self.layout = dataclasses.replace(self.layout, speech_tail=tail)
         elif self.quantizer is not None:
             raise ConfigError("FlowOmniConfig: a quantizer config was given but tokens='continuous'")
+        if self.tokens == "coarse_fine" and self.flow.own_previous > 0:
+            raise ConfigError(
+                "FlowOmniConfig: tokens='coarse_fine' starts the flow head at the predicted code's centroid, "
+                f"not at the previous token, so flow.own_previous must be 0 (got {self.flow.own_previous})"
+            )
         if self.postnet_layers < 0:
             raise ConfigError(f"FlowOmniConfig.postnet_layers must be >= 0, got {self.postnet_layers}")
         if self.flow.token_dim != self.speech.token_dim:
@@ -130,6 +138,11 @@ class FlowOmniConfig(Config):
                 f"FlowOmniConfig: flow.token_dim={self.flow.token_dim} but the speech token has "
                 f"r={self.speech.r} x {self.speech.mel.n_mels} = {self.speech.token_dim} dims"
             )
+
+    @property
+    def quantizer_kind(self) -> str:
+        """The kind of ``quantizer``: coarse_fine's codes are k-means ones."""
+        return "kmeans" if self.tokens == "coarse_fine" else self.tokens
 
     @classmethod
     def preset(cls, name: str = "tiny", *, r: int = 4, **overrides) -> FlowOmniConfig:
@@ -199,7 +212,8 @@ class FlowOmniOutput:
     num_ctc: int = 0  # items with a transcript
 
     # ``flow_loss`` is the speech-token term: CFM for continuous tokens, code cross-entropy for the
-    # discrete baselines (kept under one name so logs and plots compare the variants directly).
+    # discrete baselines, their sum for coarse_fine (kept under one name so logs and plots compare
+    # the variants directly).
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -262,7 +276,16 @@ class FlowOmni(nn.Module):
                 input_norm=config.speech_input_norm,
                 embedding_scale=embedding_scale,
             )
-        quantizer = build_quantizer(config.tokens, config.quantizer, dim=config.speech.token_dim)
+        quantizer = build_quantizer(config.quantizer_kind, config.quantizer, dim=config.speech.token_dim)
+        if config.tokens == "coarse_fine":
+            return CoarseFineSpeech(
+                config.flow,
+                quantizer,
+                width,
+                input_noise=config.speech_input_noise,
+                input_norm=config.speech_input_norm,
+                embedding_scale=embedding_scale,
+            )
         return CodeSpeech(quantizer, width, delay=config.level_delay, embedding_scale=embedding_scale)
 
     @staticmethod
