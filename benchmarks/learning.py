@@ -1,6 +1,7 @@
 """Learning curves: train with the `learn` recipe and score the model at several points of training.
 
-One process trains one variant (continuous flow head, or k-means codes) and, at each step listed in
+One process trains one variant (continuous flow head, k-means codes, or coarse_fine: a k-means code
+refined by the flow head) and, at each step listed in
 ``--eval-steps`` and at the end, pauses to score the model on held-out data:
 
 * ASR CER / WER of the model's own A→T on test sentences in training voices (clean and babble at

@@ -124,11 +124,11 @@ def _speech_head(config: dict) -> str:
     levels = int(q.get("num_levels", 1))
     if kind == "coarse_fine":
         flow = config["flow"]
-        start = "the code's centroid" if flow.get("prior") == "previous" else "a standard Gaussian"
+        start = "centred on the code's centroid" if flow.get("prior") == "previous" else "of zero mean"
         return (
             f"continuous tokens, coarse to fine: a softmax picks one of K = {q.get('codebook_size')} k-means codes, "
             f"then a flow-matching MLP (width {flow['width']}, {flow['depth']} residual blocks) conditioned on it "
-            f"refines the token from noise centred on {start} (std {flow.get('prior_std', 1.0):g})"
+            f"samples the token from noise {start} (std {flow.get('prior_std', 1.0):g})"
         )
     if kind == "kmeans":
         return f"discrete k-means codes of the same tokens (K = {q.get('codebook_size')}), a softmax head"

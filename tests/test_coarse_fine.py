@@ -30,6 +30,16 @@ def coarse_fine_model(corpus, **flow):
     return model
 
 
+def with_a_field(model):
+    """A fresh flow head outputs zero velocity whatever its condition: give it a field, so that what it
+    is conditioned on shows in its loss and samples."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.speech.flow_head.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
 def test_config_and_parts(corpus):
     model = coarse_fine_model(corpus)
     assert isinstance(model.speech, CoarseFineSpeech)
@@ -45,43 +55,72 @@ def test_config_and_parts(corpus):
         FlowOmniConfig.from_dict({**base.to_dict(), "flow": {**base.flow.to_dict(), "own_previous": 0.5}})
 
 
-def test_loss_is_code_cross_entropy_plus_flow_loss_from_the_centroid(corpus):
-    model = coarse_fine_model(corpus).eval()
+def test_loss_is_code_cross_entropy_and_flow_loss_from_the_centroid(corpus):
+    model = with_a_field(coarse_fine_model(corpus)).eval()
     speech = model.speech
     target = model.encode_speech(corpus[0])[:6]
     cond = torch.randn(6, model.width)
     codes = speech.quantizer.encode(target)[:, 0]
     centre = speech.quantizer.decode(codes[:, None])
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    got = speech.loss(cond, target, torch.zeros_like(target), generator=g1)
-    ce = torch.nn.functional.cross_entropy(speech.output_head.codes(cond), codes)
-    flow = speech.flow_head.loss(target, cond + speech.output_head.code_embed(codes), prev=centre, generator=g2)
-    assert torch.allclose(got, ce + flow, atol=1e-6)
+
+    def terms(prev):
+        return speech.loss_terms(cond, target, prev, generator=torch.Generator().manual_seed(3))
+
+    flow, code = terms(torch.zeros_like(target))
+    assert torch.allclose(code, torch.nn.functional.cross_entropy(speech.output_head.codes(cond), codes))
+    want = speech.flow_head.loss(
+        target, cond + speech.output_head.code_embed(codes), prev=centre, generator=torch.Generator().manual_seed(3)
+    )
+    assert torch.allclose(flow, want, atol=1e-6)
+    assert not torch.allclose(
+        flow, speech.flow_head.loss(target, cond, prev=centre, generator=torch.Generator().manual_seed(3))
+    )
+    g = torch.Generator().manual_seed(3)
+    assert torch.allclose(speech.loss(cond, target, torch.zeros_like(target), generator=g), flow + code)
     # the previous token plays no part: the prior starts at the target's code's centroid
-    g1.manual_seed(3)
-    assert torch.allclose(speech.loss(cond, target, torch.randn_like(target), generator=g1), got, atol=1e-6)
+    assert torch.allclose(terms(torch.randn_like(target))[0], flow, atol=1e-6)
 
 
 def test_greedy_sample_refines_the_argmax_codes_centroid(corpus):
     model = coarse_fine_model(corpus).eval()
     speech = model.speech
     cond = torch.randn(4, model.width)
-    gens = [torch.Generator().manual_seed(i) for i in range(4)]
-    out = speech.sample(
-        cond, torch.randn(4, speech.payload_dim), gens, temperature=0.0, steps=3, solver="euler", cfg_scale=1.0
-    )
     codes = speech.output_head.codes(cond).argmax(-1)
+    centre = speech.quantizer.decode(codes[:, None])
+
+    def sample():
+        gens = [torch.Generator().manual_seed(i) for i in range(4)]
+        prev = torch.randn(4, speech.payload_dim)  # not used
+        return speech.sample(cond, prev, gens, temperature=0.0, steps=3, solver="euler", cfg_scale=1.0)
+
+    # An untrained flow head outputs zero velocity: the greedy token is the argmax code's centroid.
+    assert torch.allclose(sample(), centre, atol=1e-6)
+    with_a_field(model)
+    out = sample()
     want = speech.flow_head.sample(
         cond + speech.output_head.code_embed(codes),
-        prev=speech.quantizer.decode(codes[:, None]),
+        prev=centre,
         steps=3,
         solver="euler",
         temperature=0.0,
         noise=torch.zeros(4, speech.payload_dim),
     )
-    assert torch.allclose(out, want, atol=1e-6)
-    # An untrained flow head outputs zero velocity: the greedy token is the centroid itself.
-    assert torch.allclose(out, speech.quantizer.decode(codes[:, None]), atol=1e-6)
+    assert torch.allclose(out, want, atol=1e-6) and not torch.allclose(out, centre, atol=1e-3)
+    with torch.no_grad():  # the code's embedding is part of the condition
+        speech.output_head.code_embed.weight.mul_(3.0)
+    assert not torch.allclose(sample(), out, atol=1e-4)
+
+
+def test_rows_sharing_a_generator_draw_as_one_after_another(corpus):
+    model = with_a_field(coarse_fine_model(corpus)).eval()
+    speech = model.speech
+    cond, prev = torch.randn(3, model.width), torch.zeros(3, speech.payload_dim)
+    kw = dict(temperature=1.0, steps=2, solver="euler", cfg_scale=1.0)
+    g = torch.Generator().manual_seed(4)
+    batched = speech.sample(cond, prev, [g] * 3, **kw)
+    g.manual_seed(4)
+    one_by_one = torch.cat([speech.sample(cond[i : i + 1], prev[i : i + 1], [g], **kw) for i in range(3)])
+    assert torch.allclose(batched, one_by_one, rtol=1e-4, atol=1e-3)
 
 
 def test_sampled_codes_follow_each_rows_generator(corpus):
@@ -109,7 +148,14 @@ def test_coarse_fine_trains_and_generates(corpus, tmp_path):
         samples.append(Sample("T2A", prompt_text=t, target_text=t, target_speech=model.encode_speech(a)))
         samples.append(Sample("A2T", prompt_audio=model.prepare_audio(a), target_text=t))
     hist = quick_train(model, samples, steps=60, batch_size=6, lr=3e-3)
-    assert hist[-1]["flow"] < 0.5 * hist[0]["flow"] and hist[-1]["loss"] < 0.5 * hist[0]["loss"]
+
+    def mean(key, rows):
+        return sum(h[key] for h in rows) / len(rows)
+
+    # Both terms are logged apart and both learn: the code cross-entropy, and the refinement from the centroid.
+    assert mean("code", hist[-5:]) < 0.2 * mean("code", hist[:5])
+    assert mean("flow", hist[-5:]) < 0.8 * mean("flow", hist[:5])
+    assert abs(hist[-1]["loss"] - sum(hist[-1][k] for k in ("text", "state", "flow", "code"))) < 1e-4
     out = model.generate([Sample("T2A", prompt_text=TEXTS[0])], speech_temperature=0.0, max_new_positions=40)
     assert out[0].speech_tokens.shape[1] == model.config.speech.token_dim
     model.save_pretrained(tmp_path / "m")

@@ -1,4 +1,4 @@
-"""The one speech-head interface: both kinds of speech token honour the same contract, the model
+"""The one speech-head interface: every kind of speech token honours the same contract, the model
 treats its config as a value, and checkpoints from before the interface still load."""
 
 import dataclasses
@@ -11,6 +11,7 @@ from torch import nn
 from flow_omni import FlowOmni, FlowOmniConfig, Sample
 from flow_omni.errors import FlowOmniError
 from flow_omni.layout import STATE_GEN, STATE_PAD, STATE_START, STATE_STOP
+from flow_omni.models.coarse_fine_speech import CoarseFineSpeech
 from flow_omni.models.continuous_speech import ContinuousSpeech
 from flow_omni.models.flow_head import FlowHead, FlowHeadConfig
 from flow_omni.models.speech_codes import CodeSpeech
@@ -22,6 +23,8 @@ def model_of(kind: str, tone) -> FlowOmni:
     torch.manual_seed(0)
     if kind == "continuous":
         model = FlowOmni(FlowOmniConfig.preset("tiny"))
+    elif kind == "coarse_fine":
+        model = FlowOmni(FlowOmniConfig.preset("tiny", tokens=kind, quantizer={"codebook_size": 8, "iterations": 3}))
     else:
         levels = {"kmeans": 1, "rvq": 2}[kind]
         q = {"codebook_size": 8, "iterations": 3, **({"num_levels": levels} if levels > 1 else {})}
@@ -32,12 +35,12 @@ def model_of(kind: str, tone) -> FlowOmni:
     return model
 
 
-@pytest.mark.parametrize("kind", ["continuous", "kmeans", "rvq"])
+@pytest.mark.parametrize("kind", ["continuous", "kmeans", "rvq", "coarse_fine"])
 def test_every_head_honours_the_contract(kind, tone):
     model = model_of(kind, tone)
     head = model.speech
     assert isinstance(head, SpeechHead)
-    assert isinstance(head, ContinuousSpeech if kind == "continuous" else CodeSpeech)
+    assert type(head) is {"continuous": ContinuousSpeech, "coarse_fine": CoarseFineSpeech}.get(kind, CodeSpeech)
     tokens = model.encode_speech(tone)[:5]  # (n, D)
     n, P, W = tokens.shape[0], head.payload_dim, model.width
     L = n + head.tail + 3
@@ -49,7 +52,7 @@ def test_every_head_honours_the_contract(kind, tone):
     assert head.embed(pay).shape == (1, L, W)
     run = pay[0, 1 : 1 + n + head.tail].float()
     # The run's payloads give back its tokens: exactly for continuous ones, as quantised for codes.
-    expected = tokens if kind == "continuous" else head.quantizer(tokens)
+    expected = head.quantizer(tokens) if isinstance(head, CodeSpeech) else tokens
     assert torch.allclose(head.to_tokens(run), expected, atol=1e-5)
     cond = torch.randn(n, W)
     loss = head.loss(cond, run[:n], run[:n], generator=torch.Generator().manual_seed(0))

@@ -15,7 +15,7 @@ class VariantSpec(Config):
     """One speech tokenisation to compare (FlowOmniConfig fields that differ between variants)."""
 
     name: str
-    tokens: str = "continuous"  # continuous | kmeans | rvq: how the model speaks
+    tokens: str = "continuous"  # continuous | kmeans | rvq | coarse_fine: how the model speaks
     quantizer: dict | None = None
     r: int = 4
     preset: str = "tiny"

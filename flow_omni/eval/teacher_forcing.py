@@ -37,7 +37,8 @@ def teacher_forced_speech(
     ``texts[i]`` is the prompt and ``references[i]`` its spoken reference, a raw log-mel ``(n_mels, F)``
     (``model.speech_tokenizer.mel(audio)``). Each of the item's speech positions gets one token from the
     speech head, given the condition there and the reference's previous token (the flow head's
-    ``prior="previous"`` starts from it). Item ``i`` draws its noise from one generator seeded with
+    ``prior="previous"`` starts from it; a coarse_fine head starts from its code's centroid instead, so
+    ``previous`` changes nothing for it). Item ``i`` draws its noise from one generator seeded with
     ``seed + i``, position after position (at temperature 0, the default, the draws are scaled to
     nothing). The output has the reference's ``F`` frames. ``alignments[i]`` is the word onsets of
     ``texts[i]`` in its reference (:attr:`Sample.target_alignment`), which a model of the ``aligned``

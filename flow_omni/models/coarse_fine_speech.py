@@ -4,11 +4,13 @@ The LLM reads continuous tokens exactly as :class:`~flow_omni.models.continuous_
 does. Out of it, each next token is predicted in two stages:
 
 1. **coarse:** a softmax over the ``K`` codes of a k-means codebook fitted on the training tokens
-   (the k-means baseline's head and codebook), trained with cross-entropy against the target's
-   nearest code;
+   before training (as the k-means baseline fits its own; no pad code here, since the run's end is
+   the state stream's), trained with cross-entropy against the target's nearest code
+   (``LossWeights.code``, logged as ``code``);
 2. **fine:** the flow head, its condition being the LLM's state plus an embedding of that code, and
    its ODE started at the code's centroid (``prior="previous"``, whose centre is here the centroid
-   instead of the previous token; with ``prior="gaussian"`` the centroid is not used as a start).
+   instead of the previous token; with ``prior="gaussian"`` it starts from zero-mean noise and
+   knows the code from its condition alone). Its loss is logged as ``flow``.
 
 Why: at the CPU budgets measured here the plain flow head learned the mean of the next token, not
 its distribution, and spoke less clearly than the k-means model, whose cross-entropy trains the LLM's
@@ -62,6 +64,11 @@ class CoarseFineSpeech(ContinuousSpeech):
         embedding_scale: float = EMBEDDING_SCALE,
     ) -> None:
         super().__init__(flow, width, input_noise=input_noise, input_norm=input_norm, embedding_scale=embedding_scale)
+        if flow.own_previous > 0:
+            raise FlowOmniError(
+                "CoarseFineSpeech starts the flow head at the code's centroid, not at the previous token: "
+                f"flow.own_previous must be 0, got {flow.own_previous}"
+            )
         if quantizer.num_levels != 1:
             raise FlowOmniError(f"CoarseFineSpeech needs a one-level quantiser (k-means), got {quantizer.num_levels}")
         self.quantizer = quantizer
@@ -89,6 +96,26 @@ class CoarseFineSpeech(ContinuousSpeech):
     ) -> torch.Tensor:
         return payloads  # the prior starts at the code's centroid, not at the previous token
 
+    has_code_loss = True
+
+    def loss_terms(
+        self,
+        cond: torch.Tensor,
+        target: torch.Tensor,
+        prev: torch.Tensor,
+        *,
+        item_rows: ItemRows | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(flow loss, code cross-entropy)`` of target tokens ``(N, D)`` from conditions ``(N, W)``: the
+        flow loss from the target's code's centroid, conditioned on that code; ``prev`` is not used."""
+        with torch.no_grad():
+            codes = self.quantizer.encode(target.float())[:, 0]
+            centre = self.quantizer.decode(codes[:, None]).to(target.dtype)
+        code_loss = F.cross_entropy(self.code_logits(cond), codes)
+        refine = self.refine_condition(cond, codes)
+        return super().loss(refine, target, centre, item_rows=item_rows, generator=generator), code_loss
+
     def loss(
         self,
         cond: torch.Tensor,
@@ -98,13 +125,9 @@ class CoarseFineSpeech(ContinuousSpeech):
         item_rows: ItemRows | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Cross-entropy of the target's code plus the flow loss of the target from its code's centroid."""
-        with torch.no_grad():
-            codes = self.quantizer.encode(target.float())[:, 0]
-            centre = self.quantizer.decode(codes[:, None]).to(target.dtype)
-        code_loss = F.cross_entropy(self.code_logits(cond), codes)
-        refine = self.refine_condition(cond, codes)
-        return code_loss + super().loss(refine, target, centre, item_rows=item_rows, generator=generator)
+        """The sum of :meth:`loss_terms` (unweighted; FlowOmni weighs them by ``LossWeights``)."""
+        flow, code = self.loss_terms(cond, target, prev, item_rows=item_rows, generator=generator)
+        return flow + code
 
     @torch.no_grad()
     def sample(
@@ -119,24 +142,29 @@ class CoarseFineSpeech(ContinuousSpeech):
         cfg_scale: float,
         compile: bool = False,
     ) -> torch.Tensor:
-        """The code first (argmax, or drawn from the softmax at ``temperature`` with each row's
-        generator), then the flow head's token from its centroid; ``prev`` is not used."""
+        """One token per row: conditions ``(n, W)`` → ``(n, D)``; ``prev`` is not used.
+
+        The code first (argmax at temperature 0, else drawn from the softmax at ``temperature``), then
+        the flow head's token from its centroid, its noise scaled by the same ``temperature``. Row
+        ``i`` draws its code and then its noise from ``generators[i]``, so rows sharing one generator
+        draw as they would one after another. With ``cfg_scale != 1`` the unconditional branch reads
+        the learned null condition in place of state and code together (as ``cfg_dropout`` trains
+        it); the code itself is not guided."""
         logits = self.code_logits(cond)
-        if temperature == 0:
-            codes = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / temperature, -1).cpu()
-            codes = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
-            codes = codes.to(cond.device)
-        centre = self.quantizer.decode(codes[:, None])
-        return super().sample(
-            self.refine_condition(cond, codes),
-            centre,
-            generators,
-            temperature=temperature,
+        probs = None if temperature == 0 else torch.softmax(logits / temperature, -1).cpu()
+        codes, noise = [], []
+        for i, g in enumerate(generators):
+            codes.append(logits[i].argmax().cpu() if probs is None else torch.multinomial(probs[i], 1, generator=g)[0])
+            noise.append(torch.randn(self.payload_dim, generator=g))
+        codes_t = torch.stack(codes).to(cond.device)
+        return self.flow_head.sample(
+            self.refine_condition(cond, codes_t),
+            prev=self.quantizer.decode(codes_t[:, None]),
             steps=steps,
             solver=solver,
+            temperature=temperature,
             cfg_scale=cfg_scale,
+            noise=torch.stack(noise).to(cond.device),
             compile=compile,
         )
 

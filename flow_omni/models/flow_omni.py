@@ -72,6 +72,8 @@ class LossWeights(Config):
     text: float = 1.0
     state: float = 1.0
     flow: float = 1.0
+    #: coarse_fine tokens: the cross-entropy of the next token's k-means code (its other models have none)
+    code: float = 1.0
     #: auxiliary CTC loss of the speech encoder's output (at the LLM's rate) against the transcript of
     #: the prompt audio, through the backbone's own LM head plus a blank logit; 0 = off (no blank head).
     #: Its logits span the whole vocabulary at every audio position: cheap for the presets' character
@@ -79,7 +81,7 @@ class LossWeights(Config):
     ctc: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("text", "state", "flow", "ctc"):
+        for name in ("text", "state", "flow", "code", "ctc"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"LossWeights.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -210,10 +212,11 @@ class FlowOmniOutput:
     num_state: int = 0
     ctc_loss: torch.Tensor | None = None  # None when the CTC term is off or the batch has no transcripts
     num_ctc: int = 0  # items with a transcript
+    code_loss: torch.Tensor | None = None  # coarse_fine's code cross-entropy (None for other heads)
 
     # ``flow_loss`` is the speech-token term: CFM for continuous tokens, code cross-entropy for the
-    # discrete baselines, their sum for coarse_fine (kept under one name so logs and plots compare
-    # the variants directly).
+    # discrete baselines (kept under one name so logs and plots compare the variants directly), and
+    # for coarse_fine the CFM part alone, its code cross-entropy being ``code_loss``.
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -221,6 +224,7 @@ class FlowOmniOutput:
             "text": self.text_loss.item(),
             "state": self.state_loss.item(),
             "flow": self.flow_loss.item(),
+            **({} if self.code_loss is None else {"code": self.code_loss.item()}),
             **({} if self.ctc_loss is None else {"ctc": self.ctc_loss.item()}),
         }
 
@@ -317,7 +321,7 @@ class FlowOmni(nn.Module):
         return stats
 
     def fit_speech_head(self, tokens, *, progress: bool = False) -> None:
-        """Fit what the speech head learns before training (a discrete model's quantiser) on speech
+        """Fit what the speech head learns before training (a quantiser's codebooks) on speech
         tokens ``(N, D)`` (or an iterable of ``(n_i, D)``) in the model's current normalisation,
         and record it in ``config.quantizer``. Heads with nothing to fit raise FlowOmniError."""
         fitted = self.speech.fit(tokens, tokenizer=self.speech_tokenizer, progress=progress)
@@ -538,13 +542,16 @@ class FlowOmni(nn.Module):
             nxt[:, :-1] = payloads[:, 1:]
             prev = self.speech.training_previous(cond, payloads, speech_mask, item_gens, generator)
             rows = None if item_gens is None else list(zip(speech_mask.sum(1).tolist(), item_gens))
-            flow_loss = self.speech.loss(
+            flow_loss, code_loss = self.speech.loss_terms(
                 cond[speech_mask], nxt[speech_mask], prev[speech_mask], item_rows=rows, generator=generator
             )
         else:
             flow_loss = hidden.sum() * 0
+            code_loss = None if not self.speech.has_code_loss else flow_loss
         w = self.config.loss_weights
         loss = w.text * text_loss + w.state * state_loss + w.flow * flow_loss
+        if code_loss is not None:
+            loss = loss + w.code * code_loss
         ctc, num_ctc = None, 0
         if self.ctc_blank is not None and encoded is not None and batch.transcript_lengths is not None:
             if bool((batch.transcript_lengths > 0).any()):
@@ -560,6 +567,7 @@ class FlowOmni(nn.Module):
             int(has_state.sum()),
             ctc,
             num_ctc,
+            code_loss,
         )
 
     # ----------------------------------------------------------------------------- checkpoints

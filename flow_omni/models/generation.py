@@ -53,7 +53,9 @@ class GenerationConfig(Config):
     max_new_positions: int = 400
     text_temperature: float = 0.0  # 0 = greedy
     top_k: int = 0  # 0 = no top-k filtering
-    speech_temperature: float = 1.0  # scale of the flow head's initial noise
+    # scale of the flow head's initial noise; also the softmax temperature of a code head (discrete
+    # models, coarse_fine's code)
+    speech_temperature: float = 1.0
     solver: str = "euler"
     steps: int = 10
     cfg_scale: float = 1.0

@@ -7,7 +7,9 @@ and ``diffloss.sample(z, …)``):
 * :class:`~flow_omni.models.continuous_speech.ContinuousSpeech`: continuous tokens, read through a
   linear map and sampled by the flow-matching head (the Flow-Omni model);
 * :class:`~flow_omni.models.speech_codes.CodeSpeech`: quantiser codes (k-means, RVQ with Mini-Omni's
-  per-level delay), read through embeddings and predicted by a softmax (the discrete baselines).
+  per-level delay), read through embeddings and predicted by a softmax (the discrete baselines);
+* :class:`~flow_omni.models.coarse_fine_speech.CoarseFineSpeech`: continuous tokens, each predicted
+  as a k-means code by a softmax and refined from the code's centroid by the flow head.
 
 A new kind of speech token (a VAE latent, another codec) is one new subclass.
 
@@ -105,6 +107,22 @@ class SpeechHead(nn.Module):
         ``item_rows`` when given (so a row's draws depend on its sample alone), else ``generator``.
         """
         raise NotImplementedError
+
+    #: whether :meth:`loss_terms` gives a second, code cross-entropy term (coarse_fine)
+    has_code_loss: bool = False
+
+    def loss_terms(
+        self,
+        cond: torch.Tensor,
+        target: torch.Tensor,
+        prev: torch.Tensor,
+        *,
+        item_rows: ItemRows | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`loss` in the terms FlowOmni logs and weighs apart: ``(speech term, code
+        cross-entropy or None)``; heads with one term return ``(loss, None)``."""
+        return self.loss(cond, target, prev, item_rows=item_rows, generator=generator), None
 
     def sample(
         self,

@@ -13,7 +13,8 @@ from flow_omni.models.lora import LoraSettings
 
 #: Names accepted in ``trainable`` and the FlowOmni sub-modules (dotted paths) they stand for.
 #: ``speech.input_layer`` reads speech payloads into the LLM and ``speech.output_head`` predicts
-#: them (the flow head, or a discrete model's code softmax), whatever the kind of speech token.
+#: them (the flow head, a discrete model's code softmax, or coarse_fine's code softmax, code embedding
+#: and flow head), whatever the kind of speech token.
 GROUPS = {
     "backbone": ["backbone"],
     "encoder": ["encoder", "ctc_blank"],  # the CTC term's blank logit reads the encoder output
@@ -27,7 +28,7 @@ GROUPS = {
     # to predict them (train.train_special_token_rows). No module of its own, hence no path.
     "special_tokens": [],
     # aliases
-    "flow_head": ["speech.output_head"],  # the continuous model's name for its speech head
+    "flow_head": ["speech.output_head"],  # the continuous model's name for its speech head (all of it)
     "codes": ["speech.input_layer", "speech.output_head"],  # discrete models: code embeddings + heads
     "adapters": ["encoder", "ctc_blank", "speech.input_layer", "state_embed"],
     "heads": ["state_head", "postnet", "speech.output_head"],

@@ -38,7 +38,7 @@ from flow_omni.models.flow_omni import FlowOmni, FlowOmniOutput
 from flow_omni.training.config import TrainConfig
 from flow_omni.training.schedule import warmup_cosine
 
-TERMS = ("text", "state", "flow", "ctc")
+TERMS = ("text", "state", "flow", "code", "ctc")
 
 
 class NonFiniteLossError(FlowOmniError, FloatingPointError):
@@ -92,6 +92,7 @@ class FlowOmniModule(L.LightningModule):
                 "text": (out.text_loss, out.num_text, w.text),
                 "state": (out.state_loss, out.num_state, w.state),
                 "flow": (out.flow_loss, out.num_speech, w.flow),
+                "code": (out.loss.new_zeros(()) if out.code_loss is None else out.code_loss, out.num_speech, w.code),
                 "ctc": (out.loss.new_zeros(()) if out.ctc_loss is None else out.ctc_loss, out.num_ctc, w.ctc),
             }
         counts = [float(terms[t][1]) if terms else 0.0 for t in TERMS]
