@@ -38,6 +38,7 @@ from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.audio_metrics import mel_distance
 from flow_omni.eval.teacher_forcing import teacher_forced_speech
 from flow_omni.eval.text_metrics import wer
+from flow_omni.models.coarse_fine_speech import CoarseFineSpeech
 from flow_omni.vocoder import load_vocoder
 
 #: seconds of speech whose mel L1 is also reported one by one
@@ -56,6 +57,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vocoder", default=None, help="mel → audio for the listener (default Griffin-Lim)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows and every transcript here")
+    p.add_argument(
+        "--coarse-only",
+        action="store_true",
+        help="coarse_fine models: speak the predicted codes' centroids, without the flow head's refinement",
+    )
     return p.parse_args()
 
 
@@ -108,6 +114,10 @@ def main() -> None:
     )
     for path in args.model:
         model = FlowOmni.from_pretrained(path)
+        if args.coarse_only:
+            if not isinstance(model.speech, CoarseFineSpeech):
+                raise SystemExit(f"--coarse-only needs a coarse_fine model; {path} has tokens={model.config.tokens!r}")
+            model.speech.refine = False
         sr = model.config.speech.mel.sample_rate
         fps = model.config.speech.mel.frame_rate
         refs = [model.speech_tokenizer.mel(load_audio(e.t2a_audio)) for e in test]

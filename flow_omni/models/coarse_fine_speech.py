@@ -73,6 +73,9 @@ class CoarseFineSpeech(ContinuousSpeech):
             raise FlowOmniError(f"CoarseFineSpeech needs a one-level quantiser (k-means), got {quantizer.num_levels}")
         self.quantizer = quantizer
         self.output_head = CoarseFineHead(self.output_head, width, quantizer.codebook_size, embedding_scale)
+        # An ablation switch for sampling only: False skips the flow head and speaks the codes'
+        # centroids, i.e. what the coarse stage alone says (benchmarks/tts_teacher_forcing.py --coarse-only).
+        self.refine = True
 
     @property
     def flow_head(self) -> FlowHead:
@@ -157,6 +160,8 @@ class CoarseFineSpeech(ContinuousSpeech):
             codes.append(logits[i].argmax().cpu() if probs is None else torch.multinomial(probs[i], 1, generator=g)[0])
             noise.append(torch.randn(self.payload_dim, generator=g))
         codes_t = torch.stack(codes).to(cond.device)
+        if not self.refine:
+            return self.quantizer.decode(codes_t[:, None])
         return self.flow_head.sample(
             self.refine_condition(cond, codes_t),
             prev=self.quantizer.decode(codes_t[:, None]),
