@@ -55,6 +55,19 @@ def test_config_and_parts(corpus):
         FlowOmniConfig.from_dict({**base.to_dict(), "flow": {**base.flow.to_dict(), "own_previous": 0.5}})
 
 
+def test_read_centroids_reads_each_token_as_its_codes_centroid(corpus):
+    plain = coarse_fine_model(corpus)
+    config = FlowOmniConfig.from_dict({**plain.config.to_dict(), "speech_input_centroids": True})
+    model = FlowOmni(config)
+    model.load_state_dict(plain.state_dict())
+    tokens = plain.encode_speech(corpus[0])[None, :5]  # (1, 5, D)
+    centroids = plain.speech.quantizer(tokens)
+    assert not torch.allclose(plain.speech.embed(tokens), plain.speech.embed(centroids))
+    assert torch.equal(model.speech.embed(tokens), plain.speech.embed(centroids))
+    with pytest.raises(ConfigError, match="only tokens='coarse_fine'"):
+        FlowOmniConfig.preset("tiny", speech_input_centroids=True)
+
+
 def test_loss_is_code_cross_entropy_and_flow_loss_from_the_centroid(corpus):
     model = with_a_field(coarse_fine_model(corpus)).eval()
     speech = model.speech

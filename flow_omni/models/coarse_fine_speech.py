@@ -19,8 +19,11 @@ that same signal, and the flow head only has to model what is left within a code
 the code is the target's own (teacher-forced); in sampling it is the head's argmax (temperature 0)
 or a draw from its softmax at that temperature.
 
-The output stays a continuous token: what the model says is the refined token, and what it reads
-back is that token, not the code.
+The output stays a continuous token: what the model says is the refined token, and by default what
+it reads back is that token, not the code. With ``read_centroids`` (``FlowOmniConfig.
+speech_input_centroids``) the LLM reads every speech token as its k-means centroid instead, in
+training the true token's and in generation its own refined token's: the input a k-means model reads,
+so that its own tokens read back as the kind of input it was trained on.
 """
 
 from __future__ import annotations
@@ -62,8 +65,10 @@ class CoarseFineSpeech(ContinuousSpeech):
         input_noise: float = 0.0,
         input_norm: bool = False,
         embedding_scale: float = EMBEDDING_SCALE,
+        read_centroids: bool = False,
     ) -> None:
         super().__init__(flow, width, input_noise=input_noise, input_norm=input_norm, embedding_scale=embedding_scale)
+        self.read_centroids = read_centroids
         if flow.own_previous > 0:
             raise FlowOmniError(
                 "CoarseFineSpeech starts the flow head at the code's centroid, not at the previous token: "
@@ -88,6 +93,12 @@ class CoarseFineSpeech(ContinuousSpeech):
     def refine_condition(self, cond: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The flow head's condition ``(N, W)``: the LLM's state plus the code's embedding; codes ``(N,)``."""
         return cond + self.output_head.code_embed(codes).to(cond.dtype)
+
+    def embed(self, payloads: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(…, D)`` → ``(…, W)``; with ``read_centroids`` each token is read as its code's centroid."""
+        if self.read_centroids:
+            payloads = self.quantizer(payloads.float()).to(payloads.dtype)
+        return super().embed(payloads)
 
     def training_previous(
         self,

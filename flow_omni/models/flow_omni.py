@@ -102,6 +102,10 @@ class FlowOmniConfig(Config):
     #: continuous tokens: RMSNorm the projected token, gain starting at the embeddings' scale, so that
     #: it does not drown the text embedding it is summed with (see flow_omni.models.continuous_speech)
     speech_input_norm: bool = False
+    #: coarse_fine only: the LLM reads each speech token's k-means centroid instead of the token itself,
+    #: so that its own (refined) tokens read back as what it was trained on (the input a k-means model
+    #: reads, in continuous form; see flow_omni.models.coarse_fine_speech)
+    speech_input_centroids: bool = False
     text_tokenizer: dict = dataclasses.field(default_factory=lambda: {"kind": "char"})
     loss_weights: LossWeights = dataclasses.field(default_factory=LossWeights)
     #: the speech stream: "continuous" (flow head), the codes of a quantiser trained on the same
@@ -128,6 +132,11 @@ class FlowOmniConfig(Config):
                 self.layout = dataclasses.replace(self.layout, speech_tail=tail)
         elif self.quantizer is not None:
             raise ConfigError("FlowOmniConfig: a quantizer config was given but tokens='continuous'")
+        if self.speech_input_centroids and self.tokens != "coarse_fine":
+            raise ConfigError(
+                "FlowOmniConfig: speech_input_centroids reads k-means centroids, which only tokens='coarse_fine' "
+                f"has; got tokens={self.tokens!r}"
+            )
         if self.tokens == "coarse_fine" and self.flow.own_previous > 0:
             raise ConfigError(
                 "FlowOmniConfig: tokens='coarse_fine' starts the flow head at the predicted code's centroid, "
@@ -289,6 +298,7 @@ class FlowOmni(nn.Module):
                 input_noise=config.speech_input_noise,
                 input_norm=config.speech_input_norm,
                 embedding_scale=embedding_scale,
+                read_centroids=config.speech_input_centroids,
             )
         return CodeSpeech(quantizer, width, delay=config.level_delay, embedding_scale=embedding_scale)
 
