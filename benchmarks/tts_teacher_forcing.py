@@ -4,6 +4,10 @@ For each ``--model`` and the first ``--items`` test sentences of a corpus, the T
 ways, through the same vocoder (Griffin-Lim by default) and listener (Whisper tiny.en):
 
 - ``reference``: the sentence in the output voice, resynthesised (the ceiling this vocoder allows);
+- ``tokens``: the reference as the model's speech tokens can hold it
+  (:meth:`~flow_omni.models.speech_head.SpeechHead.represent`: a k-means or RVQ model's codebook
+  round trip; the reference itself for a continuous model), resynthesised: the ceiling of a perfect
+  predictor of those tokens;
 - ``teacher-forced``: at every speech position the LLM has read the reference's tokens so far and the
   speech head samples the next one (:func:`~flow_omni.eval.teacher_forcing.teacher_forced_speech`);
 - ``own-previous``: the LLM teacher-forced as above, but the speech head given its own previous
@@ -43,7 +47,7 @@ from flow_omni.vocoder import load_vocoder
 
 #: seconds of speech whose mel L1 is also reported one by one
 SECONDS = 3
-MODES = ("reference", "teacher-forced", "own-previous", "free-running")
+MODES = ("reference", "tokens", "teacher-forced", "own-previous", "free-running")
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,6 +61,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vocoder", default=None, help="mel → audio for the listener (default Griffin-Lim)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows and every transcript here")
+    p.add_argument("--modes", nargs="+", choices=MODES[1:], default=list(MODES[1:]), help="the model modes to score")
     p.add_argument(
         "--coarse-only",
         action="store_true",
@@ -127,9 +132,13 @@ def main() -> None:
             rows.append(dict(model="—", mode="reference", **score(texts, transcripts["reference"], refs, refs, fps)))
             rows[-1]["seconds"] = time.perf_counter() - t0
             print_row(rows[-1])
-        for mode in MODES[1:]:
+        for mode in args.modes:
             t0 = time.perf_counter()
-            if mode in ("teacher-forced", "own-previous"):
+            if mode == "tokens":
+                tok = model.speech_tokenizer
+                with torch.no_grad():
+                    mels = [tok.decode(model.speech.represent(tok.encode_mel(r)), num_frames=r.shape[-1]) for r in refs]
+            elif mode in ("teacher-forced", "own-previous"):
                 mels = teacher_forced_speech(
                     model, texts, refs, steps=args.steps, alignments=[e.t2a_alignment for e in test],
                     previous="reference" if mode == "teacher-forced" else "own", temperature=args.temperature,

@@ -122,8 +122,12 @@ def test_greedy_sample_refines_the_argmax_codes_centroid(corpus):
     with torch.no_grad():  # the code's embedding is part of the condition
         speech.output_head.code_embed.weight.mul_(3.0)
     assert not torch.allclose(sample(), out, atol=1e-4)
+    tokens = torch.randn(4, speech.payload_dim)
+    assert torch.equal(speech.represent(tokens), tokens)  # refined tokens are continuous: nothing is lost
     speech.refine = False  # the ablation: the coarse stage alone
     assert torch.equal(sample(), centre)
+    # ... which can say no more than each token's centroid
+    assert torch.equal(speech.represent(tokens), speech.quantizer.decode(speech.quantizer.encode(tokens)))
 
 
 def test_rows_sharing_a_generator_draw_as_one_after_another(corpus):

@@ -54,6 +54,9 @@ def test_every_head_honours_the_contract(kind, tone):
     # The run's payloads give back its tokens: exactly for continuous ones, as quantised for codes.
     expected = head.quantizer(tokens) if isinstance(head, CodeSpeech) else tokens
     assert torch.allclose(head.to_tokens(run), expected, atol=1e-5)
+    # The best the head can speak (a perfect predictor's tokens) is that round trip too.
+    assert torch.allclose(head.represent(tokens), expected, atol=1e-5)
+    assert torch.equal(head.represent(tokens), tokens) == (not isinstance(head, CodeSpeech))
     cond = torch.randn(n, W)
     loss = head.loss(cond, run[:n], run[:n], generator=torch.Generator().manual_seed(0))
     assert loss.dim() == 0 and torch.isfinite(loss)

@@ -184,6 +184,14 @@ class CoarseFineSpeech(ContinuousSpeech):
             compile=compile,
         )
 
+    @torch.no_grad()
+    def represent(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The tokens themselves when refining (the head speaks continuous tokens); their centroids when
+        ``refine`` is off, which is all the coarse stage can say."""
+        if self.refine:
+            return tokens
+        return self.quantizer.decode(self.quantizer.encode(tokens.float()))
+
     # ------------------------------------------------------------------------------- fitting
     @property
     def needs_fit(self) -> bool:

@@ -151,6 +151,11 @@ class CodeSpeech(SpeechHead):
         codes = torch.where(codes >= self.K, torch.zeros_like(codes), codes)
         return self.quantizer.decode(codes)
 
+    @torch.no_grad()
+    def represent(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The quantiser's round trip: each token ``(n, D)`` replaced by the decoding of its codes."""
+        return self.quantizer.decode(self.quantizer.encode(tokens.float()))
+
     # ------------------------------------------------------------------------------- fitting
     @property
     def needs_fit(self) -> bool:

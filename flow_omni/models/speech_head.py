@@ -147,6 +147,12 @@ class SpeechHead(nn.Module):
         """Payloads of one run so far ``(m, P)`` → its complete tokens ``(max(m - tail, 0), D)``."""
         raise NotImplementedError
 
+    def represent(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(n, D)`` → ``(n, D)``: the closest tokens this head can speak. A quantiser's round trip
+        for code heads; the tokens themselves for heads that speak continuous tokens. Decoded and heard,
+        they are the ceiling a perfect predictor of this head would reach."""
+        return tokens
+
     # ------------------------------------------------------------------------------ fitting
     @property
     def needs_fit(self) -> bool:
