@@ -237,6 +237,9 @@ def test_t2a_targets_come_from_the_output_voice_and_a2t_inputs_from_the_many(tmp
     mels = list(dm.speech_mels(6))  # the first three sentences: each its own voice, then the output voice
     assert len(mels) == 6 and n_target == 3
     assert torch.equal(mels[1], cache.mel(dm.train_entries[0].target_audio))
+    # A codebook is fitted on what the model says alone: the output voice, not the input voices.
+    spoken = dm.speech_mels(3, spoken_only=True)
+    assert all(torch.equal(m, cache.mel(e.target_audio)) for m, e in zip(spoken, dm.train_entries[:3], strict=True))
 
 
 def test_feature_masks_zero_bounded_spans_of_inputs_only(files, tmp_path):

@@ -249,6 +249,40 @@ def test_discrete_input_units_are_fitted_before_training_and_saved(data_dir, tmp
     assert torch.cdist(rows, table).min(-1).values.max() == 0 and len(rows.unique(dim=0)) > 1
 
 
+def test_codebooks_are_fitted_on_the_speech_the_model_says(data_dir, tmp_path):
+    """train() fits a k-means model's token statistics on every training file and its codebook on the
+    spoken targets alone (here the answer files, also the T→A targets), not on the input voices."""
+    import dataclasses
+
+    from flow_omni.training.datamodule import FlowOmniDataModule
+
+    entries = read_manifest(data_dir / "train.jsonl")
+    n = len(entries)
+    spoken = [dataclasses.replace(e, target_audio=entries[(i + 1) % n].answer_audio) for i, e in enumerate(entries)]
+    write_manifest(data_dir / "spoken_targets.jsonl", spoken)
+    q = {"codebook_size": 8, "iterations": 3}
+    train_on = [str(data_dir / "spoken_targets.jsonl")]
+    cfg = config(
+        data_dir,
+        tmp_path,
+        max_steps=1,
+        **{"model.overrides": {"tokens": "kmeans", "quantizer": q}, "data.train": train_on},
+    )
+    trained = FlowOmni.from_pretrained(train(cfg).model_dir)
+
+    def fitted(spoken_only: bool) -> torch.Tensor:
+        model = build_model(cfg)
+        data = FlowOmniDataModule(model, cfg.data)
+        data.setup("fit")
+        model.fit_speech_stats(mels=data.speech_mels(cfg.stats_max_files))
+        mels = data.speech_mels(cfg.stats_max_files, spoken_only=spoken_only)
+        model.fit_speech_head([model.speech_tokenizer.encode_mel(m) for m in mels])
+        return model.speech.quantizer.codebooks
+
+    assert torch.equal(trained.speech.quantizer.codebooks, fitted(spoken_only=True))
+    assert not torch.allclose(trained.speech.quantizer.codebooks, fitted(spoken_only=False))
+
+
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
     cfg = config(
         data_dir,

@@ -80,8 +80,13 @@ class FlowOmniDataModule(L.LightningDataModule):
             self.valid_entries, rep = load_entries(self.config.valid, self.config, what="valid", mel=mel)
             self.report.extend(rep)
 
-    def speech_mels(self, max_files: int) -> list[torch.Tensor]:
-        """Raw log-mels of up to ``max_files`` training files (for fitting the token statistics).
+    def speech_mels(self, max_files: int, *, spoken_only: bool = False) -> list[torch.Tensor]:
+        """Raw log-mels of up to ``max_files`` training files (for fitting the token statistics), in
+        manifest order: each entry's input audio, spoken answer and T→A target.
+
+        ``spoken_only`` takes only the speech the model is trained to say (each entry's T→A target,
+        :attr:`~flow_omni.data.manifest.ManifestEntry.t2a_audio`, and its spoken answer): what a
+        codebook must hold. Input voices the model never speaks would take codes from it.
 
         A file that cannot be read or featurised is reported (or stops the run, as
         ``data.on_error`` says), and every training entry that names it is dropped: it would fail
@@ -91,7 +96,7 @@ class FlowOmniDataModule(L.LightningDataModule):
         seen: set[str] = set()
         bad: dict[str, str] = {}
         for e in self.train_entries:
-            for path in (e.audio, e.answer_audio, e.target_audio):
+            for path in (e.t2a_audio, e.answer_audio) if spoken_only else (e.audio, e.answer_audio, e.target_audio):
                 if path and path not in seen and len(mels) < max_files:
                     seen.add(path)
                     try:
