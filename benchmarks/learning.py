@@ -51,6 +51,7 @@ VARIANTS = {
     "kmeans": {"tokens": "kmeans", "quantizer": {"codebook_size": 256}},
     "kmeans1024": {"tokens": "kmeans", "quantizer": {"codebook_size": 1024}},
     "coarse_fine": {"tokens": "coarse_fine", "quantizer": {"codebook_size": 256}},
+    "coarse_fine1024": {"tokens": "coarse_fine", "quantizer": {"codebook_size": 1024}},
 }
 #: (task, condition, metric) → column name, in table order.
 COLUMNS = [
