@@ -62,8 +62,15 @@ COLUMNS = [
     (("tts", "clean", "self_asr_cer"), "TTS own-ASR CER"),
     (("tts", "clean", "whisper_wer"), "TTS Whisper WER"),
     (("tts", "clean", "whisper_wer_ceiling"), "Whisper WER of resynthesis"),
+    (("tts", "clean", "whisper_wer_tokens"), "Whisper WER of the reference in the model's codes"),
     (("tts", "clean", "mel_l1"), "TTS mel L1"),
 ]
+
+
+def cell(metrics: dict, key: tuple[str, str, str]) -> str:
+    """A metric for the table, ``—`` where the variant has none (a continuous model's codes' ceiling)."""
+    value = metrics.get("/".join(key))
+    return "—" if value is None else f"{value:.3f}"
 
 
 def test_sets(corpus: Path, items: int):
@@ -144,7 +151,7 @@ class Scorer(Callback):
         self.done.add(step)
         print(
             f"[learning] step {step} ({self.train_seconds / 60:.1f} min): "
-            + ", ".join(f"{name} {metrics.get('/'.join(k), float('nan')):.3f}" for k, name in COLUMNS),
+            + ", ".join(f"{name} {cell(metrics, k)}" for k, name in COLUMNS),
             flush=True,
         )
 
@@ -214,12 +221,14 @@ def report(args) -> None:
     ]
     for v, rows in curves.items():
         for r in rows:
-            cells = [f"{r['metrics'].get('/'.join(k), float('nan')):.3f}" for k, _ in COLUMNS]
+            cells = [cell(r["metrics"], k) for k, _ in COLUMNS]
             lines.append(f"| {v} | {r['step']} | {r['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
     (out / "learning.md").write_text(table + "\n")
     for key, name in COLUMNS:
+        if not any("/".join(key) in r["metrics"] for rows in curves.values() for r in rows):
+            continue  # e.g. the codes' ceiling in a run of continuous models only
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
         for v, rows in curves.items():
             ys = [r["metrics"].get("/".join(key), float("nan")) for r in rows]

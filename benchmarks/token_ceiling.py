@@ -33,6 +33,7 @@ from flow_omni.data.dataset import DataConfig
 from flow_omni.data.manifest import read_manifest
 from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.audio_metrics import mel_distance
+from flow_omni.eval.robustness import token_held_reference
 from flow_omni.eval.text_metrics import wer
 from flow_omni.training.datamodule import FlowOmniDataModule
 from flow_omni.vocoder import load_vocoder
@@ -99,7 +100,8 @@ def main() -> None:
                 model.fit_speech_head([tok.encode_mel(m) for m in mels])
             refs = [tok.mel(load_audio(e.t2a_audio)) for e in test]
             with torch.no_grad():
-                held = [tok.decode(model.speech.represent(tok.encode_mel(r)), num_frames=r.shape[-1]) for r in refs]
+                held = [token_held_reference(model, r) for r in refs]
+            held = [r if h is None else h for h, r in zip(held, refs)]  # None: the tokens hold the reference
             heard = [listener.transcribe(vocoder(m), model.config.speech.mel.sample_rate) for m in held]
             row = dict(
                 tokens=spec,

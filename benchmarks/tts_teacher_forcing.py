@@ -40,6 +40,7 @@ from flow_omni.audio.io import load_audio
 from flow_omni.data.manifest import read_manifest
 from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.audio_metrics import mel_distance
+from flow_omni.eval.robustness import token_held_reference
 from flow_omni.eval.teacher_forcing import teacher_forced_speech
 from flow_omni.eval.text_metrics import wer
 from flow_omni.models.coarse_fine_speech import CoarseFineSpeech
@@ -135,9 +136,9 @@ def main() -> None:
         for mode in args.modes:
             t0 = time.perf_counter()
             if mode == "tokens":
-                tok = model.speech_tokenizer
                 with torch.no_grad():
-                    mels = [tok.decode(model.speech.represent(tok.encode_mel(r)), num_frames=r.shape[-1]) for r in refs]
+                    mels = [token_held_reference(model, r) for r in refs]
+                mels = [r if m is None else m for m, r in zip(mels, refs)]  # None: the tokens hold the reference
             elif mode in ("teacher-forced", "own-previous"):
                 mels = teacher_forced_speech(
                     model, texts, refs, steps=args.steps, alignments=[e.t2a_alignment for e in test],

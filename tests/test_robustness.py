@@ -343,6 +343,52 @@ def test_ceiling_cache_transcribes_each_reference_once(tmp_path):
         return next(r["value"] for r in rows if r["metric"] == "whisper_wer_ceiling")
 
     assert ceiling(cached) == ceiling(plain)
+    assert not any(r["metric"] == "whisper_wer_tokens" for r in plain)  # a continuous model speaks its tokens
+
+
+def test_a_model_that_speaks_codes_is_also_scored_against_its_codes_ceiling(tmp_path):
+    """For a k-means model the listener also hears each reference as the codebook holds it (its round
+    trip, decoded), once per reference and codebook when a ``ceiling_cache`` is kept."""
+    import torch
+
+    from flow_omni.audio.io import load_audio
+    from flow_omni.data.corpus import CorpusConfig, build_corpus
+    from flow_omni.data.manifest import read_manifest
+    from flow_omni.eval.robustness import evaluate_model, token_held_reference
+    from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
+    from flow_omni.vocoder.griffinlim import GriffinLim
+
+    build_corpus(CorpusConfig(n_sentences=8, n_qa=0, n_interleaved=0, test_fraction=0.25), tmp_path, progress=False)
+    test = [e for e in read_manifest(tmp_path / "test.jsonl") if not e.answer_text][:2]
+    torch.manual_seed(0)
+    model = FlowOmni(FlowOmniConfig.preset("tiny", tokens="kmeans", quantizer={"codebook_size": 4, "iterations": 3}))
+    tone = torch.sin(torch.arange(24000) * 0.05) * 0.1
+    model.fit_speech_stats([tone])
+    model.fit_speech_head([model.encode_speech(tone)])
+    tok = model.speech_tokenizer
+    ref = tok.mel(load_audio(test[0].t2a_audio))
+    held = token_held_reference(model, ref)
+    q = model.speech.quantizer
+    assert torch.equal(held, tok.decode(q.decode(q.encode(tok.encode_mel(ref))), num_frames=ref.shape[-1]))
+    assert held.shape == ref.shape and not torch.allclose(held, ref, atol=0.1)
+
+    vocoder, cache = GriffinLim(n_iter=4).decode, {}
+    held_audio = [(vocoder(token_held_reference(model, tok.mel(load_audio(e.t2a_audio)))), e.text) for e in test]
+
+    class Listener:  # stands in for Whisper: understands the held references only, and counts its calls
+        calls = 0
+
+        def transcribe(self, audio, sr):
+            Listener.calls += 1
+            return next((text for a, text in held_audio if torch.equal(a, audio)), "zzz")
+
+    kw = dict(tasks=["tts"], max_new_positions=4, vocoder=vocoder, external_asr=Listener(), ceiling_cache=cache)
+    rows = {r["metric"]: r["value"] for r in evaluate_model(model, test, [], ["clean"], **kw)}
+    assert rows["whisper_wer_tokens"] == 0.0 and rows["whisper_wer_ceiling"] == 1.0
+    assert sum("#tokens:" in k for k in cache) == len(test)
+    calls = Listener.calls
+    evaluate_model(model, test, [], ["clean"], **kw)
+    assert Listener.calls - calls == calls - 2 * len(test)  # the references, held or not, are heard once
 
 
 def test_evaluate_model_samples_with_the_generation_settings_it_is_given(tmp_path):

@@ -114,10 +114,11 @@ def robustness_blocks(out: Path, cfg, aggregate: Sequence[dict], timings: dict, 
                 "(DTW-aligned, c1–c12 of the DCT of the 100-bin natural-log mel; not SPTK mel-cepstra, so compare "
                 "variants with each other, not with published MCDs), `whisper_wer` = Whisper tiny.en's WER on the "
                 "vocoded output (when installed), `whisper_wer_ceiling` = the same for the reference mel through the "
-                "same vocoder; QA = share of spoken questions whose text answer is right (`score_answer`); "
-                "`speech_accuracy` = the same for the spoken answer, vocoded and transcribed by Whisper (a silent "
-                "answer is wrong). Noise is seeded per utterance and condition, so every variant hears identical "
-                "audio."
+                "same vocoder, `whisper_wer_tokens` (models that speak codes) = the same for the reference as the "
+                "model's codes can hold it (the ceiling of a perfect predictor of its tokens); QA = share of spoken "
+                "questions whose text answer is right (`score_answer`); `speech_accuracy` = the same for the spoken "
+                "answer, vocoded and transcribed by Whisper (a silent answer is wrong). Noise is seeded per "
+                "utterance and condition, so every variant hears identical audio."
             ]
         ),
         Heading("Summary"),

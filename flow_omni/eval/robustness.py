@@ -16,6 +16,7 @@ mean ± std over seeds. The benchmark that trains the variants and runs all this
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,16 @@ def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8, g
     return out
 
 
+def token_held_reference(model, ref: torch.Tensor) -> torch.Tensor | None:
+    """The raw log-mel ``ref`` ``(n_mels, F)`` as the model's speech tokens can hold it (a codebook's round trip,
+    :meth:`~flow_omni.models.speech_head.SpeechHead.represent`), or None when the model speaks the tokens
+    themselves: what a perfect predictor of its tokens would say."""
+    tok = model.speech_tokenizer
+    tokens = tok.encode_mel(ref)
+    held = model.speech.represent(tokens)
+    return None if torch.equal(held, tokens) else tok.decode(held, num_frames=ref.shape[-1])
+
+
 def _within(audio: torch.Tensor, seconds: float | None, sr: int) -> torch.Tensor:
     """The first ``seconds`` of ``audio`` (a runaway output must still fit the encoder's window)."""
     return audio if seconds is None else audio[: int(seconds * sr)]
@@ -94,6 +105,11 @@ def evaluate_model(
     ``ceiling_cache``: a dict the caller keeps between calls with the same ``vocoder`` and
     ``external_asr``; the listener's transcript of each resynthesised reference (the TTS ceiling) is
     stored in it by reference file, so scoring many checkpoints transcribes the references once.
+
+    TTS ceilings, with ``external_asr``: ``whisper_wer_ceiling`` hears the reference resynthesised;
+    for a model that speaks codes, ``whisper_wer_tokens`` hears it as the codes can hold it
+    (:func:`token_held_reference`), the ceiling of a perfect predictor of that model's tokens (cached
+    by reference file and the held log-mel's digest).
 
     ``generation``: GenerationConfig fields on top of greedy decoding for the T→A and QA generations
     and the read-back of the model's speech (e.g. the flow head's ``solver``, ``steps`` or
@@ -139,7 +155,7 @@ def evaluate_model(
             vocoder = load_vocoder(None).decode
         prompts = [Sample("T2A", prompt_text=e.text) for e in test]
         out = _generate(model, prompts, max_new_positions, generation=generation)
-        dists, mcds, spoke, said, refs, heard_text, heard_ref = [], [], 0, [], [], [], []
+        dists, mcds, spoke, said, refs, heard_text, heard_ref, heard_held = [], [], 0, [], [], [], [], []
         kept: dict[int, dict] = {}  # position in `said` -> the sample record its own ASR goes into
         # The reference is the sentence in the output voice when the corpus has one (what T2A trains on).
         for i, (e, g) in enumerate(zip(test, out)):
@@ -151,6 +167,12 @@ def evaluate_model(
                 if e.t2a_audio not in cache:
                     cache[e.t2a_audio] = external_asr.transcribe(vocoder(ref), sr)
                 heard_ref.append(cache[e.t2a_audio])
+                held = token_held_reference(model, ref)
+                if held is not None:
+                    key = f"{e.t2a_audio}#tokens:{hashlib.sha1(held.numpy().tobytes()).hexdigest()}"
+                    if key not in cache:
+                        cache[key] = external_asr.transcribe(vocoder(held), sr)
+                    heard_held.append(cache[key])
             if g.mel is None or g.mel.shape[-1] == 0:
                 dists.append(mel_distance(torch.full_like(ref, -math.inf), ref))  # silence vs the reference
                 continue
@@ -182,6 +204,8 @@ def evaluate_model(
             metrics["whisper_wer"] = wer([r for r, _ in heard_text], [h for _, h in heard_text])
         if heard_ref:
             metrics["whisper_wer_ceiling"] = wer([e.text for e in test], heard_ref)
+        if heard_held:
+            metrics["whisper_wer_tokens"] = wer([e.text for e in test], heard_held)
         if said:
             hyps = [g.text for g in _generate(model, said, max_new_positions, generation=generation)]
             metrics["self_asr_cer"] = cer(refs, hyps)
