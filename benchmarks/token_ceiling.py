@@ -2,16 +2,17 @@
 
 A discrete model speaks codes, so even a perfect predictor of its codes says the reference only as
 well as the codebook can hold it. For each ``--quantizer`` this fits the speech head on training speech
-as training does (the token statistics on the same files, then the codebooks), replaces each test
+as training does (the token statistics on ``--stats-files`` files of every kind, the codebooks on
+``--max-files`` files, in normalised tokens), replaces each test
 reference's tokens by what the head can speak (:meth:`~flow_omni.models.speech_head.SpeechHead.represent`),
 decodes them to a log-mel and scores it as ``benchmarks/tts_teacher_forcing.py`` scores speech: mel L1 to
 the reference, and Whisper tiny.en's WER over all items and the median of the per-item WERs, through the
 same vocoder (Griffin-Lim by default). ``continuous`` is the reference itself through the same path.
 
-``--fit-on`` chooses the training files (``FlowOmniDataModule.speech_mels``): ``all`` (the audio files
-of the training entries in manifest order, input voices and spoken targets, on which the token
-statistics are fitted) or ``targets`` (only the speech a model is trained to say: T→A targets and
-spoken answers, on which training fits codebooks).
+``--fit-on`` chooses the codebooks' training files (``FlowOmniDataModule.speech_mels``): ``all`` (the
+audio files of the training entries in manifest order, input voices and spoken targets, as training
+did before 410c20b) or ``targets`` (only the speech a model is trained to say: T→A targets and spoken
+answers, as training does now).
 
     python benchmarks/token_ceiling.py --corpus data/learn --quantizer kmeans:256 kmeans:1024 rvq:256x4
 """
@@ -35,6 +36,7 @@ from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.audio_metrics import mel_distance
 from flow_omni.eval.robustness import token_held_reference
 from flow_omni.eval.text_metrics import wer
+from flow_omni.training.config import TrainConfig
 from flow_omni.training.datamodule import FlowOmniDataModule
 from flow_omni.vocoder import load_vocoder
 
@@ -55,12 +57,11 @@ def quantizer_config(spec: str) -> dict:
     raise SystemExit(f"--quantizer {spec!r}: expected continuous, kmeans:K or rvq:KxLEVELS (e.g. rvq:256x4)")
 
 
-def training_mels(corpus: str, fit_on: str, max_files: int) -> list[torch.Tensor]:
-    """Raw log-mels of the training files that training would fit on (the same files, in the same order)."""
-    model = FlowOmni(FlowOmniConfig.preset("tiny"))
-    data = FlowOmniDataModule(model, DataConfig(train=[f"{corpus}/train.jsonl"]))
+def training_data(corpus: str) -> FlowOmniDataModule:
+    """The training entries as training reads them, for :meth:`FlowOmniDataModule.speech_mels`."""
+    data = FlowOmniDataModule(FlowOmni(FlowOmniConfig.preset("tiny")), DataConfig(train=[f"{corpus}/train.jsonl"]))
     data.setup("fit")
-    return data.speech_mels(max_files, spoken_only=fit_on == "targets")
+    return data
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,7 +69,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--corpus", required=True, help="a flow-omni corpus folder (train.jsonl, test.jsonl)")
     p.add_argument("--quantizer", nargs="+", default=["continuous", "kmeans:256", "kmeans:1024", "rvq:256x4"])
     p.add_argument("--fit-on", nargs="+", choices=("all", "targets"), default=["all", "targets"])
-    p.add_argument("--max-files", type=int, default=200, help="training files to fit on (TrainConfig.stats_max_files)")
+    p.add_argument(
+        "--max-files", type=int, default=TrainConfig().codebook_max_files, help="files to fit the codebooks on"
+    )
+    p.add_argument(
+        "--stats-files", type=int, default=TrainConfig().stats_max_files, help="files to fit the statistics on"
+    )
     p.add_argument("--items", type=int, default=24, help="test sentences")
     p.add_argument("--r", type=int, default=4, help="frames per token")
     p.add_argument("--vocoder", default=None, help="mel → audio for the listener (default Griffin-Lim)")
@@ -88,14 +94,16 @@ def main() -> None:
     listener = WhisperASR(cpu_threads=args.threads)
     rows = []
     print("| tokens | fitted on | mel L1 | Whisper WER | median item WER | seconds |\n|---|---|---|---|---|---|")
+    data = training_data(args.corpus)
+    stats_mels = data.speech_mels(args.stats_files)  # as training fits them: every kind of file
     for fit_on in args.fit_on:
-        mels = training_mels(args.corpus, fit_on, args.max_files)
+        mels = data.speech_mels(args.max_files, spoken_only=fit_on == "targets")
         for spec, kw in specs:
             t0 = time.perf_counter()
             torch.manual_seed(0)
             model = FlowOmni(FlowOmniConfig.preset("tiny", r=args.r, **kw))
             tok = model.speech_tokenizer
-            model.fit_speech_stats(mels=mels)
+            model.fit_speech_stats(mels=stats_mels)
             if model.speech.needs_fit:
                 model.fit_speech_head([tok.encode_mel(m) for m in mels])
             refs = [tok.mel(load_audio(e.t2a_audio)) for e in test]

@@ -275,7 +275,7 @@ def test_codebooks_are_fitted_on_the_speech_the_model_says(data_dir, tmp_path):
         data = FlowOmniDataModule(model, cfg.data)
         data.setup("fit")
         model.fit_speech_stats(mels=data.speech_mels(cfg.stats_max_files))
-        mels = data.speech_mels(cfg.stats_max_files, spoken_only=spoken_only)
+        mels = data.speech_mels(cfg.codebook_max_files, spoken_only=spoken_only)
         model.fit_speech_head([model.speech_tokenizer.encode_mel(m) for m in mels])
         return model.speech.quantizer.codebooks
 
@@ -553,6 +553,8 @@ def test_config_errors_are_specific(tmp_path):
         TrainConfig.from_dict({"lora": {"r": 4}, "trainable": ["all"]})
     with pytest.raises(ConfigError, match="unknown task"):
         TrainConfig.from_dict({"data": {"task_weights": {"ASR": 1.0}}})
+    with pytest.raises(ConfigError, match="codebook_max_files must be >= 1"):
+        TrainConfig.from_dict({"codebook_max_files": 0})
     from flow_omni.training.train import recipe_path
 
     with pytest.raises(ConfigError, match="built-in recipe"):

@@ -111,6 +111,9 @@ class TrainConfig(Config):
     log_every_steps: int = 10
     #: fit the speech-token normalisation on up to this many training files (fresh models only)
     stats_max_files: int = 200
+    #: fit a discrete speech head's codebooks on up to this many spoken training files (fresh models only):
+    #: more than the statistics need, since 1,024 codes need more tokens than 100 bins' means and spreads
+    codebook_max_files: int = 1000
     accelerator: str = "auto"
     devices: int | str = "auto"  # "auto", a count (2), or device ids ("0,1")
     num_nodes: int = 1
@@ -140,6 +143,9 @@ class TrainConfig(Config):
             or self.val_every_steps < 1
         ):
             raise ConfigError("max_steps, checkpoint_every_steps, log_every_steps and val_every_steps must be >= 1")
+        for name in ("stats_max_files", "codebook_max_files"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (training files to fit on), got {getattr(self, name)}")
         if self.strategy not in ("auto", "ddp", "fsdp"):
             raise ConfigError(f"strategy must be auto, ddp or fsdp, got {self.strategy!r}")
         bad = sorted(set(self.loggers) - {"csv", "tensorboard"})

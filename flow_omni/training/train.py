@@ -274,7 +274,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
             # e.g. a discrete model's codebooks, in the same normalisation: fitted on what the model
             # speaks alone, since codes spent on input voices are codes its speech cannot use
             # (benchmarks/token_ceiling.py measured what the two choices hold).
-            spoken = data.speech_mels(config.stats_max_files, spoken_only=True)
+            spoken = data.speech_mels(config.codebook_max_files, spoken_only=True)
             model.fit_speech_head([model.speech_tokenizer.encode_mel(m) for m in spoken])
         if model.encoder.needs_fit:  # discrete input units: a codebook over the frozen encoder's outputs
             model.encoder.fit_units(data.encoder_features(), progress=config.progress)
