@@ -442,3 +442,18 @@ def test_report_names_the_settings_the_budget_changes_from_the_recipe():
     assert "lr 0.001" in text
     assert "tasks A2T 3 : T2A 1 : A2A 1" in text
     assert _budget(RobustnessConfig(recipe=None, train={"max_steps": 10})) == "default training settings, 10 steps"
+
+
+def test_what_was_learned_reads_speech_against_its_ceilings():
+    """The report's plain-words line judges TTS against the resynthesised reference (1.5x bar) and names the
+    ceiling of the model's codes when it speaks codes."""
+    from flow_omni.eval.report import learned
+
+    def agg(**tts):
+        return {("m", "tts", "clean", k): {"mean": v} for k, v in tts.items()}
+
+    line = learned(agg(whisper_wer=0.45, whisper_wer_ceiling=0.33), "m")
+    assert "TTS Whisper WER 0.45 against 0.33 for the resynthesised reference, intelligible" in line
+    assert "codes" not in line
+    line = learned(agg(whisper_wer=0.6, whisper_wer_ceiling=0.33, whisper_wer_tokens=0.55), "m")
+    assert "against 0.33 for the resynthesised reference and 0.55 for the reference in its codes, not yet" in line

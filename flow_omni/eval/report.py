@@ -68,7 +68,11 @@ def learned(agg: dict[tuple, dict], v: str) -> str:
     if heard is not None and ceiling is not None:
         ok = heard <= SPEAKS_RATIO * max(ceiling, 1e-9)
         verdict = "intelligible" if ok else f"not yet intelligible (bar: ≤ {SPEAKS_RATIO}× the ceiling)"
-        parts.append(f"TTS Whisper WER {heard:.2f} against {ceiling:.2f} for the resynthesised reference, {verdict}")
+        held = get("tts", "whisper_wer_tokens")
+        codes = "" if held is None else f" and {held:.2f} for the reference in its codes"
+        parts.append(
+            f"TTS Whisper WER {heard:.2f} against {ceiling:.2f} for the resynthesised reference{codes}, {verdict}"
+        )
     return "; ".join(parts) if parts else "not scored"
 
 
