@@ -66,7 +66,7 @@ def token_held_reference(model, ref: torch.Tensor) -> torch.Tensor | None:
     themselves: what a perfect predictor of its tokens would say."""
     tok = model.speech_tokenizer
     tokens = tok.encode_mel(ref)
-    held = model.speech.represent(tokens)
+    held = model.speech.represent(tokens.to(model.device)).to(tokens.device)  # a codebook lives with the model
     return None if torch.equal(held, tokens) else tok.decode(held, num_frames=ref.shape[-1])
 
 
@@ -169,7 +169,7 @@ def evaluate_model(
                 heard_ref.append(cache[e.t2a_audio])
                 held = token_held_reference(model, ref)
                 if held is not None:
-                    key = f"{e.t2a_audio}#tokens:{hashlib.sha1(held.numpy().tobytes()).hexdigest()}"
+                    key = f"{e.t2a_audio}#tokens:{hashlib.sha1(held.cpu().numpy().tobytes()).hexdigest()}"
                     if key not in cache:
                         cache[key] = external_asr.transcribe(vocoder(held), sr)
                     heard_held.append(cache[key])
