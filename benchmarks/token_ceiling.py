@@ -10,9 +10,9 @@ the reference, and Whisper tiny.en's WER over all items and the median of the pe
 same vocoder (Griffin-Lim by default). ``continuous`` is the reference itself through the same path.
 
 ``--fit-on`` chooses the codebooks' training files (``FlowOmniDataModule.speech_mels``): ``all`` (the
-audio files of the training entries in manifest order, input voices and spoken targets, as training
-did before 410c20b) or ``targets`` (only the speech a model is trained to say: T→A targets and spoken
-answers, as training does now).
+audio files of the training entries in manifest order, input voices and spoken targets; with
+``--max-files 200`` this is how training fitted them before 410c20b) or ``targets`` (only the
+speech a model is trained to say: T→A targets and spoken answers, as training does now).
 
     python benchmarks/token_ceiling.py --corpus data/learn --quantizer kmeans:256 kmeans:1024 rvq:256x4
 """
