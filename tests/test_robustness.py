@@ -267,6 +267,50 @@ def test_miniature_benchmark_fine_tunes_and_listens_through_units(tmp_path, caps
     assert (out / "runs" / "units_in-seed1" / "eval.json").stat().st_mtime_ns == scored
 
 
+def test_feature_stage_in_worker_processes_caches_what_one_process_would(tmp_path, monkeypatch):
+    """The frozen encoder's features, computed before the runs by two worker processes, are the files and
+    values one process computes, under the keys the first run looks up; a second call encodes nothing."""
+    from safetensors.torch import load_file
+
+    import flow_omni.bench.robustness as rb
+    from flow_omni.data.corpus import CorpusConfig, build_corpus
+    from flow_omni.data.features import FeatureCache
+
+    corpus = tmp_path / "corpus"
+    build_corpus(CorpusConfig(n_sentences=10, n_qa=6, n_interleaved=0), corpus, progress=False)
+    whisper = {"kind": "whisper", "whisper_d_model": 32, "whisper_layers": 1, "whisper_heads": 2, "frozen": True}
+    cfg = RobustnessConfig(
+        out_dir=str(tmp_path / "bench"),
+        corpus=str(corpus),
+        recipe=None,
+        train={"model": {"overrides": {"encoder": whisper}}},
+        jobs=2,
+        threads=1,
+    )
+    monkeypatch.setattr(rb, "ENCODE_CHUNK", 5)
+    cache = corpus / "feature_cache"
+
+    def cached() -> dict[str, torch.Tensor]:
+        return {p.name: load_file(str(p))["features"] for p in cache.glob("*/*.safetensors")}
+
+    files = len(rb._input_files(corpus))
+    assert rb.fill_feature_cache(cfg, corpus, progress=False) == files > 10  # three tasks or more per worker
+    in_workers = cached()
+    assert rb.fill_feature_cache(cfg, corpus, progress=False) == 0
+    shutil.rmtree(cache)
+    assert rb.fill_feature_cache(cfg.merged({"jobs": 1}), corpus, progress=False) == files
+    one_process = cached()
+    assert len(in_workers) == files and in_workers.keys() == one_process.keys()
+    for key, feats in one_process.items():
+        torch.testing.assert_close(in_workers[key], feats, rtol=1e-4, atol=1e-5)
+    # ... under the keys the first run's own encoder asks for.
+    model = rb._seeded_model(rb.run_config(cfg, cfg.variants[0], cfg.seeds[0], corpus, progress=False))
+    reader = FeatureCache(cache, model.config.speech.mel)
+    for path in rb._input_files(corpus):
+        rb.whisper_features(reader, model.encoder, path)
+    assert reader.stats.misses == 0 and reader.stats.hits == files
+
+
 def test_workers_stop_when_the_benchmark_is_killed(tmp_path):
     """SIGKILL of the benchmark process must not leave workers training on for hours."""
     import os

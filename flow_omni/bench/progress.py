@@ -28,7 +28,11 @@ from flow_omni.stages import Stage, StageReporter, step_bar
 #: much faster the idle demo's flow-head run was (517 s against 1188 s). Only the first estimate of the
 #: time left: the reporter rescales it by the stages measured since.
 SYNTH_S_PER_WAV = 0.0115  # espeak-ng synthesis: 4,362 corpus WAVs in 50 s
-ENCODE_S_PER_FILE = 0.078  # the frozen Whisper encoder: 1,955 training inputs in 153 s
+#: the frozen Whisper encoder: one process on 2 threads read the demo's 1,955 training inputs in 153 s; two
+#: worker processes of one thread each (what the features stage runs with jobs = 2) took 131 s, so 0.134 s a
+#: file on one thread, which is also what a run training on one thread pays for an input it encodes itself
+ENCODE_S_PER_FILE = 0.078
+ENCODE_S_PER_FILE_ONE_THREAD = 0.134
 #: training, learn recipe: 500 steps x 16 items in 517 s (flow head, the slower of the two; k-means 406 s)
 TRAIN_SETUP_S, TRAIN_S_PER_SAMPLE = 28.0, 0.061
 #: A training item's cost under a precision, relative to float32: one learn-recipe step took 766 ms in
@@ -64,6 +68,11 @@ def eval_positions(cfg: RobustnessConfig) -> int:
     return prompts * cfg.max_new_positions
 
 
+def encode_seconds_per_file(jobs: int) -> float:
+    """The features stage's cost per input file: one process, or ``jobs`` worker processes of one thread."""
+    return ENCODE_S_PER_FILE if jobs <= 1 else ENCODE_S_PER_FILE_ONE_THREAD / jobs
+
+
 def train_item_seconds(precision: str) -> float:
     """The cost of one training item under a Lightning ``precision``."""
     return TRAIN_S_PER_SAMPLE * PRECISION_TRAIN_FACTOR.get(precision, 1.0)
@@ -80,7 +89,8 @@ def finetune_seconds(cfg: RobustnessConfig, steps: int, batch_size: int, precisi
     run that is not fine-tuned). Its inputs are augmented on the fly (``p_augment`` of them), so a frozen
     encoder reads them again: each such item costs an encoding on top of a training item."""
     ft_steps = max(1, round(cfg.finetune_share * steps))
-    train_s = TRAIN_SETUP_S + ft_steps * batch_size * (train_item_seconds(precision) + p_augment * ENCODE_S_PER_FILE)
+    item_s = train_item_seconds(precision) + p_augment * ENCODE_S_PER_FILE_ONE_THREAD
+    train_s = TRAIN_SETUP_S + ft_steps * batch_size * item_s
     return train_s + run_seconds(cfg, steps, batch_size, precision)[1]
 
 
@@ -103,7 +113,7 @@ def benchmark_stages(
     tuned = [(v, s) for v, s in todo if v.name in cfg.tuned_variants()]
     stages = [
         Stage("corpus", "corpus", wavs * SYNTH_S_PER_WAV),
-        Stage("features", "speech encoder features", inputs * ENCODE_S_PER_FILE),
+        Stage("features", "speech encoder features", inputs * encode_seconds_per_file(cfg.jobs)),
     ]
     if jobs > 1:
         rounds = math.ceil(len(todo) / jobs)

@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, as_completed, wait
 from pathlib import Path
 
 import torch
@@ -69,21 +69,69 @@ def _input_files(corpus: Path) -> list[str]:
     return sorted({e.audio for name in ("train", "valid") for e in read_manifest(corpus / f"{name}.jsonl")})
 
 
+#: Files one worker encodes per task when the feature stage runs in worker processes: small enough
+#: for a progress bar that moves, large enough that a task's overhead is a few per cent.
+ENCODE_CHUNK = 64
+
+
 def fill_feature_cache(cfg: RobustnessConfig, corpus: Path, progress: bool = True) -> int:
     """Compute the frozen speech encoder's features of every training input once, before the runs.
 
-    Runs in parallel would otherwise each encode the same files during their first epoch. Returns
-    how many files were encoded (0 when the recipe's encoder is not a frozen Whisper).
+    Runs in parallel would otherwise each encode the same files during their first epoch. With
+    ``cfg.jobs > 1`` the files are shared out to that many worker processes, since Whisper's encoder on
+    one short window uses two threads poorly. Returns how many files were encoded (0 when the recipe's
+    encoder is not a frozen Whisper).
     """
-    config = _recipe(cfg).merged({"data": {"train": [str(corpus / "train.jsonl")], "valid": []}})
-    model = build_model(config.merged({"model": {"overrides": cfg.variants[0].model_overrides()}}))
+    config = run_config(cfg, cfg.variants[0], cfg.seeds[0], corpus, progress=False)
+    model = _seeded_model(config)
     if not model.encoder.frozen:
         return 0
-    cache = FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel)
     paths = _input_files(corpus)
-    for path in tqdm(paths, desc="speech encoder features", disable=not progress):
-        whisper_features(cache, model.encoder, path)
-    return cache.stats.misses
+    bar = tqdm(total=len(paths), desc="speech encoder features", disable=not progress)
+    jobs = min(cfg.jobs, -(-len(paths) // ENCODE_CHUNK))
+    if jobs <= 1:
+        cache = FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel)
+        for path in paths:
+            whisper_features(cache, model.encoder, path)
+            bar.update()
+        bar.close()
+        return cache.stats.misses
+    threads = cfg.threads or max(1, (torch.get_num_threads() or 1) // jobs)
+    chunks = [paths[i : i + ENCODE_CHUNK] for i in range(0, len(paths), ENCODE_CHUNK)]
+    misses = 0
+    with worker_pool(jobs) as pool, contextlib.closing(bar):
+        futures = {pool.submit(_encode_in_worker, config.to_dict(), chunk, threads): len(chunk) for chunk in chunks}
+        for fut in as_completed(futures):
+            misses += fut.result()
+            bar.update(futures[fut])
+    return misses
+
+
+def _seeded_model(config: TrainConfig) -> FlowOmni:
+    """The model of ``config`` as its training builds it (same seed), so that an encoder that is not
+    pretrained has the weights, and so the cache keys, of the first run's."""
+    torch.manual_seed(config.seed)
+    return build_model(config)
+
+
+#: A worker's speech encoder and feature cache, built by its first task (keyed by the training config).
+_WORKER_ENCODER: dict[str, tuple[torch.nn.Module, FeatureCache]] = {}
+
+
+def _encode_in_worker(config_dict: dict, paths: list[str], threads: int) -> int:
+    """Encode ``paths`` into the feature cache in a worker process; returns how many were not cached yet."""
+    torch.set_num_threads(threads)
+    key = json.dumps(config_dict, sort_keys=True)
+    if key not in _WORKER_ENCODER:
+        config = TrainConfig.from_dict(config_dict)
+        model = _seeded_model(config)
+        _WORKER_ENCODER.clear()
+        _WORKER_ENCODER[key] = (model.encoder, FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel))
+    encoder, cache = _WORKER_ENCODER[key]
+    before = cache.stats.misses
+    for path in paths:
+        whisper_features(cache, encoder, path)
+    return cache.stats.misses - before
 
 
 def run_config(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True):
