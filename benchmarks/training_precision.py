@@ -1,11 +1,15 @@
 """Time one training step of the ``learn`` recipe in float32 and in bf16-mixed autocast, side by side.
 
 The same batches (drawn from a corpus by the recipe's own data module, features from the cache) go
-through forward, backward, gradient clipping and an AdamW step, alternating the two precisions over
-``--rounds`` so that a change in machine load hits both; then ``torch.profiler`` says where a float32
-step's time goes. No Lightning: only the model's own arithmetic is timed.
+through forward, backward, gradient clipping and an AdamW step, alternating the settings over
+``--rounds`` so that a change in machine load hits each; then ``torch.profiler`` says where a float32
+step's time goes. No Lightning: only the model's own arithmetic is timed. Under bf16 autocast the
+attention runs two ways: autocast's bf16 kernels ("sdpa") and float32 kernels ("sdpa_float32", the
+recipe's), each on its own copy of the same weights.
 
     python benchmarks/training_precision.py --corpus data/learn --variant continuous --threads 1
+
+With ``--json PATH`` it also writes the settings, commit, machine and every step's time.
 """
 
 from __future__ import annotations
@@ -14,16 +18,24 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from record import write_result  # benchmarks/record.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 
+from flow_omni.models.backbone import SDPA_FLOAT32
 from flow_omni.training.config import TrainConfig
 from flow_omni.training.datamodule import FlowOmniDataModule
 from flow_omni.training.train import build_model, recipe_path, set_trainable
 
 VARIANTS = {"continuous": {}, "kmeans": {"tokens": "kmeans", "quantizer": {"codebook_size": 256}}}
-PRECISIONS = {"32-true": False, "bf16-mixed": True}
+#: (precision, attention): whether autocast is on, and the backbone's attn_implementation
+SETTINGS = {
+    ("32-true", "sdpa"): (False, "sdpa"),
+    ("bf16-mixed", "sdpa"): (True, "sdpa"),
+    ("bf16-mixed", SDPA_FLOAT32): (True, SDPA_FLOAT32),
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,11 +45,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=6, help="timed batches per round and precision")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    load_at_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     over = {"data": {"train": [os.path.join(args.corpus, "train.jsonl")], "valid": []}}
     over["model"] = {"overrides": VARIANTS[args.variant]}
@@ -53,38 +67,49 @@ def main() -> None:
     set_trainable(model, cfg)
     loader = iter(data._loader(data.train_entries, shuffle=True))
     batches = [next(loader).batch for _ in range(args.batches + 2)]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model.train()
+    models, opts = {}, {}
+    for attn in {a for _, a in SETTINGS.values()}:  # the same weights under each attention implementation
+        models[attn] = build_model(cfg.merged({"model": {"overrides": {"backbone": {"attn_implementation": attn}}}}))
+        models[attn].load_state_dict(model.state_dict())
+        set_trainable(models[attn], cfg)
+        models[attn].train()
+        opts[attn] = torch.optim.AdamW(models[attn].parameters(), lr=1e-4)
 
-    def step(batch, bf16: bool) -> float:
+    def step(batch, bf16: bool, attn: str) -> float:
+        m, opt = models[attn], opts[attn]
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(batch)
+            out = m(batch)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         return time.perf_counter() - t0
 
-    for b in batches[:2]:  # warm-up, both precisions
-        step(b, False)
-        step(b, True)
-    times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    for b in batches[:2]:  # warm-up, every setting
+        for bf16, attn in SETTINGS.values():
+            step(b, bf16, attn)
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in SETTINGS}
     for _ in range(args.rounds):
-        for name, bf16 in PRECISIONS.items():
-            times[name] += [step(b, bf16) for b in batches[2:]]
+        for key, (bf16, attn) in SETTINGS.items():
+            times[key] += [step(b, bf16, attn) for b in batches[2:]]
     positions = [int(b.attention_mask.sum()) for b in batches[2:]]
     print(f"{args.variant}, {args.threads} thread(s), {len(positions)} batches of 16 ({statistics.mean(positions):.0f}")
     print("non-padding positions on average), each timed once per round and precision:\n")
-    print("| precision | ms per step, median | min | max |\n|---|---|---|---|")
-    for name, ts in times.items():
-        print(f"| {name} | {1000 * statistics.median(ts):.0f} | {1000 * min(ts):.0f} | {1000 * max(ts):.0f} |")
+    # The mean is what a run's wall time follows; short batches and long ones gain differently.
+    print("| precision | attention | ms per step, mean | median | min | max |\n|---|---|---|---|---|---|")
+    for (name, attn), ts in times.items():
+        ms = [1000 * statistics.mean(ts), 1000 * statistics.median(ts), 1000 * min(ts), 1000 * max(ts)]
+        print(f"| {name} | {attn} | " + " | ".join(f"{x:.0f}" for x in ms) + " |")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for b in batches[2:5]:
-            step(b, False)
+            step(b, False, "sdpa")
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
     mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
     print(f"\nfloat32: matrix products (aten::mm, addmm, bmm) hold {100 * mm / total:.0f} % of the step's CPU time")
+    if args.json:
+        steps = [{"precision": p, "attention": a, "seconds": ts} for (p, a), ts in times.items()]
+        write_result(args.json, "training_precision", args, load_at_start, positions=positions, steps=steps)
 
 
 if __name__ == "__main__":

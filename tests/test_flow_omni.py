@@ -221,6 +221,43 @@ def test_generation_compile_option_reaches_the_flow_head(trained, corpus, monkey
         assert a.states == b.states and torch.equal(a.speech_tokens, b.speech_tokens)
 
 
+def test_float32_attention_is_sdpa_in_float32_and_float32_attention_under_bf16_autocast(trained):
+    """``attn_implementation: sdpa_float32`` (the CPU recipe's): the same model as "sdpa" in float32, loss
+    and generation alike; under bf16 autocast the attention kernels get float32 inputs, everything else is
+    left to autocast, and the loss stays close to float32's."""
+    from flow_omni.models.backbone import SDPA_FLOAT32
+
+    model, samples, _ = trained
+    other = FlowOmni(model.config.merged({"backbone": {"attn_implementation": SDPA_FLOAT32}})).eval()
+    other.load_state_dict(model.state_dict())
+    model.eval()
+    batch = model.collate(samples)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    seen: list[tuple[torch.dtype, bool]] = []  # what the kernel is given: input dtype, autocast on
+
+    def spy(query, *args, **kwargs):
+        seen.append((query.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(query, *args, **kwargs)
+
+    losses = {}
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+        for name, m in (("sdpa", model), (SDPA_FLOAT32, other)):
+            losses[name] = m(batch, generator=torch.Generator().manual_seed(0)).loss
+            seen.clear()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                losses[name, "bf16"] = m(batch, generator=torch.Generator().manual_seed(0)).loss
+            # four backbone layers and the post-net's one; "sdpa" leaves the cast to bf16 to autocast
+            assert seen == [(torch.float32, name == "sdpa")] * 5
+    torch.testing.assert_close(losses[SDPA_FLOAT32], losses["sdpa"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(losses[SDPA_FLOAT32, "bf16"], losses["sdpa"], rtol=0.05, atol=0.05)
+    config = GenerationConfig(max_new_positions=40, steps=2)
+    prompts = [s for s in samples if s.task == "T2A"][:2]
+    for a, b in zip(model.generate(prompts, config), other.generate(prompts, config)):
+        assert a.text_ids == b.text_ids and a.states == b.states
+        torch.testing.assert_close(a.speech_tokens, b.speech_tokens, rtol=1e-4, atol=1e-4)
+
+
 def test_stream_with_vocoder_yields_audio(trained, corpus):
     from flow_omni.vocoder import Vocoder, VocoderConfig
 

@@ -125,6 +125,36 @@ def locate_backbone(path: str, gguf_file: str | None = None, *, what: str = "bac
     return path
 
 
+#: ``attn_implementation`` for PyTorch's scaled dot-product attention computed in float32 even under bf16
+#: autocast, the matmuls around it staying bf16. On a CPU, PyTorch's bf16 attention kernels are slower than
+#: its float32 ones at the sequence lengths a tiny model trains on (``benchmarks/training_precision.py``
+#: measures a training step both ways). Without autocast it is "sdpa".
+SDPA_FLOAT32 = "sdpa_float32"
+
+
+def _sdpa_float32(module, query, key, value, attention_mask, **kwargs):
+    """``transformers``' sdpa attention on float32 ``(B, H, L, D)`` query/key/value; output in the query's dtype."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    dtype = query.dtype
+    with torch.autocast(query.device.type, enabled=False):
+        out, weights = sdpa_attention_forward(
+            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+        )
+    return out.to(dtype), weights
+
+
+def _register_attention(attn: str) -> None:
+    """Make ``attn`` known to ``transformers`` when it is one of ours (idempotent)."""
+    if attn != SDPA_FLOAT32:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(SDPA_FLOAT32, _sdpa_float32)
+    AttentionMaskInterface.register(SDPA_FLOAT32, sdpa_mask)
+
+
 def _config_from_dict(data: dict, attn: str):
     from transformers import AutoConfig
 
@@ -133,6 +163,7 @@ def _config_from_dict(data: dict, attn: str):
         cfg = AutoConfig.for_model(**data)
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"BackboneConfig.hf_config is not a valid transformers config: {exc}") from None
+    _register_attention(attn)
     cfg._attn_implementation = attn
     return cfg
 
@@ -145,6 +176,7 @@ def build_backbone(cfg: BackboneConfig, from_checkpoint: bool = False) -> nn.Mod
     """
     from transformers import AutoModelForCausalLM
 
+    _register_attention(cfg.attn_implementation)
     if cfg.path is not None and not from_checkpoint:
         kwargs: dict[str, Any] = dict(
             local_files_only=True, dtype=torch.float32, attn_implementation=cfg.attn_implementation
@@ -190,6 +222,7 @@ def build_postnet(layers: int, width: int, heads: int | None = None, attn: str =
         eos_token_id=None,
         pad_token_id=None,
     )
+    _register_attention(attn)
     cfg._attn_implementation = attn
     model = LlamaModel(cfg)
     # The token embedding is never used (we feed inputs_embeds); keep it out of the optimiser.
