@@ -482,7 +482,7 @@ def test_report_names_the_settings_the_budget_changes_from_the_recipe():
     # The demo trains the learn recipe with its own lr and task mix: the report must not let a reader
     # take the recipe's own settings for what was run.
     text = _budget(RobustnessConfig.demo())
-    assert text.startswith("recipe learn, 1000 steps, bf16-mixed")
+    assert text.startswith("recipe learn, 700 steps, bf16-mixed")
     assert "lr 0.001" in text
     assert "tasks A2T 3 : T2A 1 : A2A 1" in text
     assert _budget(RobustnessConfig(recipe=None, train={"max_steps": 10})) == "default training settings, 10 steps"

@@ -131,7 +131,8 @@ class RobustnessConfig(Config):
         times as often. At 500 steps that lowered clean ASR CER for both variants and cost the continuous
         model's TTS (README, "Models that learn"; benchmarks/results/learning_demo_budget.json). Training in
         bf16-mixed autocast takes about half the time per step on this CPU and learned as well in the
-        learn recipe's runs, so the demo trains 1000 steps in the time 500 took in float32.
+        learn recipe's runs. 700 steps: what fits the 15 minutes on the slower of the two machines the
+        README's demo timings come from.
         """
         return cls(
             out_dir=out_dir,
@@ -144,7 +145,7 @@ class RobustnessConfig(Config):
             seeds=[0],
             recipe="learn",
             train={
-                "max_steps": 1000,
+                "max_steps": 700,
                 "precision": "bf16-mixed",
                 "optim": {"warmup_steps": 50, "lr": 1e-3},
                 "data": {"task_weights": {"A2T": 3.0, "T2A": 1.0, "A2A": 1.0}},
