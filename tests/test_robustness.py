@@ -296,7 +296,9 @@ def test_feature_stage_in_worker_processes_caches_what_one_process_would(tmp_pat
     files = len(rb._input_files(corpus))
     assert rb.fill_feature_cache(cfg, corpus, progress=False) == files > 10  # three tasks or more per worker
     in_workers = cached()
-    assert rb.fill_feature_cache(cfg, corpus, progress=False) == 0
+    with monkeypatch.context() as m:  # nothing left to encode: no worker is started
+        m.setattr(rb, "worker_pool", lambda jobs: pytest.fail("worker processes started for cached features"))
+        assert rb.fill_feature_cache(cfg, corpus, progress=False) == 0
     shutil.rmtree(cache)
     assert rb.fill_feature_cache(cfg.merged({"jobs": 1}), corpus, progress=False) == files
     one_process = cached()

@@ -34,7 +34,7 @@ from flow_omni.bench.results import write_results
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.checks import check_output_folder
 from flow_omni.data.corpus import CorpusConfig, build_corpus
-from flow_omni.data.dataset import whisper_features
+from flow_omni.data.dataset import has_whisper_features, whisper_features
 from flow_omni.data.features import FeatureCache
 from flow_omni.data.manifest import read_manifest
 from flow_omni.errors import FlowOmniError
@@ -86,11 +86,14 @@ def fill_feature_cache(cfg: RobustnessConfig, corpus: Path, progress: bool = Tru
     model = _seeded_model(config)
     if not model.encoder.frozen:
         return 0
-    paths = _input_files(corpus)
-    bar = tqdm(total=len(paths), desc="speech encoder features", disable=not progress)
+    cache = FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel)
+    inputs = _input_files(corpus)
+    paths = [p for p in inputs if not has_whisper_features(cache, model.encoder, p)]
+    bar = tqdm(
+        total=len(inputs), initial=len(inputs) - len(paths), desc="speech encoder features", disable=not progress
+    )
     jobs = min(cfg.jobs, -(-len(paths) // ENCODE_CHUNK))
     if jobs <= 1:
-        cache = FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel)
         for path in paths:
             whisper_features(cache, model.encoder, path)
             bar.update()

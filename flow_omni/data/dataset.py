@@ -55,6 +55,11 @@ def whisper_features(cache: FeatureCache, encoder, path: str) -> torch.Tensor:
     return cache.get(path, "whisper", encoder.feature_spec(), encoder.featurize)
 
 
+def has_whisper_features(cache: FeatureCache, encoder, path: str) -> bool:
+    """Whether :func:`whisper_features` of the file would come from the disk cache."""
+    return cache.has(path, "whisper", encoder.feature_spec())
+
+
 #: The longest entry (its ``audio``, ``answer_audio`` or ``target_audio``, in seconds) that training uses
 #: by default (``DataConfig.max_seconds``). The synthetic corpus keeps its entries within it and
 #: ``flow-omni manifest validate`` flags longer ones, so a corpus that validates clean trains on every entry.

@@ -80,6 +80,14 @@ class FeatureCache:
         ident = json.dumps([CACHE_VERSION, str(p), st.st_size, st.st_mtime_ns, kind, spec], sort_keys=True)
         return hashlib.sha1(ident.encode()).hexdigest()
 
+    def _entry(self, path: str | Path, kind: str, spec: dict) -> Path:
+        key = self._key(path, kind, spec)
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def has(self, path: str | Path, kind: str, spec: dict) -> bool:
+        """Whether features of the file are on disk (a damaged entry counts: :meth:`get` recomputes it)."""
+        return self.root is not None and self._entry(path, kind, spec).is_file()
+
     def load_audio(self, path: str | Path) -> torch.Tensor:
         """The file as a 24 kHz mono waveform ``(T,)`` (the rate of the mel config)."""
         return load_audio(path, sample_rate=self.mel_config.sample_rate)
@@ -95,8 +103,7 @@ class FeatureCache:
         """Cached ``compute(audio)`` for the file; ``audio`` may be passed when it is already loaded."""
         entry = None
         if self.root is not None:
-            key = self._key(path, kind, spec)
-            entry = self.root / key[:2] / f"{key}.safetensors"
+            entry = self._entry(path, kind, spec)
             if entry.is_file():
                 try:
                     feats = load_file(str(entry))["features"]
