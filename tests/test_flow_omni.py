@@ -227,10 +227,10 @@ def test_float32_attention_is_sdpa_in_float32_and_float32_attention_under_bf16_a
     left to autocast, and the loss stays close to float32's."""
     from flow_omni.models.backbone import SDPA_FLOAT32
 
-    model, samples, _ = trained
+    shared, samples, _ = trained
+    model = copy.deepcopy(shared).eval()  # the shared model is left as it was
     other = FlowOmni(model.config.merged({"backbone": {"attn_implementation": SDPA_FLOAT32}})).eval()
     other.load_state_dict(model.state_dict())
-    model.eval()
     batch = model.collate(samples)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     seen: list[tuple[torch.dtype, bool]] = []  # what the kernel is given: input dtype, autocast on
