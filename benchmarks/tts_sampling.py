@@ -19,11 +19,12 @@ model's own-ASR CER of what it said, and Whisper tiny.en's WER of it through ``-
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 from pathlib import Path
 
 import torch
+from record import write_result  # benchmarks/record.py, beside this script
 
 from flow_omni import FlowOmni, Sample
 from flow_omni.audio.io import load_audio
@@ -51,11 +52,12 @@ def main() -> None:
     p.add_argument("--no-whisper", dest="whisper", action="store_false", help="--nfe: skip Whisper's WER")
     p.add_argument("--json", type=Path, default=None, help="also write the --nfe rows here")
     args = p.parse_args()
+    load_at_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     model = FlowOmni.from_pretrained(args.model)
     test = [e for e in read_manifest(f"{args.corpus}/test.jsonl") if not e.answer_text][: args.items]
     if args.nfe:
-        nfe_curve(model, test, args)
+        nfe_curve(model, test, args, load_at_start)
         return
     refs = [model.speech_tokenizer.mel(load_audio(e.t2a_audio)) for e in test]
     print("| Euler steps | temperature | mel L1 | length ratio (min–max) | seconds |\n|---|---|---|---|---|")
@@ -75,7 +77,7 @@ def main() -> None:
         print(f"| {steps} | {temp} | {l1:.3f} | {span} | {time.perf_counter() - t0:.1f} |")
 
 
-def nfe_curve(model: FlowOmni, test, args) -> None:
+def nfe_curve(model: FlowOmni, test, args, load_at_start: tuple[float, float, float]) -> None:
     """Score T→A (as the evaluation report does) at each solver × NFE × CFG scale."""
     vocoder = load_vocoder(args.vocoder).decode
     listener = WhisperASR() if args.whisper else None
@@ -117,9 +119,7 @@ def nfe_curve(model: FlowOmni, test, args) -> None:
         ceiling_wer = rows[0]["whisper_wer_ceiling"]
         print(f"\nWhisper WER of the references resynthesised by the same vocoder: {ceiling_wer:.3f}")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        args.json.write_text(json.dumps(dict(settings=settings, items=len(test), rows=rows), indent=1))
+        write_result(args.json, "tts_sampling", args, load_at_start, items=len(test), rows=rows)
 
 
 if __name__ == "__main__":
