@@ -294,7 +294,7 @@ def test_feature_stage_in_worker_processes_caches_what_one_process_would(tmp_pat
         return {p.name: load_file(str(p))["features"] for p in cache.glob("*/*.safetensors")}
 
     files = len(rb._input_files(corpus))
-    assert rb.fill_feature_cache(cfg, corpus, progress=False) == files > 10  # three tasks or more per worker
+    assert rb.fill_feature_cache(cfg, corpus, progress=False) == files > 10  # three chunks or more for two workers
     in_workers = cached()
     with monkeypatch.context() as m:  # nothing left to encode: no worker is started
         m.setattr(rb, "worker_pool", lambda jobs: pytest.fail("worker processes started for cached features"))
@@ -305,8 +305,14 @@ def test_feature_stage_in_worker_processes_caches_what_one_process_would(tmp_pat
     assert len(in_workers) == files and in_workers.keys() == one_process.keys()
     for key, feats in one_process.items():
         torch.testing.assert_close(in_workers[key], feats, rtol=1e-4, atol=1e-5)
-    # ... under the keys the first run's own encoder asks for.
-    model = rb._seeded_model(rb.run_config(cfg, cfg.variants[0], cfg.seeds[0], corpus, progress=False))
+    # ... under the keys the first run's own encoder asks for, built as training builds it.
+    import lightning as L
+
+    from flow_omni.training.train import build_model
+
+    config = rb.run_config(cfg, cfg.variants[0], cfg.seeds[0], corpus, progress=False)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(config)
     reader = FeatureCache(cache, model.config.speech.mel)
     for path in rb._input_files(corpus):
         rb.whisper_features(reader, model.encoder, path)

@@ -16,6 +16,7 @@ resumes; with ``jobs > 1`` runs train side by side in worker processes (:mod:`fl
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -78,9 +79,9 @@ def fill_feature_cache(cfg: RobustnessConfig, corpus: Path, progress: bool = Tru
     """Compute the frozen speech encoder's features of every training input once, before the runs.
 
     Runs in parallel would otherwise each encode the same files during their first epoch. With
-    ``cfg.jobs > 1`` the files are shared out to that many worker processes, since Whisper's encoder on
-    one short window uses two threads poorly. Returns how many files were encoded (0 when the recipe's
-    encoder is not a frozen Whisper).
+    ``cfg.jobs > 1`` the files not cached yet are shared out to that many worker processes, which
+    encode faster than one process on as many threads (README, the demo's timings). Returns how many
+    files were encoded (0 when the recipe's encoder is not a frozen Whisper).
     """
     config = run_config(cfg, cfg.variants[0], cfg.seeds[0], corpus, progress=False)
     model = _seeded_model(config)
@@ -117,20 +118,18 @@ def _seeded_model(config: TrainConfig) -> FlowOmni:
     return build_model(config)
 
 
-#: A worker's speech encoder and feature cache, built by its first task (keyed by the training config).
-_WORKER_ENCODER: dict[str, tuple[torch.nn.Module, FeatureCache]] = {}
+@functools.lru_cache(maxsize=1)
+def _worker_encoder(config_json: str) -> tuple[torch.nn.Module, FeatureCache]:
+    """A worker's speech encoder and feature cache, built by its first task and kept for the next ones."""
+    config = TrainConfig.from_dict(json.loads(config_json))
+    model = _seeded_model(config)
+    return model.encoder, FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel)
 
 
 def _encode_in_worker(config_dict: dict, paths: list[str], threads: int) -> int:
     """Encode ``paths`` into the feature cache in a worker process; returns how many were not cached yet."""
     torch.set_num_threads(threads)
-    key = json.dumps(config_dict, sort_keys=True)
-    if key not in _WORKER_ENCODER:
-        config = TrainConfig.from_dict(config_dict)
-        model = _seeded_model(config)
-        _WORKER_ENCODER.clear()
-        _WORKER_ENCODER[key] = (model.encoder, FeatureCache(config.data.resolved_cache_dir(), model.config.speech.mel))
-    encoder, cache = _WORKER_ENCODER[key]
+    encoder, cache = _worker_encoder(json.dumps(config_dict, sort_keys=True))
     before = cache.stats.misses
     for path in paths:
         whisper_features(cache, encoder, path)

@@ -163,7 +163,6 @@ def _config_from_dict(data: dict, attn: str):
         cfg = AutoConfig.for_model(**data)
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"BackboneConfig.hf_config is not a valid transformers config: {exc}") from None
-    _register_attention(attn)
     cfg._attn_implementation = attn
     return cfg
 
