@@ -25,6 +25,8 @@ biased to start speaking at once and never stop: every step after the delay prod
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import math
 import os
 import statistics
@@ -188,6 +190,11 @@ def main() -> None:
         help="caches of the long runs (@10 / @N); the first fills the main table, each gets a line below it",
     )
     ap.add_argument("--no-cache-rows", action="store_true", help="also time steps without the KV cache")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time each flow-head row with its trajectory compiled (GenerationConfig.compile)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--json", type=Path, default=None, help="also write settings, commit, machine and rows here")
     args = ap.parse_args()
@@ -201,19 +208,28 @@ def main() -> None:
         f"{load_at_start[0]:.2f} on {os.cpu_count()} cores\n"
     )
     rows = []
-    heads = [(t, s) for t in args.tokens for s in (args.steps if t == "continuous" else [0])]
+    # (tokens, flow steps, compiled); a code head has neither steps nor anything to compile.
+    compiled = [False, True] if args.compile else [False]
+    heads = [
+        (t, s, c)
+        for t in args.tokens
+        for s, c in (itertools.product(args.steps, compiled) if t == "continuous" else [(0, False)])
+    ]
     for preset in args.presets:
         for r in args.rs:
             models, cfgs, rounds = {}, {}, {}
-            for tokens, nfe in heads:
+            for tokens, nfe, comp in heads:
                 model = speaking_model(preset, r, tokens)
                 n = math.ceil(args.seconds * model.config.speech.token_rate) + model.config.layout.text_delay + 2
                 steps_ = max(nfe, 1)  # ignored by a code head
-                cfgs[tokens, nfe] = GenerationConfig(
-                    max_new_positions=n, steps=steps_, seed=0, kv_cache=args.kv_caches[0]
+                key = tokens, nfe, comp
+                cfgs[key] = GenerationConfig(
+                    max_new_positions=n, steps=steps_, seed=0, kv_cache=args.kv_caches[0], compile=comp
                 )
-                timed_steps(model, [prompt], GenerationConfig(max_new_positions=4, steps=steps_))  # warm-up
-                models[tokens, nfe], rounds[tokens, nfe] = model, []
+                # Warm-up, at batch 1 and 8: a compiled trajectory compiles for each (seconds, untimed).
+                for batch in (1, 8):
+                    timed_steps(model, [prompt] * batch, dataclasses.replace(cfgs[key], max_new_positions=8))
+                models[key], rounds[key] = model, []
             for _ in range(args.rounds):
                 for key in heads:
                     rounds[key].append(measure(models[key], prompt, cfgs[key], vocoder, args))
@@ -222,42 +238,40 @@ def main() -> None:
             long_runs = {(key, cache): [] for key in heads for cache in args.kv_caches}
             for i in range(args.rounds):
                 caches = args.kv_caches if i % 2 == 0 else args.kv_caches[::-1]
-                for (tokens, nfe), cache in ((key, c) for key in heads for c in caches):
-                    cfg = GenerationConfig(max_new_positions=args.long + 30, steps=max(nfe, 1), kv_cache=cache)
-                    per = timed_steps(models[tokens, nfe], [prompt], cfg)
+                for key, cache in ((key, c) for key in heads for c in caches):
+                    cfg = dataclasses.replace(cfgs[key], max_new_positions=args.long + 30, kv_cache=cache)
+                    per = timed_steps(models[key], [prompt], cfg)
                     early, late = statistics.median(per[5:30]), statistics.median(per[args.long - 10 : args.long + 10])
-                    long_runs[(tokens, nfe), cache].append((early * 1e3, late * 1e3, late / early))
-            for tokens, nfe in heads:
-                model, steps_ = models[tokens, nfe], max(nfe, 1)
-                row = {k: statistics.median(m[k] for m in rounds[tokens, nfe]) for k in rounds[tokens, nfe][0]}
-                by_cache = {
-                    cache: [statistics.median(x) for x in zip(*long_runs[(tokens, nfe), cache])]
-                    for cache in args.kv_caches
-                }
+                    long_runs[key, cache].append((early * 1e3, late * 1e3, late / early))
+            for key in heads:
+                tokens, nfe, comp = key
+                model, steps_ = models[key], max(nfe, 1)
+                row = {k: statistics.median(m[k] for m in rounds[key]) for k in rounds[key][0]}
+                by_cache = {c: [statistics.median(x) for x in zip(*long_runs[key, c])] for c in args.kv_caches}
                 early, late, ratio = by_cache[args.kv_caches[0]]
                 row.update(
                     preset=preset,
                     r=r,
-                    head=f"flow, {nfe} Euler" if tokens == "continuous" else tokens,
+                    head=(f"flow, {nfe} Euler" + (", compiled" if comp else "")) if tokens == "continuous" else tokens,
                     params=model.num_parameters() / 1e6,
                     rate=model.config.speech.token_rate,
                     early=early,
                     late=late,
                     late_ratio=ratio,
-                    late_ratios=[x[2] for x in long_runs[(tokens, nfe), args.kv_caches[0]]],
+                    late_ratios=[x[2] for x in long_runs[key, args.kv_caches[0]]],
                     long_by_cache=by_cache,
-                    long_runs_by_cache={c: long_runs[(tokens, nfe), c] for c in args.kv_caches},
+                    long_runs_by_cache={c: long_runs[key, c] for c in args.kv_caches},
                     floor=weights_pass_ms(model.num_parameters()),
                 )
                 if args.no_cache_rows:
                     per_nc = timed_steps(
-                        model, [prompt], GenerationConfig(max_new_positions=310, steps=steps_, use_cache=False)
+                        model, [prompt], dataclasses.replace(cfgs[key], max_new_positions=310, use_cache=False)
                     )
                     row.update(
                         nc_early=statistics.median(per_nc[5:15]) * 1e3, nc_late=statistics.median(per_nc[295:305]) * 1e3
                     )
                 rows.append(row)
-                print(f"done {preset} r={r} {tokens} {nfe or ''}", flush=True)
+                print(f"done {preset} r={r} {row['head']}", flush=True)
     print()
     print_tables(rows, args)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")

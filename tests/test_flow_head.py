@@ -242,9 +242,10 @@ def test_sample_keeps_the_training_mode(trained, mixture):
 
 
 def test_compiled_sampler_equals_eager(trained, mixture):
-    """``compile=True`` runs each evaluation through torch.compile (inductor, which needs a C
-    compiler): same samples as eager, for CFG too and for a second head of the same shape (its
-    weights must not be baked into the first head's compiled code)."""
+    """``compile=True`` runs the whole fixed-grid trajectory through torch.compile (inductor, which
+    needs a C compiler): same samples as eager, for CFG too, for a second head of the same shape (its
+    weights must not be baked into the first head's compiled code) and for another row count (the
+    shape a batch has once some of its rows have stopped speaking)."""
     zs, _, _ = mixture
     other = _perturbed(trained, seed=2)
     noise = torch.randn(3, D, generator=torch.Generator().manual_seed(6))
@@ -256,6 +257,8 @@ def test_compiled_sampler_equals_eager(trained, mixture):
             eager = head.sample(zs, **kw)
             compiled = head.sample(zs, compile=True, **kw)
             assert (compiled - eager).abs().max().item() < 1e-5, (solver, cfg_scale)
+    fewer = dict(steps=3, noise=noise[:2])
+    assert (trained.sample(zs[:2], compile=True, **fewer) - trained.sample(zs[:2], **fewer)).abs().max().item() < 1e-5
 
 
 def test_loss_overfits_fixed_batch():

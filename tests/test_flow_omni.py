@@ -199,24 +199,24 @@ def test_streaming_equals_generate(trained, corpus):
 
 
 def test_generation_compile_option_reaches_the_flow_head(trained, corpus, monkeypatch):
-    """``compile=True`` routes every flow-head evaluation through the compiled function (here an
-    eager stand-in that counts calls: compiled == eager itself is tested in test_flow_head.py)."""
+    """``compile=True`` routes every sampled token through the compiled trajectory (here an eager
+    stand-in that counts the rows it samples: compiled == eager itself is tested in test_flow_head.py)."""
     from flow_omni.models import flow_head
 
     calls = []
 
-    def counting(head, x, mods, cfg_scale):
-        calls.append(x.shape[0])
-        return flow_head.FlowHead._guided_velocity(head, x, mods, cfg_scale)
+    def counting(head, x0, *args):
+        calls.append(x0.shape[0])
+        return flow_head.FlowHead._trajectory(head, x0, *args)
 
-    monkeypatch.setattr(flow_head, "_compiled_guided_velocity", lambda: counting)
+    monkeypatch.setattr(flow_head, "_compiled_trajectory", lambda: counting)
     model, _, _ = trained
     tts, _ = prompts(model, corpus)
     plain = model.generate(tts[:2], max_new_positions=12, seed=2, steps=3)
     assert not calls
     compiled = model.generate(tts[:2], max_new_positions=12, seed=2, steps=3, compile=True)
     tokens = sum(int(s == STATE_GEN) for out in compiled for s in out.states)
-    assert tokens > 0 and sum(calls) == 3 * tokens  # 3 evaluations per sampled token
+    assert tokens > 0 and sum(calls) == tokens  # one trajectory per sampled token
     for a, b in zip(plain, compiled):
         assert a.states == b.states and torch.equal(a.speech_tokens, b.speech_tokens)
 

@@ -34,7 +34,15 @@ import torch.nn as nn
 
 from flow_omni.config import Config
 from flow_omni.errors import ConfigError, MelShapeError
-from flow_omni.models.ode import check_solver_args, fixed_grid_loop, integrate, stage_times, uses_fast_loop
+from flow_omni.models.ode import (
+    FAST_SOLVERS,
+    check_solver_args,
+    grid_loop,
+    grid_step_sizes,
+    integrate,
+    stage_times,
+    uses_fast_loop,
+)
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -431,7 +439,6 @@ class FlowHead(nn.Module):
             # CFG evaluates [cond; uncond] rows in one forward (see _guided_velocity).
             z = torch.cat([z, self.null_cond.expand_as(z)], dim=0)
         c_emb = self.cond_embed(z)  # constant over the trajectory: embed once
-        velocity = _compiled_guided_velocity() if compile else FlowHead._guided_velocity
         nfe = 0
         was_training = self.training
         # Switching modes walks every submodule (a tenth of a millisecond, a tenth of a token's
@@ -441,16 +448,15 @@ class FlowHead(nn.Module):
         try:
             if uses_fast_loop(solver, fast):
                 t_emb = self._grid_time_embeddings(solver, steps, x0.device)
-                mods = self._grid_modulations(t_emb, c_emb)
-
-                def fn_at(k: int, x: torch.Tensor) -> torch.Tensor:
-                    nonlocal nfe
-                    nfe += 1
-                    # fixed_grid_loop asks for the evaluations in grid order, as mods yields them.
-                    return velocity(self, x, next(mods), cfg_scale)
-
-                out = fixed_grid_loop(fn_at, x0, solver=solver, steps=steps)
+                weight, bias = self._fused_modulation()
+                dts = grid_step_sizes(steps, x0.dtype, x0.device)
+                # compile: the whole trajectory is one graph, so that its few-row ops fuse and Python
+                # runs once per token rather than once per op (README, "The flow-head step").
+                trajectory = _compiled_trajectory() if compile else FlowHead._trajectory
+                out = trajectory(self, x0, c_emb, t_emb, weight, bias, solver, dts, cfg_scale)
+                nfe = len(dts) * FAST_SOLVERS[solver]
             else:
+                velocity = _compiled_guided_velocity() if compile else FlowHead._guided_velocity
 
                 def fn(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
                     nonlocal nfe
@@ -510,9 +516,36 @@ class FlowHead(nn.Module):
         self._time_cache["modulation"] = (key, fused)
         return fused
 
-    def _grid_modulations(self, t_emb: torch.Tensor, c_emb: torch.Tensor) -> Iterator[list[tuple[torch.Tensor, ...]]]:
+    def _trajectory(
+        self,
+        x0: torch.Tensor,
+        c_emb: torch.Tensor,
+        t_emb: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        solver: str,
+        dts: tuple[float, ...],
+        cfg_scale: float,
+    ) -> torch.Tensor:
+        """The fixed-grid solution ``x(1) (N, D)`` from ``x0 (N, D)``, for embedded conditions ``c_emb
+        (N or 2N, W)`` (with CFG: conditional rows, then unconditional), the grid's time embeddings
+        ``t_emb (K, W)``, the fused adaLN ``weight``/``bias`` (:meth:`_fused_modulation`) and the
+        grid's step sizes ``dts``. Everything that is looked up in caches is an argument, so that
+        ``torch.compile`` can trace this in one graph."""
+        mods = self._grid_modulations(t_emb, c_emb, weight, bias)
+
+        def fn_at(k: int, x: torch.Tensor) -> torch.Tensor:
+            # grid_loop asks for the evaluations in grid order, as mods yields them.
+            return self._guided_velocity(x, next(mods), cfg_scale)
+
+        return grid_loop(fn_at, x0, solver=solver, dts=dts)
+
+    def _grid_modulations(
+        self, t_emb: torch.Tensor, c_emb: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> Iterator[list[tuple[torch.Tensor, ...]]]:
         """The :meth:`_modulations` of every evaluation time ``t_emb (K, W)`` for rows ``c_emb
-        (R, W)``, in order: one ``(R, W)`` set per evaluation.
+        (R, W)``, in order: one ``(R, W)`` set per evaluation, through the fused adaLN ``weight`` and
+        ``bias`` (:meth:`_fused_modulation`).
 
         They are formed for many times in one matmul (``y (k, R, W)`` through
         :meth:`_fused_modulation`), because at a few rows the adaLN layers are most of the head's
@@ -522,8 +555,10 @@ class FlowHead(nn.Module):
         """
         k_total, rows, w = t_emb.shape[0], c_emb.shape[0], c_emb.shape[1]
         n_parts = 3 * len(self.res_blocks) + 2
-        chunk = max(1, _MODULATION_BUDGET // (rows * w * n_parts))
-        weight, bias = self._fused_modulation()
+        # All times at once unless that exceeds the budget: a comparison, not a division, so that a
+        # compiled trajectory holds for every row count under the budget instead of one per count.
+        per_time = rows * w * n_parts
+        chunk = k_total if per_time * k_total <= _MODULATION_BUDGET else max(1, _MODULATION_BUDGET // per_time)
         for start in range(0, k_total, chunk):
             y = t_emb[start : start + chunk, None] + c_emb[None]
             mods = nn.functional.linear(nn.functional.silu(y), weight, bias)  # (k, R, n_parts * W)
@@ -536,6 +571,15 @@ class FlowHead(nn.Module):
 
 #: Elements of adaLN modulations the fixed-grid sampler forms at once (8 MB in float32).
 _MODULATION_BUDGET = 1 << 21
+
+
+@functools.cache
+def _compiled_trajectory():
+    """``torch.compile`` of :meth:`FlowHead._trajectory`, built on first use and shared by all heads
+    (the head is an argument, so its weights are inputs of the compiled code, not constants in it).
+    Each solver, step count and CFG setting compiles for seconds on first use; a second row count
+    compiles once more, for any number of rows (``torch.compile``'s automatic dynamic shapes)."""
+    return torch.compile(FlowHead._trajectory)
 
 
 @functools.cache

@@ -89,7 +89,7 @@ def stage_times(solver: str, steps: int, *, dtype: torch.dtype, device: torch.de
 
 
 @functools.lru_cache(maxsize=64)
-def _step_sizes(steps: int, dtype: torch.dtype, device: torch.device) -> tuple[float, ...]:
+def grid_step_sizes(steps: int, dtype: torch.dtype, device: torch.device) -> tuple[float, ...]:
     """The grid's exact step sizes as Python floats: multiplying by them rounds as multiplying by
     the 0-d tensors odeint uses, without an extra tensor op per step. Cached: building them costs
     three tensor ops and a device read per sampled token."""
@@ -106,7 +106,13 @@ def fixed_grid_loop(fn: IndexedVelocityFn, x0: torch.Tensor, *, solver: str, ste
     """
     if solver not in FAST_SOLVERS:
         raise ValueError(f"no hand-written loop for solver {solver!r}; it has {list(FAST_SOLVERS)}")
-    dts = _step_sizes(steps, x0.dtype, x0.device)
+    return grid_loop(fn, x0, solver=solver, dts=grid_step_sizes(steps, x0.dtype, x0.device))
+
+
+def grid_loop(fn: IndexedVelocityFn, x0: torch.Tensor, *, solver: str, dts: tuple[float, ...]) -> torch.Tensor:
+    """:func:`fixed_grid_loop` over the step sizes ``dts`` (:func:`grid_step_sizes`), given apart so
+    that ``torch.compile`` traces the loop with them as constants rather than the tensor ops and
+    cache lookup that make them."""
     x = x0
     for i, dt in enumerate(dts):
         if solver == "euler":
