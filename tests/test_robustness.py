@@ -15,6 +15,7 @@ from flow_omni import FlowOmni
 from flow_omni.bench import RobustnessConfig
 from flow_omni.eval.report import _budget, metrics_table
 from flow_omni.eval.robustness import aggregate
+from flow_omni.precision import resolve_precision
 
 
 def test_aggregate_mean_and_std_by_hand():
@@ -490,7 +491,7 @@ def test_report_names_the_settings_the_budget_changes_from_the_recipe():
     # The demo trains the learn recipe with its own lr and task mix: the report must not let a reader
     # take the recipe's own settings for what was run.
     text = _budget(RobustnessConfig.demo())
-    assert text.startswith("recipe learn, 700 steps, bf16-mixed")
+    assert text.startswith(f"recipe learn, 700 steps, auto ({resolve_precision('auto')} here)")
     assert "lr 0.001" in text
     assert "tasks A2T 3 : T2A 1 : A2A 1" in text
     assert _budget(RobustnessConfig(recipe=None, train={"max_steps": 10})) == "default training settings, 10 steps"

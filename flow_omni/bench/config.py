@@ -146,7 +146,7 @@ class RobustnessConfig(Config):
             recipe="learn",
             train={
                 "max_steps": 700,
-                "precision": "bf16-mixed",
+                "precision": "auto",
                 "optim": {"warmup_steps": 50, "lr": 1e-3},
                 "data": {"task_weights": {"A2T": 3.0, "T2A": 1.0, "A2A": 1.0}},
             },

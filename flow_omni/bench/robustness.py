@@ -150,8 +150,9 @@ def run_config(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: P
         "val_every_steps": 10**9,
         "checkpoint_every_steps": 500,
     }
-    # The benchmark measures on test sets; no validation, to save time.
-    return _recipe(cfg).merged(base).merged(cfg.train).merged({"data": {"valid": []}})
+    # The benchmark measures on test sets; no validation, to save time. The precision is resolved here, so
+    # that a kept run's settings name the precision it trained in.
+    return _recipe(cfg).merged(base).merged(cfg.train).merged({"data": {"valid": []}}).with_precision_resolved()
 
 
 def finetune_config(cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True):

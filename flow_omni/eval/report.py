@@ -12,6 +12,7 @@ from flow_omni.eval.document import Block, Bullets, Heading, Images, Table, Text
 from flow_omni.eval.robustness import FINETUNED, UNSEEN, aggregate
 from flow_omni.eval.samples import listening
 from flow_omni.plotting import plot_curve
+from flow_omni.precision import resolve_precision
 
 #: x position of the clean condition on metric-vs-SNR plots (clean = no noise, drawn right of 20 dB)
 CLEAN_X = 30.0
@@ -359,7 +360,8 @@ def _budget(cfg) -> str:
     if "max_steps" in t:
         parts.append(f"{t['max_steps']} steps")
     if "precision" in t:
-        parts.append(t["precision"])
+        resolved = resolve_precision(t["precision"], t.get("accelerator", "auto"))
+        parts.append(t["precision"] if resolved == t["precision"] else f"{t['precision']} ({resolved} here)")
     if "batch_size" in t.get("data", {}):
         parts.append(f"batch {t['data']['batch_size']}")
     # The settings this budget changes from the recipe, so that a reader does not take the recipe's own.

@@ -10,6 +10,7 @@ from flow_omni.config import Config
 from flow_omni.data.dataset import DataConfig
 from flow_omni.errors import ConfigError
 from flow_omni.models.lora import LoraSettings
+from flow_omni.precision import resolve_precision
 
 #: Names accepted in ``trainable`` and the FlowOmni sub-modules (dotted paths) they stand for.
 #: ``speech.input_layer`` reads speech payloads into the LLM and ``speech.output_head`` predicts
@@ -118,6 +119,8 @@ class TrainConfig(Config):
     devices: int | str = "auto"  # "auto", a count (2), or device ids ("0,1")
     num_nodes: int = 1
     strategy: str = "auto"  # auto (DDP when >1 process) | ddp | fsdp
+    #: a Lightning precision ("32-true", "bf16-mixed", ...) or "auto": bf16-mixed where this machine
+    #: multiplies bf16 matrices natively, else 32-true (flow_omni.precision)
     precision: str = "32-true"
     accumulate_grad_batches: int = 1
     threads: int | None = None  # torch.set_num_threads per process (CPU)
@@ -151,6 +154,12 @@ class TrainConfig(Config):
         bad = sorted(set(self.loggers) - {"csv", "tensorboard"})
         if bad:
             raise ConfigError(f"loggers: unknown {bad}; valid: ['csv', 'tensorboard']")
+
+    def with_precision_resolved(self) -> TrainConfig:
+        """This config with ``precision: auto`` replaced by the precision this machine trains fast in
+        (:func:`~flow_omni.precision.resolve_precision`); itself when there is nothing to resolve."""
+        precision = resolve_precision(self.precision, self.accelerator)
+        return self if precision == self.precision else dataclasses.replace(self, precision=precision)
 
     def trainable_modules(self) -> list[str]:
         return sorted({m for g in self.trainable for m in GROUPS[g]})

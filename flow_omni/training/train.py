@@ -38,6 +38,7 @@ from flow_omni.model_card import TrainingRecord, write_model_card
 from flow_omni.models.backbone import locate_backbone
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
+from flow_omni.precision import slow_bf16_warning
 from flow_omni.stages import Stage, StageReporter
 from flow_omni.training.config import GROUPS, TrainConfig
 from flow_omni.training.report import write_eval_report
@@ -215,6 +216,12 @@ def train(
             "--overwrite starts the run again from step 0 and --resume continues it; give one of them "
             "(--resume auto --overwrite resumes when there is a checkpoint and starts afresh otherwise)"
         )
+    # Resolved before anything is written, so that config.yaml and the checkpoints record the precision
+    # the run trained in, not "auto".
+    config = config.with_precision_resolved()
+    warning = slow_bf16_warning(config.precision, config.accelerator)
+    if warning:
+        print(f"[flow-omni] warning: {warning}")
     if config.threads:
         torch.set_num_threads(config.threads)
     out = check_output_folder(config.out, "out_dir")
