@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from flow_omni.precision import fast_bf16_matmul
+
 
 def git_commit() -> str:
     """The checkout's commit, ``-dirty`` when tracked files differ from it, or ``unknown``."""
@@ -33,12 +35,15 @@ def git_commit() -> str:
 
 
 def machine(load_avg_at_start: tuple[float, float, float]) -> dict:
-    """uname -m and nproc (the CPUs this process may use), versions, and how busy the machine was
-    (1/5/15-minute load averages) when the run started and now."""
+    """uname -m and nproc (the CPUs this process may use), the vector instructions torch uses and whether
+    it multiplies bf16 matrices natively (timings differ several-fold between such CPUs), versions, and
+    how busy the machine was (1/5/15-minute load averages) when the run started and now."""
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return dict(
         machine=platform.machine(),
         nproc=nproc,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        bf16_matmul_native=fast_bf16_matmul("cpu"),
         python=platform.python_version(),
         torch=torch.__version__,
         load_avg_at_start=load_avg_at_start,
