@@ -8,7 +8,7 @@ side in this one run:
 - ``odeint``: ``fast=False``, torchdiffeq (the reference);
 - ``fast``: the default fixed-grid loop (cached grid time embeddings, adaLN modulations of all the
   grid's times formed once per call);
-- ``compiled``: the fast loop with ``compile=True`` (torch.compile of each evaluation; the first
+- ``compiled``: the fast loop with ``compile=True`` (torch.compile of its whole trajectory; the first
   call of each shape compiles and is not timed, its seconds are printed).
 
 The head has the tiny preset's shape by default (D = 400 = r 4 × 100 mels, condition 256, width 256,

@@ -180,3 +180,12 @@ def test_no_speech_error_shows_the_text_short():
         raise_no_speech(" " * 600 + "ab" * 100)
     msg = str(err.value)
     assert "800 characters" in msg and "'abab" in msg and "\n" not in msg and len(msg) < 250
+
+
+@pytest.mark.parametrize("command", ["speak", "answer"])
+def test_compile_flag_reaches_the_generation_settings(tmp_path, command):
+    from flow_omni.cli.speak import _generation_config
+
+    argv = [command, "hi", "-o", str(tmp_path / "out.wav"), "--model", str(tmp_path)]
+    assert _generation_config(build_parser().parse_args([*argv, "--compile"])).compile is True
+    assert _generation_config(build_parser().parse_args(argv)).compile is False

@@ -410,9 +410,10 @@ class FlowHead(nn.Module):
         of the grid are computed once per (grid, weights) and the adaLN modulations of all its
         times once per call, so an evaluation runs only the input projection, the blocks' MLPs and
         the output layer. ``fast=False`` forces ``torchdiffeq.odeint`` (the reference). ``compile``
-        runs each evaluation through ``torch.compile``; it is off by default because the first call
-        of each new shape compiles for seconds, and whether it then pays off on a CPU is for
-        ``benchmarks/flow_sampler.py`` to say.
+        runs the fixed-grid sampler's whole trajectory through ``torch.compile`` as one graph (with
+        ``odeint``, each evaluation); it is off by default because the first call of each solver, step
+        count and CFG setting compiles for seconds and needs a C compiler, and what it gains is for
+        ``benchmarks/generation.py --compile`` to say.
         """
         cfg = self.config
         self._check("z", z, cfg.cond_dim, None)

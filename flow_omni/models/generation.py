@@ -59,7 +59,7 @@ class GenerationConfig(Config):
     solver: str = "euler"
     steps: int = 10
     cfg_scale: float = 1.0
-    compile: bool = False  # torch.compile the flow head's evaluations (FlowHead.sample)
+    compile: bool = False  # torch.compile the flow head's sampling trajectory (FlowHead.sample)
     use_cache: bool = True
     kv_cache: str = "growing"  # "growing": appends in place (GrowingCache); "dynamic": transformers' DynamicCache
     seed: int = 0
