@@ -105,6 +105,15 @@ class Scorer(Callback):
         lines = self.curve.read_text().splitlines()
         return json.loads(lines[-1])[key] if lines else default
 
+    # The training time so far rides in each checkpoint (Lightning keeps a callback's state there), so that
+    # a resumed run counts the steps between its last score and its checkpoint; the curve's last line
+    # (read in __init__) is the fallback for a checkpoint written before the state was kept.
+    def state_dict(self) -> dict:
+        return {"train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train_seconds = float(state_dict.get("train_seconds", self.train_seconds))
+
     def on_train_start(self, trainer, pl_module) -> None:
         self._t = time.perf_counter()
 
