@@ -452,7 +452,7 @@ class FlowHead(nn.Module):
                 weight, bias = self._fused_modulation()
                 dts = grid_step_sizes(steps, x0.dtype, x0.device)
                 # compile: the whole trajectory is one graph, so that its few-row ops fuse and Python
-                # runs once per token rather than once per op (README, "The flow-head step").
+                # runs once per token rather than once per op (README, "The trajectory compiled").
                 trajectory = _compiled_trajectory() if compile else FlowHead._trajectory
                 out = trajectory(self, x0, c_emb, t_emb, weight, bias, solver, dts, cfg_scale)
                 nfe = len(dts) * FAST_SOLVERS[solver]
