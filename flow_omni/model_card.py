@@ -215,7 +215,7 @@ def _training_section(training: TrainingRecord | None) -> list[str]:
     wall = (
         _duration(t.seconds)
         if t.seconds is not None
-        else "not known (the run was resumed, so no single process timed all of it)"
+        else "not known (the run was resumed from a checkpoint that did not keep the time before it)"
     )
     return lines + [f"- **Wall time of training:** {wall}.", ""]
 

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,8 +127,9 @@ def test_resume_after_kill_equals_uninterrupted(data_dir, straight, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    killed_at = torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"]
-    assert 0 < killed_at < cfg.max_steps
+    killed = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
+    killed_at, timed = killed["global_step"], killed["callbacks"]["TrainClock"]["seconds"]
+    assert 0 < killed_at < cfg.max_steps and timed > 0
     proc = run_cli([str(BIN / "flow-omni"), "train", "--config", str(cfg_path), "--resume", "--no-progress"], tmp_path)
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-3000:]
@@ -139,7 +141,30 @@ def test_resume_after_kill_equals_uninterrupted(data_dir, straight, tmp_path):
     for a, b in zip(resumed, ref.history):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
     card = (out / "model" / "README.md").read_text()
-    assert "12 steps of 4 items" in card and "not known (the run was resumed" in card  # the steps of both parts
+    assert "12 steps of 4 items" in card  # the steps of both parts
+    # The wall time of both parts: the checkpoint's, then the resumed process's own.
+    wall = re.search(r"\*\*Wall time of training:\*\* (?:(\d+) min )?([\d.]+) s\.", card)
+    assert wall, card
+    assert 60 * int(wall[1] or 0) + float(wall[2]) > timed
+
+
+def test_the_training_time_of_a_resumed_run_counts_both_parts(data_dir, tmp_path):
+    """A resumed run's ``run_seconds`` (and model card) add its own time to the time its checkpoint
+    kept; a checkpoint written before the time was kept resumes with the time not known."""
+    first = train(config(data_dir, tmp_path / "a", max_steps=4))
+    assert first.run_seconds is not None and first.run_seconds > 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    old = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(old, weights_only=True)
+    kept = ckpt["callbacks"].pop("TrainClock")["seconds"]
+    torch.save(ckpt, old)
+    assert 0 < kept <= first.run_seconds
+    resumed = train(config(data_dir, tmp_path / "a", max_steps=6), resume="last")
+    # The resumed process's share (the total minus what the checkpoint kept) lies within its own fit().
+    assert resumed.steps == 6 and 0 < resumed.run_seconds - kept <= resumed.seconds
+    unknown = train(config(data_dir, tmp_path / "b", max_steps=6), resume="last")
+    assert unknown.steps == 6 and unknown.run_seconds is None
+    assert "not known (the run was resumed" in (tmp_path / "b" / "model" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("unreadable", [False, True], ids=["clean", "unreadable_files"])

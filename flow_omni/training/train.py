@@ -88,6 +88,9 @@ class TrainResult:
     history: list[dict]
     data_report: list[str]
     eval_report: Path | None = None
+    #: training wall time of the whole run, across resumes (``seconds`` is this call's ``fit``); None for
+    #: a run resumed from a checkpoint written before the time was kept in checkpoints
+    run_seconds: float | None = None
 
 
 def build_model(config: TrainConfig) -> FlowOmni:
@@ -259,6 +262,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from flow_omni.training.checkpoint_io import AtomicCheckpointIO, check_resumable
+    from flow_omni.training.clock import TrainClock
     from flow_omni.training.datamodule import FlowOmniDataModule
     from flow_omni.training.module import FlowOmniModule, read_loss_log
     from flow_omni.training.progress import StepProgress, lightning_tip_dropped
@@ -321,6 +325,8 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if config.progress:
         callbacks.append(StepProgress())
+    clock = TrainClock()
+    callbacks.append(clock)
     callbacks += list(extra_callbacks)
     has_val = bool(data.valid_entries)
     with lightning_tip_dropped():  # printed when the Trainer is built
@@ -378,8 +384,9 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     seconds = time.perf_counter() - t0
     model_dir = adapter_dir = None
-    # A resumed run's fit() timed only its own part, so its wall time is not known as a whole.
-    record = training_record(config, trainer.global_step, None if ckpt_path else seconds, len(data.train_entries))
+    # The whole run's training time, across resumes; not known for a resume from a checkpoint without it.
+    run_seconds = clock.seconds() if ckpt_path is None or clock.restored else None
+    record = training_record(config, trainer.global_step, run_seconds, len(data.train_entries))
     if trainer.is_global_zero:
         model.eval()
         if config.lora is not None:
@@ -411,6 +418,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         history,
         data.report.lines,
         eval_report,
+        run_seconds,
     )
 
 
