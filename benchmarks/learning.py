@@ -42,6 +42,7 @@ from flow_omni.data.manifest import read_manifest
 from flow_omni.errors import FlowOmniError
 from flow_omni.eval.asr import WhisperASR
 from flow_omni.eval.robustness import evaluate_model
+from flow_omni.precision import fast_bf16_matmul
 from flow_omni.training.config import TrainConfig
 from flow_omni.training.train import recipe_path, train
 from flow_omni.vocoder import GriffinLim
@@ -190,7 +191,7 @@ def run_variant(args) -> None:
             val_every_steps=args.max_steps,
             loggers=["csv"],
         )
-    )
+    ).with_precision_resolved()  # settings.json names the precision trained in, not "auto"
     resume = out / "run" / "checkpoints" / "last.ckpt"
     sets = test_sets(corpus, args.items)
     scorer = Scorer(out, [int(s) for s in args.eval_steps.split(",")], args.minutes, sets, args.max_new)
@@ -260,6 +261,8 @@ def report(args) -> None:
         "machine": {
             "arch": platform.machine(),
             "cpus": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_matmul_native": fast_bf16_matmul("cpu"),
             "python": platform.python_version(),
             "torch": torch.__version__,
         },

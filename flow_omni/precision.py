@@ -24,20 +24,23 @@ def fast_bf16_matmul(device_type: str = "cpu") -> bool:
     """Whether bf16 matrix products run on native kernels on ``device_type`` (``"cpu"`` or ``"cuda"``).
 
     On a CPU this is torch's own test for sending them to oneDNN (on x86, AVX-512 with BW, VL and DQ,
-    which AVX-512 bf16 and AMX machines have); where it fails, torch falls back to a generic loop.
+    which AVX-512 bf16 and AMX machines have); where it fails, torch falls back to a generic loop. On
+    CUDA, bf16 support without emulation (Ampere and newer). Other devices (MPS) are not asked: False.
     """
     if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device_type != "cpu":
+        return False
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check is not None and check())
 
 
 def training_device(accelerator: str) -> str:
     """The device type a Lightning ``accelerator`` setting trains on here."""
-    if accelerator in ("gpu", "cuda"):
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "cuda"
-    if accelerator == "auto" and torch.cuda.is_available():
-        return "cuda"
+    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
+        return "mps"
     return "cpu"
 
 

@@ -244,21 +244,29 @@ def test_sample_keeps_the_training_mode(trained, mixture):
 def test_compiled_sampler_equals_eager(trained, mixture):
     """``compile=True`` runs the whole fixed-grid trajectory through torch.compile (inductor, which
     needs a C compiler): same samples as eager, for CFG too, for a second head of the same shape (its
-    weights must not be baked into the first head's compiled code) and for another row count (the
-    shape a batch has once some of its rows have stopped speaking)."""
+    weights must not be baked into the first head's compiled code) and for other row counts (the
+    shapes a batch has once some of its rows have stopped speaking, down to one). It fails if torch
+    fell back to eager: graphs must have been compiled, and hitting the recompile limit raises."""
+    from torch._dynamo.utils import counters
+
     zs, _, _ = mixture
     other = _perturbed(trained, seed=2)
     noise = torch.randn(3, D, generator=torch.Generator().manual_seed(6))
     # Else the second head would prove nothing.
     assert not torch.allclose(trained.sample(zs, steps=3, noise=noise), other.sample(zs, steps=3, noise=noise))
-    for head in (trained, other):
-        for solver, cfg_scale in (("euler", 1.0), ("heun", 2.0)):
-            kw = dict(steps=3, solver=solver, noise=noise, cfg_scale=cfg_scale)
-            eager = head.sample(zs, **kw)
-            compiled = head.sample(zs, compile=True, **kw)
-            assert (compiled - eager).abs().max().item() < 1e-5, (solver, cfg_scale)
-    fewer = dict(steps=3, noise=noise[:2])
-    assert (trained.sample(zs[:2], compile=True, **fewer) - trained.sample(zs[:2], **fewer)).abs().max().item() < 1e-5
+    graphs = counters["stats"]["unique_graphs"]
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for head in (trained, other):
+            for solver, cfg_scale in (("euler", 1.0), ("heun", 2.0)):
+                kw = dict(steps=3, solver=solver, noise=noise, cfg_scale=cfg_scale)
+                eager = head.sample(zs, **kw)
+                compiled = head.sample(zs, compile=True, **kw)
+                assert (compiled - eager).abs().max().item() < 1e-5, (solver, cfg_scale)
+        for rows in (2, 1):
+            fewer = dict(steps=3, noise=noise[:rows])
+            compiled = trained.sample(zs[:rows], compile=True, **fewer)
+            assert (compiled - trained.sample(zs[:rows], **fewer)).abs().max().item() < 1e-5, rows
+    assert counters["stats"]["unique_graphs"] > graphs  # compiled, not eager under another name
 
 
 def test_loss_overfits_fixed_batch():

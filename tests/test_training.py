@@ -149,8 +149,8 @@ def test_resume_after_kill_equals_uninterrupted(data_dir, straight, tmp_path):
 
 
 def test_the_training_time_of_a_resumed_run_counts_both_parts(data_dir, tmp_path):
-    """A resumed run's ``run_seconds`` (and model card) add its own time to the time its checkpoint
-    kept; a checkpoint written before the time was kept resumes with the time not known."""
+    """A resumed run's ``run_seconds`` (and model card) add its own time in fit to the time its
+    checkpoint kept; a checkpoint written before the time was kept resumes with the time not known."""
     first = train(config(data_dir, tmp_path / "a", max_steps=4))
     assert first.run_seconds is not None and first.run_seconds > 0
     shutil.copytree(tmp_path / "a", tmp_path / "b")
@@ -160,10 +160,10 @@ def test_the_training_time_of_a_resumed_run_counts_both_parts(data_dir, tmp_path
     torch.save(ckpt, old)
     assert 0 < kept <= first.run_seconds
     resumed = train(config(data_dir, tmp_path / "a", max_steps=6), resume="last")
-    # The resumed process's share (the total minus what the checkpoint kept) lies within its own fit().
-    assert resumed.steps == 6 and 0 < resumed.run_seconds - kept <= resumed.seconds
+    assert resumed.steps == 6 and resumed.seconds_before_resume == pytest.approx(kept)
+    assert resumed.run_seconds == pytest.approx(kept + resumed.seconds)
     unknown = train(config(data_dir, tmp_path / "b", max_steps=6), resume="last")
-    assert unknown.steps == 6 and unknown.run_seconds is None
+    assert unknown.steps == 6 and unknown.seconds_before_resume is None and unknown.run_seconds is None
     assert "not known (the run was resumed" in (tmp_path / "b" / "model" / "README.md").read_text()
 
 

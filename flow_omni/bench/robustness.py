@@ -216,13 +216,13 @@ def train_variant(
     cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True
 ) -> tuple[Path, float | None]:
     """Train one variant with the shared budget; reuses a finished run (the benchmark can be resumed).
-    Returns the model folder and the run's training wall time across resumes (None for a reused model,
-    and for a resume from a checkpoint that did not keep it)."""
+    Returns the model folder and the training time before this call resumed the run, which its
+    checkpoint kept (0 for a fresh run; None for a reused model, and where the checkpoint did not keep it)."""
     config = run_config(cfg, variant, seed, corpus, progress)
     model = _reuse(config, corpus)
     if model is not None:
         return model, None
-    return config.out / "model", train(config, resume="auto").run_seconds
+    return config.out / "model", train(config, resume="auto").seconds_before_resume
 
 
 def run_robustness(cfg: RobustnessConfig, *, progress: bool = True, title: str = "bench") -> Path:
@@ -416,8 +416,8 @@ def run_one(
     run = run_dir(cfg, variant, seed)
     trained_before = (run / "model" / "model.safetensors").is_file()
     t0 = time.perf_counter()
-    model_dir, trained_s = train_variant(cfg, variant, seed, corpus, progress)
-    train_s = time.perf_counter() - t0 if trained_s is None else trained_s
+    model_dir, before = train_variant(cfg, variant, seed, corpus, progress)
+    train_s = time.perf_counter() - t0 + (before or 0.0)  # a resumed run: with the time before the resume
     if trained_before and (run / "train_time.json").is_file():
         train_s = json.loads((run / "train_time.json").read_text())["train_s"]
     else:

@@ -556,8 +556,8 @@ class FlowHead(nn.Module):
         """
         k_total, rows, w = t_emb.shape[0], c_emb.shape[0], c_emb.shape[1]
         n_parts = 3 * len(self.res_blocks) + 2
-        # All times at once unless that exceeds the budget: a comparison, not a division, so that a
-        # compiled trajectory holds for every row count under the budget instead of one per count.
+        # All times at once unless that exceeds the budget: a comparison, not a division, so that one
+        # compiled trajectory serves the row counts from 2 up to the budget instead of one per count.
         per_time = rows * w * n_parts
         chunk = k_total if per_time * k_total <= _MODULATION_BUDGET else max(1, _MODULATION_BUDGET // per_time)
         for start in range(0, k_total, chunk):
@@ -574,13 +574,26 @@ class FlowHead(nn.Module):
 _MODULATION_BUDGET = 1 << 21
 
 
+#: Compiled versions of the trajectory that torch.compile may keep. Each solver, step count, CFG setting
+#: and head shape compiles its own, and each of those up to three times for its row counts (the first
+#: count; then any count from 2 rows up to the modulation budget, with dynamic shapes; and 1 row, which
+#: torch specialises); above the budget every chunk size compiles anew. torch.compile's default of 8
+#: would be reached by a few settings, after which it runs eager without a word.
+_RECOMPILE_LIMIT = 64
+
+
 @functools.cache
 def _compiled_trajectory():
     """``torch.compile`` of :meth:`FlowHead._trajectory`, built on first use and shared by all heads
-    (the head is an argument, so its weights are inputs of the compiled code, not constants in it).
-    Each solver, step count and CFG setting compiles for seconds on first use; a second row count
-    compiles once more, for any number of rows (``torch.compile``'s automatic dynamic shapes)."""
-    return torch.compile(FlowHead._trajectory)
+    (the head is an argument, so its weights are inputs of the compiled code, not constants in it),
+    run with room for :data:`_RECOMPILE_LIMIT` compiled versions."""
+    compiled = torch.compile(FlowHead._trajectory)
+
+    def run(*args):
+        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+            return compiled(*args)
+
+    return run
 
 
 @functools.cache

@@ -104,8 +104,6 @@ def fixed_grid_loop(fn: IndexedVelocityFn, x0: torch.Tensor, *, solver: str, ste
     ``y0 + f0 * half_dt``; heun's ``dt * (k1 * 1/2 + k2 * 1/2)``), so both routes round alike and
     agree far below 1e-5.
     """
-    if solver not in FAST_SOLVERS:
-        raise ValueError(f"no hand-written loop for solver {solver!r}; it has {list(FAST_SOLVERS)}")
     return grid_loop(fn, x0, solver=solver, dts=grid_step_sizes(steps, x0.dtype, x0.device))
 
 
@@ -113,6 +111,8 @@ def grid_loop(fn: IndexedVelocityFn, x0: torch.Tensor, *, solver: str, dts: tupl
     """:func:`fixed_grid_loop` over the step sizes ``dts`` (:func:`grid_step_sizes`), given apart so
     that ``torch.compile`` traces the loop with them as constants rather than the tensor ops and
     cache lookup that make them."""
+    if solver not in FAST_SOLVERS:
+        raise ValueError(f"no hand-written loop for solver {solver!r}; it has {list(FAST_SOLVERS)}")
     x = x0
     for i, dt in enumerate(dts):
         if solver == "euler":

@@ -88,9 +88,15 @@ class TrainResult:
     history: list[dict]
     data_report: list[str]
     eval_report: Path | None = None
-    #: training wall time of the whole run, across resumes (``seconds`` is this call's ``fit``); None for
-    #: a run resumed from a checkpoint written before the time was kept in checkpoints
-    run_seconds: float | None = None
+    #: the time in ``fit`` before this call resumed the run (0 for a fresh run), which its checkpoint kept;
+    #: None for a resume from a checkpoint written before checkpoints kept it
+    seconds_before_resume: float | None = 0.0
+
+    @property
+    def run_seconds(self) -> float | None:
+        """Wall time in ``fit`` of the whole run, across resumes (``seconds`` is this call's); None when
+        the time before a resume is not known."""
+        return None if self.seconds_before_resume is None else self.seconds_before_resume + self.seconds
 
 
 def build_model(config: TrainConfig) -> FlowOmni:
@@ -374,6 +380,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     if stages is not None:
         stages.start("train", f"to step {config.max_steps}")
     t0 = time.perf_counter()
+    clock.start(t0)
     with warnings.catch_warnings():
         # A batch whose items were all skipped returns None on purpose (FlowOmniModule.training_step).
         warnings.filterwarnings("ignore", message="`training_step` returned `None`")
@@ -384,8 +391,9 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     seconds = time.perf_counter() - t0
     model_dir = adapter_dir = None
-    # The whole run's training time, across resumes; not known for a resume from a checkpoint without it.
-    run_seconds = clock.seconds() if ckpt_path is None or clock.restored else None
+    # The time in fit before a resume, which the checkpoint kept; not known for a checkpoint written without it.
+    before = 0.0 if ckpt_path is None else (clock.before if clock.restored else None)
+    run_seconds = None if before is None else before + seconds
     record = training_record(config, trainer.global_step, run_seconds, len(data.train_entries))
     if trainer.is_global_zero:
         model.eval()
@@ -418,7 +426,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         history,
         data.report.lines,
         eval_report,
-        run_seconds,
+        before,
     )
 
 
