@@ -416,8 +416,8 @@ def run_one(
     run = run_dir(cfg, variant, seed)
     trained_before = (run / "model" / "model.safetensors").is_file()
     t0 = time.perf_counter()
-    model_dir, before = train_variant(cfg, variant, seed, corpus, progress)
-    train_s = time.perf_counter() - t0 + (before or 0.0)  # a resumed run: with the time before the resume
+    model_dir, seconds_before = train_variant(cfg, variant, seed, corpus, progress)
+    train_s = time.perf_counter() - t0 + (seconds_before or 0.0)  # a resumed run: with the time before it
     if trained_before and (run / "train_time.json").is_file():
         train_s = json.loads((run / "train_time.json").read_text())["train_s"]
     else:

@@ -392,8 +392,8 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     seconds = time.perf_counter() - t0
     model_dir = adapter_dir = None
     # The time in fit before a resume, which the checkpoint kept; not known for a checkpoint written without it.
-    before = 0.0 if ckpt_path is None else (clock.before if clock.restored else None)
-    run_seconds = None if before is None else before + seconds
+    seconds_before = 0.0 if ckpt_path is None else (clock.before if clock.restored else None)
+    run_seconds = None if seconds_before is None else seconds_before + seconds
     record = training_record(config, trainer.global_step, run_seconds, len(data.train_entries))
     if trainer.is_global_zero:
         model.eval()
@@ -426,7 +426,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         history,
         data.report.lines,
         eval_report,
-        before,
+        seconds_before,
     )
 
 
