@@ -5,7 +5,9 @@ through forward, backward, gradient clipping and an AdamW step, alternating the 
 ``--rounds`` so that a change in machine load hits each; then ``torch.profiler`` says where a float32
 step's time goes. No Lightning: only the model's own arithmetic is timed. Under bf16 autocast the
 attention runs two ways: autocast's bf16 kernels ("sdpa") and float32 kernels ("sdpa_float32", the
-recipe's), each on its own copy of the same weights.
+recipe's), each on its own copy of the same weights; and with the recipe's attention, autocast's
+matrix products emulated in float32 (``bf16-mixed emulated``, :mod:`flow_omni.emulated_bf16`, what a
+``bf16-mixed`` run does on a CPU without native bf16 kernels).
 
     python benchmarks/training_precision.py --corpus data/learn --variant continuous --threads 1
 
@@ -15,6 +17,7 @@ With ``--json PATH`` it also writes the settings, commit, machine and every step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -24,17 +27,20 @@ import torch
 from record import write_result  # benchmarks/record.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 
+from flow_omni.emulated_bf16 import emulated_bf16_matmuls
 from flow_omni.models.backbone import SDPA_FLOAT32
 from flow_omni.training.config import TrainConfig
 from flow_omni.training.datamodule import FlowOmniDataModule
 from flow_omni.training.train import build_model, recipe_path, set_trainable
 
 VARIANTS = {"continuous": {}, "kmeans": {"tokens": "kmeans", "quantizer": {"codebook_size": 256}}}
-#: (precision, attention): whether autocast is on, and the backbone's attn_implementation
+#: (precision, attention): whether autocast is on, the backbone's attn_implementation, and whether
+#: autocast's matrix products are emulated in float32
 SETTINGS = {
-    ("32-true", "sdpa"): (False, "sdpa"),
-    ("bf16-mixed", "sdpa"): (True, "sdpa"),
-    ("bf16-mixed", SDPA_FLOAT32): (True, SDPA_FLOAT32),
+    ("32-true", "sdpa"): (False, "sdpa", False),
+    ("bf16-mixed", "sdpa"): (True, "sdpa", False),
+    ("bf16-mixed", SDPA_FLOAT32): (True, SDPA_FLOAT32, False),
+    ("bf16-mixed emulated", SDPA_FLOAT32): (True, SDPA_FLOAT32, True),
 }
 
 
@@ -68,31 +74,32 @@ def main() -> None:
     loader = iter(data._loader(data.train_entries, shuffle=True))
     batches = [next(loader).batch for _ in range(args.batches + 2)]
     models, opts = {}, {}
-    for attn in {a for _, a in SETTINGS.values()}:  # the same weights under each attention implementation
+    for attn in {a for _, a, _ in SETTINGS.values()}:  # the same weights under each attention implementation
         models[attn] = build_model(cfg.merged({"model": {"overrides": {"backbone": {"attn_implementation": attn}}}}))
         models[attn].load_state_dict(model.state_dict())
         set_trainable(models[attn], cfg)
         models[attn].train()
         opts[attn] = torch.optim.AdamW(models[attn].parameters(), lr=1e-4)
 
-    def step(batch, bf16: bool, attn: str) -> float:
+    def step(batch, bf16: bool, attn: str, emulate: bool) -> float:
         m, opt = models[attn], opts[attn]
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = m(batch)
-        out.loss.backward()
+        with emulated_bf16_matmuls() if emulate else contextlib.nullcontext():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = m(batch)
+            out.loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         return time.perf_counter() - t0
 
     for b in batches[:2]:  # warm-up, every setting
-        for bf16, attn in SETTINGS.values():
-            step(b, bf16, attn)
+        for setting in SETTINGS.values():
+            step(b, *setting)
     times: dict[tuple[str, str], list[float]] = {k: [] for k in SETTINGS}
     for _ in range(args.rounds):
-        for key, (bf16, attn) in SETTINGS.items():
-            times[key] += [step(b, bf16, attn) for b in batches[2:]]
+        for key, setting in SETTINGS.items():
+            times[key] += [step(b, *setting) for b in batches[2:]]
     positions = [int(b.attention_mask.sum()) for b in batches[2:]]
     print(f"{args.variant}, {args.threads} thread(s), {len(positions)} batches of 16 ({statistics.mean(positions):.0f}")
     print("non-padding positions on average), each timed once per round and precision:\n")
@@ -103,7 +110,7 @@ def main() -> None:
         print(f"| {name} | {attn} | " + " | ".join(f"{x:.0f}" for x in ms) + " |")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for b in batches[2:5]:
-            step(b, False, "sdpa")
+            step(b, False, "sdpa", False)
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
     mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
     print(f"\nfloat32: matrix products (aten::mm, addmm, bmm) hold {100 * mm / total:.0f} % of the step's CPU time")

@@ -5,14 +5,18 @@ bf16 autocast halves a step of the learn recipe on a CPU with AVX-512 bf16, and 
 times slower on one with AVX2 alone, where torch multiplies bf16 matrices in a generic loop
 (README, "Training precision on CPUs without bf16"). A recipe that names one precision is fast on
 one kind of machine only, so the CPU recipes say ``auto`` and a run resolves it when it starts; the
-run's ``config.yaml`` then records what it trained in.
+run's ``config.yaml`` then records what it trained in. A run that names ``bf16-mixed`` on such a CPU
+trains in bf16 arithmetic at float32 speed (:mod:`flow_omni.emulated_bf16`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
+
+from flow_omni.emulated_bf16 import emulated_bf16_matmuls
 
 AUTO = "auto"
 BF16_MIXED = "bf16-mixed"
@@ -52,16 +56,43 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     return BF16_MIXED if fast_bf16_matmul(training_device(accelerator)) else FLOAT32
 
 
-def slow_bf16_warning(precision: str, accelerator: str = "auto") -> str | None:
-    """A one-line warning when ``precision`` asks for bf16 on a device without native bf16 matrix
-    products (a step then takes several times its float32 time), else None."""
+def emulates_bf16(precision: str, accelerator: str = "auto") -> bool:
+    """Whether a run in ``precision`` emulates bf16 autocast's matrix products in float32: bf16-mixed on
+    a CPU without native bf16 kernels (:mod:`flow_omni.emulated_bf16`)."""
+    return precision == BF16_MIXED and training_device(accelerator) == "cpu" and not fast_bf16_matmul("cpu")
+
+
+def bf16_arithmetic(precision: str, accelerator: str = "auto") -> contextlib.AbstractContextManager:
+    """The block a run in ``precision`` trains inside: :func:`~flow_omni.emulated_bf16.emulated_bf16_matmuls`
+    where :func:`emulates_bf16`, else nothing."""
+    if emulates_bf16(precision, accelerator):
+        return emulated_bf16_matmuls()
+    return contextlib.nullcontext()
+
+
+def precision_note(precision: str, accelerator: str = "auto") -> str | None:
+    """A one-line note when a run in ``precision`` will not use native bf16 kernels: emulated in float32
+    on a CPU (as fast as float32), or slow on another device without them; else None."""
     if not precision.startswith("bf16") or fast_bf16_matmul(training_device(accelerator)):
         return None
+    if emulates_bf16(precision, accelerator):
+        return (
+            f"note: precision {precision} on a CPU without native bf16 matrix products: they run as float32 "
+            "products of bf16-rounded inputs, rounded to bf16 (the same numbers, at float32 speed)"
+        )
     return (
-        f"precision {precision} on a device without native bf16 matrix products (torch finds no "
-        "oneDNN bf16 path on this CPU): a training step may take about ten times its float32 time; "
-        "precision: auto chooses 32-true here"
+        f"warning: precision {precision} on a device without native bf16 matrix products: a training step "
+        "may take several times its float32 time; precision: auto chooses 32-true here"
     )
 
 
-__all__ = ["AUTO", "BF16_MIXED", "FLOAT32", "fast_bf16_matmul", "resolve_precision", "slow_bf16_warning"]
+__all__ = [
+    "AUTO",
+    "BF16_MIXED",
+    "FLOAT32",
+    "bf16_arithmetic",
+    "emulates_bf16",
+    "fast_bf16_matmul",
+    "precision_note",
+    "resolve_precision",
+]

@@ -641,21 +641,35 @@ def test_bf16_mixed_trains_on_cpu_with_the_flow_head_in_float32(data_dir, tmp_pa
 def test_precision_auto_trains_in_float32_where_bf16_matmuls_are_not_native(data_dir, tmp_path, monkeypatch, capsys):
     """``precision: auto`` (the CPU recipes') is bf16-mixed where this machine multiplies bf16 matrices
     natively and 32-true elsewhere, resolved when the run starts, so that config.yaml records what the
-    run trained in; asking for bf16-mixed where bf16 is not native trains as asked, with a warning."""
+    run trained in; asking for bf16-mixed where bf16 is not native trains as asked, its matrix products
+    emulated in float32 (flow_omni.emulated_bf16) while fit runs, and says so."""
     from flow_omni import precision
+    from flow_omni.emulated_bf16 import emulation_active
+
+    class Emulated(L.Callback):
+        def __init__(self):
+            self.seen: set[bool] = set()
+
+        def on_train_batch_end(self, *args):
+            self.seen.add(emulation_active())
 
     for fast, want in ((True, "bf16-mixed"), (False, "32-true")):
         monkeypatch.setattr(precision, "fast_bf16_matmul", lambda device_type="cpu", fast=fast: fast)
         assert TrainConfig(precision="auto").with_precision_resolved().precision == want
         assert TrainConfig(precision="32-true").with_precision_resolved().precision == "32-true"
-    # Here (fast is False): auto trains in float32 and says so in config.yaml, without a warning.
-    train(config(data_dir, tmp_path / "auto", precision="auto", max_steps=1))
+    # Here (fast is False): auto trains in float32 and says so in config.yaml, without a note.
+    watch = Emulated()
+    train(config(data_dir, tmp_path / "auto", precision="auto", max_steps=1), callbacks=[watch])
     assert TrainConfig.load(tmp_path / "auto" / "config.yaml").precision == "32-true"
-    assert "warning" not in capsys.readouterr().out
-    train(config(data_dir, tmp_path / "bf16", precision="bf16-mixed", max_steps=1))
+    assert "native bf16" not in capsys.readouterr().out
+    assert watch.seen == {False}
+    watch = Emulated()
+    train(config(data_dir, tmp_path / "bf16", precision="bf16-mixed", max_steps=2), callbacks=[watch])
     assert TrainConfig.load(tmp_path / "bf16" / "config.yaml").precision == "bf16-mixed"
     out = capsys.readouterr().out
-    assert "warning: precision bf16-mixed on a device without native bf16 matrix products" in out
+    assert "note: precision bf16-mixed on a CPU without native bf16 matrix products" in out
+    assert watch.seen == {True}
+    assert not emulation_active()  # autocast's own kernels are back after the run
 
 
 def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path, capsys, chromium):

@@ -38,7 +38,7 @@ from flow_omni.model_card import TrainingRecord, write_model_card
 from flow_omni.models.backbone import locate_backbone
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
-from flow_omni.precision import slow_bf16_warning
+from flow_omni.precision import bf16_arithmetic, precision_note
 from flow_omni.stages import Stage, StageReporter
 from flow_omni.training.config import GROUPS, TrainConfig
 from flow_omni.training.report import write_eval_report
@@ -228,9 +228,9 @@ def train(
     # Resolved before anything is written, so that config.yaml and the checkpoints record the precision
     # the run trained in, not "auto".
     config = config.with_precision_resolved()
-    warning = slow_bf16_warning(config.precision, config.accelerator)
-    if warning:
-        print(f"[flow-omni] warning: {warning}")
+    note = precision_note(config.precision, config.accelerator)
+    if note:
+        print(f"[flow-omni] {note}")
     if config.threads:
         torch.set_num_threads(config.threads)
     out = check_output_folder(config.out, "out_dir")
@@ -388,7 +388,8 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
         # often than once per epoch (a run here is bounded by steps; short epochs are normal).
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
         warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
-        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        with bf16_arithmetic(config.precision, config.accelerator):
+            trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     seconds = time.perf_counter() - t0
     model_dir = adapter_dir = None
     # The time in fit before a resume, which the checkpoint kept; not known for a checkpoint written without it.

@@ -56,6 +56,7 @@ from flow_omni.config import Config
 from flow_omni.data.manifest import read_manifest
 from flow_omni.data.report import Collated, DataReport
 from flow_omni.errors import AudioError, ConfigError, FlowOmniError
+from flow_omni.precision import bf16_arithmetic
 from flow_omni.training.checkpoint_io import AtomicCheckpointIO, check_resumable
 from flow_omni.training.run_folder import RunLock, launch_rank, prepare_run_folder
 from flow_omni.training.schedule import warmup_cosine
@@ -620,7 +621,8 @@ def _train_vocoder(
         # Lightning 2.6 warns that manual-optimisation checkpoints hold the post-step weights: that
         # is what resuming needs (the loops' state also says "this batch is done").
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-        trainer.fit(module, datamodule=data, **fit_kwargs)
+        with bf16_arithmetic(config.precision, config.accelerator):
+            trainer.fit(module, datamodule=data, **fit_kwargs)
     if not trainer.interrupted:
         # ModelCheckpoint saves only every checkpoint_every_steps: make last.ckpt the end state.
         last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
