@@ -672,6 +672,31 @@ def test_precision_auto_trains_in_float32_where_bf16_matmuls_are_not_native(data
     assert not emulation_active()  # autocast's own kernels are back after the run
 
 
+def test_a_resumed_run_keeps_the_precision_it_started_in(data_dir, tmp_path, monkeypatch, capsys):
+    """A run begun with ``precision: auto`` where bf16 is native (bf16-mixed) and resumed where it is
+    not goes on in bf16-mixed, which its checkpoint names, instead of switching to what auto would
+    choose there; a precision named outright on resuming is used as named. Both say so."""
+    from flow_omni import precision
+    from flow_omni.training.checkpoint_io import read_training_checkpoint
+    from flow_omni.training.module import TRAIN_CONFIG_KEY
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(precision, "fast_bf16_matmul", lambda device_type="cpu": True)
+    train(config(data_dir, run, precision="auto", max_steps=4))
+    assert TrainConfig.load(run / "config.yaml").precision == "bf16-mixed"
+    kept = read_training_checkpoint(run / "checkpoints" / "last.ckpt")[TRAIN_CONFIG_KEY]
+    assert TrainConfig.from_dict(kept) == TrainConfig.load(run / "config.yaml")
+    capsys.readouterr()
+    monkeypatch.setattr(precision, "fast_bf16_matmul", lambda device_type="cpu": False)
+    assert train(config(data_dir, run, precision="auto", max_steps=6), resume="last").steps == 6
+    out = capsys.readouterr().out
+    assert "resuming in precision bf16-mixed, the one the run started in (auto would choose 32-true here)" in out
+    assert TrainConfig.load(run / "config.yaml").precision == "bf16-mixed"
+    train(config(data_dir, run, precision="32-true", max_steps=8), resume="last")
+    assert "resuming a run that trained in bf16-mixed in 32-true, as asked" in capsys.readouterr().out
+    assert TrainConfig.load(run / "config.yaml").precision == "32-true"
+
+
 def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path, capsys, chromium):
     from flow_omni.training.train import recipe_path
 

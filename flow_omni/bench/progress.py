@@ -20,6 +20,7 @@ from pathlib import Path
 from flow_omni.bench.cache import run_dir
 from flow_omni.bench.config import RobustnessConfig, VariantSpec
 from flow_omni.data.corpus import CorpusConfig, make_plan
+from flow_omni.precision import fast_bf16_matmul
 from flow_omni.stages import Stage, StageReporter, step_bar
 
 #: Seconds per unit of work, measured by ``make demo`` on a fresh clone of 7edd91e with nothing else running
@@ -35,9 +36,10 @@ ENCODE_S_PER_FILE = 0.078
 ENCODE_S_PER_FILE_ONE_THREAD = 0.134
 #: training, learn recipe: 500 steps x 16 items in 517 s (flow head, the slower of the two; k-means 406 s)
 TRAIN_SETUP_S, TRAIN_S_PER_SAMPLE = 28.0, 0.061
-#: A training item's cost under a precision, relative to float32: one learn-recipe step took 766 ms in
-#: bf16-mixed autocast against 1,339 ms in float32 (medians over the same batches, one thread, idle;
-#: benchmarks/training_precision.py, continuous variant).
+#: A training item's cost under a precision, relative to float32, on a CPU with native bf16: one
+#: learn-recipe step took 766 ms in bf16-mixed autocast against 1,339 ms in float32 (medians over the
+#: same batches, one thread, idle; benchmarks/training_precision.py, continuous variant). Elsewhere
+#: bf16-mixed is emulated at float32 speed (flow_omni.emulated_bf16): 1.
 PRECISION_TRAIN_FACTOR = {"bf16-mixed": 0.57}
 #: scoring: 136 prompts of 200 positions at most in 49 s (flow head) and 75 s (k-means, beside a training)
 EVAL_SETUP_S, EVAL_S_PER_POSITION = 23.0, 0.0019
@@ -74,8 +76,8 @@ def encode_seconds_per_file(jobs: int) -> float:
 
 
 def train_item_seconds(precision: str) -> float:
-    """The cost of one training item under a Lightning ``precision``."""
-    return TRAIN_S_PER_SAMPLE * PRECISION_TRAIN_FACTOR.get(precision, 1.0)
+    """The cost of one training item under a Lightning ``precision`` on this machine's CPU."""
+    return TRAIN_S_PER_SAMPLE * (PRECISION_TRAIN_FACTOR.get(precision, 1.0) if fast_bf16_matmul("cpu") else 1.0)
 
 
 def run_seconds(cfg: RobustnessConfig, steps: int, batch_size: int, precision: str) -> tuple[float, float]:

@@ -39,6 +39,8 @@ from flow_omni.training.config import TrainConfig
 from flow_omni.training.schedule import warmup_cosine
 
 TERMS = ("text", "state", "flow", "code", "ctc")
+#: Where a training checkpoint keeps the run's TrainConfig, as a dict.
+TRAIN_CONFIG_KEY = "flow_omni_train_config"
 
 
 class NonFiniteLossError(FlowOmniError, FloatingPointError):
@@ -201,6 +203,11 @@ class FlowOmniModule(L.LightningModule):
             self.log(f"val/{t}", value, batch_size=bs, sync_dist=t != "ctc")
 
     # ------------------------------------------------------------------------------- resuming
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The run's settings as plain values (read back with weights_only): a resume on another machine
+        # keeps the precision the run started in (train()).
+        checkpoint[TRAIN_CONFIG_KEY] = self.config.to_dict()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Steps after the checkpoint that were logged before a crash will be trained again: drop them.
         if self.loss_log is not None and self.loss_log.exists() and self.global_rank == 0:

@@ -38,7 +38,7 @@ from flow_omni.model_card import TrainingRecord, write_model_card
 from flow_omni.models.backbone import locate_backbone
 from flow_omni.models.flow_omni import FlowOmni, FlowOmniConfig
 from flow_omni.models.lora import apply_lora, merge_lora, save_adapter
-from flow_omni.precision import bf16_arithmetic, precision_note
+from flow_omni.precision import AUTO, bf16_arithmetic, precision_note
 from flow_omni.stages import Stage, StageReporter
 from flow_omni.training.config import GROUPS, TrainConfig
 from flow_omni.training.report import write_eval_report
@@ -225,12 +225,6 @@ def train(
             "--overwrite starts the run again from step 0 and --resume continues it; give one of them "
             "(--resume auto --overwrite resumes when there is a checkpoint and starts afresh otherwise)"
         )
-    # Resolved before anything is written, so that config.yaml and the checkpoints record the precision
-    # the run trained in, not "auto".
-    config = config.with_precision_resolved()
-    note = precision_note(config.precision, config.accelerator)
-    if note:
-        print(f"[flow-omni] {note}")
     if config.threads:
         torch.set_num_threads(config.threads)
     out = check_output_folder(config.out, "out_dir")
@@ -260,6 +254,32 @@ def train(
         return _train(config, ckpt_path, is_rank0, callbacks)
 
 
+def _resolve_precision(config: TrainConfig, ckpt_path: Path | None) -> TrainConfig:
+    """``config`` with ``precision: auto`` resolved, before anything is written, so that config.yaml and
+    the checkpoints record the precision the run trained in. A resumed run keeps the precision it
+    started in (its checkpoint says), where ``auto`` on this machine might choose another; a precision
+    named outright is used as named. Prints a note where bf16 is not native, or the resume's choice."""
+    from flow_omni.training.checkpoint_io import read_training_checkpoint
+    from flow_omni.training.module import TRAIN_CONFIG_KEY
+
+    here = config.with_precision_resolved()
+    started = None
+    if ckpt_path is not None:
+        started = (read_training_checkpoint(ckpt_path, mmap=True).get(TRAIN_CONFIG_KEY) or {}).get("precision")
+    if config.precision == AUTO and started is not None and started != here.precision:
+        print(
+            f"[flow-omni] resuming in precision {started}, the one the run started in "
+            f"(auto would choose {here.precision} here)"
+        )
+        here = dataclasses.replace(config, precision=started)
+    elif started is not None and started != here.precision:
+        print(f"[flow-omni] resuming a run that trained in {started} in {here.precision}, as asked")
+    note = precision_note(here.precision, here.accelerator)
+    if note:
+        print(f"[flow-omni] {note}")
+    return here
+
+
 def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callbacks) -> TrainResult:
     # Lightning (flow_omni[train]) and our modules built on it are imported here, not at the top, so that
     # importing flow_omni.training (configs, build_model, quick_train) works without it.
@@ -273,6 +293,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     from flow_omni.training.module import FlowOmniModule, read_loss_log
     from flow_omni.training.progress import StepProgress, lightning_tip_dropped
 
+    config = _resolve_precision(config, ckpt_path)
     out = config.out
     ckpt_dir = out / "checkpoints"
     L.seed_everything(config.seed, workers=True, verbose=False)
