@@ -10,7 +10,15 @@ inputs to bf16, multiplying them with the float32 kernel and rounding the result
 numbers the bf16 kernel gives, up to the order of the float32 sums. Inside
 :func:`emulated_bf16_matmuls` every such product runs that way. The roundings are ordinary tensor
 casts that autograd records, so the backward products also see bf16 operands and return bf16
-results, as under native autocast.
+results, as under native autocast. Where torch's bf16 backward rounds more often than that (a
+convolution's partial sums, a product scaled by ``alpha``), the emulated gradient is the more
+precise one: the exact product of the same bf16 operands, rounded once.
+
+Costs and limits: the recorded casts keep float32 copies of a product's inputs for the backward
+(twice what native autocast keeps, and a weight used several times is kept once per use, where
+autocast caches one bf16 copy); ``torch.compile`` bakes in whichever kernels were registered when it
+traced, so a graph compiled outside the block stays native inside it. Autocast to float16 is left as
+it is.
 
 Operators whose bf16 kernels also round partial results are left to those kernels, since emulating
 them would change the arithmetic: ``addbmm`` (rounds after each product of its batch), the transposed
@@ -27,6 +35,7 @@ is as fast and more precise.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import warnings
 from collections.abc import Iterator
@@ -63,6 +72,12 @@ def _to_bf16_grid(value):
     return value
 
 
+def _to_dtype(value, dtype: torch.dtype):
+    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float64:
+        return value.to(dtype)
+    return value
+
+
 def _to_bf16(value):
     if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
         return value.to(torch.bfloat16)
@@ -71,10 +86,16 @@ def _to_bf16(value):
 
 def _kernel(op: torch._ops.OpOverload):
     def emulated(*args, **kwargs):
-        args, kwargs = tree_map(_to_bf16_grid, (args, kwargs))
-        with torch.autocast("cpu", enabled=False):  # else the call below comes back here
-            out = op(*args, **kwargs)
-        return tree_map(_to_bf16, out)
+        dtype = torch.get_autocast_dtype("cpu")
+        if dtype == torch.bfloat16:
+            args, kwargs = tree_map(_to_bf16_grid, (args, kwargs))
+            with torch.autocast("cpu", enabled=False):  # else the call below comes back here
+                out = op(*args, **kwargs)
+            return tree_map(_to_bf16, out)
+        # Another autocast dtype (float16): what autocast's own kernel does, cast and call.
+        args, kwargs = tree_map(functools.partial(_to_dtype, dtype=dtype), (args, kwargs))
+        with torch.autocast("cpu", enabled=False):
+            return op(*args, **kwargs)
 
     return emulated
 
@@ -111,7 +132,10 @@ def emulated_bf16_matmuls() -> Iterator[None]:
         with _lock:
             _active -= 1
             if _active == 0 and _library is not None:
-                _library._destroy()  # puts autocast's own kernels back
+                # Puts autocast's own kernels back (what the library's finaliser does when it is collected).
+                destroy = getattr(_library, "_destroy", None)
+                if destroy is not None:
+                    destroy()
                 _library = None
 
 

@@ -59,7 +59,11 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
 def emulates_bf16(precision: str, accelerator: str = "auto") -> bool:
     """Whether a run in ``precision`` emulates bf16 autocast's matrix products in float32: bf16-mixed on
     a CPU without native bf16 kernels (:mod:`flow_omni.emulated_bf16`)."""
-    return precision == BF16_MIXED and training_device(accelerator) == "cpu" and not fast_bf16_matmul("cpu")
+    return (
+        precision in (BF16_MIXED, "bf16")  # "bf16": Lightning's alias
+        and training_device(accelerator) == "cpu"
+        and not fast_bf16_matmul("cpu")
+    )
 
 
 def bf16_arithmetic(precision: str, accelerator: str = "auto") -> contextlib.AbstractContextManager:
@@ -77,8 +81,9 @@ def precision_note(precision: str, accelerator: str = "auto") -> str | None:
         return None
     if emulates_bf16(precision, accelerator):
         return (
-            f"note: precision {precision} on a CPU without native bf16 matrix products: they run as float32 "
-            "products of bf16-rounded inputs, rounded to bf16 (the same numbers, at float32 speed)"
+            f"note: precision {precision} on a CPU without native bf16 matrix products: linear layers, "
+            "matmuls and convolutions run as float32 products of bf16-rounded inputs, rounded to bf16 "
+            "(bf16 results at float32 speed); attention in bf16 stays on torch's slower kernel"
         )
     return (
         f"warning: precision {precision} on a device without native bf16 matrix products: a training step "

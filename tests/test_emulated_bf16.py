@@ -29,7 +29,8 @@ CASES = {
     "conv3d.default": ((_r(1, 2, 5, 5, 5), _r(3, 2, 3, 3, 3)), lambda x, k: F.conv3d(x, k)),
     "conv3d.padding": ((_r(1, 2, 5, 5, 5), _r(3, 2, 3, 3, 3)), lambda x, k: F.conv3d(x, k, padding="same")),
 }
-#: The convolutions' bf16 backward kernels round partial sums: their gradients agree more loosely.
+#: The convolutions' bf16 backward kernels round partial sums, where the emulation rounds the exact
+#: product once: their gradients agree more loosely.
 LOOSE_GRADIENTS = {n for n in EMULATED_OPS if n.startswith("conv")}
 #: Left to their bf16 kernels, which round partial results or intermediates (the module's docstring).
 NOT_EMULATED = {
@@ -79,6 +80,7 @@ def test_emulated_products_equal_the_bf16_kernels(name):
     torch.testing.assert_close(out.float(), native_out.float(), rtol=2**-7, atol=2**-7 * float(native_out.abs().max()))
     for grad, native in zip(grads, native_grads, strict=True):
         assert grad.dtype == native.dtype == torch.float32
+        assert torch.equal(grad, grad.bfloat16().float()), f"{name}: a gradient off the bf16 grid"
         if name in LOOSE_GRADIENTS:
             torch.testing.assert_close(grad, native, rtol=2**-5, atol=2**-5 * float(native.abs().max()))
         else:
@@ -95,15 +97,40 @@ def test_operators_that_round_partial_results_keep_the_bf16_kernels(name):
     assert all(torch.equal(g, n) for g, n in zip(grads, native_grads, strict=True))
 
 
+def _kernels() -> dict[str, str]:
+    """What the dispatcher holds for each emulated operator (which kernel, registered where)."""
+    return {name: torch._C._dispatch_dump(f"aten::{name.removesuffix('.default')}") for name in EMULATED_OPS}
+
+
 def test_autocasts_own_kernels_come_back_after_the_block_and_blocks_nest():
-    before, _ = _run("linear.default")
+    before = _kernels()
     with emulated_bf16_matmuls():
+        inside = _kernels()
+        assert all("emulated_bf16.py" in inside[name] for name in EMULATED_OPS)
         with emulated_bf16_matmuls():
             pass
-        assert emulation_active()  # the inner block's exit kept the outer block's kernels
+        assert _kernels() == inside  # the inner block's exit kept the outer block's kernels
+        assert emulation_active()
     assert not emulation_active()
-    after, _ = _run("linear.default")
-    assert torch.equal(before, after)
+    assert _kernels() == before
+
+
+def test_the_kernels_come_back_when_the_block_raises():
+    before = _kernels()
+    with pytest.raises(RuntimeError, match="inside"):
+        with emulated_bf16_matmuls():
+            raise RuntimeError("inside")
+    assert _kernels() == before
+
+
+def test_float16_autocast_is_left_as_it_is():
+    x, w = _r(9, 32), _r(24, 32)
+    with torch.autocast("cpu", dtype=torch.float16):
+        native = F.linear(x, w)
+    with emulated_bf16_matmuls(), torch.autocast("cpu", dtype=torch.float16):
+        inside = F.linear(x, w)
+    assert inside.dtype == native.dtype == torch.float16
+    assert torch.equal(inside, native)
 
 
 def test_products_outside_autocast_are_untouched():

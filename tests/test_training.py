@@ -678,14 +678,14 @@ def test_a_resumed_run_keeps_the_precision_it_started_in(data_dir, tmp_path, mon
     choose there; a precision named outright on resuming is used as named. Both say so."""
     from flow_omni import precision
     from flow_omni.training.checkpoint_io import read_training_checkpoint
-    from flow_omni.training.module import TRAIN_CONFIG_KEY
+    from flow_omni.training.module import TRAIN_CONFIG_KEY, FlowOmniModule
 
     run = tmp_path / "run"
     monkeypatch.setattr(precision, "fast_bf16_matmul", lambda device_type="cpu": True)
     train(config(data_dir, run, precision="auto", max_steps=4))
     assert TrainConfig.load(run / "config.yaml").precision == "bf16-mixed"
     kept = read_training_checkpoint(run / "checkpoints" / "last.ckpt")[TRAIN_CONFIG_KEY]
-    assert TrainConfig.from_dict(kept) == TrainConfig.load(run / "config.yaml")
+    assert TrainConfig.from_yaml(kept) == TrainConfig.load(run / "config.yaml")
     capsys.readouterr()
     monkeypatch.setattr(precision, "fast_bf16_matmul", lambda device_type="cpu": False)
     assert train(config(data_dir, run, precision="auto", max_steps=6), resume="last").steps == 6
@@ -695,6 +695,16 @@ def test_a_resumed_run_keeps_the_precision_it_started_in(data_dir, tmp_path, mon
     train(config(data_dir, run, precision="32-true", max_steps=8), resume="last")
     assert "resuming a run that trained in bf16-mixed in 32-true, as asked" in capsys.readouterr().out
     assert TrainConfig.load(run / "config.yaml").precision == "32-true"
+    # A checkpoint written before checkpoints kept their config: the run folder's config.yaml says.
+    monkeypatch.setattr(FlowOmniModule, "on_save_checkpoint", lambda self, checkpoint: None)
+    old = tmp_path / "old"
+    monkeypatch.setattr(precision, "fast_bf16_matmul", lambda device_type="cpu": True)
+    train(config(data_dir, old, precision="auto", max_steps=4))
+    assert TRAIN_CONFIG_KEY not in read_training_checkpoint(old / "checkpoints" / "last.ckpt")
+    monkeypatch.setattr(precision, "fast_bf16_matmul", lambda device_type="cpu": False)
+    train(config(data_dir, old, precision="auto", max_steps=6), resume="last")
+    assert "resuming in precision bf16-mixed, the one the run started in" in capsys.readouterr().out
+    assert TrainConfig.load(old / "config.yaml").precision == "bf16-mixed"
 
 
 def test_noisy_finetune_reports_before_and_after(data_dir, straight, tmp_path, capsys, chromium):

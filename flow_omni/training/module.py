@@ -39,7 +39,7 @@ from flow_omni.training.config import TrainConfig
 from flow_omni.training.schedule import warmup_cosine
 
 TERMS = ("text", "state", "flow", "code", "ctc")
-#: Where a training checkpoint keeps the run's TrainConfig, as a dict.
+#: Where a training checkpoint keeps the run's TrainConfig, as YAML text.
 TRAIN_CONFIG_KEY = "flow_omni_train_config"
 
 
@@ -204,9 +204,9 @@ class FlowOmniModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------- resuming
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # The run's settings as plain values (read back with weights_only): a resume on another machine
-        # keeps the precision the run started in (train()).
-        checkpoint[TRAIN_CONFIG_KEY] = self.config.to_dict()
+        # The run's settings as the YAML text config.yaml holds (a string loads with weights_only, whatever
+        # the config holds): a resume on another machine keeps the precision the run started in (train()).
+        checkpoint[TRAIN_CONFIG_KEY] = self.config.to_yaml()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Steps after the checkpoint that were logged before a crash will be trained again: drop them.

@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.checks import check_output_folder
@@ -254,30 +255,42 @@ def train(
         return _train(config, ckpt_path, is_rank0, callbacks)
 
 
-def _resolve_precision(config: TrainConfig, ckpt_path: Path | None) -> TrainConfig:
+def _resolve_precision(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool) -> TrainConfig:
     """``config`` with ``precision: auto`` resolved, before anything is written, so that config.yaml and
     the checkpoints record the precision the run trained in. A resumed run keeps the precision it
-    started in (its checkpoint says), where ``auto`` on this machine might choose another; a precision
-    named outright is used as named. Prints a note where bf16 is not native, or the resume's choice."""
-    from flow_omni.training.checkpoint_io import read_training_checkpoint
-    from flow_omni.training.module import TRAIN_CONFIG_KEY
-
+    started in, where ``auto`` on this machine might choose another; a precision named outright is
+    used as named. Rank 0 prints a note where bf16 is not native, or what the resume chose."""
     here = config.with_precision_resolved()
-    started = None
-    if ckpt_path is not None:
-        started = (read_training_checkpoint(ckpt_path, mmap=True).get(TRAIN_CONFIG_KEY) or {}).get("precision")
+    started = None if ckpt_path is None else _checkpoint_precision(ckpt_path, config.out)
+    say = print if is_rank0 else (lambda *_: None)
     if config.precision == AUTO and started is not None and started != here.precision:
-        print(
+        say(
             f"[flow-omni] resuming in precision {started}, the one the run started in "
             f"(auto would choose {here.precision} here)"
         )
         here = dataclasses.replace(config, precision=started)
     elif started is not None and started != here.precision:
-        print(f"[flow-omni] resuming a run that trained in {started} in {here.precision}, as asked")
+        say(f"[flow-omni] resuming a run that trained in {started} in {here.precision}, as asked")
     note = precision_note(here.precision, here.accelerator)
     if note:
-        print(f"[flow-omni] {note}")
+        say(f"[flow-omni] {note}")
     return here
+
+
+def _checkpoint_precision(ckpt_path: Path, out: Path) -> str | None:
+    """The precision the run in ``ckpt_path`` trained in: its checkpoint's config, or for a checkpoint
+    written before checkpoints kept one, the config.yaml of the run folder it lies in; else None."""
+    from flow_omni.training.checkpoint_io import read_training_checkpoint
+    from flow_omni.training.module import TRAIN_CONFIG_KEY
+
+    text = read_training_checkpoint(ckpt_path, mmap=True).get(TRAIN_CONFIG_KEY)
+    folder_config = out / "config.yaml"
+    if not isinstance(text, str) and ckpt_path.resolve().parent.parent == out.resolve() and folder_config.is_file():
+        text = folder_config.read_text()
+    # Only the precision is read: a config of another version of the library may not load as a whole.
+    settings = yaml.safe_load(text) if isinstance(text, str) else None
+    precision = settings.get("precision") if isinstance(settings, dict) else None
+    return precision if isinstance(precision, str) else None
 
 
 def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callbacks) -> TrainResult:
@@ -293,7 +306,7 @@ def _train(config: TrainConfig, ckpt_path: Path | None, is_rank0: bool, callback
     from flow_omni.training.module import FlowOmniModule, read_loss_log
     from flow_omni.training.progress import StepProgress, lightning_tip_dropped
 
-    config = _resolve_precision(config, ckpt_path)
+    config = _resolve_precision(config, ckpt_path, is_rank0)
     out = config.out
     ckpt_dir = out / "checkpoints"
     L.seed_everything(config.seed, workers=True, verbose=False)
