@@ -24,8 +24,7 @@ Operators whose bf16 kernels also round partial results are left to those kernel
 them would change the arithmetic: ``addbmm`` (rounds after each product of its batch), the transposed
 convolutions (round their overlapping sums) and attention (rounds the softmax weights before
 multiplying them by the values; the ``learn`` recipe's ``sdpa_float32`` attention runs in float32
-anyway). The backward of a convolution also rounds partial sums in its bf16 kernel, so gradients
-through an emulated convolution can differ from it by a bf16 step or two.
+anyway).
 
 This is what lets a run that asks for ``bf16-mixed`` train in bf16 arithmetic on such a machine (a
 grid whose first runs trained in bf16, say). ``precision: auto`` still chooses float32 there, which
