@@ -64,17 +64,18 @@ _active = 0
 _library: torch.library.Library | None = None
 
 
+def _cast_by_autocast(value) -> bool:
+    """Whether autocast casts ``value`` to its lower precision: a float tensor other than float64."""
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float64
+
+
 def _to_bf16_grid(value):
-    """A float tensor autocast would cast, as float32 holding its bf16 rounding; anything else as it is."""
-    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float64:
-        return value.to(torch.bfloat16).float()
-    return value
+    """A tensor autocast would cast, as float32 holding its bf16 rounding; anything else as it is."""
+    return value.to(torch.bfloat16).float() if _cast_by_autocast(value) else value
 
 
 def _to_dtype(value, dtype: torch.dtype):
-    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float64:
-        return value.to(dtype)
-    return value
+    return value.to(dtype) if _cast_by_autocast(value) else value
 
 
 def _to_bf16(value):
