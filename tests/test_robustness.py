@@ -58,6 +58,34 @@ def test_conditions_and_config_errors():
         RobustnessConfig.from_dict({"variants": [{"name": "x"}, {"name": "x"}]})
 
 
+def test_babble_talkers_are_synthesised_once_and_are_the_fixed_seeds(monkeypatch):
+    """Babble under a condition mixes in the fixed synthetic talkers, made once per process: they took
+    about half a second a call, and the benchmark mixes babble into every item of every babble cell."""
+    import flow_omni.audio.augment as augment
+    from flow_omni.audio.synth import synth_corpus
+    from flow_omni.eval.heldout import apply_condition
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("sample_rate"))
+        return synth_corpus(*args, **kwargs)
+
+    monkeypatch.setattr(augment, "synth_corpus", counted)
+    augment._babble_talkers.cache_clear()
+    audio = 0.1 * torch.randn(12000, generator=torch.Generator().manual_seed(0))
+    heard = [apply_condition(audio, "babble@5", seed=s) for s in (1, 2, 1)]
+    assert calls == [24000]
+    assert torch.equal(heard[0], heard[2]) and not torch.equal(heard[0], heard[1])
+    talkers = synth_corpus(8, seed=12345, sample_rate=24000)
+    assert torch.equal(heard[0], apply_condition(audio, "babble@5", seed=1, babble_pool=talkers))
+    # A caller that changes its copy of the talkers changes no one else's.
+    mine = augment.synthetic_babble_pool()
+    mine[0].zero_()
+    assert all(torch.equal(a, b) for a, b in zip(augment.synthetic_babble_pool(), talkers))
+    augment._babble_talkers.cache_clear()  # the next user synthesises with the real function
+
+
 def test_reverb_condition_is_a_deterministic_room_that_keeps_length_and_loudness():
     from flow_omni.eval.heldout import apply_condition
 

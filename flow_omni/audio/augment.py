@@ -15,6 +15,7 @@ Typical use as a data transform (per-example seeds keep epochs reproducible)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -78,9 +79,18 @@ class AugmentConfig(Config):
 
 
 def synthetic_babble_pool(sample_rate: int = 24000) -> list[torch.Tensor]:
-    """The talkers babble is drawn from when no real speech is given: 8 synthetic utterances, always the
-    same ones (a fixed seed), so that babble works out of the box and repeats for a seed."""
-    return synth_corpus(8, seed=12345, sample_rate=sample_rate)
+    """The talkers babble is drawn from when no real speech is given: 8 synthetic utterances ``(T_i,)``,
+    always the same ones (a fixed seed), so that babble works out of the box and repeats for a seed.
+
+    They are synthesised once per process and sample rate (the benchmark mixes babble into every test
+    item of every babble condition) and handed out as copies, so a caller that changes its copy
+    changes no one else's."""
+    return [t.clone() for t in _babble_talkers(sample_rate)]
+
+
+@functools.lru_cache(maxsize=4)
+def _babble_talkers(sample_rate: int) -> tuple[torch.Tensor, ...]:
+    return tuple(synth_corpus(8, seed=12345, sample_rate=sample_rate))
 
 
 class Augmenter:

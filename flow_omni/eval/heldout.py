@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flow_omni.audio.augment import synthetic_babble_pool
 from flow_omni.audio.io import load_audio
 from flow_omni.audio.noise import NOISE_KINDS, make_noise, mix_at_snr
 from flow_omni.audio.perturb import MAX_RT60, add_reverb, pitch_shift, speed_perturb
-from flow_omni.audio.synth import synth_corpus
 from flow_omni.data.manifest import ManifestEntry, read_manifest
 from flow_omni.errors import ConfigError
 from flow_omni.eval.audio_metrics import mel_distance
@@ -80,7 +80,7 @@ def apply_condition(
     if kind == "reverb":
         return add_reverb(audio, sample_rate, value, rng)
     if kind == "babble" and not babble_pool:
-        babble_pool = synth_corpus(8, seed=12345, sample_rate=sample_rate)
+        babble_pool = synthetic_babble_pool(sample_rate)
     noise = make_noise(
         kind, audio.shape[0], rng, utterances=list(babble_pool) if kind == "babble" else None, sample_rate=sample_rate
     )
