@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -25,6 +26,51 @@ def test_aggregate_mean_and_std_by_hand():
     ]
     (agg,) = aggregate(rows)
     assert agg["mean"] == pytest.approx(0.4) and agg["std"] == pytest.approx(0.2) and agg["seeds"] == 3
+    assert agg["by_seed"] == {0: 0.2, 1: 0.4, 2: 0.6}
+
+
+def test_differences_are_marked_by_welch_and_paired_t_tests_over_seeds():
+    """``*`` in the report: Welch's t-test between two variants' seeds, a paired t-test for a fine-tune
+    (each seed against itself), both at 5 %; the same verdicts as scipy's own tests."""
+    from scipy import stats
+
+    from flow_omni.eval.report import change, difference, paired, welch
+
+    rng = np.random.default_rng(0)
+    verdicts = set()
+    for _ in range(200):
+        n, m = rng.integers(2, 6, size=2)
+        x, y = rng.normal(0, 1, n), rng.normal(rng.normal(0, 2), rng.uniform(0.2, 2), m)
+        d, marked = welch(x, y)
+        assert d == pytest.approx(x.mean() - y.mean())
+        assert marked == (stats.ttest_ind(x, y, equal_var=False).pvalue < 0.05)
+        after = x + rng.normal(rng.normal(0, 1), rng.uniform(0.1, 1), n)
+        d, marked = paired(dict(enumerate(x)), dict(enumerate(after)))
+        assert d == pytest.approx((after - x).mean())
+        assert marked == (stats.ttest_rel(after, x).pvalue < 0.05)
+        verdicts.add(marked)
+    assert verdicts == {True, False}  # the cases above are not all on one side
+    # Nothing to tell retraining noise by: one seed, or no spread at all.
+    assert welch([0.5], [0.1, 0.2]) == (pytest.approx(0.35), False)
+    assert welch([0.5, 0.5], [0.1, 0.1]) == (pytest.approx(0.4), False)
+    assert paired({0: 0.1, 1: 0.2}, {0: 0.3, 1: 0.4}) == (pytest.approx(0.2), False)
+    assert math.isnan(paired({0: 0.1}, {1: 0.2})[0])
+    # In the report's cells: averaged over conditions seed by seed, and a fine-tune paired by seed.
+    cer_by_seed = {  # (variant, condition): seeds 0, 1, 2
+        ("a", "white@0"): (0.50, 0.52, 0.49),
+        ("a", "babble@0"): (0.70, 0.72, 0.69),
+        ("b", "white@0"): (0.10, 0.12, 0.11),
+        ("b", "babble@0"): (0.30, 0.31, 0.29),
+    }
+    rows = [
+        {"variant": v, "seed": s, "task": "asr", "condition": c, "metric": "cer", "value": x, "n": 4}
+        for (v, c), values in cer_by_seed.items()
+        for s, x in enumerate(values)
+    ]
+    agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(rows)}
+    assert difference(agg, "b", "a", "asr", ["white@0", "babble@0"], "cer") == "-0.398 *"
+    assert difference(agg, "b", "a", "asr", ["pink@0"], "cer") == "—"
+    assert change(agg, "a", "b", "asr", "white@0", "cer") == "-0.393 *"
 
 
 def test_metrics_table_has_a_line_per_metric_and_a_column_per_variant():
@@ -538,3 +584,24 @@ def test_what_was_learned_reads_speech_against_its_ceilings():
     assert "codes" not in line
     line = learned(agg(whisper_wer=0.6, whisper_wer_ceiling=0.33, whisper_wer_tokens=0.55), "m")
     assert "against 0.33 for the resynthesised reference and 0.55 for the reference in its codes, not yet" in line
+
+
+def test_grid_summary_script_reads_the_kept_results(tmp_path):
+    """``benchmarks/robustness_summary.py`` on the committed grid results: the tables of the report over the
+    runs kept so far, and one line with exit code 2 for a file that is not such a JSON."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script, results = root / "benchmarks" / "robustness_summary.py", root / "benchmarks" / "results" / "robustness.json"
+    done = subprocess.run([sys.executable, script, "--json", results], capture_output=True, text=True, check=True)
+    kept = json.loads(results.read_text())
+    assert f"{len(kept['runs_finished'])} of {len(kept['runs_planned'])} runs scored" in done.stdout
+    assert "## Differences from continuous" in done.stdout and "| kmeans |" in done.stdout
+    assert "## Noisy-domain fine-tune: before → after" in done.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    failed = subprocess.run([sys.executable, script, "--json", bad], capture_output=True, text=True)
+    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.stderr.count("\n") == 1 and "not a results JSON of benchmarks/robustness_grid.py" in failed.stderr

@@ -7,6 +7,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
+
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.eval.document import Block, Bullets, Heading, Images, Table, Text, to_html, to_markdown
 from flow_omni.eval.robustness import FINETUNED, UNSEEN, aggregate
@@ -271,31 +274,93 @@ COMPARED = (
 )
 
 
-def _pooled(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str) -> tuple[float, float, int]:
-    """(mean, variance of that mean over seeds, seeds) of a metric averaged over ``conds``; NaN when missing."""
+#: Two-sided level of the tests that mark a difference with ``*``.
+SIGNIFICANCE = 0.05
+
+
+def seed_values(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str) -> dict[int, float]:
+    """Seed → the metric averaged over ``conds``, for the seeds of ``v`` scored on all of them (empty when
+    a condition is missing)."""
     cells = [agg.get((v, task, c, metric)) for c in conds]
     if not cells or any(a is None for a in cells):
-        return math.nan, math.nan, 0
-    n = min(a["seeds"] for a in cells)
-    mean = sum(a["mean"] for a in cells) / len(cells)
-    # The conditions of one seed share the model, so their errors add as if correlated (an upper bound).
-    std = sum(a["std"] for a in cells) / len(cells)
-    return mean, std**2 / n, n
+        return {}
+    seeds = set.intersection(*(set(a["by_seed"]) for a in cells))
+    return {s: sum(a["by_seed"][s] for a in cells) / len(cells) for s in sorted(seeds)}
+
+
+def welch(x: Sequence[float], y: Sequence[float]) -> tuple[float, bool]:
+    """``mean(x) - mean(y)``, and whether Welch's t-test rejects equal means at :data:`SIGNIFICANCE`.
+
+    For two groups of independent trainings (seeds of two variants). It needs two values on each side
+    and some spread: without them nothing can be told from retraining noise, and the answer is False."""
+    d = float(np.mean(x) - np.mean(y))
+    if len(x) < 2 or len(y) < 2:
+        return d, False
+    a, b = _variance(x) / len(x), _variance(y) / len(y)
+    if a + b <= 0:
+        return d, False
+    df = (a + b) ** 2 / (a**2 / (len(x) - 1) + b**2 / (len(y) - 1))  # Welch-Satterthwaite
+    return d, abs(d) > stats.t.ppf(1 - SIGNIFICANCE / 2, df) * math.sqrt(a + b)
+
+
+def paired(before: dict[int, float], after: dict[int, float]) -> tuple[float, bool]:
+    """The mean change ``after - before`` over the seeds both have, and whether a paired t-test rejects
+    no change at :data:`SIGNIFICANCE` (each seed's model against itself after a change: a fine-tune).
+    NaN when no seed is shared; False with one seed or changes that are all equal."""
+    changes = [after[s] - before[s] for s in sorted(set(before) & set(after))]
+    if not changes:
+        return math.nan, False
+    d = float(np.mean(changes))
+    if len(changes) < 2:
+        return d, False
+    se = math.sqrt(_variance(changes) / len(changes))
+    return d, bool(se > 0 and abs(d) > stats.t.ppf(1 - SIGNIFICANCE / 2, len(changes) - 1) * se)
+
+
+def _variance(values: Sequence[float]) -> float:
+    """The sample variance, with values equal up to float rounding (12 decimals) counted as equal: two
+    changes of 0.3 - 0.1 and 0.4 - 0.2 have no spread, not a spread of 1e-17 that makes any mean significant."""
+    return float(np.var(np.round(np.asarray(values, dtype=float), 12), ddof=1))
+
+
+def _signed(d: float, marked: bool) -> str:
+    return "—" if math.isnan(d) else f"{d:+.3f}{' *' if marked else ''}"
 
 
 def difference(agg: dict[tuple, dict], v: str, ref: str, task: str, conds: Sequence[str], metric: str) -> str:
-    """``v`` minus ``ref`` on a metric, marked ``*`` when it exceeds twice its standard error over seeds.
-
-    Each variant's seeds are independent trainings, so the error of the difference of the two means is
-    ``sqrt(s_v² / n_v + s_ref² / n_ref)``; with one seed there is no spread and nothing is marked."""
-    mv, var_v, nv = _pooled(agg, v, task, conds, metric)
-    mr, var_r, nr = _pooled(agg, ref, task, conds, metric)
-    if math.isnan(mv) or math.isnan(mr):
+    """``v`` minus ``ref`` on a metric averaged over ``conds``, marked ``*`` where Welch's t-test over the
+    two variants' seeds (:func:`welch`) says it is beyond retraining noise; "—" when one is missing."""
+    x, y = seed_values(agg, v, task, conds, metric), seed_values(agg, ref, task, conds, metric)
+    if not x or not y:
         return "—"
-    d = mv - mr
-    se = math.sqrt(var_v + var_r)
-    beyond = nv > 1 and nr > 1 and abs(d) > 2 * se
-    return f"{d:+.3f}{' *' if beyond else ''}"
+    return _signed(*welch(list(x.values()), list(y.values())))
+
+
+def change(agg: dict[tuple, dict], before: str, after: str, task: str, cond: str, metric: str) -> str:
+    """``after`` minus ``before`` on one cell, seed by seed, marked ``*`` where :func:`paired` rejects no change."""
+    return _signed(*paired(*(seed_values(agg, v, task, [cond], metric) for v in (before, after))))
+
+
+def pooled_cell(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str) -> str:
+    """A metric averaged over ``conds`` as ``mean ± std`` over seeds (the mean alone for one seed)."""
+    values = list(seed_values(agg, v, task, conds, metric).values())
+    if not values:
+        return "—"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def compared_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: Sequence[str]) -> list[Block]:
+    """The summary metrics (:data:`COMPARED`) of every variant, with the seeds each has so far."""
+    seeds = {v: max((a["seeds"] for k, a in agg.items() if k[0] == v), default=0) for v in variants}
+    return [
+        Table(
+            ["variant", "seeds", *(label for label, *_ in COMPARED)],
+            [
+                [v, str(seeds[v]), *(pooled_cell(agg, v, task, conds or worst, m) for _, task, conds, m in COMPARED)]
+                for v in variants
+            ],
+        )
+    ]
 
 
 def differences_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: Sequence[str]) -> list[Block]:
@@ -305,10 +370,12 @@ def differences_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: S
         Heading(f"Differences from {ref}"),
         Text(
             [
-                f"Each cell is the variant's mean minus {ref}'s, over seeds. `*`: the difference exceeds twice "
-                "its standard error over seeds (each variant's seeds are separate trainings on the same test "
-                f"items); unmarked differences are within what retraining alone moves. `@0 dB` averages "
-                f"{', '.join(worst)}. Lower is better for CER, WER and mel L1; higher for accuracy."
+                f"Each cell is the variant's mean minus {ref}'s, over seeds. `*`: Welch's t-test over the two "
+                f"variants' seeds rejects equal means at the {SIGNIFICANCE:.0%} level (two-sided; each seed is a "
+                "separate training, scored on the same test items). With two or three seeds a variant, only a "
+                "large and steady difference is marked; an unmarked one is not shown to exceed what retraining "
+                f"alone moves. `@0 dB` averages {', '.join(worst)}, seed by seed. Lower is better for CER, WER "
+                "and mel L1; higher for accuracy."
             ]
         ),
         Table(
@@ -328,8 +395,9 @@ def finetune_blocks(agg: dict[tuple, dict], variants: Sequence[str], conditions:
         Text(
             [
                 "The noisy_finetune recipe from each trained model (noise, rate, pitch and room augmentation on "
-                "the input side only), scored on the same test audio before and after. `*` marks a change "
-                "beyond twice its standard error over seeds (unpaired, so cautious: before and after share a seed). "
+                "the input side only), scored on the same test audio before and after. The change is the mean "
+                "over seeds of each seed's model after its fine-tune minus the same model before; `*`: a paired "
+                f"t-test over seeds rejects no change at the {SIGNIFICANCE:.0%} level (two-sided). "
                 "Clean and unseen voices show whether it forgets."
             ]
         ),
@@ -346,7 +414,7 @@ def finetune_blocks(agg: dict[tuple, dict], variants: Sequence[str], conditions:
                 row += [
                     _cell(agg, (v, task, c, metric)),
                     _cell(agg, (after, task, c, metric)),
-                    difference(agg, after, v, task, [c], metric),
+                    change(agg, v, after, task, c, metric),
                 ]
             rows.append(row)
         blocks += [Text([f"**{label}**"]), Table(header, rows)]

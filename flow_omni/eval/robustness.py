@@ -251,13 +251,14 @@ def evaluate_model(
 
 # ------------------------------------------------------------------------------ aggregation
 def aggregate(rows: Sequence[dict]) -> list[dict]:
-    """Mean ± std over seeds for every (variant, task, condition, metric)."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
+    """Mean ± std over seeds for every (variant, task, condition, metric), with each seed's value
+    (``by_seed``: seed → value), which paired comparisons need."""
+    groups: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in rows:
-        groups[(r["variant"], r["task"], r["condition"], r["metric"])].append(r["value"])
+        groups[(r["variant"], r["task"], r["condition"], r["metric"])][r["seed"]] = r["value"]
     out = []
-    for (v, t, c, m), vals in groups.items():
-        arr = np.asarray(vals, dtype=float)
+    for (v, t, c, m), by_seed in groups.items():
+        arr = np.asarray(list(by_seed.values()), dtype=float)
         out.append(
             {
                 "variant": v,
@@ -267,6 +268,7 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
                 "mean": float(arr.mean()),
                 "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
                 "seeds": len(arr),
+                "by_seed": by_seed,
             }
         )
     return out
