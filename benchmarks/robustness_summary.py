@@ -5,7 +5,8 @@ finished seeds), the differences from the continuous baseline, and the noisy fin
 
 It reads only the JSON that ``benchmarks/robustness_grid.py`` writes (every kept run's rows), so it works
 on an unfinished grid and on results of another commit, and prints Markdown with the report's own tables
-(:mod:`flow_omni.eval.report`): a difference is marked ``*`` beyond twice its standard error over seeds.
+(:mod:`flow_omni.eval.report`): a difference between variants is marked ``*`` where Welch's t-test over
+their seeds finds it at the 5 % level, a fine-tune's change where a paired t-test over seeds does.
 """
 
 from __future__ import annotations
@@ -27,19 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.json)
     try:
         data = json.loads(path.read_text())
-        rows, planned = data["rows"], data["runs_planned"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"error: {path}: not a results JSON of benchmarks/robustness_grid.py ({exc})", file=sys.stderr)
+        rows, planned, finished, commit = data["rows"], data["runs_planned"], data["runs_finished"], data["commit"]
+        agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(rows)}
+        variants = list(dict.fromkeys(r["variant"] for r in rows))
+        base = [v for v in dict.fromkeys(name.rsplit("-seed", 1)[0] for name in planned) if v in variants]
+        asr = (r["condition"] for r in rows if r["task"] == "asr" and r["condition"] != UNSEEN)
+        conditions = list(dict.fromkeys(asr))
+        runs = f"{len(finished)} of {len(planned)} runs scored ({path}, commit {str(commit)})."
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(f"error: {path}: not a results JSON of benchmarks/robustness_grid.py ({exc!r})", file=sys.stderr)
         return 2
-    agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(rows)}
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
-    base = [v for v in dict.fromkeys(name.rsplit("-seed", 1)[0] for name in planned) if v in variants]
     tuned = [v for v in base if v + FINETUNED in variants]
-    conditions = list(dict.fromkeys(r["condition"] for r in rows if r["task"] == "asr" and r["condition"] != UNSEEN))
     worst = [c for c in conditions if c.endswith("@0")] or conditions[-1:]
     blocks = [
         Heading("The grid so far"),
-        Text([f"{len(data['runs_finished'])} of {len(planned)} runs scored ({path}, commit {data['commit'][:7]})."]),
+        Text([runs]),
         *compared_blocks(agg, base + [v + FINETUNED for v in tuned], worst),
     ]
     if len(base) > 1:

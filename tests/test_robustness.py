@@ -34,7 +34,7 @@ def test_differences_are_marked_by_welch_and_paired_t_tests_over_seeds():
     (each seed against itself), both at 5 %; the same verdicts as scipy's own tests."""
     from scipy import stats
 
-    from flow_omni.eval.report import change, difference, paired, welch
+    from flow_omni.eval.report import change, difference, paired, pooled_cell, seed_values, welch
 
     rng = np.random.default_rng(0)
     verdicts = set()
@@ -70,7 +70,19 @@ def test_differences_are_marked_by_welch_and_paired_t_tests_over_seeds():
     agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(rows)}
     assert difference(agg, "b", "a", "asr", ["white@0", "babble@0"], "cer") == "-0.398 *"
     assert difference(agg, "b", "a", "asr", ["pink@0"], "cer") == "—"
-    assert change(agg, "a", "b", "asr", "white@0", "cer") == "-0.393 *"
+    assert change(agg, "a", "b", "asr", "white@0", "cer") == ["0.503 ± 0.015", "0.110 ± 0.010", "-0.393 *"]
+    # A seed scored in one condition only counts nowhere the conditions are averaged, and a fine-tune's
+    # before and after are shown over the seeds both have, so that the change is after minus before.
+    more = rows + [
+        {"variant": "a", "seed": 3, "task": "asr", "condition": "white@0", "metric": "cer", "value": 0.9, "n": 4}
+    ]
+    agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(more)}
+    assert seed_values(agg, "a", "asr", ["white@0", "babble@0"], "cer") == pytest.approx({0: 0.6, 1: 0.62, 2: 0.59})
+    assert pooled_cell(agg, "a", "asr", ["white@0"], "cer") == "0.603 ± 0.199"
+    assert change(agg, "a", "b", "asr", "white@0", "cer")[0] == "0.503 ± 0.015"
+    with pytest.raises(ValueError, match="two rows for seed 3 of a asr white@0 cer"):
+        aggregate(more + more[-1:])
+    assert difference(agg, "a", "a", "asr", ["babble@0"], "cer") == "+0.000"  # never "-0.000"
 
 
 def test_metrics_table_has_a_line_per_metric_and_a_column_per_variant():

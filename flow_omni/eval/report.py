@@ -300,7 +300,7 @@ def welch(x: Sequence[float], y: Sequence[float]) -> tuple[float, bool]:
     if a + b <= 0:
         return d, False
     df = (a + b) ** 2 / (a**2 / (len(x) - 1) + b**2 / (len(y) - 1))  # Welch-Satterthwaite
-    return d, abs(d) > stats.t.ppf(1 - SIGNIFICANCE / 2, df) * math.sqrt(a + b)
+    return d, bool(abs(d) > stats.t.ppf(1 - SIGNIFICANCE / 2, df) * math.sqrt(a + b))
 
 
 def paired(before: dict[int, float], after: dict[int, float]) -> tuple[float, bool]:
@@ -318,13 +318,24 @@ def paired(before: dict[int, float], after: dict[int, float]) -> tuple[float, bo
 
 
 def _variance(values: Sequence[float]) -> float:
-    """The sample variance, with values equal up to float rounding (12 decimals) counted as equal: two
-    changes of 0.3 - 0.1 and 0.4 - 0.2 have no spread, not a spread of 1e-17 that makes any mean significant."""
-    return float(np.var(np.round(np.asarray(values, dtype=float), 12), ddof=1))
+    """The sample variance, 0 for values equal up to float rounding: two changes of 0.3 - 0.1 and
+    0.4 - 0.2 have no spread, not a spread of 1e-17 that makes any mean significant."""
+    arr = np.asarray(values, dtype=float)
+    if np.ptp(arr) <= 1e-12 * max(1.0, float(np.abs(arr).max())):
+        return 0.0
+    return float(np.var(arr, ddof=1))
 
 
 def _signed(d: float, marked: bool) -> str:
-    return "—" if math.isnan(d) else f"{d:+.3f}{' *' if marked else ''}"
+    """``+0.125 *``; a change that rounds to zero is ``+0.000``, not ``-0.000``."""
+    return "—" if math.isnan(d) else f"{round(d, 3) + 0.0:+.3f}{' *' if marked else ''}"
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` over seeds, the value alone for one seed, "—" for none."""
+    if not values:
+        return "—"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
 def difference(agg: dict[tuple, dict], v: str, ref: str, task: str, conds: Sequence[str], metric: str) -> str:
@@ -336,17 +347,17 @@ def difference(agg: dict[tuple, dict], v: str, ref: str, task: str, conds: Seque
     return _signed(*welch(list(x.values()), list(y.values())))
 
 
-def change(agg: dict[tuple, dict], before: str, after: str, task: str, cond: str, metric: str) -> str:
-    """``after`` minus ``before`` on one cell, seed by seed, marked ``*`` where :func:`paired` rejects no change."""
-    return _signed(*paired(*(seed_values(agg, v, task, [cond], metric) for v in (before, after))))
+def change(agg: dict[tuple, dict], before: str, after: str, task: str, cond: str, metric: str) -> list[str]:
+    """One cell before and after, over the seeds both have (so that the change shown is after minus
+    before as shown), and the change, marked ``*`` where :func:`paired` rejects no change."""
+    b, a = (seed_values(agg, v, task, [cond], metric) for v in (before, after))
+    shared = sorted(set(b) & set(a))
+    return [_mean_std([b[s] for s in shared]), _mean_std([a[s] for s in shared]), _signed(*paired(b, a))]
 
 
 def pooled_cell(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str) -> str:
     """A metric averaged over ``conds`` as ``mean ± std`` over seeds (the mean alone for one seed)."""
-    values = list(seed_values(agg, v, task, conds, metric).values())
-    if not values:
-        return "—"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    return _mean_std(list(seed_values(agg, v, task, conds, metric).values()))
 
 
 def compared_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: Sequence[str]) -> list[Block]:
@@ -372,10 +383,11 @@ def differences_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: S
             [
                 f"Each cell is the variant's mean minus {ref}'s, over seeds. `*`: Welch's t-test over the two "
                 f"variants' seeds rejects equal means at the {SIGNIFICANCE:.0%} level (two-sided; each seed is a "
-                "separate training, scored on the same test items). With two or three seeds a variant, only a "
-                "large and steady difference is marked; an unmarked one is not shown to exceed what retraining "
-                f"alone moves. `@0 dB` averages {', '.join(worst)}, seed by seed. Lower is better for CER, WER "
-                "and mel L1; higher for accuracy."
+                "separate training, scored on the same test items). With two or three seeds per variant, only "
+                "a large and steady difference is marked; an unmarked one is not shown to exceed what "
+                "retraining alone moves. Each cell is its own test: of 20 differences with no effect behind "
+                f"them, one is marked by chance. `@0 dB` averages {', '.join(worst)}, seed by seed. Lower is "
+                "better for CER, WER and mel L1; higher for accuracy."
             ]
         ),
         Table(
@@ -395,10 +407,13 @@ def finetune_blocks(agg: dict[tuple, dict], variants: Sequence[str], conditions:
         Text(
             [
                 "The noisy_finetune recipe from each trained model (noise, rate, pitch and room augmentation on "
-                "the input side only), scored on the same test audio before and after. The change is the mean "
-                "over seeds of each seed's model after its fine-tune minus the same model before; `*`: a paired "
-                f"t-test over seeds rejects no change at the {SIGNIFICANCE:.0%} level (two-sided). "
-                "Clean and unseen voices show whether it forgets."
+                "the input side only), scored on the same test audio before and after, over the seeds that "
+                "have both. The change is the mean over seeds of each seed's model after its fine-tune minus "
+                f"the same model before; `*`: a paired t-test over seeds rejects no change at the "
+                f"{SIGNIFICANCE:.0%} level (two-sided). Each cell is its own test: of 20 cells with no change "
+                "behind them, one is marked by chance, and with two seeds (one degree of freedom) a mark says "
+                "more about two seeds agreeing than about the size of the change. Clean and unseen voices show "
+                "whether it forgets."
             ]
         ),
     ]
@@ -411,11 +426,7 @@ def finetune_blocks(agg: dict[tuple, dict], variants: Sequence[str], conditions:
             row = [c]
             for v in variants:
                 after = v + FINETUNED
-                row += [
-                    _cell(agg, (v, task, c, metric)),
-                    _cell(agg, (after, task, c, metric)),
-                    change(agg, v, after, task, c, metric),
-                ]
+                row += change(agg, v, after, task, c, metric)
             rows.append(row)
         blocks += [Text([f"**{label}**"]), Table(header, rows)]
     return blocks

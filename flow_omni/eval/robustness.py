@@ -255,7 +255,12 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
     (``by_seed``: seed → value), which paired comparisons need."""
     groups: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in rows:
-        groups[(r["variant"], r["task"], r["condition"], r["metric"])][r["seed"]] = r["value"]
+        cell = groups[(r["variant"], r["task"], r["condition"], r["metric"])]
+        if r["seed"] in cell:
+            raise ValueError(
+                f"two rows for seed {r['seed']} of {r['variant']} {r['task']} {r['condition']} {r['metric']}"
+            )
+        cell[r["seed"]] = r["value"]
     out = []
     for (v, t, c, m), by_seed in groups.items():
         arr = np.asarray(list(by_seed.values()), dtype=float)
