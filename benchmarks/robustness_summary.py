@@ -2,6 +2,13 @@
 finished seeds), the differences from the continuous baseline, and the noisy fine-tune before → after.
 
     python benchmarks/robustness_summary.py --json benchmarks/results/robustness.json > summary.md
+    python benchmarks/robustness_summary.py --json benchmarks/results/robustness.json --report runs/grid
+
+``--report DIR`` also writes the full report of those runs into DIR with this commit's code:
+``report.md``, ``report.html``, the PNG plots, ``results.json`` and ``results.csv``, with the sample
+audio that the grid's output folder holds (``DIR/wavs``; none elsewhere). A report already in DIR is
+replaced only with ``--overwrite``. The runs themselves are not touched: a grid trained by an older
+commit gets this commit's tables and tests.
 
 It reads only the JSON that ``benchmarks/robustness_grid.py`` writes (every kept run's rows), so it works
 on an unfinished grid and on results of another commit, and prints Markdown with the report's own tables
@@ -16,14 +23,23 @@ import json
 import sys
 from pathlib import Path
 
+from flow_omni.bench import RobustnessConfig
+from flow_omni.bench.results import write_results
+from flow_omni.checks import check_output_folder
+from flow_omni.errors import ConfigError, OutputPathError
 from flow_omni.eval.document import Heading, Text, to_markdown
-from flow_omni.eval.report import compared_blocks, differences_blocks, finetune_blocks
+from flow_omni.eval.report import compared_blocks, differences_blocks, finetune_blocks, write_robustness_report
 from flow_omni.eval.robustness import FINETUNED, UNSEEN, aggregate
+
+#: What --report writes besides the plots; it replaces none of them that exist without --overwrite.
+REPORT_FILES = ("report.md", "report.html", "results.json", "results.csv")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", default="benchmarks/results/robustness.json", help="the grid's results JSON")
+    p.add_argument("--report", metavar="DIR", help="also write the full report of the kept runs into DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace a report that DIR already holds")
     args = p.parse_args(argv)
     path = Path(args.json)
     try:
@@ -50,6 +66,46 @@ def main(argv: list[str] | None = None) -> int:
     if tuned:
         blocks += finetune_blocks(agg, tuned, conditions)
     print(to_markdown(blocks), end="")
+    if args.report:
+        return report(data, Path(args.report), runs, args.overwrite)
+    return 0
+
+
+def report(data: dict, out: Path, status: str, overwrite: bool) -> int:
+    """``--report``: the runner's report (:func:`~flow_omni.eval.report.write_robustness_report`) of the
+    JSON's runs, written into ``out``; exit code 2 with one line when that cannot be done."""
+    try:
+        cfg = RobustnessConfig.from_dict(data["config"])
+        # In the runner's order and naming (variant by variant, seed by seed: "kmeans/seed1").
+        timings = {
+            name.replace("-seed", "/seed"): data["runs"][name]["timing"]
+            for name in data["runs_planned"]
+            if name in data["runs"]
+        }
+    except (ConfigError, KeyError, TypeError) as exc:
+        print(
+            f"error: the results JSON has no usable grid settings or run timings for a report ({exc})", file=sys.stderr
+        )
+        return 2
+    try:
+        check_output_folder(out, "--report")
+    except OutputPathError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    there = [name for name in REPORT_FILES if (out / name).exists()]
+    if there and not overwrite:
+        print(f"error: {out} already holds {', '.join(there)}; pass --overwrite to replace", file=sys.stderr)
+        return 2
+    rows = data["rows"]
+
+    def items(task: str, condition: str) -> int:
+        return next((r["n"] for r in rows if r["task"] == task and r["condition"] == condition), 0)
+
+    sizes = {"test": items("asr", "clean"), "qa": items("qa", "clean"), "unseen": items("asr", UNSEEN)}
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out, rows, timings)
+    path = write_robustness_report(out, cfg, rows, aggregate(rows), timings, sizes, status=status)
+    print(f"report: {path}\npage:   {out / 'report.html'}", file=sys.stderr)
     return 0
 
 

@@ -83,6 +83,14 @@ def test_differences_are_marked_by_welch_and_paired_t_tests_over_seeds():
     with pytest.raises(ValueError, match="two rows for seed 3 of a asr white@0 cer"):
         aggregate(more + more[-1:])
     assert difference(agg, "a", "a", "asr", ["babble@0"], "cer") == "+0.000"  # never "-0.000"
+    # The report says why nothing is marked when a variant has a single seed.
+    from flow_omni.eval.document import to_markdown
+    from flow_omni.eval.report import differences_blocks
+
+    assert "has a single seed" not in to_markdown(differences_blocks(agg, ["a", "b"], ["white@0"]))
+    one = {k: {**a, "by_seed": {0: a["by_seed"][0]}, "seeds": 1} if k[0] == "b" else a for k, a in agg.items()}
+    text = to_markdown(differences_blocks(one, ["a", "b"], ["white@0"]))
+    assert "Where a variant or a has a single seed" in text and "| b | — | -0.503 |" in text  # unmarked: b has one seed
 
 
 def test_metrics_table_has_a_line_per_metric_and_a_column_per_variant():
@@ -617,3 +625,24 @@ def test_grid_summary_script_reads_the_kept_results(tmp_path):
     failed = subprocess.run([sys.executable, script, "--json", bad], capture_output=True, text=True)
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.count("\n") == 1 and "not a results JSON of benchmarks/robustness_grid.py" in failed.stderr
+    # --report: the full report of the kept runs with this code, in a folder of one's choosing.
+    out = tmp_path / "report"
+    report = [sys.executable, script, "--json", results, "--report", out]
+    done = subprocess.run(report, capture_output=True, text=True, check=True)
+    assert f"page:   {out / 'report.html'}" in done.stderr
+    text = (out / "report.md").read_text()
+    assert text.splitlines()[2].startswith(f"{len(kept['runs_finished'])} of {len(kept['runs_planned'])} runs scored")
+    assert "## Differences from continuous" in text and "## Cost" in text and (out / "report.html").is_file()
+    assert json.loads((out / "results.json").read_text())["rows"] == kept["rows"]
+    assert (out / "asr_cer_vs_snr_babble.png").stat().st_size > 1000
+    # A report already there is not replaced without --overwrite; nothing in the folder changes.
+    (out / "report.md").write_text("mine")
+    failed = subprocess.run(report, capture_output=True, text=True)
+    assert (
+        failed.returncode == 2
+        and failed.stderr.count("\n") == 1
+        and "holds report.md, report.html, results.json" in failed.stderr
+    )
+    assert (out / "report.md").read_text() == "mine"
+    subprocess.run(report + ["--overwrite"], capture_output=True, text=True, check=True)
+    assert (out / "report.md").read_text() == text

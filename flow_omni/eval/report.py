@@ -28,10 +28,9 @@ DODGE = 0.02
 
 
 def _cell(agg: dict[tuple, dict], key: tuple) -> str:
+    """One aggregate cell as :func:`_mean_std` over its seeds; "—" when it was not scored."""
     a = agg.get(key)
-    if a is None:
-        return "—"
-    return f"{a['mean']:.3f} ± {a['std']:.3f}" if a["seeds"] > 1 else f"{a['mean']:.3f}"
+    return "—" if a is None else _mean_std(list(a["by_seed"].values()))
 
 
 def metrics_table(rows: Sequence[dict]) -> str:
@@ -81,12 +80,18 @@ def learned(agg: dict[tuple, dict], v: str) -> str:
 
 
 def write_robustness_report(
-    out: Path, cfg, rows: Sequence[dict], aggregate: Sequence[dict], timings: dict, sizes: dict
+    out: Path,
+    cfg,
+    rows: Sequence[dict],
+    aggregate: Sequence[dict],
+    timings: dict,
+    sizes: dict,
+    status: str | None = None,
 ) -> Path:
     """``report.md`` and ``report.html`` (the same blocks, plus audio players side by side) in ``out``; returns
-    the path of ``report.md``."""
+    the path of ``report.md``. ``status``: a line under the title (e.g. how many of the runs are scored)."""
     out = Path(out)
-    blocks = robustness_blocks(out, cfg, aggregate, timings, sizes)
+    blocks = robustness_blocks(out, cfg, aggregate, timings, sizes, status)
     atomic_write_text(out / "report.md", to_markdown(blocks))
     atomic_write_text(out / "report.html", to_html(blocks, TITLE))
     return out / "report.md"
@@ -95,7 +100,9 @@ def write_robustness_report(
 TITLE = "Robustness: continuous vs discrete speech tokens"
 
 
-def robustness_blocks(out: Path, cfg, aggregate: Sequence[dict], timings: dict, sizes: dict) -> list[Block]:
+def robustness_blocks(
+    out: Path, cfg, aggregate: Sequence[dict], timings: dict, sizes: dict, status: str | None = None
+) -> list[Block]:
     """The benchmark report as blocks (:mod:`flow_omni.eval.document`); writes the PNG plots into ``out``."""
     agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate}
     base = [v.name for v in cfg.variants]
@@ -104,6 +111,7 @@ def robustness_blocks(out: Path, cfg, aggregate: Sequence[dict], timings: dict, 
     conditions = cfg.conditions()
     blocks: list[Block] = [
         Heading(TITLE, 1),
+        *([Text([status])] if status else []),
         Text(
             [
                 f"Variants {', '.join(variants)}; seeds {cfg.seeds} (cells are mean ± std over seeds); the same tiny "
@@ -132,38 +140,7 @@ def robustness_blocks(out: Path, cfg, aggregate: Sequence[dict], timings: dict, 
         Heading("Summary"),
     ]
     worst = [c for c in conditions if c.endswith("@0")] or conditions[-1:]
-
-    def avg(v, task, metric, conds):
-        vals = [agg[(v, task, c, metric)]["mean"] for c in conds if (v, task, c, metric) in agg]
-        return f"{sum(vals) / len(vals):.3f}" if vals else "—"
-
-    blocks.append(
-        Table(
-            [
-                "variant",
-                "ASR CER clean",
-                f"ASR CER @0 dB (mean of {len(worst)})",
-                "ASR CER unseen voices",
-                "TTS mel L1",
-                "TTS spoke",
-                "QA acc clean",
-                "QA acc @0 dB",
-            ],
-            [
-                [
-                    v,
-                    _cell(agg, (v, "asr", "clean", "cer")),
-                    avg(v, "asr", "cer", worst),
-                    _cell(agg, (v, "asr", "unseen_voices", "cer")),
-                    _cell(agg, (v, "tts", "clean", "mel_l1")),
-                    _cell(agg, (v, "tts", "clean", "spoke")),
-                    _cell(agg, (v, "qa", "clean", "accuracy")),
-                    avg(v, "qa", "accuracy", worst),
-                ]
-                for v in variants
-            ],
-        )
-    )
+    blocks += compared_blocks(agg, variants, worst)
     blocks += [Heading("What was learned"), Bullets([f"{v}: {learned(agg, v)}" for v in variants])]
     if len(base) > 1:
         blocks += differences_blocks(agg, base, worst)
@@ -360,34 +337,54 @@ def pooled_cell(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str],
     return _mean_std(list(seed_values(agg, v, task, conds, metric).values()))
 
 
+def _seeds(agg: dict[tuple, dict], v: str) -> int:
+    """How many seeds of ``v`` are scored (on its most-scored cell)."""
+    return max((a["seeds"] for k, a in agg.items() if k[0] == v), default=0)
+
+
 def compared_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: Sequence[str]) -> list[Block]:
     """The summary metrics (:data:`COMPARED`) of every variant, with the seeds each has so far."""
-    seeds = {v: max((a["seeds"] for k, a in agg.items() if k[0] == v), default=0) for v in variants}
+    seeds = {v: _seeds(agg, v) for v in variants}
     return [
+        Text(
+            [
+                f"Mean ± std over each variant's scored seeds; `@0 dB` averages {', '.join(worst)} seed by seed. "
+                "Lower is better for CER, WER and mel L1; higher for accuracy."
+            ]
+        ),
         Table(
             ["variant", "seeds", *(label for label, *_ in COMPARED)],
             [
                 [v, str(seeds[v]), *(pooled_cell(agg, v, task, conds or worst, m) for _, task, conds, m in COMPARED)]
                 for v in variants
             ],
-        )
+        ),
     ]
 
 
 def differences_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: Sequence[str]) -> list[Block]:
     """Each variant against the first (the continuous baseline) on the summary metrics."""
     ref, others = variants[0], variants[1:]
+    if min(_seeds(agg, v) for v in variants) < 2:
+        # One training per variant: its difference mixes the variant's effect with retraining noise.
+        caution = (
+            f"Where a variant or {ref} has a single seed, there is no spread to test against and its "
+            "differences are not marked: they mix what the variant changes with what retraining alone moves "
+            "(more seeds tell them apart)."
+        )
+    else:
+        caution = (
+            "With two or three seeds per variant, only a large and steady difference is marked; an unmarked "
+            "one is not shown to exceed what retraining alone moves."
+        )
     return [
         Heading(f"Differences from {ref}"),
         Text(
             [
                 f"Each cell is the variant's mean minus {ref}'s, over seeds. `*`: Welch's t-test over the two "
                 f"variants' seeds rejects equal means at the {SIGNIFICANCE:.0%} level (two-sided; each seed is a "
-                "separate training, scored on the same test items). With two or three seeds per variant, only "
-                "a large and steady difference is marked; an unmarked one is not shown to exceed what "
-                "retraining alone moves. Each cell is its own test: of 20 differences with no effect behind "
-                f"them, one is marked by chance. `@0 dB` averages {', '.join(worst)}, seed by seed. Lower is "
-                "better for CER, WER and mel L1; higher for accuracy."
+                f"separate training, scored on the same test items). {caution} Each cell is its own test: of 20 "
+                "differences with no effect behind them, one is marked by chance."
             ]
         ),
         Table(
