@@ -22,6 +22,8 @@ def test_text_is_escaped_and_tables_match_the_markdown():
     blocks = [Heading(hostile, 1), Text([hostile]), Table(["a<b", "c"], [["1 ± 2", hostile]])]
     page = to_html(blocks, hostile)
     assert "<script>" not in page and "&lt;script&gt;" in page and "<code>code</code>" in page
+    # Bold as in the Markdown; the single * that marks a tested difference is left alone.
+    assert inline("**ASR CER**: +0.417 * and -0.398 *") == "<strong>ASR CER</strong>: +0.417 * and -0.398 *"
     for cell in _md_cells(to_markdown(blocks)):
         assert f"<td>{inline(cell)}</td>" in page or f"<th>{inline(cell)}</th>" in page
 

@@ -244,6 +244,19 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
         assert {f"input_{c.replace('@', '_')}" for c in conditions} <= {w.rsplit("_", 1)[0] for w in wavs} | {
             "_".join(w.split("_")[:3]) for w in wavs
         } | {"_".join(w.split("_")[:2]) for w in wavs}
+    assert "seed 0 of each variant" in report  # the samples come from the first seed's scoring
+    # Samples from another seed's models, for a grid resumed from kept scores where the first seed's models
+    # are gone: refused where samples are kept already, replaced with overwrite, the seed in samples.json.
+    from flow_omni.bench.robustness import keep_samples
+    from flow_omni.errors import FlowOmniError
+
+    cfg = RobustnessConfig.load(out / "config.yaml")
+    with pytest.raises(FlowOmniError, match="already holds the samples of continuous, kmeans; pass overwrite"):
+        keep_samples(cfg, 1, progress=False)
+    with pytest.raises(FlowOmniError, match="no trained model of seed 5"):
+        keep_samples(cfg, 5, progress=False)
+    assert keep_samples(cfg, 1, overwrite=True, progress=False) == [out / "wavs" / v for v in ("continuous", "kmeans")]
+    assert json.loads((out / "wavs" / "kmeans" / "samples.json").read_text())["seed"] == 1
     # Rerunning reuses the trained models and, with the same settings, their scores (a long benchmark resumes).
     stamp = (out / "runs" / "kmeans-seed1" / "model" / "model.safetensors").stat().st_mtime_ns
     scored = (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns
@@ -259,6 +272,7 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     assert (out / "runs" / "kmeans-seed1" / "eval.json").stat().st_mtime_ns == scored
     assert (out / "runs" / "kmeans-seed1" / "latency.json").stat().st_mtime_ns == timed
     assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
+    assert "seed 1 of each variant" in (out / "report.md").read_text()
     # Kept scores alone (no models), put into a new folder, are reused for the same training settings,
     # also with the corpus at another path.
     moved = tmp_path / "moved"
@@ -356,6 +370,12 @@ def test_miniature_benchmark_fine_tunes_and_listens_through_units(tmp_path, caps
     row = next(ln for ln in diffs.splitlines() if ln.startswith("| units_in |"))
     assert row.count("|") == 9 and ("+" in row or "-" in row)
     assert "units_in+noisy_ft" in report.split("## ASR CER by condition")[1]
+    # Samples from seed 1's models take the fine-tuned model too, from its own folder.
+    from flow_omni.bench.robustness import keep_samples
+
+    kept = keep_samples(RobustnessConfig.load(out / "config.yaml"), 1, overwrite=True, progress=False)
+    assert [k.name for k in kept] == ["continuous", "units_in", tuned]
+    assert json.loads((out / "wavs" / tuned / "samples.json").read_text())["seed"] == 1
     # A rerun with the same settings reuses every run, the fine-tunes included.
     scored = (out / "runs" / "units_in-seed1" / "eval.json").stat().st_mtime_ns
     assert main(args) == 0
@@ -625,6 +645,10 @@ def test_grid_summary_script_reads_the_kept_results(tmp_path):
     failed = subprocess.run([sys.executable, script, "--json", bad], capture_output=True, text=True)
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.count("\n") == 1 and "not a results JSON of benchmarks/robustness_grid.py" in failed.stderr
+    # The samples script needs a benchmark's folder; anything else is one line and exit code 2.
+    samples = root / "benchmarks" / "robustness_samples.py"
+    failed = subprocess.run([sys.executable, samples, "--out", tmp_path, "--seed", "0"], capture_output=True, text=True)
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "has no config.yaml" in failed.stderr
     # --report: the full report of the kept runs with this code, in a folder of one's choosing.
     out = tmp_path / "report"
     report = [sys.executable, script, "--json", results, "--report", out]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, as_completed, wait
@@ -426,29 +427,10 @@ def run_one(
         on_trained()
     t1 = time.perf_counter()
     model = FlowOmni.from_pretrained(model_dir)
-    wav_root = Path(cfg.out_dir) / "wavs" if seed == cfg.seeds[0] and cfg.sample_wavs else None
+    samples = seed == cfg.seeds[0]  # the report plays the first seed's samples
 
     def score(model: FlowOmni, name: str) -> list[dict]:
-        wav_dir = None if wav_root is None else wav_root / name
-        if wav_dir is not None:
-            wav_dir.mkdir(parents=True, exist_ok=True)
-        test, qa, unseen = sets
-        return evaluate_model(
-            model,
-            test,
-            qa,
-            cfg.conditions(),
-            unseen=unseen,
-            tasks=cfg.tasks,
-            max_new_positions=cfg.max_new_positions,
-            label=(name, seed),
-            wav_dir=wav_dir,
-            sample_wavs=cfg.sample_wavs,
-            vocoder=vocoder,
-            external_asr=asr,
-            speech_answer_conditions=cfg.speech_answer_conditions,
-            progress=progress,
-        )
+        return score_model(cfg, model, (name, seed), sets, asr=asr, vocoder=vocoder, samples=samples, progress=progress)
 
     rows = score(model, variant.name)
     timing = {"train_s": train_s, "eval_s": time.perf_counter() - t1, "parameters": model.num_parameters()}
@@ -465,6 +447,77 @@ def run_one(
     train_key = run_settings(cfg, variant, seed, corpus)
     write_keyed(run / "eval.json", eval_key(cfg, model_dir, variant, train_key), rows=rows, timing=timing)
     return rows, timing
+
+
+def score_model(
+    cfg: RobustnessConfig,
+    model: FlowOmni,
+    label: tuple[str, int],
+    sets,
+    *,
+    asr=None,
+    vocoder=None,
+    samples: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Score one model (``label``: its name in the report and its seed) on the test ``sets`` (test, qa,
+    unseen) under ``cfg``'s conditions and tasks; with ``samples``, the first ``cfg.sample_wavs`` items
+    of each task and condition are kept in ``out_dir/wavs/<name>`` for the report's listening section."""
+    wav_dir = Path(cfg.out_dir) / "wavs" / label[0] if samples and cfg.sample_wavs else None
+    if wav_dir is not None:
+        wav_dir.mkdir(parents=True, exist_ok=True)
+    test, qa, unseen = sets
+    return evaluate_model(
+        model,
+        test,
+        qa,
+        cfg.conditions(),
+        unseen=unseen,
+        tasks=cfg.tasks,
+        max_new_positions=cfg.max_new_positions,
+        label=label,
+        wav_dir=wav_dir,
+        sample_wavs=cfg.sample_wavs,
+        vocoder=vocoder,
+        external_asr=asr,
+        speech_answer_conditions=cfg.speech_answer_conditions,
+        progress=progress,
+    )
+
+
+def keep_samples(cfg: RobustnessConfig, seed: int, *, overwrite: bool = False, progress: bool = True) -> list[Path]:
+    """The report's sample audio from ``seed``'s trained models, for a benchmark whose first seed's models
+    are gone (a grid resumed from kept scores on another machine): every variant with a model in its run
+    folder, and its noisy fine-tune where there is one, heard on the first ``cfg.sample_wavs`` items of each
+    task and condition, kept in ``out_dir/wavs/<name>`` with ``samples.json`` (which names the seed). The
+    scores of those few items are not kept. Returns the folders written.
+
+    Raises :class:`FlowOmniError` when no model of ``seed`` is there, and when a variant's folder already
+    holds samples, unless ``overwrite`` (then its old WAVs are removed first)."""
+    if cfg.sample_wavs < 1:
+        raise FlowOmniError(f"sample_wavs is {cfg.sample_wavs}; expected at least 1 item to keep")
+    corpus = Path(cfg.corpus)
+    models = {}
+    for v in cfg.variants:
+        found = [(v.name, run_dir(cfg, v, seed) / "model")]
+        if v.name in cfg.tuned_variants():
+            found.append((v.name + FINETUNED, finetune_config(cfg, v, seed, corpus, progress=False).out / "model"))
+        models.update((name, d) for name, d in found if (d / "model.safetensors").is_file())
+    if not models:
+        raise FlowOmniError(
+            f"no trained model of seed {seed} in {Path(cfg.out_dir) / 'runs'}; expected <variant>-seed{seed}/model"
+        )
+    wavs = Path(cfg.out_dir) / "wavs"
+    there = [name for name in models if (wavs / name).exists()]
+    if there and not overwrite:
+        raise FlowOmniError(f"{wavs} already holds the samples of {', '.join(there)}; pass overwrite to replace them")
+    sets = tuple(items[: cfg.sample_wavs] for items in _test_sets(cfg, corpus))
+    asr, vocoder = _scorers(cfg)
+    for name, model_dir in tqdm(models.items(), desc="samples", disable=not progress):
+        shutil.rmtree(wavs / name, ignore_errors=True)
+        model = FlowOmni.from_pretrained(model_dir)
+        score_model(cfg, model, (name, seed), sets, asr=asr, vocoder=vocoder, samples=True, progress=False)
+    return [wavs / name for name in models]
 
 
 def _run_in_worker(cfg_dict: dict, variant_dict: dict, seed: int, corpus: str) -> tuple[list[dict], dict]:
@@ -488,10 +541,12 @@ __all__ = [
     "RobustnessConfig",
     "VariantSpec",
     "ensure_corpus",
+    "keep_samples",
     "run_config",
     "run_one",
     "run_robustness",
     "finetune_config",
     "run_settings",
+    "score_model",
     "train_variant",
 ]

@@ -139,8 +139,10 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
 
 
 def inline(text: str) -> str:
-    """``text`` escaped for HTML, with Markdown's `code` spans as <code>."""
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    """``text`` escaped for HTML, with Markdown's `code` spans as <code> and its **strong** spans as <strong>
+    (a lone ``*``, the reports' mark of a tested difference, stays as it is)."""
+    coded = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", coded)
 
 
 def _attr(path: str) -> str:

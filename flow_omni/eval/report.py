@@ -13,7 +13,7 @@ from scipy import stats
 from flow_omni.checkpoint import atomic_write_text
 from flow_omni.eval.document import Block, Bullets, Heading, Images, Table, Text, to_html, to_markdown
 from flow_omni.eval.robustness import FINETUNED, UNSEEN, aggregate
-from flow_omni.eval.samples import listening
+from flow_omni.eval.samples import listening, sample_seed
 from flow_omni.plotting import plot_curve
 from flow_omni.precision import resolve_precision
 
@@ -219,16 +219,17 @@ def robustness_blocks(
         ),
     ]
     wavs = out / "wavs"
-    listen = listening(out, {v: wavs / v for v in variants if (wavs / v).is_dir()}, conditions + [UNSEEN])
+    kept = {v: wavs / v for v in variants if (wavs / v).is_dir()}
+    listen = listening(out, kept, conditions + [UNSEEN])
     if listen is not None:
         vocoder = f"Vocos from {cfg.vocoder}" if cfg.vocoder else "Griffin-Lim (no Vocos weights given)"
         blocks += [
             Heading("Sample audio"),
             Text(
                 [
-                    f"The first {cfg.sample_wavs} item(s) of each task, first seed of each variant: the input as "
-                    "heard under each condition (the same audio for every variant), then what each variant said "
-                    f"and wrote; vocoder: {vocoder}. In `report.html` they play side by side."
+                    f"The first {cfg.sample_wavs} item(s) of each task, {_sample_seeds(kept, cfg.seeds[0])}: the "
+                    "input as heard under each condition (the same audio for every variant), then what each "
+                    f"variant said and wrote; vocoder: {vocoder}. In `report.html` they play side by side."
                 ]
             ),
             listen,
@@ -237,6 +238,16 @@ def robustness_blocks(
         Text(["Raw numbers: `results.json`, `results.csv` (one row per variant, seed, task, condition, metric)."])
     )
     return blocks
+
+
+def _sample_seeds(kept: dict[str, Path], first: int) -> str:
+    """Which seed's models the sample audio comes from: the seed each ``samples.json`` names, or for
+    folders that name none, the benchmark's first seed (the runs that score it keep the samples)."""
+    seeds = {v: sample_seed(folder) for v, folder in kept.items()}
+    seeds = {v: first if s is None else s for v, s in seeds.items()}
+    if len(set(seeds.values())) == 1:
+        return f"seed {next(iter(seeds.values()))} of each variant"
+    return "seed " + ", ".join(f"{s} of {v}" for v, s in seeds.items())
 
 
 #: The summary metrics compared between variants: (label, task, conditions or None = the worst ones, metric).

@@ -123,7 +123,7 @@ def evaluate_model(
     sr = model.config.speech.mel.sample_rate
     test_audio = [load_audio(e.audio) for e in test]
     keep = sample_wavs if wav_dir is not None else 0
-    log = SampleLog(wav_dir, sr) if keep else None
+    log = SampleLog(wav_dir, sr, seed=seed) if keep else None
     qa_audio = [load_audio(e.audio) for e in qa]
     bar = tqdm(
         total=len(conditions) * (("asr" in tasks) + ("qa" in tasks)) + ("tts" in tasks) + bool(unseen),

@@ -35,11 +35,13 @@ TEXT_LABELS = {
 
 
 class SampleLog:
-    """The sample WAVs and ``samples.json`` of one model, in ``wav_dir``."""
+    """The sample WAVs and ``samples.json`` of one model, in ``wav_dir``; ``seed``: the training seed of the
+    model, stored with the records when given (a report names the seed its samples come from)."""
 
-    def __init__(self, wav_dir: Path, sample_rate: int):
+    def __init__(self, wav_dir: Path, sample_rate: int, seed: int | None = None):
         self.dir = Path(wav_dir)
         self.sample_rate = sample_rate
+        self.seed = seed
         self.items: list[dict] = []
 
     def save(self, name: str, audio: torch.Tensor) -> str:
@@ -56,8 +58,15 @@ class SampleLog:
         return record
 
     def write(self) -> Path:
-        atomic_write_text(self.dir / SAMPLES, json.dumps({"items": self.items}, indent=1))
+        seed = {} if self.seed is None else {"seed": self.seed}
+        atomic_write_text(self.dir / SAMPLES, json.dumps({**seed, "items": self.items}, indent=1))
         return self.dir / SAMPLES
+
+
+def sample_seed(wav_dir: Path) -> int | None:
+    """The training seed that ``wav_dir/samples.json`` names; None when it names none (or is not there)."""
+    path = Path(wav_dir) / SAMPLES
+    return json.loads(path.read_text()).get("seed") if path.is_file() else None
 
 
 def read_samples(wav_dir: Path, conditions: Sequence[str] = ()) -> list[dict]:
