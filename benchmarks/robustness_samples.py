@@ -2,14 +2,15 @@
 first seed's models are gone.
 
     python benchmarks/robustness_samples.py --out runs/grid --seed 2
-    python benchmarks/robustness_summary.py --report runs/grid          # the report, now with the samples
+    python benchmarks/robustness_summary.py --report runs/grid --overwrite   # the report, with the samples
 
 The benchmark keeps sample WAVs as it scores its first seed. A grid resumed across machines from kept
 scores (``benchmarks/robustness_grid.py``) has no such models, so its page would have nothing to play.
 This reads the folder's ``config.yaml`` (written by the benchmark), loads every variant's model of
-``--seed`` (and its noisy fine-tune), and keeps what each says on the first ``sample_wavs`` items of
-each task and condition in ``<out>/wavs/<variant>`` (:func:`flow_omni.bench.robustness.keep_samples`).
-Samples already there are replaced only with ``--overwrite``.
+``--seed`` whose scores are in its run folder (and its noisy fine-tune), and keeps what each says on the
+first ``sample_wavs`` items of each task and condition in ``<out>/wavs/<variant>``, with the benchmark's
+thread count (:func:`flow_omni.bench.robustness.keep_samples`). Samples already there are replaced only
+with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import torch
 
 from flow_omni.bench import RobustnessConfig
 from flow_omni.bench.robustness import keep_samples
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (out / "config.yaml").is_file():
             raise FlowOmniError(f"{out} has no config.yaml; expected the output folder of a robustness benchmark")
         cfg = RobustnessConfig.load(out / "config.yaml").merged({**parse_overrides(args.set), "out_dir": str(out)})
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         folders = keep_samples(cfg, args.seed, overwrite=args.overwrite, progress=not args.no_progress)
     except FlowOmniError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,7 +8,8 @@ finished seeds), the differences from the continuous baseline, and the noisy fin
 ``report.md``, ``report.html``, the PNG plots, ``results.json`` and ``results.csv``, with the sample
 audio that the grid's output folder holds (``DIR/wavs``; none elsewhere). A report already in DIR is
 replaced only with ``--overwrite``. The runs themselves are not touched: a grid trained by an older
-commit gets this commit's tables and tests.
+commit gets this commit's tables and tests, as long as this commit reads its settings (an unknown
+setting is a one-line error).
 
 It reads only the JSON that ``benchmarks/robustness_grid.py`` writes (every kept run's rows), so it works
 on an unfinished grid and on results of another commit, and prints Markdown with the report's own tables
@@ -26,21 +27,29 @@ from pathlib import Path
 from flow_omni.bench import RobustnessConfig
 from flow_omni.bench.results import write_results
 from flow_omni.checks import check_output_folder
-from flow_omni.errors import ConfigError, OutputPathError
+from flow_omni.errors import ConfigError, FlowOmniError
 from flow_omni.eval.document import Heading, Text, to_markdown
 from flow_omni.eval.report import compared_blocks, differences_blocks, finetune_blocks, write_robustness_report
 from flow_omni.eval.robustness import FINETUNED, UNSEEN, aggregate
 
-#: What --report writes besides the plots; it replaces none of them that exist without --overwrite.
+#: What --report writes besides the plots (``*_vs_snr_*.png``); none is replaced without --overwrite.
 REPORT_FILES = ("report.md", "report.html", "results.json", "results.csv")
+PLOTS = "*_vs_snr_*.png"
+#: What the report's cost table reads from each run's timing.
+TIMING_KEYS = ("train_s", "eval_s", "parameters")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", default="benchmarks/results/robustness.json", help="the grid's results JSON")
     p.add_argument("--report", metavar="DIR", help="also write the full report of the kept runs into DIR")
-    p.add_argument("--overwrite", action="store_true", help="replace a report that DIR already holds")
+    p.add_argument("--overwrite", action="store_true", help="with --report: replace a report DIR already holds")
     args = p.parse_args(argv)
+    if args.overwrite and not args.report:
+        print(
+            "error: --overwrite replaces a report that --report DIR writes; expected --report with it", file=sys.stderr
+        )
+        return 2
     path = Path(args.json)
     try:
         data = json.loads(path.read_text())
@@ -54,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         print(f"error: {path}: not a results JSON of benchmarks/robustness_grid.py ({exc!r})", file=sys.stderr)
         return 2
+    # Everything --report needs is checked before anything is printed or written.
+    try:
+        inputs = report_inputs(data, Path(args.report), args.overwrite) if args.report else None
+    except (FlowOmniError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     tuned = [v for v in base if v + FINETUNED in variants]
     worst = [c for c in conditions if c.endswith("@0")] or conditions[-1:]
     blocks = [
@@ -66,47 +81,47 @@ def main(argv: list[str] | None = None) -> int:
     if tuned:
         blocks += finetune_blocks(agg, tuned, conditions)
     print(to_markdown(blocks), end="")
-    if args.report:
-        return report(data, Path(args.report), runs, args.overwrite)
+    if inputs is not None:
+        out = Path(args.report)
+        cfg, timings, sizes = inputs
+        out.mkdir(parents=True, exist_ok=True)
+        report = write_robustness_report(out, cfg, rows, aggregate(rows), timings, sizes, status=runs)
+        write_results(out, rows, timings)
+        print(f"report: {report}\npage:   {out / 'report.html'}", file=sys.stderr)
     return 0
 
 
-def report(data: dict, out: Path, status: str, overwrite: bool) -> int:
-    """``--report``: the runner's report (:func:`~flow_omni.eval.report.write_robustness_report`) of the
-    JSON's runs, written into ``out``; exit code 2 with one line when that cannot be done."""
+def report_inputs(data: dict, out: Path, overwrite: bool) -> tuple[RobustnessConfig, dict, dict]:
+    """What ``--report`` needs from the JSON: the grid's settings, each kept run's timing (in the runner's
+    order and naming: "kmeans/seed1") and the test sets' sizes. Raises ValueError (or FlowOmniError for
+    the folder) with the reason when a report cannot be written into ``out`` as asked."""
     try:
         cfg = RobustnessConfig.from_dict(data["config"])
-        # In the runner's order and naming (variant by variant, seed by seed: "kmeans/seed1").
         timings = {
             name.replace("-seed", "/seed"): data["runs"][name]["timing"]
             for name in data["runs_planned"]
             if name in data["runs"]
         }
-    except (ConfigError, KeyError, TypeError) as exc:
-        print(
-            f"error: the results JSON has no usable grid settings or run timings for a report ({exc})", file=sys.stderr
-        )
-        return 2
-    try:
-        check_output_folder(out, "--report")
-    except OutputPathError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    there = [name for name in REPORT_FILES if (out / name).exists()]
+        for t in timings.values():
+            for k in TIMING_KEYS:
+                float(t[k])  # the cost table shows each as a number
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"the results JSON has no usable grid settings or run timings for a report ({exc!r})"
+        ) from None
+    check_output_folder(out, "--report")
+    plots = sorted(p.name for p in out.glob(PLOTS)) if out.is_dir() else []
+    there = [name for name in REPORT_FILES if (out / name).exists()] + (
+        [f"{len(plots)} plot(s) {PLOTS}"] if plots else []
+    )
     if there and not overwrite:
-        print(f"error: {out} already holds {', '.join(there)}; pass --overwrite to replace", file=sys.stderr)
-        return 2
+        raise ValueError(f"{out} already holds {', '.join(there)}; pass --overwrite to replace them")
     rows = data["rows"]
 
     def items(task: str, condition: str) -> int:
         return next((r["n"] for r in rows if r["task"] == task and r["condition"] == condition), 0)
 
-    sizes = {"test": items("asr", "clean"), "qa": items("qa", "clean"), "unseen": items("asr", UNSEEN)}
-    out.mkdir(parents=True, exist_ok=True)
-    write_results(out, rows, timings)
-    path = write_robustness_report(out, cfg, rows, aggregate(rows), timings, sizes, status=status)
-    print(f"report: {path}\npage:   {out / 'report.html'}", file=sys.stderr)
-    return 0
+    return cfg, timings, {"test": items("asr", "clean"), "qa": items("qa", "clean"), "unseen": items("asr", UNSEEN)}
 
 
 if __name__ == "__main__":

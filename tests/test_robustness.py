@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -251,9 +252,11 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     from flow_omni.errors import FlowOmniError
 
     cfg = RobustnessConfig.load(out / "config.yaml")
-    with pytest.raises(FlowOmniError, match="already holds the samples of continuous, kmeans; pass overwrite"):
+    with pytest.raises(
+        FlowOmniError, match="already holds the samples of continuous, kmeans; they are replaced only with overwrite"
+    ):
         keep_samples(cfg, 1, progress=False)
-    with pytest.raises(FlowOmniError, match="no trained model of seed 5"):
+    with pytest.raises(FlowOmniError, match="no run of seed 5 in .* is scored"):
         keep_samples(cfg, 5, progress=False)
     assert keep_samples(cfg, 1, overwrite=True, progress=False) == [out / "wavs" / v for v in ("continuous", "kmeans")]
     assert json.loads((out / "wavs" / "kmeans" / "samples.json").read_text())["seed"] == 1
@@ -373,9 +376,16 @@ def test_miniature_benchmark_fine_tunes_and_listens_through_units(tmp_path, caps
     # Samples from seed 1's models take the fine-tuned model too, from its own folder.
     from flow_omni.bench.robustness import keep_samples
 
-    kept = keep_samples(RobustnessConfig.load(out / "config.yaml"), 1, overwrite=True, progress=False)
+    cfg = RobustnessConfig.load(out / "config.yaml")
+    kept = keep_samples(cfg, 1, overwrite=True, progress=False)
     assert [k.name for k in kept] == ["continuous", "units_in", tuned]
     assert json.loads((out / "wavs" / tuned / "samples.json").read_text())["seed"] == 1
+    # Only models whose scores are kept speak: weights written after their scoring are not heard.
+    weights = out / "runs" / "units_in-seed1" / "model" / "model.safetensors"
+    stamp = weights.stat()
+    os.utime(weights, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    assert [k.name for k in keep_samples(cfg, 1, overwrite=True, progress=False)] == ["continuous"]
+    os.utime(weights, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     # A rerun with the same settings reuses every run, the fine-tunes included.
     scored = (out / "runs" / "units_in-seed1" / "eval.json").stat().st_mtime_ns
     assert main(args) == 0
@@ -626,9 +636,36 @@ def test_what_was_learned_reads_speech_against_its_ceilings():
     assert "against 0.33 for the resynthesised reference and 0.55 for the reference in its codes, not yet" in line
 
 
-def test_grid_summary_script_reads_the_kept_results(tmp_path):
+def test_report_names_the_seed_its_samples_come_from(tmp_path):
+    """The sample audio's seed, from each ``samples.json`` (the benchmark's first seed where it names none),
+    and the variants that have no samples."""
+    from flow_omni.eval.report import _sample_seeds
+    from flow_omni.eval.samples import SampleLog
+
+    for name, seed in (("a", 2), ("b", 2), ("c", None), ("d", 1)):
+        SampleLog(tmp_path / name, 24000, seed=seed).write()
+    kept = {v: tmp_path / v for v in "abcd"}
+    assert _sample_seeds({v: kept[v] for v in "ab"}, ["a", "b"], 0) == "seed 2 of each variant"
+    assert _sample_seeds({v: kept[v] for v in "ab"}, ["a", "b", "e"], 0) == (
+        "seed 2 of each variant with samples (none kept for e)"
+    )
+    assert _sample_seeds(kept, list("abcd"), 0) == "seed 2 of a, 2 of b, 0 of c, 1 of d"
+
+
+def _script(path):
+    """A script of ``benchmarks/`` as a module, to call its ``main(argv)`` in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grid_summary_script_reads_the_kept_results(tmp_path, capsys):
     """``benchmarks/robustness_summary.py`` on the committed grid results: the tables of the report over the
-    runs kept so far, and one line with exit code 2 for a file that is not such a JSON."""
+    runs kept so far; with ``--report``, the full report; one line with exit code 2 for bad input, before
+    anything is printed or written."""
     import subprocess
     import sys
     from pathlib import Path
@@ -640,33 +677,46 @@ def test_grid_summary_script_reads_the_kept_results(tmp_path):
     assert f"{len(kept['runs_finished'])} of {len(kept['runs_planned'])} runs scored" in done.stdout
     assert "## Differences from continuous" in done.stdout and "| kmeans |" in done.stdout
     assert "## Noisy-domain fine-tune: before → after" in done.stdout
+    summary, samples = _script(script), _script(root / "benchmarks" / "robustness_samples.py")
+
+    def refused(main, argv, says):
+        assert main(argv) == 2
+        printed = capsys.readouterr()
+        assert printed.out == "" and printed.err.count("\n") == 1 and says in printed.err, printed.err
+
     bad = tmp_path / "bad.json"
     bad.write_text('{"rows": []}')
-    failed = subprocess.run([sys.executable, script, "--json", bad], capture_output=True, text=True)
-    assert failed.returncode == 2 and failed.stdout == ""
-    assert failed.stderr.count("\n") == 1 and "not a results JSON of benchmarks/robustness_grid.py" in failed.stderr
-    # The samples script needs a benchmark's folder; anything else is one line and exit code 2.
-    samples = root / "benchmarks" / "robustness_samples.py"
-    failed = subprocess.run([sys.executable, samples, "--out", tmp_path, "--seed", "0"], capture_output=True, text=True)
-    assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "has no config.yaml" in failed.stderr
+    refused(summary.main, ["--json", str(bad)], "not a results JSON of benchmarks/robustness_grid.py")
+    refused(summary.main, ["--json", str(results), "--overwrite"], "expected --report with it")
+    # The samples script needs a benchmark's folder.
+    refused(samples.main, ["--out", str(tmp_path), "--seed", "0"], "has no config.yaml")
     # --report: the full report of the kept runs with this code, in a folder of one's choosing.
     out = tmp_path / "report"
-    report = [sys.executable, script, "--json", results, "--report", out]
-    done = subprocess.run(report, capture_output=True, text=True, check=True)
-    assert f"page:   {out / 'report.html'}" in done.stderr
+    args = ["--json", str(results), "--report", str(out)]
+    assert summary.main(args) == 0
+    assert f"page:   {out / 'report.html'}" in capsys.readouterr().err
     text = (out / "report.md").read_text()
     assert text.splitlines()[2].startswith(f"{len(kept['runs_finished'])} of {len(kept['runs_planned'])} runs scored")
     assert "## Differences from continuous" in text and "## Cost" in text and (out / "report.html").is_file()
     assert json.loads((out / "results.json").read_text())["rows"] == kept["rows"]
     assert (out / "asr_cer_vs_snr_babble.png").stat().st_size > 1000
-    # A report already there is not replaced without --overwrite; nothing in the folder changes.
+    # A report already there is not replaced without --overwrite: nothing in the folder changes, and a
+    # folder holding only a plot of that name is refused too.
     (out / "report.md").write_text("mine")
-    failed = subprocess.run(report, capture_output=True, text=True)
-    assert (
-        failed.returncode == 2
-        and failed.stderr.count("\n") == 1
-        and "holds report.md, report.html, results.json" in failed.stderr
-    )
-    assert (out / "report.md").read_text() == "mine"
-    subprocess.run(report + ["--overwrite"], capture_output=True, text=True, check=True)
+    files = {f.name: f.read_bytes() for f in out.iterdir()}
+    refused(summary.main, args, "holds report.md, report.html, results.json, results.csv, 9 plot(s)")
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == files
+    plot = tmp_path / "plots" / "asr_cer_vs_snr_white.png"
+    plot.parent.mkdir()
+    plot.write_bytes(b"mine")
+    refused(summary.main, ["--json", str(results), "--report", str(plot.parent)], "holds 1 plot(s) *_vs_snr_*.png")
+    assert [f.name for f in plot.parent.iterdir()] == [plot.name] and plot.read_bytes() == b"mine"
+    assert summary.main(args + ["--overwrite"]) == 0
     assert (out / "report.md").read_text() == text
+    capsys.readouterr()
+    # A run without the timing the cost table shows: refused before a file is written.
+    broken = json.loads(results.read_text())
+    del broken["runs"][kept["runs_finished"][0]]["timing"]["parameters"]
+    bad.write_text(json.dumps(broken))
+    refused(summary.main, ["--json", str(bad), "--report", str(tmp_path / "new")], "no usable grid settings")
+    assert not (tmp_path / "new").exists()

@@ -77,7 +77,7 @@ class RobustnessConfig(Config):
     tasks: list[str] = dataclasses.field(default_factory=lambda: list(TASKS))
     max_items: int = 24  # test utterances (and QA questions) per condition
     max_new_positions: int = 300
-    sample_wavs: int = 1  # example inputs/outputs written per condition (first seed)
+    sample_wavs: int = 1  # example inputs/outputs per condition, kept by the first seed's runs
     vocoder: str | None = None  # a Vocos checkpoint folder for the sample WAVs; None = Griffin-Lim
     #: also score TTS and spoken QA answers by Whisper tiny.en (flow_omni[eval]) on the vocoded output,
     #: when installed; the spoken answers only under these conditions (Whisper costs ~1 s per answer)

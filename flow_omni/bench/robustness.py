@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from flow_omni.bench.cache import cached_run, eval_key, run_dir, training_settings, write_keyed
+from flow_omni.bench.cache import cached_run, eval_key, run_dir, training_settings, weights_stamp, write_keyed
 from flow_omni.bench.config import RobustnessConfig, VariantSpec
 from flow_omni.bench.latency import LATENCY_PROMPTS, run_latency
 from flow_omni.bench.pool import worker_pool
@@ -485,32 +485,51 @@ def score_model(
     )
 
 
-def keep_samples(cfg: RobustnessConfig, seed: int, *, overwrite: bool = False, progress: bool = True) -> list[Path]:
-    """The report's sample audio from ``seed``'s trained models, for a benchmark whose first seed's models
-    are gone (a grid resumed from kept scores on another machine): every variant with a model in its run
-    folder, and its noisy fine-tune where there is one, heard on the first ``cfg.sample_wavs`` items of each
-    task and condition, kept in ``out_dir/wavs/<name>`` with ``samples.json`` (which names the seed). The
-    scores of those few items are not kept. Returns the folders written.
+def scored_model(run: Path) -> Path | None:
+    """``run/model`` when the run's ``eval.json`` holds the scores of exactly these weights (the file's size
+    and mtime, :func:`~flow_omni.bench.cache.weights_stamp`); else None (not scored yet, or retrained since)."""
+    try:
+        key = json.loads((run / "eval.json").read_text())["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    stamp = weights_stamp(run / "model")
+    return run / "model" if stamp is not None and key.get("weights") == stamp else None
 
-    Raises :class:`FlowOmniError` when no model of ``seed`` is there, and when a variant's folder already
-    holds samples, unless ``overwrite`` (then its old WAVs are removed first)."""
+
+def keep_samples(cfg: RobustnessConfig, seed: int, *, overwrite: bool = False, progress: bool = True) -> list[Path]:
+    """The report's sample audio from ``seed``'s scored models, for a benchmark whose first seed's models
+    are gone (a grid resumed from kept scores on another machine): each variant whose run of ``seed`` is
+    scored (:func:`scored_model`), and its noisy fine-tune, heard on the first ``cfg.sample_wavs`` items of
+    each task and condition, kept in ``out_dir/wavs/<name>`` with ``samples.json`` (which names the seed).
+    The scores of those few items are not kept. Returns the folders written; variants whose run is not
+    scored yet have none.
+
+    Raises :class:`FlowOmniError` when no run of ``seed`` is scored, and when a folder it would write
+    already holds samples, unless ``overwrite`` (then its old WAVs are removed first)."""
     if cfg.sample_wavs < 1:
         raise FlowOmniError(f"sample_wavs is {cfg.sample_wavs}; expected at least 1 item to keep")
     corpus = Path(cfg.corpus)
     models = {}
     for v in cfg.variants:
-        found = [(v.name, run_dir(cfg, v, seed) / "model")]
-        if v.name in cfg.tuned_variants():
-            found.append((v.name + FINETUNED, finetune_config(cfg, v, seed, corpus, progress=False).out / "model"))
-        models.update((name, d) for name, d in found if (d / "model.safetensors").is_file())
+        model = scored_model(run_dir(cfg, v, seed))
+        if model is None:
+            continue
+        models[v.name] = model
+        tuned = finetune_config(cfg, v, seed, corpus, progress=False).out / "model"
+        if v.name in cfg.tuned_variants() and (tuned / "model.safetensors").is_file():
+            models[v.name + FINETUNED] = tuned  # scored in the same eval.json as the model it starts from
+    runs = Path(cfg.out_dir) / "runs"
     if not models:
         raise FlowOmniError(
-            f"no trained model of seed {seed} in {Path(cfg.out_dir) / 'runs'}; expected <variant>-seed{seed}/model"
+            f"no run of seed {seed} in {runs} is scored; expected <variant>-seed{seed}/model and eval.json"
         )
     wavs = Path(cfg.out_dir) / "wavs"
     there = [name for name in models if (wavs / name).exists()]
     if there and not overwrite:
-        raise FlowOmniError(f"{wavs} already holds the samples of {', '.join(there)}; pass overwrite to replace them")
+        raise FlowOmniError(
+            f"{wavs} already holds the samples of {', '.join(there)}; "
+            "they are replaced only with overwrite (--overwrite on the command line)"
+        )
     sets = tuple(items[: cfg.sample_wavs] for items in _test_sets(cfg, corpus))
     asr, vocoder = _scorers(cfg)
     for name, model_dir in tqdm(models.items(), desc="samples", disable=not progress):
@@ -548,5 +567,6 @@ __all__ = [
     "finetune_config",
     "run_settings",
     "score_model",
+    "scored_model",
     "train_variant",
 ]

@@ -223,13 +223,14 @@ def robustness_blocks(
     listen = listening(out, kept, conditions + [UNSEEN])
     if listen is not None:
         vocoder = f"Vocos from {cfg.vocoder}" if cfg.vocoder else "Griffin-Lim (no Vocos weights given)"
+        seeds = _sample_seeds(kept, variants, cfg.seeds[0])
         blocks += [
             Heading("Sample audio"),
             Text(
                 [
-                    f"The first {cfg.sample_wavs} item(s) of each task, {_sample_seeds(kept, cfg.seeds[0])}: the "
-                    "input as heard under each condition (the same audio for every variant), then what each "
-                    f"variant said and wrote; vocoder: {vocoder}. In `report.html` they play side by side."
+                    f"The first {cfg.sample_wavs} item(s) of each task, {seeds}: the input as heard under each "
+                    "condition (the same audio for every variant), then what each variant said and wrote; "
+                    f"vocoder: {vocoder}. In `report.html` they play side by side."
                 ]
             ),
             listen,
@@ -240,14 +241,17 @@ def robustness_blocks(
     return blocks
 
 
-def _sample_seeds(kept: dict[str, Path], first: int) -> str:
+def _sample_seeds(kept: dict[str, Path], variants: Sequence[str], first: int) -> str:
     """Which seed's models the sample audio comes from: the seed each ``samples.json`` names, or for
     folders that name none, the benchmark's first seed (the runs that score it keep the samples)."""
     seeds = {v: sample_seed(folder) for v, folder in kept.items()}
     seeds = {v: first if s is None else s for v, s in seeds.items()}
+    missing = [v for v in variants if v not in kept]
     if len(set(seeds.values())) == 1:
-        return f"seed {next(iter(seeds.values()))} of each variant"
-    return "seed " + ", ".join(f"{s} of {v}" for v, s in seeds.items())
+        text = f"seed {next(iter(seeds.values()))} of each variant" + (" with samples" if missing else "")
+    else:
+        text = "seed " + ", ".join(f"{s} of {v}" for v, s in seeds.items())
+    return text + (f" (none kept for {', '.join(missing)})" if missing else "")
 
 
 #: The summary metrics compared between variants: (label, task, conditions or None = the worst ones, metric).
