@@ -113,7 +113,7 @@ def write_json(args: argparse.Namespace, cfg: RobustnessConfig, kept: Path, name
         runs_planned=planned,
         runs_finished=sorted(runs),
         runs=runs,
-        cells=aggregate(rows),
+        cells=aggregate(rows, items=False),  # the per-item values are in the rows
         rows=rows,
     )
 

@@ -143,6 +143,25 @@ def test_qa_accuracy():
         qa_accuracy([], [])
 
 
+# ---- per-item error rates --------------------------------------------------------------------
+
+
+def test_item_errors_average_to_the_corpus_rate():
+    """Each item's edits over the mean reference length: their mean is the corpus CER / WER, by hand here."""
+    from flow_omni.eval.text_metrics import cer, item_errors, wer
+
+    refs = ["Seven cats sat.", "where did oscar put my dirty car", "hello world", "a b c d e"]
+    hyps = ["seven", "where did oscar put my guitar", "", "a b x d e f g"]
+    words = item_errors(refs, hyps, "word")
+    # word edits 2, 2, 2, 3 over reference lengths 3, 7, 2, 5 (mean 4.25)
+    assert words == pytest.approx([2 / 4.25, 2 / 4.25, 2 / 4.25, 3 / 4.25])
+    assert np.mean(words) == pytest.approx(wer(refs, hyps))
+    assert np.mean(item_errors(refs, hyps)) == pytest.approx(cer(refs, hyps))
+    assert item_errors(refs, refs) == [0.0] * 4
+    with pytest.raises(ValueError, match="expected 'char' or 'word'"):
+        item_errors(refs, hyps, "phone")
+
+
 # ---- latency ---------------------------------------------------------------------------------
 
 

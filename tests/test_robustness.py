@@ -94,6 +94,56 @@ def test_differences_are_marked_by_welch_and_paired_t_tests_over_seeds():
     assert "Where a variant or a has a single seed" in text and "| b | — | -0.503 |" in text  # unmarked: b has one seed
 
 
+def test_item_test_marks_differences_that_hold_across_the_test_items():
+    """``†``: a paired t-test over test items, each item's value averaged over the seeds (and conditions);
+    items a seed or condition leaves uncovered (None) drop out; scipy's ttest_rel gives the same verdict."""
+    from scipy import stats
+
+    from flow_omni.eval.report import change, difference, has_items, item_values
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.6, 12)  # the items' difficulty, shared by every model
+
+    def rows(variant, shift, spread, seeds=(0, 1)):
+        out = []
+        for s in seeds:
+            items = list(base + shift + rng.normal(0, spread, 12))
+            items[3] = None if s == 1 else items[3]  # one item this seed's model left silent
+            values = [x for x in items if x is not None]
+            out.append(
+                {
+                    "variant": variant,
+                    "seed": s,
+                    "task": "tts",
+                    "condition": "clean",
+                    "metric": "mel_l1",
+                    "value": float(np.mean(values)),
+                    "n": 12,
+                    "items": items,
+                }
+            )
+        return out
+
+    all_rows = rows("a", 0.0, 0.02) + rows("b", 0.05, 0.02) + rows("c", 0.0, 0.3) + rows("a+ft", 0.05, 0.02)
+    agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(all_rows)}
+    assert has_items(agg)
+    a, b = item_values(agg, "a", "tts", ["clean"], "mel_l1"), item_values(agg, "b", "tts", ["clean"], "mel_l1")
+    assert sorted(a) == [i for i in range(12) if i != 3]  # item 3 is not covered by seed 1
+    assert item_values(agg, "a", "tts", ["clean"], "mel_l1", seeds=[0])[3] == pytest.approx(
+        agg[("a", "tts", "clean", "mel_l1")]["items_by_seed"][0][3]
+    )
+    keys = sorted(a)
+    expected = stats.ttest_rel([b[i] for i in keys], [a[i] for i in keys]).pvalue < 0.05
+    assert expected and difference(agg, "b", "a", "tts", ["clean"], "mel_l1").endswith(" †")
+    # Noise of ±0.3 per item hides a zero shift: no mark.
+    assert "†" not in difference(agg, "c", "a", "tts", ["clean"], "mel_l1")
+    assert change(agg, "a", "a+ft", "tts", "clean", "mel_l1")[2].endswith(" †")
+    # Rows without per-item values (runs scored before they were kept): the seed test alone.
+    plain = [{k: v for k, v in r.items() if k != "items"} for r in all_rows]
+    agg = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(plain)}
+    assert not has_items(agg) and "†" not in difference(agg, "b", "a", "tts", ["clean"], "mel_l1")
+
+
 def test_metrics_table_has_a_line_per_metric_and_a_column_per_variant():
     rows = [
         {"variant": v, "seed": s, "task": t, "condition": c, "metric": m, "value": x, "n": 2}
@@ -224,6 +274,13 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     # 2 variants x 2 seeds x (ASR 2 metrics x (6 conditions + unseen) + TTS 2-3 metrics + QA 6 conditions)
     per_model = {(r["variant"], r["seed"]) for r in data["rows"]}
     assert per_model == {("continuous", 0), ("continuous", 1), ("kmeans", 0), ("kmeans", 1)}
+    # Each item's value is kept (in the test set's order), and their mean is the cell's value.
+    with_items = [r for r in data["rows"] if "items" in r]
+    scored = {(r["task"], r["metric"]) for r in with_items}
+    assert {("asr", "cer"), ("asr", "wer"), ("qa", "accuracy"), ("tts", "mel_l1")} <= scored
+    for r in with_items:
+        covered = [x for x in r["items"] if x is not None]
+        assert len(r["items"]) == r["n"] and np.mean(covered) == pytest.approx(r["value"], abs=1e-5), r
     from flow_omni.eval.asr import WhisperASR
 
     if WhisperASR.available():  # spoken answers scored through Whisper (clean only by default)

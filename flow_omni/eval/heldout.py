@@ -99,6 +99,8 @@ class HeldoutResult:
     wer: float
     mel_l1: float | None = None
     examples: list[dict] = dataclasses.field(default_factory=list)
+    #: every transcript, in the entries' order (for per-item scores; not kept in the fine-tune's eval.json)
+    hyps: list[str] = dataclasses.field(default_factory=list, repr=False)
 
 
 @torch.no_grad()
@@ -131,7 +133,7 @@ def evaluate_asr(
             refs.append(e.text)
             if len(kept) < examples:
                 kept.append({"id": e.id, "ref": e.text, "hyp": g.text})
-    return HeldoutResult(cond, len(refs), cer(refs, hyps), wer(refs, hyps), examples=kept)
+    return HeldoutResult(cond, len(refs), cer(refs, hyps), wer(refs, hyps), examples=kept, hyps=hyps)
 
 
 @torch.no_grad()
@@ -210,7 +212,7 @@ def evaluate_heldout(
         for c in conditions:
             start(name, f"ASR {c}")
             res = evaluate_asr(model, entries, audios, c, seed=seed, examples=max(4, keep))
-            asr[c] = dataclasses.asdict(res)
+            asr[c] = {k: v for k, v in dataclasses.asdict(res).items() if k != "hyps"}
             asr[c]["examples"] = asr[c]["examples"][:4]  # eval.json keeps four, as before
             for e, a, ex in zip(entries[:keep], audios, res.examples):
                 wav = log.save(

@@ -280,6 +280,34 @@ def seed_values(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str],
     return {s: sum(a["by_seed"][s] for a in cells) / len(cells) for s in sorted(seeds)}
 
 
+def item_values(
+    agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str, seeds: Sequence[int] | None = None
+) -> dict[int, float]:
+    """Test item (its position in the test set) → the metric averaged over ``conds`` and over the seeds of
+    ``v`` (those in ``seeds``, when given) that hold per-item values for all of them; items that a seed or
+    condition does not cover are left out. Empty when the rows hold no per-item values (runs scored
+    before they were kept)."""
+    cells = [agg.get((v, task, c, metric)) for c in conds]
+    if not cells or any(a is None or "items_by_seed" not in a for a in cells):
+        return {}
+    shared = set.intersection(*(set(a["items_by_seed"]) for a in cells))
+    if seeds is not None:
+        shared &= set(seeds)
+    lists = [a["items_by_seed"][s] for a in cells for s in sorted(shared)]
+    if not lists:
+        return {}
+    return {
+        i: float(np.mean(values))
+        for i, values in enumerate(zip(*lists))  # zip stops at the shortest list
+        if all(x is not None for x in values)
+    }
+
+
+def has_items(agg: dict[tuple, dict]) -> bool:
+    """Whether any cell holds per-item values (so that the item test, ``†``, can mark differences)."""
+    return any("items_by_seed" in a for a in agg.values())
+
+
 def welch(x: Sequence[float], y: Sequence[float]) -> tuple[float, bool]:
     """``mean(x) - mean(y)``, and whether Welch's t-test rejects equal means at :data:`SIGNIFICANCE`.
 
@@ -296,9 +324,10 @@ def welch(x: Sequence[float], y: Sequence[float]) -> tuple[float, bool]:
 
 
 def paired(before: dict[int, float], after: dict[int, float]) -> tuple[float, bool]:
-    """The mean change ``after - before`` over the seeds both have, and whether a paired t-test rejects
-    no change at :data:`SIGNIFICANCE` (each seed's model against itself after a change: a fine-tune).
-    NaN when no seed is shared; False with one seed or changes that are all equal."""
+    """The mean change ``after - before`` over the keys both have, and whether a paired t-test rejects
+    no change at :data:`SIGNIFICANCE`. Keys are seeds (each seed's model against itself after a change:
+    a fine-tune) or test items (two systems on the same items). NaN when no key is shared; False with
+    one key or changes that are all equal."""
     changes = [after[s] - before[s] for s in sorted(set(before) & set(after))]
     if not changes:
         return math.nan, False
@@ -318,9 +347,12 @@ def _variance(values: Sequence[float]) -> float:
     return float(np.var(arr, ddof=1))
 
 
-def _signed(d: float, marked: bool) -> str:
-    """``+0.125 *``; a change that rounds to zero is ``+0.000``, not ``-0.000``."""
-    return "—" if math.isnan(d) else f"{round(d, 3) + 0.0:+.3f}{' *' if marked else ''}"
+def _signed(d: float, marked: bool, items_marked: bool = False) -> str:
+    """``+0.125 *`` (``†`` too when the item test marks it); a change that rounds to zero is ``+0.000``,
+    not ``-0.000``."""
+    if math.isnan(d):
+        return "—"
+    return f"{round(d, 3) + 0.0:+.3f}{' *' if marked else ''}{' †' if items_marked else ''}"
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -332,19 +364,28 @@ def _mean_std(values: Sequence[float]) -> str:
 
 def difference(agg: dict[tuple, dict], v: str, ref: str, task: str, conds: Sequence[str], metric: str) -> str:
     """``v`` minus ``ref`` on a metric averaged over ``conds``, marked ``*`` where Welch's t-test over the
-    two variants' seeds (:func:`welch`) says it is beyond retraining noise; "—" when one is missing."""
+    two variants' seeds (:func:`welch`) says it is beyond retraining noise, and ``†`` where a paired t-test
+    over the test items (:func:`paired` of :func:`item_values`) says it holds across the items; "—" when
+    one is missing."""
     x, y = seed_values(agg, v, task, conds, metric), seed_values(agg, ref, task, conds, metric)
     if not x or not y:
         return "—"
-    return _signed(*welch(list(x.values()), list(y.values())))
+    items = paired(item_values(agg, ref, task, conds, metric), item_values(agg, v, task, conds, metric))[1]
+    return _signed(*welch(list(x.values()), list(y.values())), items)
 
 
 def change(agg: dict[tuple, dict], before: str, after: str, task: str, cond: str, metric: str) -> list[str]:
     """One cell before and after, over the seeds both have (so that the change shown is after minus
-    before as shown), and the change, marked ``*`` where :func:`paired` rejects no change."""
+    before as shown), and the change, marked ``*`` where :func:`paired` over the seeds rejects no change
+    and ``†`` where it does over the test items (each item averaged over those seeds)."""
     b, a = (seed_values(agg, v, task, [cond], metric) for v in (before, after))
     shared = sorted(set(b) & set(a))
-    return [_mean_std([b[s] for s in shared]), _mean_std([a[s] for s in shared]), _signed(*paired(b, a))]
+    bi, ai = (item_values(agg, v, task, [cond], metric, shared) for v in (before, after))
+    return [
+        _mean_std([b[s] for s in shared]),
+        _mean_std([a[s] for s in shared]),
+        _signed(*paired(b, a), paired(bi, ai)[1]),
+    ]
 
 
 def pooled_cell(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str) -> str:
@@ -377,6 +418,18 @@ def compared_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: Sequ
     ]
 
 
+def _items_note(agg: dict[tuple, dict]) -> str:
+    """What ``†`` means, when the rows hold per-item values (else nothing: runs scored before they were kept)."""
+    if not has_items(agg):
+        return ""
+    return (
+        f"`†`: a paired t-test over the test items (each item's value averaged over the seeds) rejects no "
+        f"difference at the {SIGNIFICANCE:.0%} level: the difference holds across these test sentences, "
+        "which says nothing of retraining (that is `*`); a difference that is to hold for this variant "
+        "and not only for these trained models needs `*`. "
+    )
+
+
 def differences_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: Sequence[str]) -> list[Block]:
     """Each variant against the first (the continuous baseline) on the summary metrics."""
     ref, others = variants[0], variants[1:]
@@ -398,8 +451,8 @@ def differences_blocks(agg: dict[tuple, dict], variants: Sequence[str], worst: S
             [
                 f"Each cell is the variant's mean minus {ref}'s, over seeds. `*`: Welch's t-test over the two "
                 f"variants' seeds rejects equal means at the {SIGNIFICANCE:.0%} level (two-sided; each seed is a "
-                f"separate training, scored on the same test items). {caution} Each cell is its own test: of 20 "
-                "differences with no effect behind them, one is marked by chance."
+                f"separate training, scored on the same test items). {caution} {_items_note(agg)}Each cell is "
+                "its own test: of 20 differences with no effect behind them, one is marked by chance."
             ]
         ),
         Table(
@@ -424,8 +477,8 @@ def finetune_blocks(agg: dict[tuple, dict], variants: Sequence[str], conditions:
                 f"the same model before; `*`: a paired t-test over seeds rejects no change at the "
                 f"{SIGNIFICANCE:.0%} level (two-sided). Each cell is its own test: of 20 cells with no change "
                 "behind them, one is marked by chance, and with two seeds (one degree of freedom) a mark says "
-                "more about two seeds agreeing than about the size of the change. Clean and unseen voices show "
-                "whether it forgets."
+                f"more about two seeds agreeing than about the size of the change. {_items_note(agg)}Clean and "
+                "unseen voices show whether it forgets."
             ]
         ),
     ]

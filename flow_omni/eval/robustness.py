@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 
 from flow_omni.audio.io import load_audio
 from flow_omni.data.manifest import ManifestEntry
+from flow_omni.data.texts import score_answer
 from flow_omni.eval.audio_metrics import mel_cepstral_distortion, mel_distance, qa_accuracy
 from flow_omni.eval.heldout import apply_condition, condition_seed, evaluate_asr
 from flow_omni.eval.samples import SampleLog
-from flow_omni.eval.text_metrics import cer, wer
+from flow_omni.eval.text_metrics import cer, item_errors, wer
 from flow_omni.layout import Sample
 from flow_omni.vocoder import load_vocoder
 
@@ -42,12 +43,28 @@ FINETUNED = "+noisy_ft"
 
 
 # ----------------------------------------------------------------------------------- scoring
-def metric_rows(variant: str, seed: int, task: str, condition: str, metrics: dict[str, float], n: int) -> list[dict]:
-    """One long-format row per metric of one (variant, seed, task, condition), measured on ``n`` items."""
-    return [
-        {"variant": variant, "seed": seed, "task": task, "condition": condition, "metric": k, "value": float(v), "n": n}
-        for k, v in metrics.items()
-    ]
+def metric_rows(
+    variant: str,
+    seed: int,
+    task: str,
+    condition: str,
+    metrics: dict[str, float],
+    n: int,
+    items: Mapping[str, Sequence[float | None]] | None = None,
+) -> list[dict]:
+    """One long-format row per metric of one (variant, seed, task, condition), measured on ``n`` items.
+
+    ``items``: per metric, each test item's value in the test set's order (None for an item the metric
+    does not cover, e.g. the speech of a prompt left silent), kept in the row as ``items`` so that two
+    variants can be compared item by item; their mean over the items covered is the metric."""
+    rows = []
+    for k, v in metrics.items():
+        row = {"variant": variant, "seed": seed, "task": task, "condition": condition, "metric": k, "value": float(v)}
+        row["n"] = n
+        if items is not None and k in items:
+            row["items"] = [None if x is None else round(float(x), 6) for x in items[k]]
+        rows.append(row)
+    return rows
 
 
 def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8, generation: Mapping | None = None):
@@ -57,6 +74,14 @@ def _generate(model, prompts: list[Sample], max_new: int, batch_size: int = 8, g
     out = []
     for i in range(0, len(prompts), batch_size):
         out += model.generate(prompts[i : i + batch_size], **settings)
+    return out
+
+
+def _at(positions: Sequence[int], values: Sequence[float], n: int) -> list[float | None]:
+    """``values`` of the items at ``positions`` as a list over all ``n`` items, None elsewhere."""
+    out: list[float | None] = [None] * n
+    for i, v in zip(positions, values, strict=True):
+        out[i] = v
     return out
 
 
@@ -137,7 +162,9 @@ def evaluate_model(
 
     def asr(entries, audios, cond, name):
         res = evaluate_asr(model, entries, audios, cond, max_new_positions=max_new_positions, examples=keep)
-        rows.extend(metric_rows(variant, seed, "asr", name, {"cer": res.cer, "wer": res.wer}, res.n))
+        texts = [e.text for e in entries]
+        items = {"cer": item_errors(texts, res.hyps), "wer": item_errors(texts, res.hyps, "word")}
+        rows.extend(metric_rows(variant, seed, "asr", name, {"cer": res.cer, "wer": res.wer}, res.n, items))
         if log is not None:
             for e, a, ex in zip(entries[:keep], heard(entries[:keep], audios[:keep], cond), res.examples):
                 wav = log.save(f"input_{name.replace('@', '_')}_{e.id}.wav", a)
@@ -156,6 +183,7 @@ def evaluate_model(
         prompts = [Sample("T2A", prompt_text=e.text) for e in test]
         out = _generate(model, prompts, max_new_positions, generation=generation)
         dists, mcds, spoke, said, refs, heard_text, heard_ref, heard_held = [], [], 0, [], [], [], [], []
+        spoken: list[int] = []  # positions in `test` of the prompts that produced speech
         kept: dict[int, dict] = {}  # position in `said` -> the sample record its own ASR goes into
         # The reference is the sentence in the output voice when the corpus has one (what T2A trains on).
         for i, (e, g) in enumerate(zip(test, out)):
@@ -177,6 +205,7 @@ def evaluate_model(
                 dists.append(mel_distance(torch.full_like(ref, -math.inf), ref))  # silence vs the reference
                 continue
             spoke += 1
+            spoken.append(i)
             dists.append(mel_distance(g.mel, ref))
             mcds.append(mel_cepstral_distortion(g.mel, ref, align="dtw"))
             if external_asr is not None:  # intelligibility to a listener that never saw our data
@@ -198,10 +227,13 @@ def evaluate_model(
             )
             refs.append(e.text)
         metrics = {"mel_l1": float(np.mean(dists)), "spoke": spoke / len(test)}
+        items = {"mel_l1": dists}
         if mcds:
             metrics["mcd_db"] = float(np.mean(mcds))
         if heard_text:
             metrics["whisper_wer"] = wer([r for r, _ in heard_text], [h for _, h in heard_text])
+            heard_items = item_errors([r for r, _ in heard_text], [h for _, h in heard_text], "word")
+            items["whisper_wer"] = _at(spoken, heard_items, len(test))
         if heard_ref:
             metrics["whisper_wer_ceiling"] = wer([e.text for e in test], heard_ref)
         if heard_held:
@@ -209,9 +241,10 @@ def evaluate_model(
         if said:
             hyps = [g.text for g in _generate(model, said, max_new_positions, generation=generation)]
             metrics["self_asr_cer"] = cer(refs, hyps)
+            items["self_asr_cer"] = _at(spoken, item_errors(refs, hyps), len(test))
             for j, record in kept.items():
                 record["own"] = hyps[j]
-        rows.extend(metric_rows(variant, seed, "tts", "clean", metrics, len(test)))
+        rows.extend(metric_rows(variant, seed, "tts", "clean", metrics, len(test), items))
         bar.update()
     if "qa" in tasks and qa:
         for cond in conditions:
@@ -224,6 +257,7 @@ def evaluate_model(
             )
             refs = [e.answer_text for e in qa]
             metrics = {"accuracy": qa_accuracy([g.text for g in out], refs)}
+            items = {"accuracy": [float(score_answer(g.text, r)) for g, r in zip(out, refs)]}
             if external_asr is not None and cond in speech_answer_conditions:
                 # The spoken answer, as a listener hears it: vocoded, transcribed by Whisper, then scored.
                 # A silent answer counts as wrong.
@@ -232,7 +266,8 @@ def evaluate_model(
                     for g in out
                 ]
                 metrics["speech_accuracy"] = qa_accuracy(heard_answers, refs)
-            rows.extend(metric_rows(variant, seed, "qa", cond, metrics, len(qa)))
+                items["speech_accuracy"] = [float(score_answer(h, r)) for h, r in zip(heard_answers, refs)]
+            rows.extend(metric_rows(variant, seed, "qa", cond, metrics, len(qa), items))
             if log is not None:
                 name = cond.replace("@", "_")
                 for i, (e, a, g) in enumerate(list(zip(qa, noisy, out))[:keep]):
@@ -250,30 +285,37 @@ def evaluate_model(
 
 
 # ------------------------------------------------------------------------------ aggregation
-def aggregate(rows: Sequence[dict]) -> list[dict]:
+def aggregate(rows: Sequence[dict], items: bool = True) -> list[dict]:
     """Mean ± std over seeds for every (variant, task, condition, metric), with each seed's value
-    (``by_seed``: seed → value), which paired comparisons need."""
+    (``by_seed``: seed → value), which paired comparisons need; with ``items``, also each seed's values
+    per test item where the rows hold them (``items_by_seed``: seed → list, see :func:`metric_rows`)."""
     groups: dict[tuple, dict[int, float]] = defaultdict(dict)
+    per_item: dict[tuple, dict[int, list]] = defaultdict(dict)
     for r in rows:
-        cell = groups[(r["variant"], r["task"], r["condition"], r["metric"])]
+        key = (r["variant"], r["task"], r["condition"], r["metric"])
+        cell = groups[key]
         if r["seed"] in cell:
             raise ValueError(
                 f"two rows for seed {r['seed']} of {r['variant']} {r['task']} {r['condition']} {r['metric']}"
             )
         cell[r["seed"]] = r["value"]
+        if items and r.get("items") is not None:
+            per_item[key][r["seed"]] = r["items"]
     out = []
-    for (v, t, c, m), by_seed in groups.items():
+    for key, by_seed in groups.items():
         arr = np.asarray(list(by_seed.values()), dtype=float)
-        out.append(
-            {
-                "variant": v,
-                "task": t,
-                "condition": c,
-                "metric": m,
-                "mean": float(arr.mean()),
-                "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
-                "seeds": len(arr),
-                "by_seed": by_seed,
-            }
-        )
+        v, t, c, m = key
+        cell = {
+            "variant": v,
+            "task": t,
+            "condition": c,
+            "metric": m,
+            "mean": float(arr.mean()),
+            "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+            "seeds": len(arr),
+            "by_seed": by_seed,
+        }
+        if key in per_item:
+            cell["items_by_seed"] = per_item[key]
+        out.append(cell)
     return out

@@ -36,3 +36,20 @@ def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """Character error rate over a corpus (spaces count as characters, as in jiwer)."""
     r, h = _prepare(refs, hyps)
     return float(jiwer.cer(r, h))
+
+
+def item_errors(refs: Sequence[str], hyps: Sequence[str], unit: str = "char") -> list[float]:
+    """Each item's part of the corpus rate: its edits over the mean reference length, so that the mean
+    of the values is :func:`cer` (``unit="char"``) or :func:`wer` (``"word"``) of the same items, and two
+    systems can be compared item by item on the same references (a paired test)."""
+    if unit not in ("char", "word"):
+        raise ValueError(f"unit {unit!r}: expected 'char' or 'word'")
+    r, h = _prepare(refs, hyps)
+    process = jiwer.process_characters if unit == "char" else jiwer.process_words
+    edits, lengths = [], []
+    for ref, hyp in zip(r, h):
+        o = process(ref, hyp)
+        edits.append(o.substitutions + o.deletions + o.insertions)
+        lengths.append(o.hits + o.substitutions + o.deletions)
+    mean_length = sum(lengths) / len(lengths)
+    return [e / mean_length for e in edits]
