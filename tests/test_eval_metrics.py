@@ -148,7 +148,7 @@ def test_qa_accuracy():
 
 def test_item_errors_average_to_the_corpus_rate():
     """Each item's edits over the mean reference length: their mean is the corpus CER / WER, by hand here."""
-    from flow_omni.eval.text_metrics import cer, item_errors, wer
+    from flow_omni.eval.text_metrics import cer, item_errors, mean_reference_length, wer
 
     refs = ["Seven cats sat.", "where did oscar put my dirty car", "hello world", "a b c d e"]
     hyps = ["seven", "where did oscar put my guitar", "", "a b x d e f g"]
@@ -158,6 +158,9 @@ def test_item_errors_average_to_the_corpus_rate():
     assert np.mean(words) == pytest.approx(wer(refs, hyps))
     assert np.mean(item_errors(refs, hyps)) == pytest.approx(cer(refs, hyps))
     assert item_errors(refs, refs) == [0.0] * 4
+    # On a whole test set's scale (mean 4.25 words here), for systems scored on the parts they spoke.
+    assert mean_reference_length(refs, "word") == 4.25 and mean_reference_length(["ab c"]) == 4
+    assert item_errors(refs[:2], hyps[:2], "word", mean_length=4.25) == pytest.approx(words[:2])
     with pytest.raises(ValueError, match="expected 'char' or 'word'"):
         item_errors(refs, hyps, "phone")
 

@@ -281,26 +281,37 @@ def seed_values(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str],
 
 
 def item_values(
-    agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str, seeds: Sequence[int] | None = None
-) -> dict[int, float]:
-    """Test item (its position in the test set) → the metric averaged over ``conds`` and over the seeds of
-    ``v`` (those in ``seeds``, when given) that hold per-item values for all of them; items that a seed or
-    condition does not cover are left out. Empty when the rows hold no per-item values (runs scored
-    before they were kept)."""
+    agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str, seeds: Sequence[int]
+) -> tuple[dict[int, float], int]:
+    """Test item (its position in the test set) → the metric averaged over ``conds`` and over ``seeds`` of
+    ``v`` (the seeds its seed-level number is made of), and the number of items in the test set. Items
+    that a seed or condition does not cover are left out. ``({}, 0)`` when one of those seeds has no
+    per-item values for one of ``conds`` (runs scored before they were kept), or when the lists differ
+    in length (other test sets: nothing to pair)."""
     cells = [agg.get((v, task, c, metric)) for c in conds]
-    if not cells or any(a is None or "items_by_seed" not in a for a in cells):
-        return {}
-    shared = set.intersection(*(set(a["items_by_seed"]) for a in cells))
-    if seeds is not None:
-        shared &= set(seeds)
-    lists = [a["items_by_seed"][s] for a in cells for s in sorted(shared)]
-    if not lists:
-        return {}
-    return {
-        i: float(np.mean(values))
-        for i, values in enumerate(zip(*lists))  # zip stops at the shortest list
-        if all(x is not None for x in values)
-    }
+    if not seeds or any(a is None or not set(seeds) <= set(a.get("items_by_seed", {})) for a in cells):
+        return {}, 0
+    lists = [a["items_by_seed"][s] for a in cells for s in seeds]
+    if len({len(x) for x in lists}) != 1:
+        return {}, 0
+    values = {i: float(np.mean(x)) for i, x in enumerate(zip(*lists)) if all(y is not None for y in x)}
+    return values, len(lists[0])
+
+
+def item_test(
+    agg: dict[tuple, dict],
+    task: str,
+    conds: Sequence[str],
+    metric: str,
+    ref: tuple[str, Sequence[int]],
+    other: tuple[str, Sequence[int]],
+) -> tuple[float, bool]:
+    """:func:`paired` over the test items: ``other`` minus ``ref`` (each a variant and the seeds to average),
+    item by item; NaN and False when either has no per-item values or their test sets differ in size."""
+    (x, n), (y, m) = (item_values(agg, v, task, conds, metric, seeds) for v, seeds in (ref, other))
+    if not x or not y or n != m:
+        return math.nan, False
+    return paired(x, y)
 
 
 def has_items(agg: dict[tuple, dict]) -> bool:
@@ -365,13 +376,14 @@ def _mean_std(values: Sequence[float]) -> str:
 def difference(agg: dict[tuple, dict], v: str, ref: str, task: str, conds: Sequence[str], metric: str) -> str:
     """``v`` minus ``ref`` on a metric averaged over ``conds``, marked ``*`` where Welch's t-test over the
     two variants' seeds (:func:`welch`) says it is beyond retraining noise, and ``†`` where a paired t-test
-    over the test items (:func:`paired` of :func:`item_values`) says it holds across the items; "—" when
+    over the test items (:func:`item_test`) says it holds across the items, with its sign; "—" when
     one is missing."""
     x, y = seed_values(agg, v, task, conds, metric), seed_values(agg, ref, task, conds, metric)
     if not x or not y:
         return "—"
-    items = paired(item_values(agg, ref, task, conds, metric), item_values(agg, v, task, conds, metric))[1]
-    return _signed(*welch(list(x.values()), list(y.values())), items)
+    d = welch(list(x.values()), list(y.values()))
+    items = item_test(agg, task, conds, metric, (ref, list(y)), (v, list(x)))
+    return _signed(*d, _agrees(items, d))
 
 
 def change(agg: dict[tuple, dict], before: str, after: str, task: str, cond: str, metric: str) -> list[str]:
@@ -380,12 +392,15 @@ def change(agg: dict[tuple, dict], before: str, after: str, task: str, cond: str
     and ``†`` where it does over the test items (each item averaged over those seeds)."""
     b, a = (seed_values(agg, v, task, [cond], metric) for v in (before, after))
     shared = sorted(set(b) & set(a))
-    bi, ai = (item_values(agg, v, task, [cond], metric, shared) for v in (before, after))
-    return [
-        _mean_std([b[s] for s in shared]),
-        _mean_std([a[s] for s in shared]),
-        _signed(*paired(b, a), paired(bi, ai)[1]),
-    ]
+    d = paired(b, a)
+    items = item_test(agg, task, [cond], metric, (before, shared), (after, shared))
+    return [_mean_std([b[s] for s in shared]), _mean_std([a[s] for s in shared]), _signed(*d, _agrees(items, d))]
+
+
+def _agrees(items: tuple[float, bool], seeds: tuple[float, bool]) -> bool:
+    """Whether the item test marks a difference of the same sign as the seeds' one shown beside it (the two
+    average over slightly different things: items some seed left uncovered drop out of the first)."""
+    return items[1] and math.copysign(1, items[0]) == math.copysign(1, seeds[0])
 
 
 def pooled_cell(agg: dict[tuple, dict], v: str, task: str, conds: Sequence[str], metric: str) -> str:
@@ -423,8 +438,9 @@ def _items_note(agg: dict[tuple, dict]) -> str:
     if not has_items(agg):
         return ""
     return (
-        f"`†`: a paired t-test over the test items (each item's value averaged over the seeds) rejects no "
-        f"difference at the {SIGNIFICANCE:.0%} level: the difference holds across these test sentences, "
+        "`†`: a paired t-test over the test items (each item's value averaged over the seeds shown, and over "
+        f"the conditions of a pooled column) rejects no difference at the {SIGNIFICANCE:.0%} level, with "
+        "the sign shown: the difference holds across these test sentences, "
         "which says nothing of retraining (that is `*`); a difference that is to hold for this variant "
         "and not only for these trained models needs `*`. "
     )

@@ -32,7 +32,7 @@ from flow_omni.data.texts import score_answer
 from flow_omni.eval.audio_metrics import mel_cepstral_distortion, mel_distance, qa_accuracy
 from flow_omni.eval.heldout import apply_condition, condition_seed, evaluate_asr
 from flow_omni.eval.samples import SampleLog
-from flow_omni.eval.text_metrics import cer, item_errors, wer
+from flow_omni.eval.text_metrics import cer, item_errors, mean_reference_length, wer
 from flow_omni.layout import Sample
 from flow_omni.vocoder import load_vocoder
 
@@ -56,7 +56,9 @@ def metric_rows(
 
     ``items``: per metric, each test item's value in the test set's order (None for an item the metric
     does not cover, e.g. the speech of a prompt left silent), kept in the row as ``items`` so that two
-    variants can be compared item by item; their mean over the items covered is the metric."""
+    variants can be compared item by item. Their mean is the metric when every item is covered; error
+    rates of the model's speech are on the whole test set's scale (:func:`item_errors`' ``mean_length``),
+    so that they compare between models that left different prompts silent."""
     rows = []
     for k, v in metrics.items():
         row = {"variant": variant, "seed": seed, "task": task, "condition": condition, "metric": k, "value": float(v)}
@@ -232,7 +234,9 @@ def evaluate_model(
             metrics["mcd_db"] = float(np.mean(mcds))
         if heard_text:
             metrics["whisper_wer"] = wer([r for r, _ in heard_text], [h for _, h in heard_text])
-            heard_items = item_errors([r for r, _ in heard_text], [h for _, h in heard_text], "word")
+            # On the whole test set's scale, so that models that spoke different sentences compare.
+            scale = mean_reference_length([e.text for e in test], "word")
+            heard_items = item_errors([r for r, _ in heard_text], [h for _, h in heard_text], "word", scale)
             items["whisper_wer"] = _at(spoken, heard_items, len(test))
         if heard_ref:
             metrics["whisper_wer_ceiling"] = wer([e.text for e in test], heard_ref)
@@ -241,7 +245,8 @@ def evaluate_model(
         if said:
             hyps = [g.text for g in _generate(model, said, max_new_positions, generation=generation)]
             metrics["self_asr_cer"] = cer(refs, hyps)
-            items["self_asr_cer"] = _at(spoken, item_errors(refs, hyps), len(test))
+            scale = mean_reference_length([e.text for e in test])
+            items["self_asr_cer"] = _at(spoken, item_errors(refs, hyps, mean_length=scale), len(test))
             for j, record in kept.items():
                 record["own"] = hyps[j]
         rows.extend(metric_rows(variant, seed, "tts", "clean", metrics, len(test), items))

@@ -38,18 +38,32 @@ def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     return float(jiwer.cer(r, h))
 
 
-def item_errors(refs: Sequence[str], hyps: Sequence[str], unit: str = "char") -> list[float]:
+def item_errors(
+    refs: Sequence[str], hyps: Sequence[str], unit: str = "char", mean_length: float | None = None
+) -> list[float]:
     """Each item's part of the corpus rate: its edits over the mean reference length, so that the mean
     of the values is :func:`cer` (``unit="char"``) or :func:`wer` (``"word"``) of the same items, and two
-    systems can be compared item by item on the same references (a paired test)."""
-    if unit not in ("char", "word"):
-        raise ValueError(f"unit {unit!r}: expected 'char' or 'word'")
+    systems can be compared item by item on the same references (a paired test).
+
+    ``mean_length``: divide by this instead (:func:`mean_reference_length` of a whole test set), so that
+    systems scored on different subsets of it (the sentences each one spoke) share one scale."""
     r, h = _prepare(refs, hyps)
-    process = jiwer.process_characters if unit == "char" else jiwer.process_words
     edits, lengths = [], []
     for ref, hyp in zip(r, h):
-        o = process(ref, hyp)
+        o = _process(unit)(ref, hyp)
         edits.append(o.substitutions + o.deletions + o.insertions)
         lengths.append(o.hits + o.substitutions + o.deletions)
-    mean_length = sum(lengths) / len(lengths)
-    return [e / mean_length for e in edits]
+    scale = sum(lengths) / len(lengths) if mean_length is None else mean_length
+    return [e / scale for e in edits]
+
+
+def mean_reference_length(refs: Sequence[str], unit: str = "char") -> float:
+    """The mean length of the normalised references, in characters (spaces count) or words."""
+    r, _ = _prepare(refs, refs)
+    return sum(o.hits for o in map(_process(unit), r, r)) / len(r)
+
+
+def _process(unit: str):
+    if unit not in ("char", "word"):
+        raise ValueError(f"unit {unit!r}: expected 'char' or 'word'")
+    return jiwer.process_characters if unit == "char" else jiwer.process_words
