@@ -515,8 +515,10 @@ def keep_samples(cfg: RobustnessConfig, seed: int, *, overwrite: bool = False, p
         if model is None:
             continue
         models[v.name] = model
+        if v.name not in cfg.tuned_variants():
+            continue
         tuned = finetune_config(cfg, v, seed, corpus, progress=False).out / "model"
-        if v.name in cfg.tuned_variants() and (tuned / "model.safetensors").is_file():
+        if (tuned / "model.safetensors").is_file():
             models[v.name + FINETUNED] = tuned  # scored in the same eval.json as the model it starts from
     runs = Path(cfg.out_dir) / "runs"
     if not models:
