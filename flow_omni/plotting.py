@@ -97,6 +97,8 @@ def curve_figure(
     logy: bool = False,
     value_range: tuple[float | None, float | None] | None = None,
     dodge: float = 0.0,
+    spread: dict[str, Sequence[float]] | None = None,
+    spread_label: str = "±1 std",
 ) -> Figure:
     """One line per named series against a shared x axis (loss curves, metric-vs-SNR plots).
 
@@ -107,33 +109,51 @@ def curve_figure(
             the bottom of a ``[0, 1]`` axis instead of in the middle of ``[-0.04, 0.04]``.
         dodge: each series is shifted on x by this fraction of the x span, centred on the true x, so that
             equal values do not hide one series behind another (the x label says so).
+        spread: per series (by name, a value per point), the half-height of an error bar drawn around each
+            point, e.g. the standard deviation over seeds; series it does not name, and points where it
+            is 0 or NaN, get none. The x label then says what the bars are (``spread_label``), and the y
+            axis takes in the bars' ends.
     """
     fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
     x_values = [float(x) for x in xs]
     span = (max(x_values) - min(x_values)) if x_values else 0.0
     step = dodge * span if len(series) > 1 else 0.0
+    bars = {name: _bar_heights(spread.get(name, ()), len(ys)) for name, ys in series.items()} if spread else {}
+    bars = {name: b for name, b in bars.items() if any(b)}
     for i, (name, ys) in enumerate(series.items()):
         shift = (i - (len(series) - 1) / 2) * step
-        ax.plot(
+        ax.errorbar(
             [x + shift for x in x_values[: len(ys)]],
             list(ys),
+            yerr=bars.get(name),
             marker=MARKERS[i % len(MARKERS)] if len(ys) < 30 else None,
             linestyle=LINESTYLES[i % len(LINESTYLES)],
             label=name,
+            capsize=2.5,
+            elinewidth=0.8,
         )
-    if step:
-        xlabel = f"{xlabel}\n(series drawn {step:.2g} apart on x, so that equal values stay visible)"
+    notes = [f"series drawn {step:.2g} apart on x, so that equal values stay visible"] if step else []
+    if bars:
+        notes.append(f"bars: {spread_label}")
+    xlabel = "\n".join([xlabel, *(f"({note})" for note in notes)])  # a line each: long labels are cut off
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
     elif value_range is not None:
-        ax.set_ylim(*_bounded_limits(series.values(), value_range))
+        ends = [[y + sign * b for y, b in zip(series[n], heights)] for n, heights in bars.items() for sign in (-1, 1)]
+        ax.set_ylim(*_bounded_limits([*series.values(), *ends], value_range))
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+def _bar_heights(spread: Sequence[float], n: int) -> list[float]:
+    """``n`` error-bar half-heights from ``spread``: 0 where it has no value, is NaN or is negative."""
+    values = [float(v) for v in spread[:n]] + [0.0] * max(0, n - len(spread))
+    return [v if math.isfinite(v) and v > 0 else 0.0 for v in values]
 
 
 def _bounded_limits(

@@ -83,3 +83,19 @@ def test_mel_axis_marks_kilohertz_where_the_htk_bands_put_them():
     for hz in (500.0, 1000.0, 4000.0):
         peak_band = int(fb[int(torch.argmin((freqs - hz).abs()))].argmax())  # the band that weighs hz most
         assert abs(mel_band_position(hz, 100, 24000) - (peak_band + 0.5)) <= 1.0
+
+
+def test_error_bars_where_a_spread_is_given_and_the_axis_takes_in_their_ends():
+    series = {"a": [1.0, 2.0, 3.0], "b": [1.0, 1.0, 1.0]}
+    spread = {"a": [float("nan"), 0.0, 1.0], "b": [0.0, 0.0, 0.0]}  # one seed's std of 0 draws no bar
+    fig = curve_figure([0, 10, 30], series, xlabel="SNR", ylabel="CER", value_range=(0.0, None), spread=spread)
+    a, b = fig.axes[0].containers
+    assert a.has_yerr and not b.has_yerr
+    heights = [abs(s[1][1] - s[0][1]) for s in a.lines[2][0].get_segments()]
+    assert heights == pytest.approx([0.0, 0.0, 2.0])  # NaN and 0 drawn as nothing, 1.0 as ±1
+    assert fig.axes[0].get_ylim()[1] == pytest.approx(4.0 + 0.04 * 4.0)  # the top bar is drawn whole
+    assert "bars: ±1 std" in fig.axes[0].get_xlabel()
+    plt.close(fig)
+    plain = curve_figure([0, 10, 30], series, xlabel="SNR", ylabel="CER", spread={"b": [0.0] * 3})
+    assert "bars" not in plain.axes[0].get_xlabel() and not any(c.has_yerr for c in plain.axes[0].containers)
+    plt.close(plain)

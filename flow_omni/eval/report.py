@@ -165,11 +165,12 @@ def robustness_blocks(
         ]
         for kind in cfg.noise_kinds:
             xs = [CLEAN_X] + list(cfg.snrs)
-            series = {}
+            series, spread = {}, {}
             for v in variants:
                 keys = [(v, task, "clean", metric)] + [(v, task, f"{kind}@{s:g}", metric) for s in cfg.snrs]
                 if all(k in agg for k in keys):
                     series[v] = [agg[k]["mean"] for k in keys]
+                    spread[v] = [agg[k]["std"] for k in keys]  # 0 for one seed: no bar
             if series:
                 name = f"{task}_{metric}_vs_snr_{kind}.png"
                 plot_curve(
@@ -181,6 +182,8 @@ def robustness_blocks(
                     title=f"{title} vs SNR ({kind})",
                     value_range=VALUE_RANGE[metric],
                     dodge=DODGE,
+                    spread=spread,
+                    spread_label="±1 std over seeds",
                 )
                 plots.append(name)
     for task, title in (
