@@ -94,9 +94,53 @@ def test_differences_are_marked_by_welch_and_paired_t_tests_over_seeds():
     assert "Where a variant or a has a single seed" in text and "| b | — | -0.503 |" in text  # unmarked: b has one seed
 
 
+def test_the_item_test_is_an_exact_sign_flip_test_and_mcnemar_on_right_or_wrong_items():
+    """``†``'s test: every sign pattern of the changes up to EXACT_FLIPS of them (scipy's exact permutation
+    test gives the same verdict), seeded random ones beyond; on 0/1 items McNemar's exact test."""
+    from scipy import stats
+
+    from flow_omni.eval.report import EXACT_FLIPS, paired, sign_flip
+
+    rng = np.random.default_rng(2)
+    verdicts = set()
+    for _ in range(60):
+        n = int(rng.integers(3, EXACT_FLIPS + 1))
+        before = rng.integers(0, 2, n).astype(float) if rng.random() < 0.5 else rng.uniform(0, 1, n)
+        after = before + rng.normal(rng.normal(0, 0.3), 0.3, n) * (rng.random(n) < 0.8)
+        d, marked = sign_flip(dict(enumerate(before)), dict(enumerate(after)))
+        assert d == pytest.approx((after - before).mean())
+        exact = stats.permutation_test(
+            (after, before), lambda x, y: np.mean(x - y), permutation_type="samples", n_resamples=np.inf
+        )
+        assert marked == (exact.pvalue < 0.05)
+        verdicts.add(marked)
+    assert verdicts == {True, False}
+
+    def qa(better, worse, items=24):  # 0/1 items: `better` right only after, `worse` right only before
+        before = [0.0] * better + [1.0] * worse + [1.0] * (items - better - worse)
+        after = [1.0] * better + [0.0] * worse + [1.0] * (items - better - worse)
+        return dict(enumerate(before)), dict(enumerate(after))
+
+    # Five more answers right and none lost: McNemar's p = 2 / 2**5 = 0.0625, no mark; the t-test over the
+    # 24 items, which takes the equal answers for evidence too, marks it. Six: p = 0.031, marked.
+    assert not sign_flip(*qa(5, 0))[1] and paired(*qa(5, 0))[1]
+    assert sign_flip(*qa(6, 0))[1]
+    # Twenty items answered differently (seeded random sign patterns): as the exact binomial test.
+    for better, worse in ((15, 5), (14, 6), (5, 15)):
+        assert sign_flip(*qa(better, worse))[1] == (stats.binomtest(better, better + worse).pvalue < 0.05)
+    # Every item a little better and one a lot (a transcript that ran on before): the t-test sees only the
+    # one, the sign-flip test that all 24 moved the same way.
+    before = dict(enumerate([0.3] * 23 + [10.0]))
+    after = {i: x - 0.01 if i < 23 else 0.3 for i, x in before.items()}
+    assert sign_flip(before, after)[1] and not paired(before, after)[1]
+    assert sign_flip({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5}) == (0.0, False)
+    assert math.isnan(sign_flip({0: 0.1}, {1: 0.2})[0])
+
+
 def test_item_test_marks_differences_that_hold_across_the_test_items():
-    """``†``: a paired t-test over test items, each item's value averaged over the seeds (and conditions);
-    items a seed or condition leaves uncovered (None) drop out; scipy's ttest_rel gives the same verdict."""
+    """``†``: a sign-flip test over test items, each item's value averaged over the seeds (and conditions);
+    items a seed or condition leaves uncovered (None) drop out; scipy's permutation test gives the same
+    verdict."""
     from scipy import stats
 
     from flow_omni.eval.report import change, difference, has_items, item_values
@@ -140,7 +184,15 @@ def test_item_test_marks_differences_that_hold_across_the_test_items():
         agg[("a", "tts", "clean", "mel_l1")]["items_by_seed"][0][3]
     )
     keys = sorted(a)
-    expected = stats.ttest_rel([b[i] for i in keys], [a[i] for i in keys]).pvalue < 0.05
+    expected = (
+        stats.permutation_test(
+            ([b[i] for i in keys], [a[i] for i in keys]),
+            lambda x, y: np.mean(x - y),
+            permutation_type="samples",
+            n_resamples=np.inf,
+        ).pvalue
+        < 0.05
+    )
     assert expected and difference(agg, "b", "a", "tts", ["clean"], "mel_l1").endswith(" †")
     # Noise of ±0.3 per item hides a zero shift: no mark.
     assert "†" not in difference(agg, "c", "a", "tts", ["clean"], "mel_l1")
