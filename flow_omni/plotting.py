@@ -119,7 +119,7 @@ def curve_figure(
     span = (max(x_values) - min(x_values)) if x_values else 0.0
     step = dodge * span if len(series) > 1 else 0.0
     bars = {name: _bar_heights(spread.get(name, ()), len(ys)) for name, ys in series.items()} if spread else {}
-    bars = {name: b for name, b in bars.items() if any(b)}
+    bars = {name: b for name, b in bars.items() if any(math.isfinite(h) for h in b)}
     for i, (name, ys) in enumerate(series.items()):
         shift = (i - (len(series) - 1) / 2) * step
         ax.errorbar(
@@ -151,9 +151,10 @@ def curve_figure(
 
 
 def _bar_heights(spread: Sequence[float], n: int) -> list[float]:
-    """``n`` error-bar half-heights from ``spread``: 0 where it has no value, is NaN or is negative."""
-    values = [float(v) for v in spread[:n]] + [0.0] * max(0, n - len(spread))
-    return [v if math.isfinite(v) and v > 0 else 0.0 for v in values]
+    """``n`` error-bar half-heights from ``spread``: NaN (no bar and no caps) where it has no value, is
+    NaN or is not above 0."""
+    values = [float(v) for v in spread[:n]] + [math.nan] * max(0, n - len(spread))
+    return [v if math.isfinite(v) and v > 0 else math.nan for v in values]
 
 
 def _bounded_limits(

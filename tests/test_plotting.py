@@ -1,6 +1,7 @@
 """The plots people read: nothing hidden, cut off or overlapping, and scales that mean the same across panels."""
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
@@ -91,11 +92,19 @@ def test_error_bars_where_a_spread_is_given_and_the_axis_takes_in_their_ends():
     fig = curve_figure([0, 10, 30], series, xlabel="SNR", ylabel="CER", value_range=(0.0, None), spread=spread)
     a, b = fig.axes[0].containers
     assert a.has_yerr and not b.has_yerr
-    heights = [abs(s[1][1] - s[0][1]) for s in a.lines[2][0].get_segments()]
-    assert heights == pytest.approx([0.0, 0.0, 2.0])  # NaN and 0 drawn as nothing, 1.0 as ±1
+    drawn = [s for s in a.lines[2][0].get_segments() if len(s) and np.isfinite(s).all()]
+    assert [abs(s[1][1] - s[0][1]) for s in drawn] == pytest.approx([2.0])  # NaN and 0: no bar; 1.0: ±1
+    caps = [float(y) for line in a.lines[1] for y in line.get_ydata() if np.isfinite(float(y))]
+    assert sorted(caps) == pytest.approx([2.0, 4.0])  # and no caps where there is no bar
     assert fig.axes[0].get_ylim()[1] == pytest.approx(4.0 + 0.04 * 4.0)  # the top bar is drawn whole
     assert "bars: ±1 std" in fig.axes[0].get_xlabel()
     plt.close(fig)
+    # An accuracy of 0.95 ± 0.1: the bar runs past 1, the axis stays on the metric's range.
+    share = curve_figure(
+        [0, 30], {"a": [0.5, 0.95]}, xlabel="x", ylabel="y", value_range=(0.0, 1.0), spread={"a": [0.1, 0.1]}
+    )
+    assert share.axes[0].get_ylim() == pytest.approx((-0.04, 1.04))
+    plt.close(share)
     plain = curve_figure([0, 10, 30], series, xlabel="SNR", ylabel="CER", spread={"b": [0.0] * 3})
     assert "bars" not in plain.axes[0].get_xlabel() and not any(c.has_yerr for c in plain.axes[0].containers)
     plt.close(plain)

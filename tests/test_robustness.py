@@ -96,25 +96,25 @@ def test_differences_are_marked_by_welch_and_paired_t_tests_over_seeds():
 
 def test_the_item_test_is_an_exact_sign_flip_test_and_mcnemar_on_right_or_wrong_items():
     """``†``'s test: every sign pattern of the changes up to EXACT_FLIPS of them (scipy's exact permutation
-    test gives the same verdict), seeded random ones beyond; on 0/1 items McNemar's exact test."""
+    test gives the same p-value), seeded random ones beyond; on 0/1 items McNemar's exact test."""
     from scipy import stats
 
-    from flow_omni.eval.report import EXACT_FLIPS, paired, sign_flip
+    from flow_omni.eval.report import EXACT_FLIPS, paired, sign_flip, sign_flip_pvalue
 
     rng = np.random.default_rng(2)
-    verdicts = set()
     for _ in range(60):
-        n = int(rng.integers(3, EXACT_FLIPS + 1))
-        before = rng.integers(0, 2, n).astype(float) if rng.random() < 0.5 else rng.uniform(0, 1, n)
+        n = int(rng.integers(2, 13))
+        before = rng.integers(0, 4, n) / 3 if rng.random() < 0.5 else rng.uniform(0, 1, n)  # thirds: 3 seeds
         after = before + rng.normal(rng.normal(0, 0.3), 0.3, n) * (rng.random(n) < 0.8)
-        d, marked = sign_flip(dict(enumerate(before)), dict(enumerate(after)))
-        assert d == pytest.approx((after - before).mean())
         exact = stats.permutation_test(
             (after, before), lambda x, y: np.mean(x - y), permutation_type="samples", n_resamples=np.inf
         )
-        assert marked == (exact.pvalue < 0.05)
-        verdicts.add(marked)
-    assert verdicts == {True, False}
+        assert sign_flip_pvalue(after - before) == pytest.approx(exact.pvalue)
+        d, marked = sign_flip(dict(enumerate(before)), dict(enumerate(after)))
+        assert d == pytest.approx((after - before).mean()) and marked == (exact.pvalue < 0.05)
+    # A sum of 0 up to float rounding is a tie with every pattern whose sum is 0: p = 1, not 0.875.
+    assert sign_flip_pvalue(np.array([2, 1, 0, 1, 3, 1]) / 3 - np.array([1, 2, 3, 2, 0, 0]) / 3) == 1.0
+    assert sign_flip_pvalue([0.3 - 0.1, 0.4 - 0.2, 0.5 - 0.3, 0.6 - 0.4]) == pytest.approx(2 / 16)
 
     def qa(better, worse, items=24):  # 0/1 items: `better` right only after, `worse` right only before
         before = [0.0] * better + [1.0] * worse + [1.0] * (items - better - worse)
@@ -125,9 +125,15 @@ def test_the_item_test_is_an_exact_sign_flip_test_and_mcnemar_on_right_or_wrong_
     # 24 items, which takes the equal answers for evidence too, marks it. Six: p = 0.031, marked.
     assert not sign_flip(*qa(5, 0))[1] and paired(*qa(5, 0))[1]
     assert sign_flip(*qa(6, 0))[1]
-    # Twenty items answered differently (seeded random sign patterns): as the exact binomial test.
-    for better, worse in ((15, 5), (14, 6), (5, 15)):
-        assert sign_flip(*qa(better, worse))[1] == (stats.binomtest(better, better + worse).pvalue < 0.05)
+    # Any split of up to EXACT_FLIPS items answered differently: McNemar's (the binomial test's) p-value.
+    for better, worse in ((15, 5), (14, 6), (5, 15), (21, 11), (30, 2)):
+        before, after = qa(better, worse, items=40)
+        changes = [after[i] - before[i] for i in before]
+        assert sign_flip_pvalue(changes) == pytest.approx(stats.binomtest(better, better + worse).pvalue)
+    # Beyond, from random sign patterns: the verdict of the exact test where it is not close.
+    for better, worse in ((26, 14), (29, 11), (11, 29)):
+        assert better + worse > EXACT_FLIPS
+        assert sign_flip(*qa(better, worse, 48))[1] == (stats.binomtest(better, better + worse).pvalue < 0.05)
     # Every item a little better and one a lot (a transcript that ran on before): the t-test sees only the
     # one, the sign-flip test that all 24 moved the same way.
     before = dict(enumerate([0.3] * 23 + [10.0]))
@@ -215,6 +221,20 @@ def test_item_test_marks_differences_that_hold_across_the_test_items():
     ]
     agg_same = {(a["variant"], a["task"], a["condition"], a["metric"]): a for a in aggregate(all_rows + same)}
     assert "†" not in difference(agg_same, "d", "a", "tts", ["clean"], "mel_l1")
+
+    # Right-or-wrong QA items of one seed: five more right answers and none lost is no mark (McNemar's
+    # p = 0.0625; a t-test over the 24 items would mark it), six is.
+    def qa_rows(variant, right):
+        items = [1.0] * right + [0.0] * (24 - right)
+        row = {"variant": variant, "seed": 0, "task": "qa", "condition": "clean", "metric": "accuracy"}
+        return [{**row, "value": float(np.mean(items)), "n": 24, "items": items}]
+
+    agg_qa = {
+        (a["variant"], a["task"], a["condition"], a["metric"]): a
+        for a in aggregate(qa_rows("q", 10) + qa_rows("q5", 15) + qa_rows("q6", 16))
+    }
+    assert difference(agg_qa, "q5", "q", "qa", ["clean"], "accuracy") == "+0.208"
+    assert difference(agg_qa, "q6", "q", "qa", ["clean"], "accuracy") == "+0.250 †"
     # Rows without per-item values (runs scored before they were kept): the seed test alone, and the
     # report does not explain a mark it cannot give.
     from flow_omni.eval.document import to_markdown

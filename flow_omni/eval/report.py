@@ -352,40 +352,56 @@ def paired(before: dict[int, float], after: dict[int, float]) -> tuple[float, bo
     return d, bool(se > 0 and abs(d) > stats.t.ppf(1 - SIGNIFICANCE / 2, len(changes) - 1) * se)
 
 
-#: :func:`sign_flip` enumerates every sign pattern up to this many non-zero changes, and samples beyond.
-EXACT_FLIPS = 16
-#: Random sign patterns :func:`sign_flip` draws (seeded, so a report is reproducible) past EXACT_FLIPS; the
-#: p-value's Monte Carlo error is then about 0.0015 near 5 %.
+#: :func:`sign_flip` counts every sign pattern up to this many non-zero changes (2**32 patterns, as two
+#: halves of 2**16 sums each), and samples beyond.
+EXACT_FLIPS = 32
+#: Random sign patterns :func:`sign_flip` draws past EXACT_FLIPS (seeded, so a report is reproducible; every
+#: cell draws the same patterns); the p-value's Monte Carlo error is then about 0.0015 near 5 %.
 RANDOM_FLIPS = 20_000
 
 
 def sign_flip(before: dict[int, float], after: dict[int, float]) -> tuple[float, bool]:
     """The mean change ``after - before`` over the keys both have, and whether a paired sign-flip
-    (permutation) test rejects no change at :data:`SIGNIFICANCE`, two-sided.
+    (permutation) test rejects no change at :data:`SIGNIFICANCE` (:func:`sign_flip_pvalue`). NaN when no
+    key is shared.
 
-    For test items, where :func:`paired`'s t-test assumes what per-item scores are not: QA items are 0/1
-    (there the test is exactly McNemar's exact test: only the items the two systems answer differently
-    count), and a transcript that never stops makes one item's error rate a hundred times the others'.
-    Under no change every change is as likely positive as negative, so the p-value is the share of sign
-    patterns whose mean is at least as far from 0 as the one measured: every pattern for up to
-    :data:`EXACT_FLIPS` non-zero changes, :data:`RANDOM_FLIPS` seeded ones beyond. NaN when no key is
-    shared."""
-    changes = np.asarray([after[k] - before[k] for k in sorted(set(before) & set(after))], dtype=float)
-    if not len(changes):
+    For test items, where :func:`paired`'s t-test assumes what per-item scores are not: a QA item is 0 or
+    1 (of one seed's model under one condition: there the test is McNemar's exact test, in which only the
+    items the two systems answer differently count), and a transcript that never stops makes one item's
+    error rate a hundred times the others'."""
+    changes = [after[k] - before[k] for k in sorted(set(before) & set(after))]
+    if not changes:
         return math.nan, False
-    d = float(changes.mean())
-    moved = changes[np.abs(changes) > 1e-12 * max(1.0, float(np.abs(changes).max()))]
-    if not len(moved):
-        return d, False
+    return float(np.mean(changes)), bool(sign_flip_pvalue(changes) < SIGNIFICANCE)
+
+
+def sign_flip_pvalue(changes: Sequence[float]) -> float:
+    """Two-sided p-value of no change, given paired changes: under no change every change is as likely
+    positive as negative, so it is the share of sign patterns whose sum is at least as far from 0 as the
+    one measured; exact for up to :data:`EXACT_FLIPS` non-zero changes, from :data:`RANDOM_FLIPS` seeded
+    patterns beyond. Changes of 0 (up to float rounding) flip to themselves and drop out; 1.0 when none
+    is left."""
+    arr = np.asarray(changes, dtype=float)
+    moved = arr[np.abs(arr) > 1e-12 * max(1.0, float(np.abs(arr).max(initial=0.0)))]
+    # Sums that differ by float rounding alone are ties: the pattern measured counts itself.
+    least = abs(float(moved.sum())) - 1e-9 * float(np.abs(moved).sum())
+    if least <= 0:
+        return 1.0  # a sum of 0 (or nothing moved): every pattern is as far from 0
     if len(moved) <= EXACT_FLIPS:
-        codes = np.arange(2 ** len(moved))[:, None] >> np.arange(len(moved)) & 1
-        signs = 1.0 - 2.0 * codes
-    else:
-        signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(RANDOM_FLIPS, len(moved)))
-    sums = np.abs(signs @ moved)
-    at_least = sums >= abs(float(moved.sum())) * (1 - 1e-9)  # the pattern measured counts itself
-    p = at_least.mean() if len(moved) <= EXACT_FLIPS else (at_least.sum() + 1) / (RANDOM_FLIPS + 1)
-    return d, bool(p < SIGNIFICANCE)
+        half = len(moved) // 2
+        first, second = _pattern_sums(moved[:half]), np.sort(_pattern_sums(moved[half:]))
+        # Pairs with |a + b| >= least: b >= least - a or b <= -least - a (never both, as least > 0).
+        count = (len(second) - np.searchsorted(second, least - first, "left")).sum()
+        count += np.searchsorted(second, -least - first, "right").sum()
+        return float(count / 2.0 ** len(moved))
+    signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(RANDOM_FLIPS, len(moved)))
+    return float(((np.abs(signs @ moved) >= least).sum() + 1) / (RANDOM_FLIPS + 1))
+
+
+def _pattern_sums(values: np.ndarray) -> np.ndarray:
+    """``(2**n,)``: the sum of ``values`` (n of them) under every pattern of signs."""
+    codes = np.arange(2 ** len(values))[:, None] >> np.arange(len(values)) & 1
+    return (1.0 - 2.0 * codes) @ values
 
 
 def _variance(values: Sequence[float]) -> float:
@@ -478,7 +494,8 @@ def _items_note(agg: dict[tuple, dict]) -> str:
         return ""
     return (
         "`†`: a paired sign-flip test over the test items (each item's value averaged over the seeds shown, "
-        "and over the conditions of a pooled column; on right-or-wrong items, McNemar's exact test) rejects "
+        "and over the conditions of a pooled column; on one seed's right-or-wrong QA items, McNemar's exact "
+        "test) rejects "
         f"no difference at the {SIGNIFICANCE:.0%} level, with the sign shown: the difference holds across "
         "these test sentences, "
         "which says nothing of retraining (that is `*`); a difference that is to hold for this variant "
