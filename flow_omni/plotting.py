@@ -23,6 +23,8 @@ MEL_TICKS_KHZ = (0.5, 1.0, 2.0, 4.0, 8.0)
 #: Marker and line style of the n-th series of a curve plot: series with equal values stay distinguishable.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 LINESTYLES = ("-", "--", "-.", ":")
+#: A curve plot with more series than this puts its legend right of the axes, off the data.
+LEGEND_INSIDE = 4
 
 
 def _hz_to_mel(hz: float) -> float:
@@ -114,7 +116,8 @@ def curve_figure(
             is 0 or NaN, get none. The x label then says what the bars are (``spread_label``), and the y
             axis takes in the bars' ends.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    outside = len(series) > LEGEND_INSIDE  # many series: a legend inside would sit on some of them
+    fig, ax = plt.subplots(figsize=(8.5 if outside else 6.5, 4), layout="constrained")
     x_values = [float(x) for x in xs]
     span = (max(x_values) - min(x_values)) if x_values else 0.0
     step = dodge * span if len(series) > 1 else 0.0
@@ -146,7 +149,10 @@ def curve_figure(
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if outside:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend()
     return fig
 
 

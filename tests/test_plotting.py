@@ -108,3 +108,20 @@ def test_error_bars_where_a_spread_is_given_and_the_axis_takes_in_their_ends():
     plain = curve_figure([0, 10, 30], series, xlabel="SNR", ylabel="CER", spread={"b": [0.0] * 3})
     assert "bars" not in plain.axes[0].get_xlabel() and not any(c.has_yerr for c in plain.axes[0].containers)
     plt.close(plain)
+
+
+def test_a_legend_of_many_series_sits_right_of_the_data_and_inside_the_figure():
+    from flow_omni.plotting import LEGEND_INSIDE
+
+    many = {f"variant {i}": [0.1 * i, 0.2, 0.3] for i in range(LEGEND_INSIDE + 1)}
+    fig = curve_figure([0, 10, 30], many, xlabel="SNR", ylabel="CER")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend, axes = fig.axes[0].get_legend().get_window_extent(renderer), fig.axes[0].get_window_extent(renderer)
+    assert legend.x0 >= axes.x1 and legend.x1 <= fig.bbox.x1  # off the axes, not cut off
+    plt.close(fig)
+    few = curve_figure([0, 10, 30], dict(list(many.items())[:LEGEND_INSIDE]), xlabel="SNR", ylabel="CER")
+    few.canvas.draw()
+    renderer = few.canvas.get_renderer()
+    assert few.axes[0].get_legend().get_window_extent(renderer).x1 <= few.axes[0].get_window_extent(renderer).x1
+    plt.close(few)
