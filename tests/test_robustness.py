@@ -392,6 +392,8 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
     if WhisperASR.available():  # spoken answers scored through Whisper (clean only by default)
         scored = {(r["condition"], r["metric"]) for r in data["rows"] if r["task"] == "qa"}
         assert ("clean", "speech_accuracy") in scored and ("white@0", "speech_accuracy") not in scored
+        block = report.split("## QA accuracy of the spoken answer")[1].split("##")[0]
+        assert "| clean |" in block and "| white@0 |" not in block  # no row of dashes for conditions not scored
         assert any(r["metric"] == "whisper_wer" for r in data["rows"]) or all(
             r["value"] == 0 for r in data["rows"] if r["metric"] == "spoke"
         )

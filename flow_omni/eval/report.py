@@ -160,7 +160,11 @@ def robustness_blocks(
             Heading(f"{title} by condition"),
             Table(
                 ["condition", *variants],
-                [[c, *(_cell(agg, (v, task, c, metric)) for v in variants)] for c in conditions + extra],
+                [
+                    [c, *(_cell(agg, (v, task, c, metric)) for v in variants)]
+                    for c in conditions + extra
+                    if any((v, task, c, metric) in agg for v in variants)  # spoken answers: clean only
+                ],
             ),
         ]
         for kind in cfg.noise_kinds:
