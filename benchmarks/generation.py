@@ -3,13 +3,14 @@
 For each preset, r and speech head (the continuous flow head at each ``--steps``; a k-means code head
 and a residual VQ head with Mini-Omni's per-level delay on the same backbone, as the robustness grid's
 ``kmeans`` and ``rvq4`` variants): LLM steps per second of audio, real-time factor of generation
-without and with the streaming Vocos vocoder (the default doubling chunk schedule, and chunks held at 8 frames
-as a comparison), time to the first audio chunk, time per step at position ~10 vs ~1000 (the KV
-cache keeps it flat; ``--no-cache-rows`` adds steps without it, whose cost grows with the position),
-batch-8 vs batch-1 throughput, the flow-head step over the code-head step, where a step's time goes
-(the LLM, the post-net, the speech head, the rest of the loop; timed in a run of its own), and the
-time of one pass over as many float32 weights as the model has (the memory floor of a batch-1 step). Everything is
-measured in one run; the models take turns over ``--rounds`` rounds and medians are reported, so
+without and with the streaming Vocos vocoder (the default doubling chunk schedule, and chunks held at
+8 frames as a comparison), time to the first audio chunk, time per step at position ~10 vs ~1000
+(the KV cache keeps it flat; ``--no-cache-rows`` adds steps without it, whose cost grows with the
+position), batch-8 (prompts of 1 to 19 words) vs batch-1 throughput, the flow-head step over the
+code-head step, where a step's time goes (the LLM, the post-net, the speech head, the rest of the
+loop; timed in a run of its own), and the time of one pass over as many float32 weights as the model
+has (the memory floor of a batch-1 step). Everything is measured in one run; the models take turns
+over ``--rounds`` rounds and medians are reported, so
 that load from other jobs falls on every head alike.
 
 Weights are untrained (speed does not depend on their values), so the state and text heads are
@@ -147,6 +148,20 @@ def weights_pass_ms(n_params: int, repeats: int = 20) -> float:
     return statistics.median(times) * 1e3
 
 
+#: The batch of eight prompts, of different lengths (1 to 19 words): rows that start at different
+#: positions, as a server's requests do, so the batch pays for its padding and attention masks.
+BATCH_TEXTS = (
+    "the quick brown fox",
+    "hello there",
+    "she sells sea shells by the sea shore",
+    "seven",
+    "a long sentence with many words in it that takes the model a while to read before it speaks",
+    "what number comes before nine",
+    "anna ran calmly last week",
+    "the weather will be cold and windy tomorrow morning",
+)
+
+
 def measure(model, prompt, cfg, vocoder, args) -> dict:
     """One round of every measurement of one model (the caller alternates models between rounds, so
     that load from other jobs falls on all of them alike)."""
@@ -159,7 +174,7 @@ def measure(model, prompt, cfg, vocoder, args) -> dict:
     first, total_voc = first_audio_latency(model, prompt, cfg, vocoder, args.audio_chunk_frames)
     _, total_fixed = first_audio_latency(model, prompt, cfg, vocoder, 8)
     t = time.perf_counter()
-    timed_steps(model, [prompt] * 8, cfg)
+    steps8 = timed_steps(model, [Sample("T2A", prompt_text=x) for x in BATCH_TEXTS], cfg)
     b8 = time.perf_counter() - t
     split = split_step(model, [prompt], cfg)
     return dict(
@@ -170,7 +185,7 @@ def measure(model, prompt, cfg, vocoder, args) -> dict:
         rtf_voc8=total_fixed / audio_s,
         first=first,
         b1=len(steps) / gen_s,
-        b8=8 * len(steps) / b8,
+        b8=len(BATCH_TEXTS) * len(steps8) / b8,
     )
 
 
@@ -235,8 +250,8 @@ def main() -> None:
                     max_new_positions=n, steps=steps_, seed=0, kv_cache=args.kv_caches[0], compile=comp
                 )
                 # Warm-up, at batch 1 and 8: a compiled trajectory compiles for each (seconds, untimed).
-                for batch in (1, 8):
-                    timed_steps(model, [prompt] * batch, dataclasses.replace(cfgs[key], max_new_positions=8))
+                for batch in ([prompt], [Sample("T2A", prompt_text=x) for x in BATCH_TEXTS]):
+                    timed_steps(model, batch, dataclasses.replace(cfgs[key], max_new_positions=8))
                 models[key], rounds[key] = model, []
             for _ in range(args.rounds):
                 for key in heads:
