@@ -320,7 +320,7 @@ def print_tables(rows: list[dict], args) -> None:
             f"| {x['b8'] / x['b1']:.1f} | {x['floor']:.2f} |"
         )
     # The first target: a flow-head step over a code-head step on the same backbone (k-means
-    # where it was timed, being the cheapest code head).
+    # where it was timed, the discrete head the target was set against).
     codes = {}
     for x in rows:
         if not x["head"].startswith("flow") and codes.get((x["preset"], x["r"]), {}).get("head") != "kmeans":
