@@ -150,15 +150,18 @@ def weights_pass_ms(n_params: int, repeats: int = 20) -> float:
 
 #: The batch of eight prompts, of different lengths (1 to 19 words): rows that start at different
 #: positions, as a server's requests do, so the batch pays for its padding and attention masks.
-BATCH_TEXTS = (
-    "the quick brown fox",
-    "hello there",
-    "she sells sea shells by the sea shore",
-    "seven",
-    "a long sentence with many words in it that takes the model a while to read before it speaks",
-    "what number comes before nine",
-    "anna ran calmly last week",
-    "the weather will be cold and windy tomorrow morning",
+BATCH = tuple(
+    Sample("T2A", prompt_text=x)
+    for x in (
+        "the quick brown fox",
+        "hello there",
+        "she sells sea shells by the sea shore",
+        "seven",
+        "a long sentence with many words in it that takes the model a while to read before it speaks",
+        "what number comes before nine",
+        "anna ran calmly last week",
+        "the weather will be cold and windy tomorrow morning",
+    )
 )
 
 
@@ -174,7 +177,7 @@ def measure(model, prompt, cfg, vocoder, args) -> dict:
     first, total_voc = first_audio_latency(model, prompt, cfg, vocoder, args.audio_chunk_frames)
     _, total_fixed = first_audio_latency(model, prompt, cfg, vocoder, 8)
     t = time.perf_counter()
-    steps8 = timed_steps(model, [Sample("T2A", prompt_text=x) for x in BATCH_TEXTS], cfg)
+    steps8 = timed_steps(model, list(BATCH), cfg)
     b8 = time.perf_counter() - t
     split = split_step(model, [prompt], cfg)
     return dict(
@@ -185,7 +188,7 @@ def measure(model, prompt, cfg, vocoder, args) -> dict:
         rtf_voc8=total_fixed / audio_s,
         first=first,
         b1=len(steps) / gen_s,
-        b8=len(BATCH_TEXTS) * len(steps8) / b8,
+        b8=len(BATCH) * len(steps8) / b8,
     )
 
 
@@ -250,7 +253,7 @@ def main() -> None:
                     max_new_positions=n, steps=steps_, seed=0, kv_cache=args.kv_caches[0], compile=comp
                 )
                 # Warm-up, at batch 1 and 8: a compiled trajectory compiles for each (seconds, untimed).
-                for batch in ([prompt], [Sample("T2A", prompt_text=x) for x in BATCH_TEXTS]):
+                for batch in ([prompt], list(BATCH)):
                     timed_steps(model, batch, dataclasses.replace(cfgs[key], max_new_positions=8))
                 models[key], rounds[key] = model, []
             for _ in range(args.rounds):
@@ -323,8 +326,9 @@ def print_tables(rows: list[dict], args) -> None:
     # where it was timed, the discrete head the target was set against).
     codes = {}
     for x in rows:
-        if not x["head"].startswith("flow") and codes.get((x["preset"], x["r"]), {}).get("head") != "kmeans":
-            codes[x["preset"], x["r"]] = x
+        key = x["preset"], x["r"]
+        if not x["head"].startswith("flow") and (key not in codes or x["head"] == "kmeans"):
+            codes[key] = x
     for x in rows:
         ref = codes.get((x["preset"], x["r"]))
         if ref is not None and x is not ref:
