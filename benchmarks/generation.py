@@ -133,6 +133,34 @@ def first_audio_latency(model, sample, cfg, vocoder, audio_chunk_frames) -> tupl
     return first or float("nan"), time.perf_counter() - t0
 
 
+def product_rates(hidden: int, intermediate: int, rows=(1, 8), repeats: int = 200) -> dict:
+    """Microseconds and GFLOP/s of the backbone's MLP products (``hidden`` → ``intermediate`` and back) at
+    each number of ``rows`` (a batch of that many sequences at one decoding step), and the GFLOP/s of a
+    1024 × 1024 × 1024 product, about the most this core's float32 kernel does: where the batch-8 step's
+    products stand between per-call overhead and arithmetic."""
+
+    def median_us(f, n):
+        f()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1e6
+
+    out = {}
+    with torch.no_grad():
+        for i, o in ((hidden, intermediate), (intermediate, hidden)):
+            lin = torch.nn.Linear(i, o)
+            for m in rows:
+                x = torch.randn(m, i)
+                us = median_us(lambda: lin(x), repeats)
+                out[f"{i}x{o} rows={m}"] = {"us": us, "gflops": 2 * m * i * o / us / 1e3}
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        out["peak_gflops"] = 2 * 1024**3 / median_us(lambda: a @ b, 20) / 1e3
+    return out
+
+
 def weights_pass_ms(n_params: int, repeats: int = 20) -> float:
     """Median time of one matrix-vector product over ``n_params`` float32 weights: the memory floor
     of a batch-1 step that reads every weight once."""
@@ -180,8 +208,12 @@ def measure(model, prompt, cfg, vocoder, args) -> dict:
     steps8 = timed_steps(model, list(BATCH), cfg)
     b8 = time.perf_counter() - t
     split = split_step(model, [prompt], cfg)
+    split8 = split_step(model, list(BATCH), cfg)
     return dict(
         **{f"split_{k}": v for k, v in split.items()},
+        **{f"split8_{k}": v for k, v in split8.items()},
+        prefill1=steps[0] * 1e3,  # the first step reads the prompt: one short prompt against eight padded ones
+        prefill8=steps8[0] * 1e3,
         step=statistics.median(steps[5:30]) * 1e3,  # positions 5-30: past the prompt, before any growth
         rtf=gen_s / audio_s,
         rtf_voc=total_voc / audio_s,
@@ -289,6 +321,9 @@ def main() -> None:
                     long_runs_by_cache={c: long_runs[key, c] for c in args.kv_caches},
                     floor=weights_pass_ms(model.num_parameters()),
                 )
+                if not rows or rows[-1]["preset"] != preset:  # once per preset: the products are the backbone's
+                    bb = model.backbone.config
+                    row["products"] = product_rates(bb.hidden_size, bb.intermediate_size)
                 if args.no_cache_rows:
                     per_nc = timed_steps(
                         model, [prompt], dataclasses.replace(cfgs[key], max_new_positions=310, use_cache=False)
@@ -345,6 +380,28 @@ def print_tables(rows: list[dict], args) -> None:
     for x in rows:
         cells = " | ".join(f"{x[f'split_{k}']:.2f}" for k in (*PARTS, "rest", "step"))
         print(f"| {x['preset']} | {x['r']} | {x['head']} | {cells} |")
+    print(
+        "\nThe same at batch 8 (the eight prompts of different lengths; ms per step of the batch, and its "
+        "ratio to the batch-1 step), and the first step, which reads the prompt (ms, batch 1 / batch 8):\n"
+    )
+    print(
+        "| preset | r | speech head | LLM | post-net | speech head | rest of the loop | step | first step b=1 / b=8 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for x in rows:
+        keys = (*PARTS, "rest", "step")
+        cells = " | ".join(f"{x[f'split8_{k}']:.2f} ({x[f'split8_{k}'] / x[f'split_{k}']:.1f}×)" for k in keys)
+        print(f"| {x['preset']} | {x['r']} | {x['head']} | {cells} | {x['prefill1']:.0f} / {x['prefill8']:.0f} |")
+    for x in rows:
+        if "products" in x:
+            rates = x["products"]
+            cells = ", ".join(
+                f"{k}: {v['us']:.0f} µs, {v['gflops']:.1f} GFLOP/s" for k, v in rates.items() if k != "peak_gflops"
+            )
+            print(
+                f"\n{x['preset']} MLP products (one call each, median): {cells}; a 1024³ product "
+                f"runs at {rates['peak_gflops']:.1f} GFLOP/s"
+            )
     if len(args.kv_caches) > 1:
         print(f"\nms/step @10 → @{args.long} (ratio) by KV cache, medians of {args.rounds} long runs taking turns:")
         for x in rows:
