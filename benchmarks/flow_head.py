@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import time
 
 import torch
+from matmul_rate import median_us  # benchmarks/matmul_rate.py, beside this script
 
 from flow_omni.models import FlowHead, FlowHeadConfig
 
@@ -77,17 +77,6 @@ def build_head(args: argparse.Namespace) -> FlowHead:
     return head.eval()
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).pow(2).mean().sqrt().item()
 
@@ -115,7 +104,7 @@ def solver_table(head: FlowHead, args: argparse.Namespace) -> None:
     for solver, steps, kw in runs:
         st = steps if isinstance(steps, int) else 1
         err = rms(head.sample(zr, solver=solver, steps=st, noise=nr, **kw), ref)
-        sec = timed(lambda: head.sample(z, solver=solver, steps=st, noise=noise, **kw), args.repeats)
+        sec = median_us(lambda: head.sample(z, solver=solver, steps=st, noise=noise, **kw), args.repeats) / 1e6
         nfe = head.nfe
         print(f"| {solver} | {steps} | {nfe} | {1000 * sec * 1000 / args.rows:.1f} | {err:.2e} |", flush=True)
     print()

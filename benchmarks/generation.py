@@ -38,6 +38,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from matmul_rate import median_us, peak_gflops  # noqa: E402  (benchmarks/matmul_rate.py, beside this script)
 from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
 
 from flow_omni import FlowOmni, FlowOmniConfig, Sample  # noqa: E402
@@ -136,18 +137,8 @@ def first_audio_latency(model, sample, cfg, vocoder, audio_chunk_frames) -> tupl
 def product_rates(hidden: int, intermediate: int, rows=(1, 8), repeats: int = 200) -> dict:
     """Microseconds and GFLOP/s of the backbone's MLP products (``hidden`` → ``intermediate`` and back) at
     each number of ``rows`` (a batch of that many sequences at one decoding step), and the GFLOP/s of a
-    1024 × 1024 × 1024 product, about the most this core's float32 kernel does: where the batch-8 step's
-    products stand between per-call overhead and arithmetic."""
-
-    def median_us(f, n):
-        f()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times) * 1e6
-
+    1024³ product (:func:`matmul_rate.peak_gflops`): where the batch-8 step's products stand between
+    per-call overhead and arithmetic."""
     out = {}
     with torch.no_grad():
         for i, o in ((hidden, intermediate), (intermediate, hidden)):
@@ -156,8 +147,7 @@ def product_rates(hidden: int, intermediate: int, rows=(1, 8), repeats: int = 20
                 x = torch.randn(m, i)
                 us = median_us(lambda: lin(x), repeats)
                 out[f"{i}x{o} rows={m}"] = {"us": us, "gflops": 2 * m * i * o / us / 1e3}
-        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-        out["peak_gflops"] = 2 * 1024**3 / median_us(lambda: a @ b, 20) / 1e3
+    out["peak_gflops"] = peak_gflops()
     return out
 
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from matmul_rate import peak_gflops  # benchmarks/matmul_rate.py, beside this script
 from record import write_result  # benchmarks/record.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 
@@ -114,15 +115,31 @@ def main() -> None:
     for (name, attn), ts in times.items():
         ms = [1000 * statistics.mean(ts), 1000 * statistics.median(ts), 1000 * min(ts), 1000 * max(ts)]
         print(f"| {name} | {attn} | " + " | ".join(f"{x:.0f}" for x in ms) + " |")
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         for b in batches[2:5]:
             step(b, False, "sdpa", False)
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
-    print(f"\nfloat32: matrix products (aten::mm, addmm, bmm) hold {100 * mm / total:.0f} % of the step's CPU time")
+    products = [e for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
+    mm_us = sum(e.self_cpu_time_total for e in products)
+    # What the step's products do per second against a large product on the same thread: how much a
+    # float32 step could still gain from faster kernels, as opposed to doing less arithmetic.
+    rate, peak = sum(e.flops for e in products) / mm_us / 1e3, peak_gflops()
+    print(
+        f"\nfloat32: matrix products (aten::mm, addmm, bmm) hold {100 * mm_us / total:.0f} % of the step's CPU "
+        f"time, at {rate:.1f} GFLOP/s; a 1024³ product runs at {peak:.1f} GFLOP/s on this thread"
+    )
     if args.json:
         steps = [{"precision": p, "attention": a, "seconds": ts} for (p, a), ts in times.items()]
-        write_result(args.json, "training_precision", args, load_at_start, positions=positions, steps=steps)
+        float32_products = {"share": mm_us / total, "gflops": rate, "peak_gflops": peak}
+        write_result(
+            args.json,
+            "training_precision",
+            args,
+            load_at_start,
+            positions=positions,
+            steps=steps,
+            float32_products=float32_products,
+        )
 
 
 if __name__ == "__main__":
