@@ -8,7 +8,8 @@ to the output-voice reference and the generated/reference length ratios.
 ``--nfe`` instead measures the quality-cost curve of issue 12: greedy speech (temperature 0, as the
 evaluation report samples) for each solver in ``--solvers`` at each number of network evaluations
 per token (NFE; midpoint and Heun take two per step, so they skip odd NFE) and each classifier-free
-guidance scale in ``--cfg-scales`` (a model trained with ``flow.cfg_dropout`` > 0), scored as the
+guidance scale in ``--cfg-scales`` (a model trained with ``flow.cfg_dropout`` > 0) and speech
+temperature in ``--speech-temperatures`` (the softmax of a code head, the noise of the flow head), scored as the
 evaluation report scores T→A (:func:`~flow_omni.eval.robustness.evaluate_model`): the mel L1, the
 model's own-ASR CER of what it said, and Whisper tiny.en's WER of it through ``--vocoder``
 (Griffin-Lim by default) next to the same for the resynthesised references.
@@ -19,6 +20,7 @@ model's own-ASR CER of what it said, and Whisper tiny.en's WER of it through ``-
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 from pathlib import Path
@@ -49,6 +51,13 @@ def main() -> None:
     p.add_argument("--vocoder", default=None, help="--nfe: mel → audio for the listeners (default Griffin-Lim)")
     p.add_argument("--max-positions", type=int, default=300)
     p.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0], help="--nfe: classifier-free guidance scales")
+    p.add_argument(
+        "--speech-temperatures",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="--nfe: speech temperatures (a code head's softmax, the flow head's noise; 0 = greedy, as scored)",
+    )
     p.add_argument("--no-whisper", dest="whisper", action="store_false", help="--nfe: skip Whisper's WER")
     p.add_argument("--json", type=Path, default=None, help="also write the --nfe rows here")
     args = p.parse_args()
@@ -78,21 +87,29 @@ def main() -> None:
 
 
 def nfe_curve(model: FlowOmni, test, args, load_at_start: tuple[float, float, float]) -> None:
-    """Score T→A (as the evaluation report does) at each solver × NFE × CFG scale."""
+    """Score T→A (as the evaluation report does) at each solver × NFE × CFG scale × speech temperature."""
     vocoder = load_vocoder(args.vocoder).decode
     listener = WhisperASR() if args.whisper else None
     ceiling: dict[str, str] = {}  # the resynthesised references, transcribed once
     rows = []
-    print("| solver | NFE | steps | CFG scale | mel L1 | own-ASR CER | Whisper WER | spoke | seconds (with scoring) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| solver | NFE | steps | CFG scale | speech temperature | mel L1 | own-ASR CER | Whisper WER | spoke "
+        "| seconds (with scoring) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for solver in args.solvers:
         per_step = SOLVERS[solver]
         for nfe in args.nfe:
             if nfe % per_step:
                 continue
-            for scale in args.cfg_scales:
+            for scale, temp in itertools.product(args.cfg_scales, args.speech_temperatures):
                 t0 = time.perf_counter()
-                generation = {"solver": solver, "steps": nfe // per_step, "cfg_scale": scale}
+                generation = {
+                    "solver": solver,
+                    "steps": nfe // per_step,
+                    "cfg_scale": scale,
+                    "speech_temperature": temp,
+                }
                 scores = evaluate_model(
                     model,
                     test,
@@ -105,12 +122,12 @@ def nfe_curve(model: FlowOmni, test, args, load_at_start: tuple[float, float, fl
                     ceiling_cache=ceiling,
                     generation=generation,
                 )
-                row = dict(solver=solver, nfe=nfe, steps=nfe // per_step, cfg_scale=scale)
+                row = dict(solver=solver, nfe=nfe, steps=nfe // per_step, cfg_scale=scale, speech_temperature=temp)
                 row.update({r["metric"]: r["value"] for r in scores})
                 row["seconds_with_scoring"] = time.perf_counter() - t0
                 rows.append(row)
                 print(
-                    f"| {solver} | {nfe} | {row['steps']} | {scale} | {row['mel_l1']:.3f} "
+                    f"| {solver} | {nfe} | {row['steps']} | {scale} | {temp:g} | {row['mel_l1']:.3f} "
                     f"| {row.get('self_asr_cer', float('nan')):.3f} | {row.get('whisper_wer', float('nan')):.3f} "
                     f"| {row['spoke']:.2f} | {row['seconds_with_scoring']:.1f} |",
                     flush=True,
