@@ -17,7 +17,6 @@ from flow_omni import FlowOmni
 from flow_omni.bench import RobustnessConfig
 from flow_omni.eval.report import _budget, metrics_table
 from flow_omni.eval.robustness import aggregate
-from flow_omni.precision import resolve_precision
 
 
 def test_aggregate_mean_and_std_by_hand():
@@ -779,11 +778,24 @@ def test_evaluate_model_samples_with_the_generation_settings_it_is_given(tmp_pat
 def test_report_names_the_settings_the_budget_changes_from_the_recipe():
     # The demo trains the learn recipe with its own lr and task mix: the report must not let a reader
     # take the recipe's own settings for what was run.
-    text = _budget(RobustnessConfig.demo())
-    assert text.startswith(f"recipe learn, 700 steps, auto ({resolve_precision('auto')} here)")
+    demo = RobustnessConfig.demo()
+    text = _budget(demo, {"continuous/seed0": {"train_s": 1.0, "precision": "32-true"}})
+    assert text.startswith("recipe learn, 700 steps, auto (32-true in training)")
     assert "lr 0.001" in text
     assert "tasks A2T 3 : T2A 1 : A2A 1" in text
     assert _budget(RobustnessConfig(recipe=None, train={"max_steps": 10})) == "default training settings, 10 steps"
+
+
+def test_report_budget_says_the_precision_the_runs_trained_in_not_what_this_machine_would_choose():
+    # `auto` resolves on the machine that trains; a report written elsewhere (robustness_summary.py on
+    # committed results) must not resolve it again.
+    demo = RobustnessConfig.demo()
+    mixed = {"a/seed0": {"precision": "bf16-mixed"}, "b/seed0": {"precision": "32-true"}}
+    assert "auto (32-true, bf16-mixed in training)" in _budget(demo, mixed)
+    assert "auto (the precision it chose was not recorded by these runs)" in _budget(demo, {"a/seed0": {}})
+    named = RobustnessConfig(recipe=None, train={"precision": "bf16-mixed"})
+    assert _budget(named) == "default training settings, bf16-mixed"
+    assert _budget(named, {"a/seed0": {"precision": "bf16-mixed"}}) == "default training settings, bf16-mixed"
 
 
 def test_what_was_learned_reads_speech_against_its_ceilings():

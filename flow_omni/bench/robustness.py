@@ -213,6 +213,15 @@ def _reuse(config: TrainConfig, corpus: Path) -> Path | None:
     return out / "model"
 
 
+def _trained_precision(run: Path) -> str | None:
+    """The precision the run in ``run`` trained in, as its config.yaml records it (``auto`` resolved when
+    it started), or None where that file cannot be read."""
+    try:
+        return TrainConfig.load(run / "config.yaml").precision
+    except (OSError, FlowOmniError):
+        return None
+
+
 def train_variant(
     cfg: RobustnessConfig, variant: VariantSpec, seed: int, corpus: Path, progress: bool = True
 ) -> tuple[Path, float | None]:
@@ -434,6 +443,9 @@ def run_one(
 
     rows = score(model, variant.name)
     timing = {"train_s": train_s, "eval_s": time.perf_counter() - t1, "parameters": model.num_parameters()}
+    precision = _trained_precision(run)
+    if precision is not None:  # what `auto` chose on the machine that trained, for the report's budget line
+        timing["precision"] = precision
     if variant.name in cfg.tuned_variants():
         t2 = time.perf_counter()
         ft_config = finetune_config(cfg, variant, seed, corpus, progress)

@@ -115,7 +115,7 @@ def robustness_blocks(
         Text(
             [
                 f"Variants {', '.join(variants)}; seeds {cfg.seeds} (cells are mean ± std over seeds); the same tiny "
-                f"backbone, layout, data, mel space and training budget for every variant ({_budget(cfg)}).",
+                f"backbone, layout, data, mel space and training budget for every variant ({_budget(cfg, timings)}).",
                 f"Test sets: {sizes['test']} utterances (ASR, TTS), {sizes['qa']} spoken questions (QA), "
                 f"{sizes['unseen']} utterances in voices unseen in training.",
             ]
@@ -574,15 +574,24 @@ def finetune_blocks(agg: dict[tuple, dict], variants: Sequence[str], conditions:
     return blocks
 
 
-def _budget(cfg) -> str:
+def _budget(cfg, timings: dict | None = None) -> str:
+    """The training budget shared by every run, in words. ``timings`` (run → its timing, as the benchmark
+    keeps it) gives the precision each run trained in: ``auto`` is resolved by the machine that trained,
+    which need not be the one writing the report."""
     t = cfg.train
     recipe = f"recipe {cfg.recipe}" if getattr(cfg, "recipe", None) else "default training settings"
     parts = [recipe]
     if "max_steps" in t:
         parts.append(f"{t['max_steps']} steps")
     if "precision" in t:
-        resolved = resolve_precision(t["precision"], t.get("accelerator", "auto"))
-        parts.append(t["precision"] if resolved == t["precision"] else f"{t['precision']} ({resolved} here)")
+        asked = t["precision"]
+        trained = sorted({x["precision"] for x in (timings or {}).values() if x.get("precision")})
+        if trained:
+            parts.append(asked if trained == [asked] else f"{asked} ({', '.join(trained)} in training)")
+        elif resolve_precision(asked, t.get("accelerator", "auto")) == asked:  # named outright
+            parts.append(asked)
+        else:
+            parts.append(f"{asked} (the precision it chose was not recorded by these runs)")
     if "batch_size" in t.get("data", {}):
         parts.append(f"batch {t['data']['batch_size']}")
     # The settings this budget changes from the recipe, so that a reader does not take the recipe's own.
