@@ -27,6 +27,7 @@ import torch
 from matmul_rate import peak_gflops  # benchmarks/matmul_rate.py, beside this script
 from record import write_result  # benchmarks/record.py, beside this script
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from flow_omni.emulated_bf16 import emulated_bf16_matmuls
 from flow_omni.models.backbone import SDPA_FLOAT32
@@ -115,15 +116,23 @@ def main() -> None:
     for (name, attn), ts in times.items():
         ms = [1000 * statistics.mean(ts), 1000 * statistics.median(ts), 1000 * min(ts), 1000 * max(ts)]
         print(f"| {name} | {attn} | " + " | ".join(f"{x:.0f}" for x in ms) + " |")
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    # Times from a plain profile; the products' FLOPs counted in a pass of their own over the same batches,
+    # since the profiler's own FLOP counting (with_flops) doubled a step's profiled time here.
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for b in batches[2:5]:
+            step(b, False, "sdpa", False)
+    with FlopCounterMode(display=False) as counter:
         for b in batches[2:5]:
             step(b, False, "sdpa", False)
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    products = [e for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
-    mm_us = sum(e.self_cpu_time_total for e in products)
+    products = ("mm", "addmm", "bmm")
+    mm_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in [f"aten::{p}" for p in products])
+    flops = sum(
+        n for op, n in counter.get_flop_counts()["Global"].items() if str(op) in [f"aten.{p}" for p in products]
+    )
     # What the step's products do per second against a large product on the same thread: how much a
     # float32 step could still gain from faster kernels, as opposed to doing less arithmetic.
-    rate, peak = sum(e.flops for e in products) / mm_us / 1e3, peak_gflops()
+    rate, peak = flops / mm_us / 1e3, peak_gflops()
     print(
         f"\nfloat32: matrix products (aten::mm, addmm, bmm) hold {100 * mm_us / total:.0f} % of the step's CPU "
         f"time, at {rate:.1f} GFLOP/s; a 1024³ product runs at {peak:.1f} GFLOP/s on this thread"
