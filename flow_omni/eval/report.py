@@ -499,11 +499,9 @@ def _items_note(agg: dict[tuple, dict]) -> str:
     return (
         "`†`: a paired sign-flip test over the test items (each item's value averaged over the seeds shown, "
         "and over the conditions of a pooled column; on one seed's right-or-wrong QA items, McNemar's exact "
-        "test) rejects "
-        f"no difference at the {SIGNIFICANCE:.0%} level, with the sign shown: the difference holds across "
-        "these test sentences, "
-        "which says nothing of retraining (that is `*`); a difference that is to hold for this variant "
-        "and not only for these trained models needs `*`. "
+        f"test) rejects no difference at the {SIGNIFICANCE:.0%} level, with the sign shown: the difference "
+        "holds across these test sentences, which says nothing of retraining (that is `*`); a difference "
+        "that is to hold for this variant and not only for these trained models needs `*`. "
     )
 
 
