@@ -373,6 +373,10 @@ def test_miniature_benchmark_writes_every_artefact(tmp_path, capsys):
             assert row.count("±") == 2  # both variants, mean ± std over the two seeds
     assert "| unseen_voices |" in report and "## TTS" in report and "## Cost" in report
     data = json.loads((out / "results.json").read_text())
+    # Each run's timing keeps the precision it trained in, as its config.yaml says (the report's budget line).
+    for name, timing in data["timings"].items():
+        run_config = yaml.safe_load((out / "runs" / name.replace("/", "-") / "config.yaml").read_text())
+        assert timing["precision"] == run_config["precision"] != "auto"
     # 2 variants x 2 seeds x (ASR 2 metrics x (6 conditions + unseen) + TTS 2-3 metrics + QA 6 conditions)
     per_model = {(r["variant"], r["seed"]) for r in data["rows"]}
     assert per_model == {("continuous", 0), ("continuous", 1), ("kmeans", 0), ("kmeans", 1)}
