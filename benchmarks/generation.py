@@ -157,13 +157,7 @@ def weights_pass_ms(n_params: int, repeats: int = 20) -> float:
     cols = 1024
     m = torch.randn(-(-n_params // cols), cols)
     v = torch.randn(cols)
-    torch.mv(m, v)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mv(m, v)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    return median_us(lambda: torch.mv(m, v), repeats) / 1e3
 
 
 #: The batch of eight prompts, of different lengths (1 to 19 words): rows that start at different
